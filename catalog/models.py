@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePosixPath
+
+from django.db import models
+from django.db.models import Prefetch
+from django.urls import reverse
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProductQuerySet(models.QuerySet):
+    def browsable(self) -> ProductQuerySet:
+        """Products with what a listing shows: category and images, in a fixed number of queries."""
+        return self.select_related("category").prefetch_related(
+            Prefetch("images", queryset=ProductImage.objects.order_by("position", "id"))
+        )
+
+
+class Product(models.Model):
+    sku = models.CharField("SKU", max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProductQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["category", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.sku})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("catalog:product_detail", args=[self.pk])
+
+    @property
+    def primary_image(self) -> ProductImage | None:
+        # Uses the prefetched, ordered images when the queryset came from browsable().
+        images = list(self.images.all())
+        return images[0] if images else None
+
+
+def product_image_path(instance: ProductImage, filename: str) -> str:
+    """Stored names are generated: the uploader's filename never reaches the disk."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    if suffix not in {".png", ".jpg", ".jpeg", ".webp", ".gif"}:
+        suffix = ".png"
+    name = uuid.uuid4().hex
+    return f"products/{name[:2]}/{name}{suffix}"
+
+
+class ProductImage(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to=product_image_path, width_field="width", height_field="height")
+    width = models.PositiveIntegerField(default=0, editable=False)
+    height = models.PositiveIntegerField(default=0, editable=False)
+    sha256 = models.CharField(max_length=64, db_index=True, editable=False)
+    position = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["product_id", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"Image {self.position} of {self.product_id}"
+
+    @property
+    def is_small(self) -> bool:
+        """Tiny images (Fashion-MNIST is 28x28) are upscaled with pixelated rendering."""
+        return 0 < max(self.width, self.height) <= 64

@@ -1,0 +1,19 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from . import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("search.urls")),
+    path("", include("catalog.urls")),
+]
+
+if settings.DEBUG or settings.TESTING:
+    # In production the web server (or a storage bucket) serves media; see docker-compose.yml.
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", views.media_serve)]
+
+handler400 = "config.views.error_400"
+handler404 = "config.views.error_404"
+handler500 = "config.views.error_500"

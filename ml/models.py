@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    """One training run and the embedding model it produced: what queries rank by when active."""
+
+    class Architecture(models.TextChoices):
+        AUTOENCODER = "autoencoder", "Convolutional autoencoder"
+        DEEP_RANKING = "deep_ranking", "Deep ranking (triplets)"
+        CLASSIFIER = "classifier", "Classifier"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    architecture = models.CharField(max_length=32, choices=Architecture.choices)
+    hparams = models.JSONField(default=dict, help_text="Hyperparameters as given to ml.training.train.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    epoch = models.PositiveIntegerField(default=0, help_text="Epochs finished.")
+    epochs = models.PositiveIntegerField(default=0)
+    step = models.PositiveIntegerField(default=0, help_text="Step within the current epoch.")
+    steps_per_epoch = models.PositiveIntegerField(default=0)
+    loss_history = models.JSONField(default=list, blank=True, help_text="Per epoch: {epoch, loss, val_loss}.")
+    metrics = models.JSONField(default=dict, blank=True)
+    dim = models.PositiveIntegerField(null=True, blank=True, help_text="Embedding dimension.")
+    image_size = models.PositiveIntegerField(null=True, blank=True)
+    label_names = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    is_active = models.BooleanField(default=False)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # At most one active version: two admins activating at once cannot both win.
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.architecture}{f' ({self.variant})' if self.variant else ''}"
+
+    @property
+    def variant(self) -> str:
+        return self.hparams.get("variant", "") if self.architecture == self.Architecture.CLASSIFIER else ""
+
+    @property
+    def workdir(self) -> Path:
+        """Checkpoints, the final embedder.keras, meta.json and TensorBoard logs."""
+        return Path(settings.MODELS_ROOT) / f"version-{self.pk}"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.workdir / "tensorboard"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_fraction(self) -> float:
+        if self.status == self.Status.SUCCEEDED:
+            return 1.0
+        if not self.epochs:
+            return 0.0
+        within = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+        return min(1.0, (self.epoch + within) / self.epochs)

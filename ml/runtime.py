@@ -1,0 +1,34 @@
+"""Loading embedding models once per process (after a worker's fork, never at import time)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ml.inference import Embedder
+    from ml.models import ModelVersion
+
+_cache: dict[int, Embedder] = {}
+_lock = threading.Lock()
+
+
+def embedder_for(model_version: ModelVersion) -> Embedder:
+    """The version's Embedder, loaded on first use in this process. Raises ml.inference.ModelLoadError."""
+    with _lock:
+        embedder = _cache.get(model_version.pk)
+        if embedder is None:
+            from ml.inference import Embedder  # TensorFlow loads here, on first use
+
+            embedder = Embedder.load(model_version.workdir)
+            _cache[model_version.pk] = embedder
+        return embedder
+
+
+def forget(model_version_id: int | None = None) -> None:
+    """Drop cached models (all, or one version's), e.g. after its files were replaced."""
+    with _lock:
+        if model_version_id is None:
+            _cache.clear()
+        else:
+            _cache.pop(model_version_id, None)
