@@ -1,0 +1,45 @@
+# Lookalike: `make run` starts the demo, `make test` runs the whole suite. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install run test stop worker bench bench-quick lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+## The demo: database, broker, Fashion-MNIST catalogue, Celery workers, default model, web server.
+run: install
+	$(PY) -m config.demo
+
+## The whole suite on real PostgreSQL + pgvector and real Redis.
+test: install
+	$(PY) -m config.demo --check-services
+	$(PY) manage.py test
+
+## Stop the embedded PostgreSQL server started by `make run` / `make test`.
+stop:
+	$(PY) -m config.demo --stop
+
+## A Celery worker for both queues (in production run one per queue; see docker-compose.yml).
+worker: install
+	$(VENV)/bin/celery -A config worker -Q embeddings,training -c 1 -l info
+
+bench-quick: install
+	$(PY) bench/retrieval.py --quick
+
+bench: install
+	$(PY) bench/retrieval.py
+	$(PY) bench/indexing.py
+	$(PY) bench/search.py
+
+clean:
+	rm -rf var/test-media var/test-models
