@@ -1,2 +1,293 @@
-def product_similar(*, product, k=8, same_category=False):
-    return None
+"""Reading vectors: nearest products by L2 distance, similar items, photo search, index coverage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Cast
+from pgvector.django import L2Distance, VectorField
+
+from catalog.models import Category, Product, ProductImage
+from ml.models import ModelVersion
+
+from .models import EmbeddingFailure, ImageEmbedding, IndexJob
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class SearchUnavailable(Exception):
+    """Searching is not possible right now; str(exc) is a message for people."""
+
+
+class NoActiveModel(SearchUnavailable):
+    pass
+
+
+class ModelUnavailable(SearchUnavailable):
+    """The active model's files could not be loaded."""
+
+
+def hnsw_index_name(model_version_id: int) -> str:
+    return f"search_emb_hnsw_v{int(model_version_id)}"
+
+
+def active_model_version() -> ModelVersion | None:
+    """The version every query uses right now (read it once per request and pass it on)."""
+    return ModelVersion.objects.filter(is_active=True).first()
+
+
+# --- nearest neighbours -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    product_id: int
+    image_id: int
+    distance: float
+
+
+def nearest_products(
+    *,
+    model_version_id: int,
+    vector: Sequence[float] | np.ndarray,
+    k: int,
+    exclude_product_id: int | None = None,
+    category_id: int | None = None,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    exact: bool = False,
+) -> list[Neighbour]:
+    """The k products nearest to `vector` under one model version, closest first, each product once
+    (by its closest image).
+
+    Uses the version's partial HNSW index: the ORDER BY casts to vector(D) and filters by
+    model_version_id exactly as the index does, and pgvector 0.8's iterative scan
+    (relaxed_order) keeps filtered queries returning k rows. `exact=True` orders by the uncast column,
+    which no index matches: a sequential scan, for checking recall.
+    """
+    vector = np.asarray(vector, dtype=np.float32)
+    dim = int(vector.shape[0])
+    rows = ImageEmbedding.objects.filter(model_version_id=model_version_id)
+    if exclude_product_id is not None:
+        rows = rows.exclude(product_id=exclude_product_id)
+    if category_id is not None:
+        rows = rows.filter(category_id=category_id)
+    if min_price is not None:
+        rows = rows.filter(price__gte=min_price)
+    if max_price is not None:
+        rows = rows.filter(price__lte=max_price)
+    column = F("embedding") if exact else Cast("embedding", VectorField(dimensions=dim))
+    rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
+    limit = k * 2  # most products have one image; a product's extra images may crowd others out
+    with transaction.atomic(savepoint=False):
+        with connection.cursor() as cursor:
+            # SET LOCAL, for this transaction only; set_config takes parameters, SET does not.
+            cursor.execute(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
+                [str(max(settings.HNSW_EF_SEARCH, min(limit, 1000)))],
+            )
+        while True:
+            found = list(rows.values_list("product_id", "image_id", "distance")[:limit])
+            best: dict[int, Neighbour] = {}
+            for product_id, image_id, distance in found:
+                if product_id not in best or distance < best[product_id].distance:
+                    best[product_id] = Neighbour(product_id, image_id, float(distance))
+            if len(best) >= k or len(found) < limit:
+                break
+            limit *= 4
+    # relaxed_order may return rows slightly out of order: sort here.
+    return sorted(best.values(), key=lambda n: (n.distance, n.product_id))[:k]
+
+
+# --- similar items on a product page ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimilarProduct:
+    product: Product
+    distance: float
+    image: ProductImage | None
+
+    @property
+    def image_url(self) -> str:
+        return self.image.image.url if self.image else ""
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    done: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+
+@dataclass
+class SimilarItems:
+    """What the "Similar items" section shows: `state` is one of the constants below."""
+
+    NO_MODEL = "no_model"
+    NOT_INDEXED = "not_indexed"
+    NO_IMAGES = "no_images"
+    READY = "ready"
+
+    state: str
+    items: list[SimilarProduct] = field(default_factory=list)
+    model_version: ModelVersion | None = None
+    progress: IndexProgress | None = None  # when not indexed and a reindex job is running
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == self.READY
+
+
+def _products_with_images(neighbours: list[Neighbour]) -> list[SimilarProduct]:
+    products = Product.objects.browsable().in_bulk([n.product_id for n in neighbours])
+    items = []
+    for n in neighbours:
+        product = products.get(n.product_id)
+        if product is None:  # deleted between the two queries
+            continue
+        images = {image.pk: image for image in product.images.all()}
+        items.append(SimilarProduct(product=product, distance=n.distance, image=images.get(n.image_id) or product.primary_image))
+    return items
+
+
+def index_progress(*, model_version: ModelVersion) -> IndexProgress | None:
+    """Progress of the version's running reindex job, if one runs."""
+    job = IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).order_by("-id").first()
+    return IndexProgress(done=job.processed, total=job.total) if job else None
+
+
+def product_similar(*, product: Product, k: int = 8, same_category: bool = False, exact: bool = False) -> SimilarItems:
+    """The k nearest other products to `product` (by L2 distance between images; a product counts once,
+    by its closest image), optionally only in its category.
+
+    The query image is the product's first image (by position). Reads the active version once, so
+    every row comes from one version. Six queries when ready (pinned by a test).
+    """
+    version = active_model_version()
+    if version is None:
+        return SimilarItems(state=SimilarItems.NO_MODEL)
+    vector = (
+        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk)
+        .order_by("image__position", "image_id")
+        .values_list("embedding", flat=True)
+        .first()
+    )
+    if vector is None:
+        if not product.images.all():
+            return SimilarItems(state=SimilarItems.NO_IMAGES, model_version=version)
+        return SimilarItems(
+            state=SimilarItems.NOT_INDEXED, model_version=version, progress=index_progress(model_version=version)
+        )
+    neighbours = nearest_products(
+        model_version_id=version.pk,
+        vector=vector,
+        k=k,
+        exclude_product_id=product.pk,
+        category_id=product.category_id if same_category else None,
+        exact=exact,
+    )
+    return SimilarItems(state=SimilarItems.READY, items=_products_with_images(neighbours), model_version=version)
+
+
+# --- photo search -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoryGuess:
+    label: str
+    probability: float
+    category: Category | None  # the catalogue's category of that name, when there is one
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.probability)
+
+
+@dataclass
+class PhotoSearch:
+    model_version: ModelVersion
+    items: list[SimilarProduct]
+    guess: CategoryGuess | None
+
+
+def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = None) -> PhotoSearch:
+    """The k products most similar to an uploaded photo (an RGB PIL image, already validated and
+    EXIF-oriented), optionally within a category, plus the model's category guess when it has a
+    classifier head. Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
+    """
+    from ml.runtime import embedder_for
+
+    version = active_model_version()
+    if version is None:
+        raise NoActiveModel("Photo search is not available yet: no model is active.")
+    try:
+        embedder = embedder_for(version)
+    except Exception as exc:  # ml.inference.ModelLoadError, or TensorFlow failing to import
+        raise ModelUnavailable(f"Photo search is unavailable: the model could not be loaded ({exc}).") from exc
+    vector = embedder.embed_pil(image)
+    guess = None
+    raw_guess = embedder.guess_category(image)
+    if raw_guess is not None:
+        label, probability = raw_guess
+        guess = CategoryGuess(
+            label=label, probability=float(probability), category=Category.objects.filter(name__iexact=label).first()
+        )
+    neighbours = nearest_products(
+        model_version_id=version.pk, vector=vector, k=k, category_id=category.pk if category else None
+    )
+    return PhotoSearch(model_version=version, items=_products_with_images(neighbours), guess=guess)
+
+
+# --- coverage -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Coverage:
+    total_images: int
+    embedded: int
+    failed: int
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.total_images - self.embedded - self.failed)
+
+    @property
+    def complete(self) -> bool:
+        """Every image has a vector or a recorded reason why it cannot have one."""
+        return self.missing == 0
+
+    @property
+    def fraction(self) -> float:
+        return (self.embedded + self.failed) / self.total_images if self.total_images else 1.0
+
+
+def index_coverage(*, model_version: ModelVersion) -> Coverage:
+    """How much of the catalogue the version's vectors cover (the activation check uses it)."""
+    return Coverage(
+        total_images=ProductImage.objects.count(),
+        embedded=ImageEmbedding.objects.filter(model_version=model_version).count(),
+        failed=EmbeddingFailure.objects.filter(model_version=model_version).count(),
+    )
+
+
+def hnsw_index_exists(*, model_version: ModelVersion) -> bool:
+    """Whether the version's HNSW index exists and is valid (usable by queries)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
+            [hnsw_index_name(model_version.pk)],
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])

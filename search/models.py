@@ -1,0 +1,120 @@
+"""Vectors in PostgreSQL: one embedding per (product image, model version), and reindex jobs."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from pgvector.django import VectorField
+
+from catalog.models import Category, Product, ProductImage
+from ml.models import ModelVersion
+
+
+class ImageEmbedding(models.Model):
+    """An image's vector under one model version.
+
+    `embedding` has no fixed dimension so versions of different sizes share the table; each version
+    gets its own partial HNSW index on `(embedding::vector(D))` (see search.services.hnsw_index_build).
+    product, category and price are copied from the product so filtered queries read one table;
+    search.signals keeps them in sync.
+    """
+
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings", db_index=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="embeddings", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="+", db_index=False)
+    price = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    embedding = VectorField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="one_embedding_per_image_and_version"),
+        ]
+        indexes = [
+            models.Index(fields=["model_version", "product"], name="search_emb_version_product"),
+            models.Index(fields=["product"], name="search_emb_product"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Image {self.image_id} under version {self.model_version_id}"
+
+
+class EmbeddingFailure(models.Model):
+    """An image a model version could not embed (unreadable file), with the reason."""
+
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embedding_failures", db_index=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="embedding_failures")
+    reason = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="one_failure_per_image_and_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Image {self.image_id} failed under version {self.model_version_id}: {self.reason}"
+
+
+class IndexJob(models.Model):
+    """One reindex of the catalogue for a model version: batches, progress, then the HNSW index."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        BUILDING_INDEX = "building_index", "Building index"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.BUILDING_INDEX)
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="index_jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(default=0, help_text="Images to embed.")
+    done = models.PositiveIntegerField(default=0, help_text="Images embedded.")
+    failed = models.PositiveIntegerField(default=0, help_text="Images that could not be read.")
+    batches_total = models.PositiveIntegerField(default=0)
+    batches_done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Index job #{self.pk} for version {self.model_version_id}"
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def progress_fraction(self) -> float:
+        if self.status == self.Status.DONE:
+            return 1.0
+        return min(1.0, self.processed / self.total) if self.total else 0.0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.UNFINISHED
+
+
+class IndexBatch(models.Model):
+    """A slice of an IndexJob's images: one Celery task. finished_at makes its counts count once."""
+
+    job = models.ForeignKey(IndexJob, on_delete=models.CASCADE, related_name="batches")
+    number = models.PositiveIntegerField()
+    image_ids = ArrayField(models.BigIntegerField())
+    embedded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="one_batch_number_per_job")]
+
+    def __str__(self) -> str:
+        return f"Batch {self.number} of job {self.job_id}"

@@ -1,0 +1,391 @@
+"""Writing vectors: reindex jobs, batch embedding, HNSW indexes, and switching the active model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from catalog.models import Product, ProductImage
+from ml.models import ModelVersion
+from ml.runtime import embedder_for
+
+from .models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
+from .selectors import Coverage, hnsw_index_name, index_coverage
+
+__all__ = [
+    "ActivationRefused",
+    "Coverage",
+    "VectorsInUse",
+    "hnsw_index_build",
+    "hnsw_index_drop",
+    "image_embed",
+    "index_batch_run",
+    "index_coverage",
+    "index_job_finish",
+    "index_job_start",
+    "model_version_activate",
+    "model_version_vectors_delete",
+    "product_embeddings_sync",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ActivationRefused(Exception):
+    """The model version cannot become active; str(exc) says why and what to do."""
+
+
+class VectorsInUse(Exception):
+    """The active version's vectors serve every query and cannot be deleted."""
+
+
+# --- embedding images ---------------------------------------------------------------------------
+
+
+def _model_load_error() -> type[Exception]:
+    from ml.inference import ModelLoadError  # TensorFlow loads with it: only when embedding
+
+    return ModelLoadError
+
+
+def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Run the model once over `images`: ({image_id: vector}, {image_id: reason}). Raises ModelLoadError."""
+    embedder = embedder_for(model_version)
+    failures: dict[int, str] = {}
+    readable: list[ProductImage] = []
+    paths: list[str] = []
+    for image in images:
+        try:
+            path = image.image.path
+        except (ValueError, NotImplementedError) as exc:  # no file, or storage without local paths
+            failures[image.pk] = f"The image file cannot be opened ({exc})."
+            continue
+        readable.append(image)
+        paths.append(path)
+    vectors: dict[int, np.ndarray] = {}
+    if paths:
+        array, file_failures = embedder.embed_files(paths, batch_size=max(1, min(len(paths), settings.EMBEDDING_BATCH_SIZE)))
+        for index, reason in file_failures.items():
+            failures[readable[index].pk] = str(reason) or "The image could not be read."
+        ok = [i for i in range(len(readable)) if i not in file_failures]
+        # The contract allows either one row per path or one row per embedded path.
+        if len(array) == len(readable):
+            rows = ok
+        elif len(array) == len(ok):
+            rows = list(range(len(ok)))
+        else:
+            raise RuntimeError(f"The embedder returned {len(array)} vectors for {len(ok)} readable images.")
+        for row, i in zip(rows, ok, strict=True):
+            vectors[readable[i].pk] = np.asarray(array[row], dtype=np.float32)
+    return vectors, failures
+
+
+def _embeddings_write(
+    *, model_version: ModelVersion, images: Sequence[ProductImage], vectors: dict[int, np.ndarray], failures: dict[int, str]
+) -> None:
+    """Upsert vectors and failure reasons for `images` (which must have product selected): idempotent."""
+    by_id = {image.pk: image for image in images}
+    rows = []
+    for image_id in sorted(vectors):  # a fixed order: concurrent upserts lock rows in the same order
+        image = by_id[image_id]
+        rows.append(
+            ImageEmbedding(
+                image_id=image_id,
+                model_version_id=model_version.pk,
+                product_id=image.product_id,
+                category_id=image.product.category_id,
+                price=image.product.price,
+                embedding=vectors[image_id],
+            )
+        )
+    if rows:
+        ImageEmbedding.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["image", "model_version"],
+            update_fields=["product", "category", "price", "embedding", "updated_at"],
+        )
+        EmbeddingFailure.objects.filter(model_version=model_version, image_id__in=list(vectors)).delete()
+    if failures:
+        EmbeddingFailure.objects.bulk_create(
+            [EmbeddingFailure(image_id=i, model_version_id=model_version.pk, reason=failures[i][:2000]) for i in sorted(failures)],
+            update_conflicts=True,
+            unique_fields=["image", "model_version"],
+            update_fields=["reason", "updated_at"],
+        )
+        # A vector from before the file went bad no longer describes the image.
+        ImageEmbedding.objects.filter(model_version=model_version, image_id__in=list(failures)).delete()
+
+
+def image_embed(*, image_id: int) -> list[int]:
+    """Embed one product image for the active version and any version being reindexed.
+
+    Called (through a task) after an image is saved. Returns the ids of the versions written; an image
+    deleted meanwhile, or no version to write for, writes nothing.
+    """
+    image = ProductImage.objects.select_related("product").filter(pk=image_id).first()
+    if image is None:
+        return []
+    versions = list(
+        ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED)
+        .filter(Q(is_active=True) | Q(index_jobs__status__in=IndexJob.UNFINISHED))
+        .distinct()
+    )
+    written = []
+    for version in versions:
+        try:
+            vectors, failures = _images_embed(model_version=version, images=[image])
+        except _model_load_error() as exc:
+            logger.warning("Image %s not embedded for version %s: %s", image_id, version.pk, exc)
+            continue
+        with transaction.atomic():
+            _embeddings_write(model_version=version, images=[image], vectors=vectors, failures=failures)
+        written.append(version.pk)
+    return written
+
+
+def product_embeddings_sync(*, product: Product) -> int:
+    """Copy the product's category and price onto its embedding rows; returns rows changed."""
+    return (
+        ImageEmbedding.objects.filter(product_id=product.pk)
+        .exclude(category_id=product.category_id, price=product.price)
+        .update(category_id=product.category_id, price=product.price)
+        if product.price is not None
+        else ImageEmbedding.objects.filter(product_id=product.pk)
+        .exclude(category_id=product.category_id, price__isnull=True)
+        .update(category_id=product.category_id, price=None)
+    )
+
+
+# --- reindex jobs -------------------------------------------------------------------------------
+
+
+def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) -> IndexJob:
+    """Start reindexing the catalogue for `model_version`; returns the job.
+
+    The images (all, or with `only_missing` those without a vector or failure for this version) are
+    split into batches of settings.EMBEDDING_BATCH_SIZE; one Celery task per batch is enqueued after
+    this transaction commits. Unfinished earlier jobs for the version are cancelled (their pending
+    batches then do nothing). When the last batch finishes, the job builds the version's HNSW index.
+    The active version keeps serving queries throughout. Raises ValueError when the
+    version did not succeed.
+    """
+    from . import tasks
+
+    if model_version.status != ModelVersion.Status.SUCCEEDED:
+        raise ValueError(
+            f"Only a succeeded model version can be indexed. Received: version #{model_version.pk} "
+            f"with status {model_version.status!r}."
+        )
+    size = settings.EMBEDDING_BATCH_SIZE
+    with transaction.atomic():
+        IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).update(
+            status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
+        )
+        images = ProductImage.objects.order_by("id")
+        if only_missing:
+            images = images.exclude(embeddings__model_version=model_version).exclude(
+                embedding_failures__model_version=model_version
+            )
+        ids = list(images.values_list("id", flat=True))
+        batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+        job = IndexJob.objects.create(
+            model_version=model_version,
+            status=IndexJob.Status.RUNNING,
+            total=len(ids),
+            batches_total=len(batches),
+        )
+        created = IndexBatch.objects.bulk_create(
+            IndexBatch(job=job, number=n, image_ids=chunk) for n, chunk in enumerate(batches)
+        )
+        batch_ids = [b.pk for b in created]
+        if batch_ids:
+            transaction.on_commit(lambda: [tasks.index_batch_task.delay(pk) for pk in batch_ids])
+        else:
+            transaction.on_commit(lambda: tasks.index_job_finish_task.delay(job.pk))
+    return job
+
+
+def _job_fail(*, job_id: int, error: str) -> None:
+    IndexJob.objects.filter(pk=job_id, status__in=IndexJob.UNFINISHED).update(
+        status=IndexJob.Status.FAILED, error=error[:4000], finished_at=timezone.now()
+    )
+
+
+def index_batch_run(*, batch_id: int) -> bool:
+    """Embed one batch of a reindex job and upsert its vectors; returns whether it did the work.
+
+    Safe to run twice (the upsert writes the same rows; the job's counts move only the first time
+    the batch finishes) and concurrently with other batches. Images that cannot be read are recorded
+    as failures with their reason; the rest are embedded. A model that fails to load fails the job.
+    """
+    from . import tasks
+
+    batch = IndexBatch.objects.select_related("job__model_version").filter(pk=batch_id).first()
+    if batch is None or batch.finished_at is not None or batch.job.status != IndexJob.Status.RUNNING:
+        return False
+    job, version = batch.job, batch.job.model_version
+    images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product").order_by("id"))
+    try:
+        vectors, failures = _images_embed(model_version=version, images=images)
+    except _model_load_error() as exc:
+        _job_fail(job_id=job.pk, error=f"The model could not be loaded: {exc}")
+        return False
+    with transaction.atomic():
+        _embeddings_write(model_version=version, images=images, vectors=vectors, failures=failures)
+        first_finish = IndexBatch.objects.filter(pk=batch.pk, finished_at__isnull=True).update(
+            finished_at=timezone.now(), embedded=len(vectors), failed=len(failures)
+        )
+        if first_finish:
+            deleted_meanwhile = len(batch.image_ids) - len(images)
+            IndexJob.objects.filter(pk=job.pk).update(
+                done=F("done") + len(vectors),
+                failed=F("failed") + len(failures),
+                total=F("total") - deleted_meanwhile,
+                batches_done=F("batches_done") + 1,
+            )
+            # The row lock taken by the update orders concurrent batches: exactly one sees the last.
+            job.refresh_from_db(fields=["batches_done", "batches_total", "status"])
+            if job.batches_done >= job.batches_total and job.status == IndexJob.Status.RUNNING:
+                job_id = job.pk
+                transaction.on_commit(lambda: tasks.index_job_finish_task.delay(job_id))
+    return True
+
+
+def index_job_finish(*, job_id: int) -> IndexJob | None:
+    """Build the version's HNSW index (concurrently) once every batch is done, then mark the job done.
+
+    Idempotent: a finished or cancelled job is left alone; a build interrupted half-way is redone.
+    """
+    with transaction.atomic():
+        job = IndexJob.objects.select_for_update().select_related("model_version").filter(pk=job_id).first()
+        if job is None or job.status not in (IndexJob.Status.RUNNING, IndexJob.Status.BUILDING_INDEX):
+            return job
+        if job.batches_done < job.batches_total:
+            return job
+        job.status = IndexJob.Status.BUILDING_INDEX
+        job.save(update_fields=["status"])
+    try:
+        hnsw_index_build(model_version=job.model_version)
+    except Exception as exc:
+        _job_fail(job_id=job.pk, error=f"Building the HNSW index failed: {exc}")
+        raise
+    IndexJob.objects.filter(pk=job.pk, status=IndexJob.Status.BUILDING_INDEX).update(
+        status=IndexJob.Status.DONE, finished_at=timezone.now()
+    )
+    job.refresh_from_db()
+    return job
+
+
+# --- HNSW indexes -------------------------------------------------------------------------------
+# Raw SQL: pgvector's HnswIndex is declared in a migration, but these indexes are created per model
+# version at run time, as partial expression indexes, and CONCURRENTLY.
+
+
+def _version_dim(model_version: ModelVersion) -> int | None:
+    if model_version.dim:
+        return int(model_version.dim)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT vector_dims(embedding) FROM search_imageembedding WHERE model_version_id = %s LIMIT 1",
+            [model_version.pk],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
+    """Create the version's partial HNSW index on (embedding::vector(D)) vector_l2_ops; returns its name.
+
+    CONCURRENTLY when called outside a transaction (workers), so the table keeps taking reads and
+    writes; inside one (tests, shell in atomic) it falls back to a plain CREATE INDEX. A half-built
+    (invalid) index left by an interrupted build is dropped and rebuilt. Returns None when the version
+    has no vectors and no known dimension.
+    """
+    dim = _version_dim(model_version)
+    if dim is None:
+        return None
+    name = hnsw_index_name(model_version.pk)
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        if not concurrently:
+            # Django's deferred FK checks would otherwise block CREATE INDEX ("pending trigger events").
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", [name]
+        )
+        row = cursor.fetchone()
+        if row is not None and not row[0]:
+            cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
+        # dim and pk are integers from the database; DDL takes no parameters.
+        cursor.execute(
+            f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON search_imageembedding '
+            f"USING hnsw ((embedding::vector({int(dim)})) vector_l2_ops) WHERE model_version_id = {int(model_version.pk)}"
+        )
+    return name
+
+
+def hnsw_index_drop(*, model_version: ModelVersion) -> None:
+    """Drop the version's HNSW index if it exists (concurrently outside a transaction)."""
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{hnsw_index_name(model_version.pk)}"')
+
+
+# --- switching models ---------------------------------------------------------------------------
+
+
+def model_version_activate(*, model_version: ModelVersion, force: bool = False) -> ModelVersion:
+    """Make `model_version` the one every query uses, in one transaction.
+
+    Allowed only for a succeeded version whose vectors cover the catalogue (every image embedded or
+    recorded as unreadable), unless `force` (which skips only the coverage check). Other versions are
+    deactivated in the same transaction, so requests see either the old or the new version, never
+    both. Raises ActivationRefused with the reason.
+    """
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        if version.status != ModelVersion.Status.SUCCEEDED:
+            raise ActivationRefused(
+                f"Model version #{version.pk} has status “{version.get_status_display()}”; only a succeeded "
+                "version can be activated."
+            )
+        if not force:
+            coverage = index_coverage(model_version=version)
+            if not coverage.complete:
+                raise ActivationRefused(
+                    f"Model version #{version.pk} has vectors for {coverage.embedded:,} of {coverage.total_images:,} "
+                    f"images ({coverage.failed:,} unreadable, {coverage.missing:,} missing). Reindex it first, "
+                    "or force the activation."
+                )
+        list(ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk))
+        ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
+    model_version.is_active = True
+    return model_version
+
+
+def model_version_vectors_delete(*, model_version: ModelVersion) -> int:
+    """Delete a version's vectors, failure records and HNSW index; returns the vectors deleted.
+
+    Refuses (VectorsInUse) for the active version. Unfinished reindex jobs for it are cancelled.
+    """
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        if version.is_active:
+            raise VectorsInUse(
+                f"Model version #{version.pk} is active: activate another version before deleting its vectors."
+            )
+        IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED).update(
+            status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
+        )
+        deleted, _ = ImageEmbedding.objects.filter(model_version=version).delete()
+        EmbeddingFailure.objects.filter(model_version=version).delete()
+    hnsw_index_drop(model_version=version)
+    return deleted
