@@ -39,6 +39,9 @@ class ModelVersion(models.Model):
     label_names = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     is_active = models.BooleanField(default=False)
+    auto_activate = models.BooleanField(
+        default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
+    )
     task_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -46,6 +49,12 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [
+            ("train_modelversion", "Can start training a model"),
+            ("reindex_modelversion", "Can reindex the catalogue with a model"),
+            ("activate_modelversion", "Can activate a model for search"),
+            ("cancel_modelversion", "Can cancel training or indexing"),
+        ]
         constraints = [
             # At most one active version: two admins activating at once cannot both win.
             models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"),

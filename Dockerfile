@@ -1,0 +1,16 @@
+# One image for the web server and the Celery workers.
+FROM python:3.11-slim-bookworm
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2
+WORKDIR /app
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/*
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN useradd --create-home lookalike && mkdir -p /data/media /data/models /app/staticfiles \
+ && chown -R lookalike /data /app/staticfiles
+USER lookalike
+RUN DEBUG=1 DATABASE_URL=postgres://unused/unused python manage.py collectstatic --noinput -v 0
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60"]

@@ -1,0 +1,190 @@
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from .forms import TrainForm
+from .models import ModelVersion
+from .plots import loss_curve_svg
+from .services import model_version_cancel, model_version_create
+
+
+def _progress_bar(fraction: float, label: str = ""):
+    return format_html(
+        '<div class="lk-progress" title="{}"><span style="width:{}%"></span></div> <small>{}</small>',
+        label, round(fraction * 100, 1), label,
+    )
+
+
+def _figure(version: ModelVersion, key: str):
+    value = (version.metrics.get("holdout") or {}).get("model", {}).get(key)
+    return f"{value:.3f}" if isinstance(value, float) else "—"
+
+
+def version_status(version: ModelVersion) -> dict:
+    """Everything the admin's live panel shows, as JSON-ready data."""
+    from search.models import IndexJob
+    from search.selectors import index_coverage
+
+    job = IndexJob.objects.filter(model_version=version).order_by("-id").first()
+    coverage = index_coverage(model_version=version) if version.status == ModelVersion.Status.SUCCEEDED else None
+    return {
+        "id": version.pk,
+        "status": version.status,
+        "is_active": version.is_active,
+        "epoch": version.epoch,
+        "epochs": version.epochs,
+        "step": version.step,
+        "steps_per_epoch": version.steps_per_epoch,
+        "training_fraction": version.progress_fraction,
+        "loss_history": version.loss_history,
+        "error": version.error,
+        "index_job": None if job is None else {
+            "id": job.pk, "status": job.status, "total": job.total, "done": job.done, "failed": job.failed,
+            "fraction": job.progress_fraction,
+        },
+        "coverage": None if coverage is None else {
+            "total": coverage.total_images, "embedded": coverage.embedded, "failed": coverage.failed,
+            "complete": coverage.complete, "fraction": coverage.fraction,
+        },
+    }
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "status", "training", "p_at_1", "p_at_10", "dim", "is_active", "created_at"]
+    list_filter = ["architecture", "status", "is_active"]
+    readonly_fields = [
+        "architecture", "hparams", "status", "cancel_requested", "epoch", "epochs", "step", "steps_per_epoch",
+        "loss_history", "metrics", "dim", "image_size", "label_names", "error", "is_active", "auto_activate",
+        "task_id", "created_at", "started_at", "finished_at", "workdir_path",
+    ]
+    change_form_template = "admin/ml/modelversion/change_form.html"
+    change_list_template = "admin/ml/modelversion/change_list.html"
+
+    def has_add_permission(self, request):
+        return False  # versions are made by "Train a new model", never typed in
+
+    @admin.display(description="Training")
+    def training(self, obj):
+        return _progress_bar(obj.progress_fraction, f"epoch {obj.epoch}/{obj.epochs}")
+
+    @admin.display(description="P@1 (holdout)")
+    def p_at_1(self, obj):
+        return _figure(obj, "precision_at_1")
+
+    @admin.display(description="P@10 (holdout)")
+    def p_at_10(self, obj):
+        return _figure(obj, "precision_at_10")
+
+    @admin.display(description="Artifacts")
+    def workdir_path(self, obj):
+        return str(obj.workdir)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("train/", wrap(self.train_view), name="ml_modelversion_train"),
+            path("<int:pk>/status.json", wrap(self.status_view), name="ml_modelversion_status"),
+            path("<int:pk>/reindex/", wrap(require_POST(self.reindex_view)), name="ml_modelversion_reindex"),
+            path("<int:pk>/activate/", wrap(require_POST(self.activate_view)), name="ml_modelversion_activate"),
+            path("<int:pk>/cancel/", wrap(require_POST(self.cancel_view)), name="ml_modelversion_cancel"),
+            path("<int:pk>/delete-vectors/", wrap(require_POST(self.delete_vectors_view)), name="ml_modelversion_delete_vectors"),
+        ] + super().get_urls()
+
+    def _require(self, request, permission: str) -> None:
+        if not request.user.has_perm(f"ml.{permission}_modelversion"):
+            raise PermissionDenied(f"You need the “Can {permission}” permission for model versions.")
+
+    def _back(self, pk: int):
+        return redirect(reverse("admin:ml_modelversion_change", args=[pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if version is not None:
+            user = request.user
+            extra.update(
+                loss_curve=loss_curve_svg(version.loss_history),
+                live=version_status(version),
+                can={p: user.has_perm(f"ml.{p}_modelversion") for p in ("reindex", "activate", "cancel")},
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def train_view(self, request):
+        self._require(request, "train")
+        form = TrainForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            version = model_version_create(
+                architecture=form.cleaned_data["architecture"],
+                variant=form.cleaned_data.get("variant") or None,
+                overrides=form.overrides(),
+                auto_activate=form.cleaned_data["auto_activate"],
+            )
+            messages.success(request, f"Training of model version #{version.pk} is queued for a worker.")
+            return self._back(version.pk)
+        context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta, "title": "Train a new model"}
+        return TemplateResponse(request, "admin/ml/modelversion/train.html", context, status=400 if form.errors else 200)
+
+    def status_view(self, request, pk):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk)))
+
+    def reindex_view(self, request, pk):
+        from search.services import index_job_start
+
+        self._require(request, "reindex")
+        version = get_object_or_404(ModelVersion, pk=pk)
+        try:
+            job = index_job_start(model_version=version, only_missing=request.POST.get("only_missing") == "1")
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+        return self._back(pk)
+
+    def activate_view(self, request, pk):
+        from search.services import ActivationRefused, model_version_activate
+
+        self._require(request, "activate")
+        version = get_object_or_404(ModelVersion, pk=pk)
+        try:
+            model_version_activate(model_version=version, force=request.POST.get("force") == "1")
+        except ActivationRefused as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Model version #{pk} is now active: every search uses it.")
+        return self._back(pk)
+
+    def cancel_view(self, request, pk):
+        from search.models import IndexJob
+
+        self._require(request, "cancel")
+        version = get_object_or_404(ModelVersion, pk=pk)
+        if not version.is_finished:
+            model_version_cancel(model_version=version)
+            messages.success(request, f"Cancelling training of model version #{pk}.")
+        jobs = IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED)
+        from django.utils import timezone
+
+        if jobs.update(status=IndexJob.Status.CANCELLED, finished_at=timezone.now()):
+            messages.success(request, f"Cancelled the reindex of model version #{pk}.")
+        return self._back(pk)
+
+    def delete_vectors_view(self, request, pk):
+        from search.services import VectorsInUse, model_version_vectors_delete
+
+        self._require(request, "reindex")
+        version = get_object_or_404(ModelVersion, pk=pk)
+        try:
+            deleted = model_version_vectors_delete(model_version=version)
+        except VectorsInUse as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Deleted {deleted:,} vectors of model version #{pk}.")
+        return self._back(pk)

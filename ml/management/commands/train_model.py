@@ -1,0 +1,78 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from ml import hparams as hp
+from ml.models import ModelVersion
+from ml.services import model_version_create, model_version_train
+
+# `make run` on first start: a model good enough to show similar items within minutes on 2 cores.
+DEMO_EPOCHS = 2
+
+
+def _tqdm_callback():
+    import keras
+    from tqdm import tqdm
+
+    class Bar(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self.params.get('epochs')}", unit="step")
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.close()
+
+    return Bar()
+
+
+class Command(BaseCommand):
+    help = "Train an embedding model on the catalogue's images (in this process, or on a Celery worker)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--architecture", choices=hp.ARCHITECTURES, default=hp.DEFAULT_ARCHITECTURE)
+        parser.add_argument("--variant", choices=hp.CLASSIFIER_VARIANTS, help="classifier only (default: cnn)")
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--image-size", type=int, dest="image_size")
+        parser.add_argument("--dim", type=int, help="embedding dimension (at most 2000)")
+        parser.add_argument("--batch-size", type=int, dest="batch_size")
+        parser.add_argument("--lr", type=float, help="learning rate")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--activate", action="store_true", help="index the catalogue afterwards and activate")
+        parser.add_argument("--background", action="store_true", help="queue it for a Celery worker and return")
+        parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
+
+    def handle(self, *args, architecture, variant, activate, background, demo, **options):
+        if demo:
+            if ModelVersion.objects.exists():
+                self.stdout.write("A model version exists already; not training another.")
+                return
+            options["epochs"] = options["epochs"] or DEMO_EPOCHS
+            activate = background = True
+        if variant and architecture != "classifier":
+            raise CommandError(f"--variant applies to the classifier only. Received: --architecture {architecture}")
+        keys = ("epochs", "image_size", "dim", "batch_size", "lr", "seed")
+        overrides = {key: options[key] for key in keys if options.get(key) is not None}
+        try:
+            version = model_version_create(
+                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if background:
+            self.stdout.write(self.style.SUCCESS(f"Queued model version {version.pk} ({version}) for a training worker."))
+            return
+        ModelVersion.objects.filter(pk=version.pk).update(task_id="foreground")
+        version = model_version_train(model_version=version, extra_callbacks=(_tqdm_callback(),))
+        if version.status != ModelVersion.Status.SUCCEEDED:
+            raise CommandError(f"Model version {version.pk} {version.status}: {version.error}")
+        figures = version.metrics.get("holdout", {})
+        model, pixels = figures.get("model", {}), figures.get("pixels", {})
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Model version {version.pk} trained: dim {version.dim}; holdout P@1 {model.get('precision_at_1', float('nan')):.3f} "
+                f"P@10 {model.get('precision_at_10', float('nan')):.3f} mAP@100 {model.get('map_at_100', float('nan')):.3f} "
+                f"(raw pixels: P@1 {pixels.get('precision_at_1', float('nan')):.3f} P@10 {pixels.get('precision_at_10', float('nan')):.3f})"
+            )
+        )

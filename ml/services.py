@@ -1,0 +1,262 @@
+"""Training and evaluating model versions: the Django side of ml/ (the Keras side has no Django)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.models import Category, ProductImage
+
+from .models import ModelVersion
+
+logger = logging.getLogger(__name__)
+EVALUATION_QUERIES = ("holdout", "fashion-mnist-test")
+
+
+class TrainingError(Exception):
+    """A training run cannot start or finish; str(exc) says why."""
+
+
+@dataclass
+class CatalogueImages:
+    """Every catalogue image with what training and evaluation need to know about it."""
+
+    paths: list[str]
+    labels: np.ndarray  # index into label_names (the product's category)
+    groups: np.ndarray  # product id: the train/eval split keeps a product on one side
+    label_names: list[str]
+
+
+def catalogue_images() -> CatalogueImages:
+    categories = list(Category.objects.order_by("id").values_list("id", "name"))
+    index = {pk: i for i, (pk, _) in enumerate(categories)}
+    rows = ProductImage.objects.order_by("id").values_list("image", "product_id", "product__category_id")
+    from django.core.files.storage import default_storage
+
+    paths, labels, groups = [], [], []
+    for name, product_id, category_id in rows.iterator(chunk_size=5000):
+        paths.append(default_storage.path(name))
+        labels.append(index[category_id])
+        groups.append(product_id)
+    return CatalogueImages(paths, np.asarray(labels, dtype=np.int64), np.asarray(groups, dtype=np.int64), [n for _, n in categories])
+
+
+def model_version_create(
+    *, architecture: str, variant: str | None = None, overrides: dict[str, Any] | None = None, auto_activate: bool = False
+) -> ModelVersion:
+    """Check the hyperparameters, record a queued version and enqueue its training after commit."""
+    from . import hparams as hp
+    from .tasks import model_version_train_task
+
+    params = hp.defaults(architecture, variant, **(overrides or {})).validate(architecture)
+    version = ModelVersion.objects.create(
+        architecture=architecture, hparams=params.to_dict(), epochs=params.epochs, auto_activate=auto_activate
+    )
+    transaction.on_commit(lambda: model_version_train_task.delay(version.pk))
+    return version
+
+
+def _progress_callback(version: ModelVersion, every_seconds: float = 2.0):
+    """A Keras callback writing progress to the version's row (throttled) and honouring Cancel.
+
+    Built on call so that importing this module (the admin does) never imports TensorFlow.
+    """
+    import keras
+
+    class Callback(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.last = 0.0
+
+        def on_train_begin(self, logs=None):
+            steps = (self.params or {}).get("steps") or 0
+            ModelVersion.objects.filter(pk=version.pk).update(steps_per_epoch=steps)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if now - self.last < every_seconds:
+                return
+            self.last = now
+            ModelVersion.objects.filter(pk=version.pk).update(step=batch + 1, epoch=self.epoch)
+            if ModelVersion.objects.filter(pk=version.pk, cancel_requested=True).exists():
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if np.isscalar(v)}}
+            version.refresh_from_db(fields=["loss_history"])
+            history = [r for r in version.loss_history if r.get("epoch") != epoch + 1] + [row]
+            ModelVersion.objects.filter(pk=version.pk).update(epoch=epoch + 1, step=0, loss_history=history)
+
+    return Callback()
+
+
+def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple = ()) -> ModelVersion:
+    """Train (or resume) a queued/running version on the catalogue's images, then evaluate it.
+
+    Safe to call again after a crash: training resumes from the last epoch checkpoint in the
+    version's workdir, and a finished version is left as it is.
+    """
+    from . import hparams as hp
+    from .training import train
+
+    version = ModelVersion.objects.get(pk=model_version.pk)
+    if version.is_finished:
+        return version
+    if version.cancel_requested:
+        return _finish(version, ModelVersion.Status.CANCELLED)
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error="")
+    try:
+        data = catalogue_images()
+        if len(set(data.labels.tolist())) < 2 or len(data.paths) < 4:
+            raise TrainingError("Training needs at least 4 images in at least 2 categories; import a catalogue first.")
+        params = hp.HParams.from_dict(version.hparams).validate(version.architecture)
+        result = train(
+            architecture=version.architecture,
+            hparams=params,
+            paths=data.paths,
+            labels=data.labels,
+            groups=data.groups,
+            label_names=data.label_names,
+            workdir=version.workdir,
+            callbacks=[_progress_callback(version), *extra_callbacks],
+        )
+    except Exception as exc:  # the run fails with its reason on the record; the task does not retry it
+        logger.exception("Training of model version %s failed", version.pk)
+        return _finish(version, ModelVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+    version.refresh_from_db()
+    if version.cancel_requested:
+        return _finish(version, ModelVersion.Status.CANCELLED)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        dim=result.dim, image_size=params.image_size, label_names=data.label_names
+    )
+    version.refresh_from_db()
+    try:
+        metrics = model_version_evaluate(model_version=version, queries="holdout")
+    except Exception as exc:  # noqa: BLE001 - a model that trained is still usable without figures
+        logger.exception("Evaluation of model version %s failed", version.pk)
+        metrics = {"error": str(exc)}
+    version = _finish(
+        version, ModelVersion.Status.SUCCEEDED, metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1)}
+    )
+    if version.auto_activate:
+        from search.services import index_job_start
+
+        index_job_start(model_version=version)
+    return version
+
+
+def _finish(version: ModelVersion, status: str, *, error: str = "", metrics: dict | None = None) -> ModelVersion:
+    updates: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error}
+    if metrics is not None:
+        version.refresh_from_db(fields=["metrics"])
+        updates["metrics"] = {**version.metrics, **metrics}
+    ModelVersion.objects.filter(pk=version.pk).update(**updates)
+    version.refresh_from_db()
+    return version
+
+
+def model_version_cancel(*, model_version: ModelVersion) -> ModelVersion:
+    """Ask a run to stop: a queued one is cancelled now, a running one at its next progress write."""
+    ModelVersion.objects.filter(pk=model_version.pk).update(cancel_requested=True)
+    ModelVersion.objects.filter(pk=model_version.pk, status=ModelVersion.Status.QUEUED).update(
+        status=ModelVersion.Status.CANCELLED, finished_at=timezone.now()
+    )
+    model_version.refresh_from_db()
+    return model_version
+
+
+def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdout", k: int = 10) -> dict:
+    """Retrieval quality of a trained version next to raw-pixel L2 on the same queries and catalogue.
+
+    holdout: the eval split's products (by product id, as in training) query the other products.
+    fashion-mnist-test: the 10,000 Fashion-MNIST test images query the whole catalogue (meant for the
+    train split loaded as the catalogue). Relevance = same category. Stores the figures on the record.
+    """
+    from catalog import fashion_mnist
+    from ml.input import split_by_group
+    from ml.metrics import pixel_baseline, retrieval_metrics
+    from ml.preprocess import arrays_to_input
+    from ml.runtime import embedder_for
+
+    if k < 1:
+        raise ValueError(f"k must be positive. Received: k={k}")
+    if queries not in EVALUATION_QUERIES:
+        raise ValueError(f"queries must be one of {EVALUATION_QUERIES}. Received: queries={queries!r}")
+    if model_version.status != ModelVersion.Status.SUCCEEDED and model_version.dim is None:
+        raise TrainingError(f"Model version {model_version.pk} has not finished training.")
+    embedder = embedder_for(model_version)
+    data = catalogue_images()
+    vectors, failures = embedder.embed_files(data.paths, batch_size=512)
+    ok = np.array([i not in failures for i in range(len(data.paths))])
+    pixels = _load_pixels(data.paths, size=embedder.image_size)
+    if queries == "holdout":
+        seed = model_version.hparams.get("seed", 0)
+        fraction = model_version.hparams.get("eval_fraction", 0.1) or 0.1
+        train_idx, eval_idx = split_by_group(data.groups, fraction, seed)
+        train_idx, eval_idx = train_idx[ok[train_idx]], eval_idx[ok[eval_idx]]
+        cat_v, cat_y, cat_p = vectors[train_idx], data.labels[train_idx], pixels[train_idx]
+        q_v, q_y, q_p = vectors[eval_idx], data.labels[eval_idx], pixels[eval_idx]
+    else:
+        images, labels = fashion_mnist.load_split("test")
+        names = {name: i for i, name in enumerate(data.label_names)}
+        try:
+            q_y = np.array([names[fashion_mnist.CLASS_NAMES[label]] for label in labels])
+        except KeyError as exc:
+            raise TrainingError(f"The catalogue has no category {exc}: load the Fashion-MNIST train split first.") from exc
+        rgb = np.repeat(images[..., None], 3, axis=-1)
+        q_v = embedder.embed_arrays(np.asarray(arrays_to_input(rgb, embedder.image_size)))
+        q_p = _resize_pixels(images, embedder.image_size)
+        cat_v, cat_y, cat_p = vectors[ok], data.labels[ok], pixels[ok]
+    model = retrieval_metrics(cat_v, cat_y, q_v, q_y).to_dict()
+    baseline = pixel_baseline(cat_p, cat_y, q_p, q_y).to_dict()
+    model["precision_at_k"] = _precision_at(cat_v, cat_y, q_v, q_y, k)
+    baseline["precision_at_k"] = _precision_at(_flat(cat_p), cat_y, _flat(q_p), q_y, k)
+    figures = {"model": model, "pixels": baseline, "queries": int(len(q_y)), "catalogue": int(len(cat_y)), "k": k}
+    model_version.refresh_from_db(fields=["metrics"])
+    ModelVersion.objects.filter(pk=model_version.pk).update(metrics={**model_version.metrics, queries: figures})
+    return figures
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return np.asarray(images, np.float32).reshape(len(images), -1) / 255.0
+
+
+def _precision_at(cat_v: np.ndarray, cat_y: np.ndarray, q_v: np.ndarray, q_y: np.ndarray, k: int) -> float:
+    from ml.metrics import knn
+
+    idx, _ = knn(cat_v, q_v, min(k, len(cat_v)))
+    return float((cat_y[idx] == q_y[:, None]).mean())
+
+
+def _resize_pixels(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1:3] == (size, size):
+        return images
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(img).resize((size, size))) for img in images])
+
+
+def _load_pixels(paths: list[str], *, size: int) -> np.ndarray:
+    """Catalogue images as grayscale uint8 [n, size, size], for the raw-pixel baseline."""
+    from PIL import Image
+
+    out = np.zeros((len(paths), size, size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L")
+                out[i] = np.asarray(img if img.size == (size, size) else img.resize((size, size)))
+        except OSError:
+            pass  # reported by the embedder's failures; the row stays black
+    return out
