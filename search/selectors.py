@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.functions import Cast
 from pgvector.django import L2Distance, VectorField
 
@@ -21,6 +22,8 @@ from .models import EmbeddingFailure, ImageEmbedding, IndexJob
 
 if TYPE_CHECKING:
     from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 
 class SearchUnavailable(Exception):
@@ -236,9 +239,13 @@ def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = 
         embedder = embedder_for(version)
     except Exception as exc:  # ml.inference.ModelLoadError, or TensorFlow failing to import
         raise ModelUnavailable(f"Photo search is unavailable: the model could not be loaded ({exc}).") from exc
-    vector = embedder.embed_pil(image)
+    try:
+        vector = embedder.embed_pil(image)
+        raw_guess = embedder.guess_category(image)
+    except Exception as exc:  # a model that loads but cannot run: a message, not a 500
+        logger.exception("Model version %s failed on a search photo", version.pk)
+        raise ModelUnavailable(f"Photo search is unavailable: the model failed on this photo ({exc}).") from exc
     guess = None
-    raw_guess = embedder.guess_category(image)
     if raw_guess is not None:
         label, probability = raw_guess
         guess = CategoryGuess(

@@ -259,7 +259,8 @@ def index_batch_run(*, batch_id: int) -> bool:
 
 
 def index_job_finish(*, job_id: int) -> IndexJob | None:
-    """Build the version's HNSW index (concurrently) once every batch is done, then mark the job done.
+    """Build the version's HNSW index (concurrently) once every batch is done, then mark the job done;
+    a version with auto_activate is then activated if its vectors cover the catalogue.
 
     Idempotent: a finished or cancelled job is left alone; a build interrupted half-way is redone.
     """
@@ -280,6 +281,13 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
         status=IndexJob.Status.DONE, finished_at=timezone.now()
     )
     job.refresh_from_db()
+    version = job.model_version
+    version.refresh_from_db()
+    if getattr(version, "auto_activate", False) and not version.is_active:
+        try:
+            model_version_activate(model_version=version)
+        except ActivationRefused as exc:
+            logger.warning("Model version %s not auto-activated: %s", version.pk, exc)
     return job
 
 

@@ -1,4 +1,10 @@
 from django.urls import path
 
+from . import views
+
 app_name = "search"
-urlpatterns: list = []
+urlpatterns = [
+    path("search/", views.photo_search_view, name="photo_search"),
+    path("api/products/<int:pk>/similar", views.api_product_similar, name="api_product_similar"),
+    path("api/search", views.api_search, name="api_search"),
+]

@@ -1,0 +1,59 @@
+"""The photo-search form: used by the search page and the JSON API alike."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from catalog.images import ImageInfo, InvalidImage, read_image
+from catalog.models import Category
+
+ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
+
+
+class PhotoSearchForm(forms.Form):
+    image = forms.FileField(
+        label="Photo",
+        help_text="JPEG, PNG, WebP or GIF.",
+        widget=forms.ClearableFileInput(attrs={"accept": ACCEPT}),
+        error_messages={
+            "required": "Choose a photo to search with.",
+            "empty": "The file is empty.",
+            "invalid": "No file was uploaded; check the form's encoding type.",
+        },
+    )
+    category = forms.ModelChoiceField(
+        queryset=Category.objects.order_by("name"),
+        to_field_name="slug",
+        required=False,
+        empty_label="All categories",
+        error_messages={"invalid_choice": "There is no category “%(value)s”."},
+    )
+    k = forms.IntegerField(label="Results", required=False, min_value=1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Built here, not at import, so the bounds follow settings (and override_settings in tests).
+        self.fields["k"] = forms.IntegerField(label="Results", required=False, min_value=1, max_value=settings.SEARCH_MAX_K)
+        self.fields["k"].widget.attrs["placeholder"] = settings.SEARCH_DEFAULT_K
+        max_mb = settings.SEARCH_UPLOAD_MAX_BYTES / 1e6
+        self.fields["image"].help_text = f"JPEG, PNG, WebP or GIF, up to {max_mb:.0f} MB."
+
+    def clean_image(self) -> ImageInfo:
+        upload = self.cleaned_data["image"]
+        max_bytes = settings.SEARCH_UPLOAD_MAX_BYTES
+        if upload.size > max_bytes:  # refuse before reading it into memory
+            raise forms.ValidationError(f"The file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+        try:
+            return read_image(upload.read(), max_bytes=max_bytes)
+        except InvalidImage as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_k(self) -> int:
+        return self.cleaned_data.get("k") or settings.SEARCH_DEFAULT_K
+
+    def first_error(self) -> str:
+        for field, errors in self.errors.items():
+            label = self.fields[field].label if field in self.fields else ""
+            return f"{label}: {errors[0]}" if label and field != "image" else errors[0]
+        return "The request was not valid."

@@ -1,0 +1,223 @@
+"""Reindex jobs, batch tasks, failures, activation and the signals, with a real tiny model."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+from django.test import TestCase, override_settings
+
+from catalog.models import ProductImage
+from ml.models import ModelVersion
+from search import services, tasks
+from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
+from search.selectors import hnsw_index_exists, index_coverage, product_similar
+
+from .factories import COLORS, SHAPES, model_version_create, product_create, product_with_vectors, shape_png
+from .tiny_model import install_stand_in_embedder_if_needed, tiny_model_version
+
+
+class IndexingTestCase(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        install_stand_in_embedder_if_needed()
+        cls.version = tiny_model_version()
+        cls.products = [product_create(images=[shape_png(s, color=COLORS[i])]) for i, s in enumerate(SHAPES)]
+        cls.products.append(product_create(images=[shape_png("circle"), shape_png("bar")]))
+
+    def start(self, **kwargs) -> IndexJob:
+        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+            job = services.index_job_start(model_version=self.version, **kwargs)
+        self.assertEqual(len(callbacks), 1)  # one callback enqueues every batch
+        return job
+
+    def run_all(self, job: IndexJob) -> IndexJob:
+        for batch in job.batches.order_by("number"):
+            tasks.index_batch_task.apply(args=[batch.pk]).get()
+        tasks.index_job_finish_task.apply(args=[job.pk]).get()
+        job.refresh_from_db()
+        return job
+
+
+@override_settings(EMBEDDING_BATCH_SIZE=2)
+class IndexJobTests(IndexingTestCase):
+    def test_job_splits_images_into_batches(self):
+        job = self.start()
+        self.assertEqual((job.total, job.batches_total, job.status), (6, 3, IndexJob.Status.RUNNING))
+        self.assertEqual([len(b.image_ids) for b in job.batches.order_by("number")], [2, 2, 2])
+
+    def test_all_batches_embed_everything_and_build_the_index(self):
+        job = self.run_all(self.start())
+        self.assertEqual((job.status, job.done, job.failed, job.batches_done), (IndexJob.Status.DONE, 6, 0, 3))
+        self.assertEqual(job.progress_fraction, 1.0)
+        self.assertEqual(ImageEmbedding.objects.filter(model_version=self.version).count(), 6)
+        self.assertTrue(index_coverage(model_version=self.version).complete)
+        self.assertTrue(hnsw_index_exists(model_version=self.version))
+        row = ImageEmbedding.objects.filter(model_version=self.version).first()
+        self.assertEqual(len(row.embedding), self.version.dim)
+
+    def test_batch_task_run_twice_leaves_the_same_rows(self):
+        job = self.start()
+        batch = job.batches.order_by("number").first()
+        tasks.index_batch_task.apply(args=[batch.pk]).get()
+        first = list(ImageEmbedding.objects.order_by("id").values_list("id", "image_id", "embedding"))
+        # Redelivered (ack lost after the commit): the batch is recognised as finished.
+        self.assertFalse(tasks.index_batch_task.apply(args=[batch.pk]).get())
+        second = list(ImageEmbedding.objects.order_by("id").values_list("id", "image_id", "embedding"))
+        self.assertEqual([r[:2] for r in first], [r[:2] for r in second])
+        for a, b in zip(first, second, strict=True):
+            np.testing.assert_allclose(a[2], b[2], rtol=1e-5)
+        job.refresh_from_db()
+        self.assertEqual((job.done, job.batches_done), (2, 1))  # counted once
+
+    def test_embedding_an_image_twice_upserts_one_row(self):
+        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
+        image = self.products[0].images.get()
+        services.image_embed(image_id=image.pk)
+        first = ImageEmbedding.objects.get(image=image)
+        services.image_embed(image_id=image.pk)
+        second = ImageEmbedding.objects.get(image=image)
+        self.assertEqual(first.pk, second.pk)
+        np.testing.assert_allclose(first.embedding, second.embedding, rtol=1e-5)
+
+    def test_corrupt_image_is_marked_failed_and_the_others_are_indexed(self):
+        bad = product_create(images=[shape_png("circle")]).images.get()
+        with open(bad.image.path, "wb") as f:  # the file went bad on disk after upload
+            f.write(b"\x89PNG\r\n\x1a\n this is not really a png")
+        job = self.run_all(self.start())
+        self.assertEqual((job.done, job.failed, job.total, job.status), (6, 1, 7, IndexJob.Status.DONE))
+        failure = EmbeddingFailure.objects.get(model_version=self.version)
+        self.assertEqual(failure.image_id, bad.pk)
+        self.assertTrue(failure.reason)
+        self.assertFalse(ImageEmbedding.objects.filter(image=bad).exists())
+        coverage = index_coverage(model_version=self.version)
+        self.assertEqual((coverage.total_images, coverage.embedded, coverage.failed, coverage.complete), (7, 6, 1, True))
+
+    def test_model_that_fails_to_load_fails_the_job(self):
+        broken = model_version_create(dim=8)
+        with self.captureOnCommitCallbacks(execute=False):
+            job = services.index_job_start(model_version=broken)
+        tasks.index_batch_task.apply(args=[job.batches.first().pk]).get()
+        job.refresh_from_db()
+        self.assertEqual(job.status, IndexJob.Status.FAILED)
+        self.assertIn("could not be loaded", job.error)
+
+    def test_a_new_job_cancels_the_unfinished_one(self):
+        old = self.start()
+        new = self.start()
+        old.refresh_from_db()
+        self.assertEqual(old.status, IndexJob.Status.CANCELLED)
+        self.assertFalse(tasks.index_batch_task.apply(args=[old.batches.first().pk]).get())
+        self.assertEqual(new.status, IndexJob.Status.RUNNING)
+
+    def test_only_missing(self):
+        self.run_all(self.start())
+        product_create(images=[shape_png("triangle")])
+        job = self.start(only_missing=True)
+        self.assertEqual(job.total, 1)
+
+    def test_refuses_a_version_that_did_not_succeed(self):
+        failed = model_version_create(status=ModelVersion.Status.FAILED)
+        with self.assertRaisesMessage(ValueError, "succeeded"):
+            services.index_job_start(model_version=failed)
+
+
+class ActivationTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.a = model_version_create(dim=2, active=True)
+        cls.b = model_version_create(dim=3)
+        cls.query = product_create(images=[shape_png()])
+        cls.x = product_create(images=[shape_png()])
+        cls.y = product_create(images=[shape_png()])
+        from .factories import embedding_put
+
+        img = {p: p.images.get() for p in (cls.query, cls.x, cls.y)}
+        # Under A, x is nearest; under B, y is nearest.
+        for p, v in ((cls.query, [0, 0]), (cls.x, [1, 0]), (cls.y, [2, 0])):
+            embedding_put(image=img[p], model_version=cls.a, vector=v)
+        cls.img = img
+
+    def put_b(self, product, vector):
+        from .factories import embedding_put
+
+        embedding_put(image=self.img[product], model_version=self.b, vector=vector)
+
+    def test_during_reindex_of_b_queries_use_a_and_after_activation_b(self):
+        IndexJob.objects.create(model_version=self.b, status=IndexJob.Status.RUNNING, total=3)
+        self.put_b(self.query, [0, 0, 0])
+        self.put_b(self.y, [0, 0, 1])  # B half written: x not yet embedded
+        similar = product_similar(product=self.query)
+        self.assertEqual(similar.model_version, self.a)
+        self.assertEqual([i.product for i in similar.items], [self.x, self.y])
+        with self.assertRaisesMessage(services.ActivationRefused, "2 of 3"):
+            services.model_version_activate(model_version=self.b)
+        self.put_b(self.x, [0, 0, 5])
+        services.model_version_activate(model_version=self.b)
+        similar = product_similar(product=self.query)
+        self.assertEqual(similar.model_version, self.b)
+        self.assertEqual([i.product for i in similar.items], [self.y, self.x])
+        self.assertEqual([i.distance for i in similar.items], [1.0, 5.0])
+        self.assertEqual(list(ModelVersion.objects.filter(is_active=True)), [self.b])
+
+    def test_force_activates_without_coverage(self):
+        services.model_version_activate(model_version=self.b, force=True)
+        self.b.refresh_from_db()
+        self.a.refresh_from_db()
+        self.assertTrue(self.b.is_active)
+        self.assertFalse(self.a.is_active)
+
+    def test_refuses_a_version_that_did_not_succeed_even_with_force(self):
+        failed = model_version_create(status=ModelVersion.Status.FAILED)
+        with self.assertRaisesMessage(services.ActivationRefused, "only a succeeded version"):
+            services.model_version_activate(model_version=failed, force=True)
+
+    def test_vectors_delete_refuses_the_active_version(self):
+        with self.assertRaises(services.VectorsInUse):
+            services.model_version_vectors_delete(model_version=self.a)
+        self.assertEqual(ImageEmbedding.objects.filter(model_version=self.a).count(), 3)
+
+    def test_vectors_delete_removes_an_old_versions_rows_and_index(self):
+        for p in (self.query, self.x, self.y):
+            self.put_b(p, [1, 2, 3])
+        services.hnsw_index_build(model_version=self.b)
+        self.assertEqual(services.model_version_vectors_delete(model_version=self.b), 3)
+        self.assertFalse(ImageEmbedding.objects.filter(model_version=self.b).exists())
+        self.assertFalse(hnsw_index_exists(model_version=self.b))
+        self.assertEqual(ImageEmbedding.objects.filter(model_version=self.a).count(), 3)
+
+
+class SignalTests(IndexingTestCase):
+    def test_new_image_is_embedded_for_the_active_version_after_commit(self):
+        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
+        with mock.patch.object(tasks.image_embed_task, "delay") as delay:
+            with self.captureOnCommitCallbacks(execute=True):
+                product = product_create(images=[shape_png("triangle")])
+                delay.assert_not_called()  # not before the commit
+        image = product.images.get()
+        delay.assert_called_once_with(image.pk)
+        self.assertEqual(tasks.image_embed_task.apply(args=[image.pk]).get(), [self.version.pk])
+        self.assertTrue(ImageEmbedding.objects.filter(image=image, model_version=self.version).exists())
+
+    def test_nothing_is_enqueued_without_an_active_version(self):
+        with mock.patch.object(tasks.image_embed_task, "delay") as delay:
+            with self.captureOnCommitCallbacks(execute=True):
+                product_create()
+        delay.assert_not_called()
+
+    def test_raw_fixture_loads_are_skipped(self):
+        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
+        from search.signals import product_image_saved
+
+        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+            product_image_saved(ProductImage, instance=ProductImage.objects.first(), created=True, raw=True)
+        self.assertEqual(callbacks, [])
+
+    def test_price_and_category_changes_reach_the_vectors(self):
+        version = model_version_create(dim=2)
+        product = product_with_vectors(model_version=version, vectors=[[0, 1]])
+        other = product_create().category
+        product.price, product.category = 99, other
+        product.save()
+        row = ImageEmbedding.objects.get(product=product)
+        self.assertEqual((row.price, row.category_id), (99, other.pk))

@@ -1,0 +1,143 @@
+"""Photo search page and the JSON API: validate, call one selector, render."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+from PIL import Image
+
+from catalog.images import ImageInfo
+from catalog.models import Product
+
+from .forms import PhotoSearchForm
+from .selectors import (
+    SearchUnavailable,
+    SimilarItems,
+    SimilarProduct,
+    active_model_version,
+    photo_search,
+    product_similar,
+)
+
+THUMBNAIL_PX = 256
+
+
+def _thumbnail_data_uri(info: ImageInfo) -> str:
+    """The query photo as a data: URI: it is shown back but never stored."""
+    img = info.image.copy()
+    img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small = max(img.size) <= 64
+    img.save(buffer, format="PNG" if small else "JPEG", quality=85)
+    return f"data:image/{'png' if small else 'jpeg'};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def photo_search_view(request: HttpRequest) -> HttpResponse:
+    template = "search/photo_search.html"
+    if request.method != "POST":
+        form = PhotoSearchForm(initial={"category": request.GET.get("category") or None})
+        return render(request, template, {"form": form, "available": active_model_version() is not None})
+    form = PhotoSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, template, {"form": form, "available": True}, status=400)
+    info = form.cleaned_data["image"]
+    context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
+    try:
+        context["result"] = photo_search(image=info.image, k=form.cleaned_data["k"], category=form.cleaned_data["category"])
+    except SearchUnavailable as exc:
+        context.update(available=False, unavailable=str(exc))
+        return render(request, template, context, status=503)
+    context["category"] = form.cleaned_data["category"]
+    return render(request, template, context)
+
+
+# --- JSON API -----------------------------------------------------------------------------------
+
+
+def _error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _parse_k(raw: str | None) -> int:
+    if raw in (None, ""):
+        return settings.SEARCH_DEFAULT_K
+    try:
+        k = int(raw)
+    except ValueError:
+        raise ValueError(f"k must be a whole number between 1 and {settings.SEARCH_MAX_K}. Received: {raw!r}") from None
+    if not 1 <= k <= settings.SEARCH_MAX_K:
+        raise ValueError(f"k must be between 1 and {settings.SEARCH_MAX_K}. Received: {k}")
+    return k
+
+
+def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
+    return {
+        "id": item.product.pk,
+        "title": item.product.title,
+        "url": request.build_absolute_uri(item.product.get_absolute_url()),
+        "image_url": request.build_absolute_uri(item.image_url) if item.image_url else None,
+        "distance": item.distance,
+    }
+
+
+def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
+    """GET /api/products/<id>/similar?k=8&same_category=1"""
+    if request.method not in ("GET", "HEAD"):
+        return _error("Use GET.", 405)
+    try:
+        k = _parse_k(request.GET.get("k"))
+    except ValueError as exc:
+        return _error(str(exc), 400)
+    product = Product.objects.browsable().filter(pk=pk).first()
+    if product is None:
+        return _error(f"There is no product with id {pk}.", 404)
+    similar = product_similar(product=product, k=k, same_category=request.GET.get("same_category") in ("1", "true"))
+    if similar.state == SimilarItems.NO_MODEL:
+        return _error("Similar items are not available yet: no model is active.", 503)
+    body = {
+        "product": product.pk,
+        "model_version": similar.model_version.pk,
+        "state": similar.state,
+        "results": [_item_json(request, item) for item in similar.items],
+    }
+    if similar.progress is not None:
+        body["progress"] = {"done": similar.progress.done, "total": similar.progress.total}
+    return JsonResponse(body)
+
+
+# Scripts POST here with no session or CSRF cookie, and the endpoint changes nothing (it reads,
+# and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
+@csrf_exempt
+def api_search(request: HttpRequest) -> JsonResponse:
+    """POST /api/search (multipart: image, optional k and category slug)"""
+    if request.method != "POST":
+        return _error("Use POST with a multipart form: image, and optionally k and category.", 405)
+    try:
+        _parse_k(request.POST.get("k"))
+    except ValueError as exc:
+        return _error(str(exc), 400)
+    form = PhotoSearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _error(form.first_error(), 400)
+    try:
+        result = photo_search(
+            image=form.cleaned_data["image"].image, k=form.cleaned_data["k"], category=form.cleaned_data["category"]
+        )
+    except SearchUnavailable as exc:
+        return _error(str(exc), 503)
+    return JsonResponse(
+        {
+            "model_version": result.model_version.pk,
+            "category_guess": (
+                {"label": result.guess.label, "probability": result.guess.probability} if result.guess else None
+            ),
+            "results": [_item_json(request, item) for item in result.items],
+        }
+    )
