@@ -10,6 +10,7 @@ ARCHITECTURES = ("autoencoder", "deep_ranking", "classifier")
 CLASSIFIER_VARIANTS = ("softmax", "mlp", "cnn")
 BACKBONES = ("vgg16", "mobilenet_v2", "resnet50")
 MINING = ("semi-hard", "hard")
+LR_SCHEDULES = ("constant", "cosine")
 MAX_DIM = 2000
 
 # Chosen by bench/retrieval.py on Fashion-MNIST (see bench/results/retrieval.json).
@@ -22,6 +23,7 @@ class HParams:
     dim: int = 128
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     epochs: int = 8
     seed: int = 1337
     variant: str = "cnn"
@@ -84,6 +86,10 @@ class HParams:
             raise ValueError(
                 f"variant must be one of {CLASSIFIER_VARIANTS}. Received: variant={self.variant!r}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {LR_SCHEDULES}. Received: lr_schedule={self.lr_schedule!r}"
+            )
         if self.mining not in MINING:
             raise ValueError(f"mining must be one of {MINING}. Received: mining={self.mining!r}")
         if self.backbone is not None:
@@ -130,17 +136,17 @@ def _float_in(name: str, value: Any, low: float, high: float, *, low_open: bool 
 ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Seeds 000/001 use Adam 0.01; 1e-3 is steadier with the linear bottleneck.
     "autoencoder": dict(image_size=28, dim=256, batch_size=128, lr=1e-3, epochs=5, augment=False),
-    "classifier": dict(image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=8, variant="cnn"),
+    "classifier": dict(image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=6, variant="cnn"),
     "deep_ranking": dict(
-        image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=8, margin=0.2,
+        image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=3, margin=0.2,
         mining="semi-hard", classes_per_batch=8, aux_weight=1.0,
     ),
 }
 
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     # Seed 003: 2-layer ReLU net, 120 hidden units, L2, lr 0.001, batch 400.
-    "mlp": dict(lr=1e-3, batch_size=400, epochs=15, augment=False),
-    "softmax": dict(lr=1e-3, batch_size=400, epochs=15, augment=False),
+    "mlp": dict(lr=1e-3, batch_size=400, epochs=10, augment=False),
+    "softmax": dict(lr=1e-3, batch_size=400, epochs=10, augment=False),
     "cnn": dict(),
 }
 

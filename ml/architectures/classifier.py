@@ -68,7 +68,7 @@ def _check(image_size: int, dim: int, num_classes: int) -> None:
 def conv_block(x, filters: int, name: str):
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
@@ -114,7 +114,7 @@ def build_classifier(
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dropout(0.3, name="dropout")(x)
         x = layers.Dense(dim, use_bias=False, name="projection")(x)
-        x = layers.BatchNormalization(name="projection_bn")(x)
+        x = layers.BatchNormalization(momentum=0.9, name="projection_bn")(x)
         embedding = L2Normalize(name="embedding")(x)
         logits = CosineLogits(num_classes, name="logits")(embedding)
         probs = layers.Softmax(name="probabilities")(logits)

@@ -103,7 +103,7 @@ def build_deep_ranking(
 
     z = layers.Concatenate(name="concat")([d, *shallow])
     z = layers.Dense(dim, use_bias=False, name="projection")(z)
-    z = layers.BatchNormalization(name="projection_bn")(z)
+    z = layers.BatchNormalization(momentum=0.9, name="projection_bn")(z)
     embedding = L2Normalize(name="embedding")(z)
     outputs = {"embedding": embedding}
     if num_classes is not None:

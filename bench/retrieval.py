@@ -1,0 +1,181 @@
+"""Retrieval benchmark on Fashion-MNIST: 60k train images are the catalogue, 10k test images the queries.
+
+For raw pixels and each architecture (variant), trains with ml.training on in-memory arrays, then
+reports P@1, P@10, mAP@100 (ml.metrics), training time, embedding dim and, for models with a
+classifier head, test accuracy. Prints a table, writes bench/results/retrieval.json and .png.
+
+    python -m bench.retrieval                 # full run
+    python -m bench.retrieval --quick         # 10k/2k subset, 1 epoch
+    python -m bench.retrieval --only classifier:cnn,deep_ranking --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from catalog.fashion_mnist import CLASS_NAMES, load_split  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = ("pixels", "classifier:cnn", "classifier:softmax", "classifier:mlp", "autoencoder", "deep_ranking")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(RUNS)}; "
+                        "'classifier' means all three variants")
+    parser.add_argument("--epochs", type=int, default=None, help="override every model's default epochs")
+    parser.add_argument("--quick", action="store_true", help="10k catalogue, 2k queries, 1 epoch")
+    parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    args = parser.parse_args(argv)
+    runs = list(RUNS)
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        runs = []
+        for w in wanted:
+            match = [r for r in RUNS if r == w or r.split(":")[0] == w]
+            if not match:
+                parser.error(f"unknown run {w!r}; choose from {', '.join(RUNS)}")
+            runs += [m for m in match if m not in runs]
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1. Received: {args.epochs}")
+    return args, runs
+
+
+def run_model(name: str, x, y, xt, yt, epochs: int | None) -> dict:
+    from ml.hparams import defaults
+    from ml.inference import Embedder
+    from ml.metrics import retrieval_metrics
+    from ml.training import train
+
+    architecture, _, variant = name.partition(":")
+    overrides = {"eval_fraction": 0.0}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    hp = defaults(architecture, variant or None, **overrides)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{architecture}-") as workdir:
+        start = time.monotonic()
+        result = train(architecture=architecture, hparams=hp, images=x, labels=y, label_names=CLASS_NAMES,
+                       workdir=workdir, verbose=2)
+        seconds = time.monotonic() - start
+        embedder = Embedder.load(workdir)
+        t0 = time.monotonic()
+        catalogue, _ = embedder.predict_arrays(x)
+        queries, probs = embedder.predict_arrays(xt)
+        embed_seconds = time.monotonic() - t0
+    metrics = retrieval_metrics(catalogue, y, queries, yt)
+    return {
+        "name": name,
+        **{k: metrics.to_dict()[k] for k in ("precision_at_1", "precision_at_10", "map_at_100")},
+        "test_accuracy": float((probs.argmax(1) == yt).mean()) if probs is not None else None,
+        "train_seconds": round(seconds, 1),
+        "embed_seconds": round(embed_seconds, 1),
+        "dim": int(catalogue.shape[1]),
+        "epochs": hp.epochs,
+        "hparams": hp.to_dict(),
+        "final_loss": result.history.get("loss", [None])[-1],
+    }
+
+
+def run_pixels(x, y, xt, yt) -> dict:
+    from ml.metrics import pixel_baseline
+
+    start = time.monotonic()
+    metrics = pixel_baseline(x, y, xt, yt)
+    return {
+        "name": "pixels", **{k: metrics.to_dict()[k] for k in ("precision_at_1", "precision_at_10", "map_at_100")},
+        "test_accuracy": None, "train_seconds": 0.0, "embed_seconds": round(time.monotonic() - start, 1),
+        "dim": int(np.prod(x.shape[1:])), "epochs": 0,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'model':<20} {'P@1':>6} {'P@10':>6} {'mAP@100':>8} {'acc':>6} {'dim':>5} {'epochs':>6} {'train s':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = f"{r['test_accuracy']:.3f}" if r.get("test_accuracy") is not None else "-"
+        lines.append(f"{r['name']:<20} {r['precision_at_1']:>6.3f} {r['precision_at_10']:>6.3f} "
+                     f"{r['map_at_100']:>8.3f} {acc:>6} {r['dim']:>5} {r['epochs']:>6} {r['train_seconds']:>8.1f}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("precision_at_1", "P@1"), ("precision_at_10", "P@10"), ("map_at_100", "mAP@100")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    width = 0.8 / len(keys)
+    xs = np.arange(len(rows))
+    for i, (key, label) in enumerate(keys):
+        ax.bar(xs + (i - 1) * width, [r[key] for r in rows], width, label=label)
+    ax.set_xticks(xs, [r["name"] for r in rows], rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args, runs = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    x, y = load_split("train")
+    xt, yt = load_split("test")
+    epochs = args.epochs
+    if args.quick:
+        x, y, xt, yt = x[:10000], y[:10000], xt[:2000], yt[:2000]
+        epochs = epochs or 1
+    started = time.monotonic()
+    rows = []
+    for name in runs:
+        print(f"== {name}", flush=True)
+        row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(name, x, y, xt, yt, epochs)
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+
+    import keras
+    import tensorflow as tf
+
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.retrieval", *(argv if argv is not None else sys.argv[1:])]),
+        "dataset": {"name": "Fashion-MNIST", "catalogue": int(len(x)), "queries": int(len(xt))},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count()},
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "numpy": np.__version__},
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "relevance": "same label; AP@k averages precision over the relevant hits in the top k",
+        "results": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (out / f"retrieval{suffix}.json").write_text(json.dumps(report, indent=2))
+    plot(rows, out / f"retrieval{suffix}.png",
+         f"Fashion-MNIST retrieval ({len(x)} catalogue, {len(xt)} queries)")
+    print()
+    print(table(rows))
+    print(f"\nwall time {report['wall_seconds']} s; wrote {out / f'retrieval{suffix}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Using a trained embedding model: load once, embed arrays, files, PIL images; guess a category."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import ml.architectures  # noqa: F401  (registers the custom layers and losses for loading)
+from ml.preprocess import arrays_to_input, bytes_to_array, decode_and_resize, pil_to_array
+from ml.training import EMBEDDER, META
+
+
+class ModelLoadError(Exception):
+    """A model file or its meta.json is missing or unreadable."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"Cannot load model from {self.path}: {reason}")
+
+
+@dataclass
+class Embedder:
+    model: keras.Model
+    meta: dict[str, Any]
+    path: Path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Embedder":
+        """Load a training workdir (or its embedder.keras, with meta.json beside it)."""
+        path = Path(path)
+        model_path = path / EMBEDDER if path.is_dir() else path
+        meta_path = model_path.with_name(META)
+        if not model_path.is_file():
+            raise ModelLoadError(model_path, "file not found")
+        if not meta_path.is_file():
+            raise ModelLoadError(meta_path, "file not found")
+        try:
+            meta = json.loads(meta_path.read_text())
+            for key in ("dim", "image_size", "label_names", "has_classifier_head"):
+                meta[key]  # noqa: B018
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(meta_path, f"invalid meta.json ({exc!r})") from exc
+        try:
+            model = keras.models.load_model(model_path, compile=False)
+        except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+            raise ModelLoadError(model_path, f"not a readable .keras model ({exc!r})") from exc
+        return cls(model=model, meta=meta, path=model_path)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+    @property
+    def has_classifier_head(self) -> bool:
+        return bool(self.meta["has_classifier_head"])
+
+    def _predict(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        if len(x) == 0:
+            return {"embedding": np.zeros((0, self.dim), np.float32)}
+        out: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(x), batch_size):
+            # Direct calls, not predict(): no per-call tf.function retracing for odd batch sizes.
+            part = self.model(tf.convert_to_tensor(x[start:start + batch_size]), training=False)
+            for key, value in part.items():
+                out.setdefault(key, []).append(np.asarray(value, np.float32))
+        return {key: np.concatenate(value) for key, value in out.items()}
+
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """(vectors [n, dim], class probabilities [n, classes] or None) for same-sized images
+        [n, h, w(, 1|3)] in [0, 255]; they are resized to the model's input as in training."""
+        x = np.asarray(arrays_to_input(np.asarray(images), self.image_size), np.float32)
+        out = self._predict(x, batch_size)
+        return out["embedding"], out.get("probabilities")
+
+    def embed_arrays(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """float32 [n, dim] for same-sized images [n, h, w(, 1|3)] in [0, 255]."""
+        return self.predict_arrays(images, batch_size)[0]
+
+    def embed_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 64
+                    ) -> tuple[np.ndarray, dict[int, str]]:
+        """(vectors float32 [n, dim], failures {index: reason}). A missing, unreadable or corrupt
+        file gets a zero row and an entry in failures; the others are embedded."""
+        paths = [os.fspath(p) for p in paths]
+        vectors = np.zeros((len(paths), self.dim), np.float32)
+        if not paths:
+            return vectors, {}
+        size = self.image_size
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
+        ds = ds.map(lambda i, p: (i, decode_and_resize(tf.io.read_file(p), size)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ok = np.zeros(len(paths), bool)
+        for idx, x in ds:
+            idx = idx.numpy()
+            vectors[idx] = self._predict(x.numpy(), batch_size)["embedding"]
+            ok[idx] = True
+        failures = {}
+        for i in np.flatnonzero(~ok).tolist():
+            failures[i] = _failure_reason(paths[i], size)
+        return vectors, failures
+
+    def embed_pil(self, img: Image.Image) -> np.ndarray:
+        """float32 [dim] for one PIL image."""
+        return self._predict(pil_to_array(img, self.image_size)[None], 1)["embedding"][0]
+
+    def embed_bytes(self, data: bytes) -> np.ndarray:
+        """float32 [dim] for encoded image bytes (decoded as in training). Raises ValueError if corrupt."""
+        try:
+            x = bytes_to_array(data, self.image_size)
+        except tf.errors.OpError as exc:
+            raise ValueError(f"Cannot decode image: {exc.message}") from exc
+        return self._predict(x[None], 1)["embedding"][0]
+
+    def guess_category(self, img: Image.Image) -> tuple[str, float] | None:
+        """(label name, probability) of the most likely category, or None without a classifier head."""
+        if not self.has_classifier_head:
+            return None
+        out = self._predict(pil_to_array(img, self.image_size)[None], 1)
+        if "probabilities" not in out:
+            return None
+        probs = out["probabilities"][0]
+        best = int(np.argmax(probs))
+        return self.label_names[best], float(probs[best])
+
+
+def _failure_reason(path: str, image_size: int) -> str:
+    try:
+        decode_and_resize(tf.io.read_file(path), image_size)
+    except tf.errors.OpError as exc:
+        return f"{type(exc).__name__}: {exc.message.strip().splitlines()[0]}"
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+    return "could not be read"

@@ -1,0 +1,360 @@
+"""Training: build, fit with a checkpoint every epoch (resuming from it), log, export.
+
+A workdir holds everything about one run:
+    checkpoint.keras  the training model and optimizer after the last complete epoch
+    state.json        epochs done, history, seconds spent, the run's architecture and hparams
+    tensorboard/      scalars, weight histograms, autoencoder reconstructions, embedding projector
+    embedder.keras    the final embedding model (written when all epochs are done)
+    meta.json         what inference needs to use it (ml.inference.Embedder.load)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from ml.architectures import ARCHITECTURES, Built, build
+from ml.hparams import HParams
+from ml.input import make_balanced_dataset, make_dataset, split_by_group
+from ml.metrics import retrieval_metrics
+from ml.preprocess import arrays_to_input, decode_and_resize
+
+CHECKPOINT = "checkpoint.keras"
+STATE = "state.json"
+EMBEDDER = "embedder.keras"
+META = "meta.json"
+TENSORBOARD = "tensorboard"
+PROJECTOR_SAMPLE = 500
+
+
+@dataclass
+class TrainResult:
+    workdir: Path
+    completed: bool  # False when a callback stopped training before the last epoch
+    epochs_completed: int
+    initial_epoch: int  # > 0 when this call resumed from a checkpoint
+    history: dict[str, list[float]]
+    train_seconds: float  # over all calls on this workdir
+    dim: int
+    embedder_path: Path | None = None
+    meta_path: Path | None = None
+    eval_metrics: dict[str, Any] | None = field(default=None)  # eval split against itself
+
+
+def train(
+    *,
+    architecture: str,
+    hparams: HParams | dict[str, Any],
+    labels: Sequence[int] | np.ndarray,
+    label_names: Sequence[str],
+    workdir: str | os.PathLike,
+    paths: Sequence[str | os.PathLike] | None = None,
+    images: np.ndarray | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> TrainResult:
+    """Train `architecture` on image files (`paths`) or in-memory uint8 `images` [n, h, w(, c)].
+
+    labels: class index per image, into label_names. groups: product id per image, so the eval split
+    (hparams.eval_fraction) never shares a product with training; default: each image its own.
+    callbacks: extra Keras callbacks (progress, cancellation via model.stop_training); they get
+    batch- and epoch-level hooks. If `workdir` holds a checkpoint of the same run, training resumes
+    after its last complete epoch; raising hparams.epochs there continues a finished run.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
+    hp = HParams.from_dict(hparams) if isinstance(hparams, dict) else hparams
+    hp.validate(architecture)
+    if (paths is None) == (images is None):
+        raise ValueError("Pass exactly one of paths (image files) or images (an array).")
+    if images is not None:
+        images = np.asarray(images)
+        if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+            raise ValueError(f"images must be [n, h, w] or [n, h, w, 1|3]. Received: shape={images.shape}")
+        source: Any = images
+    else:
+        source = [os.fspath(p) for p in paths]
+    n = len(source)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    label_names = [str(name) for name in label_names]
+    if len(labels) != n:
+        raise ValueError(f"Need one label per image. Received: {len(labels)} labels for {n} images")
+    if n < 2:
+        raise ValueError(f"Need at least 2 images. Received: {n}")
+    if len(label_names) < 2 or labels.min() < 0 or labels.max() >= len(label_names):
+        raise ValueError(
+            f"labels must index label_names (at least 2 names). Received: labels in "
+            f"[{labels.min()}, {labels.max()}] with {len(label_names)} label_names"
+        )
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    if len(groups) != n:
+        raise ValueError(f"Need one group per image. Received: {len(groups)} groups for {n} images")
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    state = _read_state(workdir, architecture, hp)
+    initial_epoch = state["epoch"] if state else 0
+
+    keras.utils.set_random_seed(hp.seed + initial_epoch)
+    built = build(architecture, hp, num_classes=len(label_names))
+    train_idx, eval_idx = split_by_group(groups, hp.eval_fraction, hp.seed)
+    if len(train_idx) < 2:
+        raise ValueError(f"The split left {len(train_idx)} training images; lower eval_fraction.")
+    train_ds, steps = _train_dataset(architecture, built, hp, source, labels, train_idx, initial_epoch)
+    lr: Any = hp.lr
+    if hp.lr_schedule == "cosine":
+        # Decays over the whole run; the step count resumes with the optimizer, so does the schedule.
+        lr = keras.optimizers.schedules.CosineDecay(hp.lr, decay_steps=steps * hp.epochs, alpha=0.01)
+    built.trainer.compile(
+        optimizer=keras.optimizers.Adam(lr), loss=built.loss, loss_weights=built.loss_weights,
+        metrics=built.metrics,
+    )
+    if state:
+        # Build the optimizer first so its slots (and step count) load from the checkpoint too.
+        built.trainer.optimizer.build(built.trainer.trainable_variables)
+        built.trainer.load_weights(workdir / CHECKPOINT)
+
+    val_ds = None
+    if len(eval_idx):
+        val_ds = make_dataset(source, labels, eval_idx, image_size=hp.image_size, batch_size=hp.batch_size,
+                              shuffle=False, augment=False, target=built.target)
+        val_ds = _with_targets(val_ds, built)
+
+    sample_idx = (eval_idx if len(eval_idx) else train_idx)[:PROJECTOR_SAMPLE]
+    sample = _load_sample(source, sample_idx, hp.image_size)
+    logger = _TensorBoardLogger(workdir / TENSORBOARD, sample if built.target == "images" else None)
+    checkpoint = _Checkpoint(workdir, architecture, hp, steps, state)
+    history: dict[str, list[float]] = dict(state["history"]) if state else {}
+    started = time.monotonic()
+    if initial_epoch < hp.epochs:
+        fit = built.trainer.fit(
+            train_ds, validation_data=val_ds, epochs=hp.epochs, initial_epoch=initial_epoch,
+            steps_per_epoch=steps, callbacks=[checkpoint, logger, *callbacks], verbose=verbose,
+        )
+        del fit
+    epochs_done = checkpoint.epoch
+    history = checkpoint.history
+    train_seconds = checkpoint.seconds
+    completed = epochs_done >= hp.epochs
+    result = TrainResult(
+        workdir=workdir, completed=completed, epochs_completed=epochs_done, initial_epoch=initial_epoch,
+        history=history, train_seconds=train_seconds, dim=built.dim,
+    )
+    if not completed:
+        return result
+
+    vectors = _embed(built.embedder, sample)
+    names = [label_names[i] for i in labels[sample_idx]]
+    _write_projector(workdir / TENSORBOARD, vectors, names, sample)
+    if len(eval_idx) >= 2 and len(np.unique(labels[eval_idx])) >= 1:
+        eval_x = _load_sample(source, eval_idx, hp.image_size)
+        eval_v = _embed(built.embedder, eval_x)
+        result.eval_metrics = retrieval_metrics(eval_v, labels[eval_idx], eval_v, labels[eval_idx],
+                                                exclude_self=True).to_dict()
+    result.embedder_path = workdir / EMBEDDER
+    _atomic_save(built.embedder, result.embedder_path)
+    meta = {
+        "architecture": architecture,
+        "hparams": hp.to_dict(),
+        "dim": built.dim,
+        "image_size": hp.image_size,
+        "label_names": label_names,
+        "has_classifier_head": built.has_classifier_head,
+        "epochs_completed": epochs_done,
+        "train_seconds": round(train_seconds, 2),
+        "n_train": int(len(train_idx)),
+        "n_eval": int(len(eval_idx)),
+        "eval_metrics": result.eval_metrics,
+        "history": history,
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    result.meta_path = workdir / META
+    _atomic_write_text(result.meta_path, json.dumps(meta, indent=2))
+    del started
+    return result
+
+
+def _train_dataset(architecture: str, built: Built, hp: HParams, source, labels, train_idx, initial_epoch):
+    if architecture == "deep_ranking":
+        per_class = hp.batch_size // hp.classes_per_batch
+        ds = make_balanced_dataset(source, labels, train_idx, image_size=hp.image_size,
+                                   classes_per_batch=hp.classes_per_batch, per_class=per_class,
+                                   augment=hp.augment, seed=hp.seed + initial_epoch)
+        steps = max(1, len(train_idx) // hp.batch_size)
+    else:
+        ds = make_dataset(source, labels, train_idx, image_size=hp.image_size, batch_size=hp.batch_size,
+                          shuffle=True, augment=hp.augment, target=built.target, seed=hp.seed + initial_epoch)
+        steps = int(np.ceil(len(train_idx) / hp.batch_size))
+    return _with_targets(ds, built), steps
+
+
+def _with_targets(ds: tf.data.Dataset, built: Built) -> tf.data.Dataset:
+    if isinstance(built.loss, dict):
+        return ds.map(lambda x, y: (x, {name: y for name in built.loss}))
+    return ds
+
+
+def _load_sample(source, indices, image_size: int) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        return np.asarray(arrays_to_input(source[indices], image_size))
+    return np.stack([decode_and_resize(tf.io.read_file(source[i]), image_size).numpy() for i in indices])
+
+
+def _embed(embedder: keras.Model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(embedder.predict(x, batch_size=256, verbose=0)["embedding"], np.float32)
+
+
+def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
+    path = workdir / STATE
+    if not path.exists() or not (workdir / CHECKPOINT).exists():
+        return None
+    state = json.loads(path.read_text())
+    old = {k: v for k, v in state["hparams"].items() if k != "epochs"}
+    new = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
+    if state["architecture"] != architecture or old != new:
+        raise ValueError(
+            f"{workdir} holds a checkpoint of a different run ({state['architecture']}, {state['hparams']}); "
+            f"use an empty workdir. Received: architecture={architecture!r}, hparams={hp.to_dict()}"
+        )
+    return state
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Saves the training model after each complete epoch; an epoch cut short by stop_training is
+    not saved, so a resumed run repeats it rather than skipping its remaining steps."""
+
+    def __init__(self, workdir: Path, architecture: str, hp: HParams, steps: int, state: dict | None):
+        super().__init__()
+        self.workdir, self.architecture, self.hp, self.steps = workdir, architecture, hp, steps
+        self.epoch = state["epoch"] if state else 0
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in (state or {}).get("history", {}).items()}
+        self.seconds = float((state or {}).get("train_seconds", 0.0))
+        self._steps_done = 0
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps_done = 0
+        self._t0 = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_done += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.monotonic() - self._t0
+        if self.model.stop_training and self._steps_done < self.steps:
+            return
+        self.epoch = epoch + 1
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        _atomic_save(self.model, self.workdir / CHECKPOINT)
+        _atomic_write_text(self.workdir / STATE, json.dumps({
+            "architecture": self.architecture, "hparams": self.hp.to_dict(), "epoch": self.epoch,
+            "history": self.history, "train_seconds": self.seconds,
+        }, indent=2))
+
+
+def _metadata(plugin: str, data_class: int) -> bytes:
+    md = summary_pb2.SummaryMetadata()
+    md.plugin_data.plugin_name = plugin
+    md.data_class = data_class
+    return md.SerializeToString()
+
+
+_SCALAR = _metadata("scalars", summary_pb2.DATA_CLASS_SCALAR)
+_IMAGE = _metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+_HISTOGRAM = _metadata("histograms", summary_pb2.DATA_CLASS_TENSOR)
+
+
+class _TensorBoardLogger(keras.callbacks.Callback):
+    """TensorBoard event files written with core tf.summary.write and the plugins' metadata, so they
+    need no tensorboard package at training time (it is not a dependency)."""
+
+    def __init__(self, logdir: Path, reconstruct: np.ndarray | None, batch_every: int = 50):
+        super().__init__()
+        self.train_writer = tf.summary.create_file_writer(str(logdir / "train"))
+        self.val_writer = tf.summary.create_file_writer(str(logdir / "validation"))
+        self.reconstruct = reconstruct[:8] if reconstruct is not None else None
+        self.batch_every = batch_every
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and batch % self.batch_every == 0 and "loss" in logs:
+            step = int(self.model.optimizer.iterations.numpy())
+            with self.train_writer.as_default():
+                tf.summary.write("batch_loss", tf.constant(float(logs["loss"])), step=step, metadata=_SCALAR)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            writer, name = (self.val_writer, key[4:]) if key.startswith("val_") else (self.train_writer, key)
+            with writer.as_default():
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch, metadata=_SCALAR)
+        with self.train_writer.as_default():
+            for weight in self.model.trainable_weights:
+                values = np.asarray(weight.numpy(), np.float64).ravel()
+                counts, edges = np.histogram(values, bins=30)
+                buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
+                tf.summary.write(f"weights/{weight.path}", tf.constant(buckets), step=epoch, metadata=_HISTOGRAM)
+            if self.reconstruct is not None:
+                recon = self.model.predict(self.reconstruct, verbose=0)
+                grid = np.concatenate([np.concatenate(list(self.reconstruct), axis=1),
+                                       np.concatenate(list(recon), axis=1)], axis=0)
+                png = tf.io.encode_png(np.clip(grid, 0, 255).astype(np.uint8))
+                h, w = grid.shape[:2]
+                tensor = tf.stack([tf.constant(str(w)), tf.constant(str(h)), png])
+                tf.summary.write("reconstructions", tensor, step=epoch, metadata=_IMAGE)
+        self.train_writer.flush()
+        self.val_writer.flush()
+
+
+def _write_projector(logdir: Path, vectors: np.ndarray, names: list[str], images: np.ndarray) -> None:
+    """TensorBoard embedding projector files: vectors, labels and a sprite of the images."""
+    from PIL import Image
+
+    out = logdir / "projector"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savetxt(out / "tensors.tsv", vectors, delimiter="\t", fmt="%.5f")
+    (out / "metadata.tsv").write_text("".join(name.replace("\t", " ").replace("\n", " ") + "\n" for name in names))
+    side = int(np.ceil(np.sqrt(len(images)))) if len(images) else 1
+    size = images.shape[1] if len(images) else 1
+    sprite = np.zeros((side * size, side * size, 3), np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, side)
+        sprite[r * size:(r + 1) * size, c * size:(c + 1) * size] = np.clip(img, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(sprite).save(buf, format="PNG")
+    (out / "sprite.png").write_bytes(buf.getvalue())
+    (logdir / "projector_config.pbtxt").write_text(
+        "embeddings {\n"
+        '  tensor_name: "embedding"\n'
+        '  tensor_path: "projector/tensors.tsv"\n'
+        '  metadata_path: "projector/metadata.tsv"\n'
+        '  sprite { image_path: "projector/sprite.png" '
+        f"single_image_dim: {size} single_image_dim: {size} }}\n"
+        "}\n"
+    )
