@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
 from collections.abc import Sequence
 
 from django.core.files.base import ContentFile
@@ -66,7 +67,8 @@ def product_create(*, category: Category | None = None, images: Sequence[bytes] 
 
 
 def model_version_create(*, dim: int = 3, active: bool = False, **fields) -> ModelVersion:
-    return ModelVersion.objects.create(
+    """A version without model files (its workdir is emptied: ids repeat between test runs)."""
+    version = ModelVersion.objects.create(
         architecture=fields.pop("architecture", ModelVersion.Architecture.CLASSIFIER),
         status=fields.pop("status", ModelVersion.Status.SUCCEEDED),
         dim=dim,
@@ -74,6 +76,8 @@ def model_version_create(*, dim: int = 3, active: bool = False, **fields) -> Mod
         is_active=active,
         **fields,
     )
+    shutil.rmtree(version.workdir, ignore_errors=True)
+    return version
 
 
 def embedding_put(*, image: ProductImage, model_version: ModelVersion, vector: Sequence[float]) -> ImageEmbedding:

@@ -1,0 +1,76 @@
+"""End to end: a real Celery worker consumes the reindex from Redis and fills pgvector."""
+
+from __future__ import annotations
+
+import time
+
+from celery.contrib.testing.worker import start_worker
+from celery.signals import task_postrun
+from django.db import connections
+from django.test import TransactionTestCase, override_settings
+
+from config.celery import app
+from search import services
+from search.models import ImageEmbedding, IndexJob
+from search.selectors import SimilarItems, hnsw_index_exists, index_coverage, product_similar
+
+from .factories import COLORS, SHAPES, product_create, shape_png
+from .tiny_model import install_stand_in_embedder_if_needed, tiny_model_version
+
+
+def _close_worker_connections(**kwargs) -> None:
+    # The worker thread's connection would keep the test database from being dropped.
+    connections.close_all()
+
+
+def _purge(queue: str) -> None:
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+@override_settings(EMBEDDING_BATCH_SIZE=3)
+class WorkerReindexTests(TransactionTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        install_stand_in_embedder_if_needed()
+        _purge("embeddings")
+        task_postrun.connect(_close_worker_connections, weak=False)
+        cls.worker = start_worker(app, queues=["embeddings"], perform_ping_check=False, pool="solo", loglevel="WARNING")
+        cls.worker.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.worker.__exit__(None, None, None)
+        task_postrun.disconnect(_close_worker_connections)
+        super().tearDownClass()
+
+    def setUp(self):
+        _purge("embeddings")
+
+    def test_reindex_through_redis_embeds_everything_and_completes(self):
+        version = tiny_model_version(auto_activate=True) if _has_auto_activate() else tiny_model_version()
+        products = [product_create(images=[shape_png(s, color=c)]) for s in SHAPES for c in COLORS[:2]]
+        job = services.index_job_start(model_version=version)  # autocommit: enqueued at once
+        self.assertEqual(job.batches_total, 3)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if job.is_finished:
+                break
+            time.sleep(0.2)
+        self.assertEqual(job.status, IndexJob.Status.DONE, job.error)
+        self.assertEqual((job.total, job.done, job.failed, job.progress_fraction), (8, 8, 0, 1.0))
+        self.assertEqual(ImageEmbedding.objects.filter(model_version=version).count(), 8)
+        self.assertTrue(index_coverage(model_version=version).complete)
+        self.assertTrue(hnsw_index_exists(model_version=version))
+        if not _has_auto_activate():
+            services.model_version_activate(model_version=version)
+        similar = product_similar(product=products[0], k=3)
+        self.assertEqual((similar.state, len(similar.items)), (SimilarItems.READY, 3))
+
+
+def _has_auto_activate() -> bool:
+    from ml.models import ModelVersion
+
+    return any(f.name == "auto_activate" for f in ModelVersion._meta.get_fields())
