@@ -14,13 +14,12 @@ from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
 from search.selectors import hnsw_index_exists, index_coverage, product_similar
 
 from .factories import COLORS, SHAPES, model_version_create, product_create, product_with_vectors, shape_png
-from .tiny_model import install_stand_in_embedder_if_needed, tiny_model_version
+from .tiny_model import tiny_model_version
 
 
 class IndexingTestCase(TestCase):
     @classmethod
     def setUpTestData(cls):
-        install_stand_in_embedder_if_needed()
         cls.version = tiny_model_version()
         cls.products = [product_create(images=[shape_png(s, color=COLORS[i])]) for i, s in enumerate(SHAPES)]
         cls.products.append(product_create(images=[shape_png("circle"), shape_png("bar")]))

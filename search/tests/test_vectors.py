@@ -8,6 +8,7 @@ from decimal import Decimal
 import numpy as np
 from django.db import connection
 from django.test import TestCase, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from search import services
 from search.models import ImageEmbedding
@@ -125,6 +126,23 @@ class HnswTests(TestCase):
         )
         plan = rows.explain()
         self.assertIn(f"search_emb_hnsw_v{self.version.pk}", plan)
+
+    def test_the_selectors_own_filtered_query_hits_the_index(self):
+        with CaptureQueriesContext(connection) as queries:
+            nearest_products(model_version_id=self.version.pk, vector=self.vectors[0], k=5, category_id=self.bags.pk)
+        knn = next(q["sql"] for q in queries.captured_queries if "<->" in q["sql"])
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + knn)
+            plan = _explain(cursor.fetchall())
+        self.assertIn(f"search_emb_hnsw_v{self.version.pk}", plan)
+
+    def test_exact_path_does_not_use_the_index(self):
+        with CaptureQueriesContext(connection) as queries:
+            nearest_products(model_version_id=self.version.pk, vector=self.vectors[0], k=5, exact=True)
+        knn = next(q["sql"] for q in queries.captured_queries if "<->" in q["sql"])
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + knn)
+            self.assertNotIn("hnsw", _explain(cursor.fetchall()))
 
     def test_exact_and_hnsw_agree_on_a_small_catalogue(self):
         for q in self.vectors[:10]:

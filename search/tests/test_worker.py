@@ -15,7 +15,7 @@ from search.models import ImageEmbedding, IndexJob
 from search.selectors import SimilarItems, hnsw_index_exists, index_coverage, product_similar
 
 from .factories import COLORS, SHAPES, product_create, shape_png
-from .tiny_model import install_stand_in_embedder_if_needed, tiny_model_version
+from .tiny_model import tiny_model_version
 
 
 def _close_worker_connections(**kwargs) -> None:
@@ -33,7 +33,6 @@ class WorkerReindexTests(TransactionTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        install_stand_in_embedder_if_needed()
         _purge("embeddings")
         task_postrun.connect(_close_worker_connections, weak=False)
         cls.worker = start_worker(app, queues=["embeddings"], perform_ping_check=False, pool="solo", loglevel="WARNING")
@@ -48,8 +47,8 @@ class WorkerReindexTests(TransactionTestCase):
     def setUp(self):
         _purge("embeddings")
 
-    def test_reindex_through_redis_embeds_everything_and_completes(self):
-        version = tiny_model_version(auto_activate=True) if _has_auto_activate() else tiny_model_version()
+    def test_reindex_through_redis_embeds_everything_completes_and_activates(self):
+        version = tiny_model_version(auto_activate=True)
         products = [product_create(images=[shape_png(s, color=c)]) for s in SHAPES for c in COLORS[:2]]
         job = services.index_job_start(model_version=version)  # autocommit: enqueued at once
         self.assertEqual(job.batches_total, 3)
@@ -64,13 +63,8 @@ class WorkerReindexTests(TransactionTestCase):
         self.assertEqual(ImageEmbedding.objects.filter(model_version=version).count(), 8)
         self.assertTrue(index_coverage(model_version=version).complete)
         self.assertTrue(hnsw_index_exists(model_version=version))
-        if not _has_auto_activate():
-            services.model_version_activate(model_version=version)
+        version.refresh_from_db()
+        self.assertTrue(version.is_active)  # auto_activate: the finished job switched queries to it
         similar = product_similar(product=products[0], k=3)
         self.assertEqual((similar.state, len(similar.items)), (SimilarItems.READY, 3))
 
-
-def _has_auto_activate() -> bool:
-    from ml.models import ModelVersion
-
-    return any(f.name == "auto_activate" for f in ModelVersion._meta.get_fields())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -49,78 +50,8 @@ def tiny_model_version(**fields) -> ModelVersion:
         _trained = source
     shutil.rmtree(version.workdir, ignore_errors=True)
     shutil.copytree(_trained, version.workdir)
-    import json
-
     dim = json.loads((version.workdir / "meta.json").read_text())["dim"]
     ModelVersion.objects.filter(pk=version.pk).update(dim=dim)
     version.refresh_from_db()
     return version
 
-
-def install_stand_in_embedder_if_needed() -> None:
-    """Until ml/inference.py lands, put a minimal Embedder (same contract) where ml.runtime finds it.
-
-    Used only when `ml.inference` cannot be imported; the real one is used as soon as it exists.
-    """
-    import sys
-    import types
-
-    try:
-        import ml.inference  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return
-    import json
-
-    import keras
-    from PIL import Image
-
-    from ml.preprocess import open_image, pil_batch
-
-    class ModelLoadError(Exception):
-        pass
-
-    class Embedder:
-        def __init__(self, model, meta):
-            self.model, self.dim, self.image_size = model, int(meta["dim"]), int(meta["image_size"])
-            self.label_names = meta.get("label_names", [])
-
-        @classmethod
-        def load(cls, workdir):
-            workdir = Path(workdir)
-            try:
-                return cls(keras.saving.load_model(workdir / "embedder.keras"), json.loads((workdir / "meta.json").read_text()))
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(str(exc)) from exc
-
-        def embed_files(self, paths, batch_size=64):
-            images, failures, ok = [], {}, []
-            for i, path in enumerate(paths):
-                try:
-                    images.append(open_image(Path(path).read_bytes()))
-                    ok.append(i)
-                except Exception as exc:  # noqa: BLE001
-                    failures[i] = f"unreadable image: {exc}"
-            if not images:
-                return np.zeros((0, self.dim), np.float32), failures
-            return self._run(images)["embedding"], failures
-
-        def _run(self, images):
-            out = self.model.predict(pil_batch(images, self.image_size), verbose=0)
-            out = out if isinstance(out, dict) else {"embedding": out}
-            return {key: np.asarray(value, np.float32) for key, value in out.items()}
-
-        def embed_pil(self, image: Image.Image):
-            return self._run([image])["embedding"][0]
-
-        def guess_category(self, image):
-            probabilities = self._run([image]).get("probabilities")
-            if probabilities is None:
-                return None
-            best = int(np.argmax(probabilities[0]))
-            return self.label_names[best], float(probabilities[0][best])
-
-    module = types.ModuleType("ml.inference")
-    module.Embedder, module.ModelLoadError = Embedder, ModelLoadError
-    sys.modules["ml.inference"] = module
