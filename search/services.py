@@ -27,6 +27,7 @@ __all__ = [
     "image_embed",
     "index_batch_run",
     "index_coverage",
+    "index_job_cancel",
     "index_job_finish",
     "index_job_start",
     "model_version_activate",
@@ -212,6 +213,16 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
     return job
 
 
+def index_job_cancel(*, job: IndexJob) -> IndexJob:
+    """Cancel an unfinished reindex job: its pending batches then do nothing. Vectors already
+    written stay (index_job_start(only_missing=True) continues from them)."""
+    IndexJob.objects.filter(pk=job.pk, status__in=IndexJob.UNFINISHED).update(
+        status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
+    )
+    job.refresh_from_db()
+    return job
+
+
 def _job_fail(*, job_id: int, error: str) -> None:
     IndexJob.objects.filter(pk=job_id, status__in=IndexJob.UNFINISHED).update(
         status=IndexJob.Status.FAILED, error=error[:4000], finished_at=timezone.now()
@@ -277,17 +288,18 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
     except Exception as exc:
         _job_fail(job_id=job.pk, error=f"Building the HNSW index failed: {exc}")
         raise
-    IndexJob.objects.filter(pk=job.pk, status=IndexJob.Status.BUILDING_INDEX).update(
-        status=IndexJob.Status.DONE, finished_at=timezone.now()
-    )
-    job.refresh_from_db()
     version = job.model_version
     version.refresh_from_db()
-    if getattr(version, "auto_activate", False) and not version.is_active:
+    if version.auto_activate and not version.is_active:
+        # Before the job reads "done", so whoever waits for "done" sees the switch too.
         try:
             model_version_activate(model_version=version)
         except ActivationRefused as exc:
             logger.warning("Model version %s not auto-activated: %s", version.pk, exc)
+    IndexJob.objects.filter(pk=job.pk, status=IndexJob.Status.BUILDING_INDEX).update(
+        status=IndexJob.Status.DONE, finished_at=timezone.now()
+    )
+    job.refresh_from_db()
     return job
 
 

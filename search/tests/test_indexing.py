@@ -10,7 +10,7 @@ from django.test import TestCase, override_settings
 from catalog.models import ProductImage
 from ml.models import ModelVersion
 from search import services, tasks
-from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
+from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 from search.selectors import hnsw_index_exists, index_coverage, product_similar
 
 from .factories import COLORS, SHAPES, model_version_create, product_create, product_with_vectors, shape_png
@@ -108,6 +108,18 @@ class IndexJobTests(IndexingTestCase):
         self.assertEqual(old.status, IndexJob.Status.CANCELLED)
         self.assertFalse(tasks.index_batch_task.apply(args=[old.batches.first().pk]).get())
         self.assertEqual(new.status, IndexJob.Status.RUNNING)
+
+    def test_auto_activate_switches_when_the_job_is_done(self):
+        ModelVersion.objects.filter(pk=self.version.pk).update(auto_activate=True)
+        self.run_all(self.start())
+        self.version.refresh_from_db()
+        self.assertTrue(self.version.is_active)
+
+    def test_cancelled_job_batches_do_nothing(self):
+        job = services.index_job_cancel(job=self.start())
+        self.assertEqual(job.status, IndexJob.Status.CANCELLED)
+        self.assertFalse(tasks.index_batch_task.apply(args=[job.batches.first().pk]).get())
+        self.assertFalse(ImageEmbedding.objects.exists())
 
     def test_only_missing(self):
         self.run_all(self.start())

@@ -58,7 +58,7 @@ class WorkerReindexTests(TransactionTestCase):
             if job.is_finished:
                 break
             time.sleep(0.2)
-        self.assertEqual(job.status, IndexJob.Status.DONE, job.error)
+        self.assertEqual(job.status, IndexJob.Status.DONE, f"{job.status} {job.processed}/{job.total} {job.error}")
         self.assertEqual((job.total, job.done, job.failed, job.progress_fraction), (8, 8, 0, 1.0))
         self.assertEqual(ImageEmbedding.objects.filter(model_version=version).count(), 8)
         self.assertTrue(index_coverage(model_version=version).complete)
