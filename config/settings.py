@@ -80,6 +80,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": dj_database_url.parse(database_url(BASE_DIR), conn_max_age=60, conn_health_checks=True)}
+# Separate names let parallel test runs (CI shards, several checkouts) share one server.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_lookalike")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
