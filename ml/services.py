@@ -131,6 +131,9 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
             workdir=version.workdir,
             callbacks=[_progress_callback(version), *extra_callbacks],
         )
+    except TrainingError as exc:
+        logger.warning("Model version %s cannot be trained: %s", version.pk, exc)
+        return _finish(version, ModelVersion.Status.FAILED, error=str(exc))
     except Exception as exc:  # the run fails with its reason on the record; the task does not retry it
         logger.exception("Training of model version %s failed", version.pk)
         return _finish(version, ModelVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
@@ -197,6 +200,7 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
         raise TrainingError(f"Model version {model_version.pk} has not finished training.")
     embedder = embedder_for(model_version)
     data = catalogue_images()
+    probabilities = None
     vectors, failures = embedder.embed_files(data.paths, batch_size=512)
     ok = np.array([i not in failures for i in range(len(data.paths))])
     pixels = _load_pixels(data.paths, size=embedder.image_size)
@@ -215,7 +219,7 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
         except KeyError as exc:
             raise TrainingError(f"The catalogue has no category {exc}: load the Fashion-MNIST train split first.") from exc
         rgb = np.repeat(images[..., None], 3, axis=-1)
-        q_v = embedder.embed_arrays(np.asarray(arrays_to_input(rgb, embedder.image_size)))
+        q_v, probabilities = embedder.predict_arrays(np.asarray(arrays_to_input(rgb, embedder.image_size)))
         q_p = _resize_pixels(images, embedder.image_size)
         cat_v, cat_y, cat_p = vectors[ok], data.labels[ok], pixels[ok]
     model = retrieval_metrics(cat_v, cat_y, q_v, q_y).to_dict()
@@ -223,6 +227,10 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
     model["precision_at_k"] = _precision_at(cat_v, cat_y, q_v, q_y, k)
     baseline["precision_at_k"] = _precision_at(_flat(cat_p), cat_y, _flat(q_p), q_y, k)
     figures = {"model": model, "pixels": baseline, "queries": int(len(q_y)), "catalogue": int(len(cat_y)), "k": k}
+    if queries == "fashion-mnist-test" and probabilities is not None:
+        # Classifier variants: how often the softmax head's category guess is right.
+        guessed = [embedder.label_names[i] for i in probabilities.argmax(axis=1)]
+        figures["accuracy"] = float(np.mean([g == data.label_names[y] for g, y in zip(guessed, q_y)]))
     model_version.refresh_from_db(fields=["metrics"])
     ModelVersion.objects.filter(pk=model_version.pk).update(metrics={**model_version.metrics, queries: figures})
     return figures

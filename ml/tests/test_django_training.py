@@ -112,6 +112,27 @@ class CommandTests(TestCase):
         self.assertEqual(ModelVersion.objects.get().status, ModelVersion.Status.QUEUED)
 
 
+class FashionMnistEvaluationTests(TestCase):
+    def setUp(self):
+        self.addCleanup(shutil.rmtree, settings.MODELS_ROOT, ignore_errors=True)
+        call_command("load_fashion_mnist", limit=300, verbosity=0)
+
+    def test_the_test_split_queries_the_catalogue_and_classifiers_report_accuracy(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            version = model_version_create(
+                architecture="classifier", variant="softmax", overrides={"epochs": 1, "batch_size": 32, "image_size": 28}
+            )
+        version = model_version_train(model_version=version)
+        out = io.StringIO()
+        call_command("evaluate_model", "--version", str(version.pk), "--queries", "fashion-mnist-test", stdout=out)
+        self.assertIn("10000 queries against 300 catalogue images", out.getvalue())
+        figures = ModelVersion.objects.get(pk=version.pk).metrics["fashion-mnist-test"]
+        self.assertEqual(figures["queries"], 10000)
+        # Even one epoch on 300 images guesses far better than chance (0.1) on 10 categories.
+        self.assertGreater(figures["accuracy"], 0.3)
+        self.assertGreater(figures["pixels"]["precision_at_1"], 0.5)
+
+
 @override_settings(CELERY_TASK_ALWAYS_EAGER=False)
 class AdminPermissionTests(TestCase):
     @classmethod

@@ -40,3 +40,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 ROW.format(name, *(f"{row[key]:.3f}" for key in ("precision_at_1", "precision_at_10", "precision_at_k", "map_at_100")))
             )
+        if "accuracy" in figures:
+            self.stdout.write(f"Category guess accuracy on the test images: {figures['accuracy']:.3f}")
