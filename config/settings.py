@@ -127,6 +127,11 @@ SEARCH_UPLOAD_MAX_BYTES = int(os.environ.get("SEARCH_UPLOAD_MAX_BYTES", 10 * 102
 DATA_UPLOAD_MAX_MEMORY_SIZE = SEARCH_UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = SEARCH_UPLOAD_MAX_BYTES + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 100
+# Photo searches per client (see config/ratelimit.py): "30/minute", "5/10second"; empty for none.
+# Off by default under `manage.py test`, where every request comes from 127.0.0.1; tests set it.
+SEARCH_RATE_LIMIT = os.environ.get("SEARCH_RATE_LIMIT", "" if TESTING else "30/minute")
+# Proxies in front that append to X-Forwarded-For (1 with docs/nginx.conf); 0 uses REMOTE_ADDR.
+RATE_LIMIT_TRUSTED_PROXIES = int(os.environ.get("RATE_LIMIT_TRUSTED_PROXIES", 0))
 
 CELERY_BROKER_URL = os.environ.get(
     "CELERY_BROKER_URL", "redis://127.0.0.1:6379/15" if TESTING else "redis://127.0.0.1:6379/0"
@@ -140,7 +145,10 @@ CELERY_TASK_ROUTES = {
     "ml.tasks.*": {"queue": "training"},
     "search.tasks.*": {"queue": "embeddings"},
 }
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A message a killed worker took is redelivered after the visibility timeout (Redis transport);
+# a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.services).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
+INDEX_BATCH_MAX_ATTEMPTS = int(os.environ.get("INDEX_BATCH_MAX_ATTEMPTS", 12))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = BASE_DIR / "var" / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import io
+from functools import wraps
 
 from django.conf import settings
+from django.core.files.uploadhandler import MemoryFileUploadHandler
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 from PIL import Image
 
 from catalog.images import ImageInfo
 from catalog.models import Product
+from config.ratelimit import rate_limit_check
 
 from .forms import PhotoSearchForm
 from .selectors import (
@@ -38,6 +41,52 @@ def _thumbnail_data_uri(info: ImageInfo) -> str:
     return f"data:image/{'png' if small else 'jpeg'};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
+# Room in a request body for the form fields and multipart headers around the photo.
+UPLOAD_BODY_SLACK = 64 * 1024
+
+
+def upload_guard(*, api: bool):
+    """Before a photo-search POST body is read: the per-client rate limit (429 with Retry-After),
+    then the body's size (400), then in-memory parsing only, so an upload never touches the disk.
+
+    Goes outside CSRF protection (csrf_exempt here, csrf_protect on the page view inside), because
+    checking the token reads the body, as Django's docs advise for changing upload handlers.
+    """
+
+    def decorator(view):
+        @csrf_exempt
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method != "POST":
+                return view(request, *args, **kwargs)
+            retry_after = rate_limit_check(request=request, scope="photo_search", rate=settings.SEARCH_RATE_LIMIT)
+            if retry_after is not None:
+                message = f"Too many photo searches; try again in {retry_after} seconds."
+                response = _error(message, 429) if api else _page_error(request, 429, message)
+                response["Retry-After"] = str(retry_after)
+                return response
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            max_bytes = settings.SEARCH_UPLOAD_MAX_BYTES
+            if length > max_bytes + UPLOAD_BODY_SLACK:
+                message = f"The upload is {length / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+                return _error(message, 400) if api else _page_error(request, 400, message)
+            request.upload_handlers = [MemoryFileUploadHandler(request)]
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _page_error(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    return render(request, "error.html", {"status": status, "message": message}, status=status)
+
+
+@upload_guard(api=False)
+@csrf_protect
 @require_http_methods(["GET", "HEAD", "POST"])
 def photo_search_view(request: HttpRequest) -> HttpResponse:
     template = "search/photo_search.html"
@@ -114,7 +163,7 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
 
 # Scripts POST here with no session or CSRF cookie, and the endpoint changes nothing (it reads,
 # and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
-@csrf_exempt
+@upload_guard(api=True)
 def api_search(request: HttpRequest) -> JsonResponse:
     """POST /api/search (multipart: image, optional k and category slug)"""
     if request.method != "POST":
