@@ -45,8 +45,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, architecture, variant, activate, background, demo, **options):
         if demo:
-            if ModelVersion.objects.exists():
-                self.stdout.write("A model version exists already; not training another.")
+            busy = ModelVersion.objects.filter(is_active=True) | ModelVersion.objects.filter(
+                status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]
+            )
+            if busy.exists():
+                self.stdout.write("A model is active or on its way; not training another.")
                 return
             options["epochs"] = options["epochs"] or DEMO_EPOCHS
             activate = background = True
