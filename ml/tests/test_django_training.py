@@ -103,6 +103,18 @@ class CommandTests(TestCase):
             call_command("evaluate_model")
         self.assertFalse(ModelVersion.objects.exists())
 
+    def test_demo_queues_the_default_model_unless_one_is_active_or_on_its_way(self):
+        succeeded = ModelVersion.objects.create(architecture="classifier", status=ModelVersion.Status.SUCCEEDED)
+        with self.captureOnCommitCallbacks(execute=False):
+            call_command("train_model", "--demo", stdout=io.StringIO())
+        queued = ModelVersion.objects.exclude(pk=succeeded.pk).get()
+        self.assertTrue(queued.auto_activate)
+        self.assertEqual(queued.epochs, 2)
+        out = io.StringIO()
+        call_command("train_model", "--demo", stdout=out)
+        self.assertIn("on its way", out.getvalue())
+        self.assertEqual(ModelVersion.objects.count(), 2)
+
     def test_background_queues_a_version_for_a_worker(self):
         out = io.StringIO()
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
