@@ -1,5 +1,6 @@
 from django import forms
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.contrib import admin
 from django.db.models import Count
 from django.utils.html import format_html
@@ -22,10 +23,14 @@ class ProductImageForm(forms.ModelForm):
 
     def clean_image(self):
         upload = self.cleaned_data.get("image")
-        if upload and hasattr(upload, "read") and getattr(upload, "_committed", True) is False:
+        # A new upload is an UploadedFile; an unchanged row gives back its stored FieldFile.
+        if isinstance(upload, UploadedFile):
+            max_bytes = settings.SEARCH_UPLOAD_MAX_BYTES
+            if upload.size > max_bytes:  # refused before it is read into memory
+                raise forms.ValidationError(f"The file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
             upload.seek(0)
             try:
-                info = read_image(upload.read(), max_bytes=settings.SEARCH_UPLOAD_MAX_BYTES)
+                info = read_image(upload.read(), max_bytes=max_bytes)
             except InvalidImage as exc:
                 raise forms.ValidationError(str(exc)) from exc
             upload.seek(0)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 import ml.architectures  # noqa: F401  (registers the custom layers and losses for loading)
-from ml.preprocess import arrays_to_input, bytes_to_array, decode_and_resize, pil_to_array
+from ml.preprocess import arrays_to_input, bytes_to_array, decode_and_resize, file_to_array, pil_to_array
 from ml.training import EMBEDDER, META
 
 
@@ -113,9 +113,17 @@ class Embedder:
             idx = idx.numpy()
             vectors[idx] = self._predict(x.numpy(), batch_size)["embedding"]
             ok[idx] = True
-        failures = {}
+        # TensorFlow cannot decode some images the catalogue accepts (WebP, CMYK JPEG): PIL tries
+        # those; only a file neither can read is a failure.
+        failures, arrays, fallback = {}, [], []
         for i in np.flatnonzero(~ok).tolist():
-            failures[i] = _failure_reason(paths[i], size)
+            try:
+                arrays.append(file_to_array(paths[i], size))
+                fallback.append(i)
+            except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
+                failures[i] = f"{type(exc).__name__}: {exc}"
+        if fallback:
+            vectors[fallback] = self._predict(np.stack(arrays), batch_size)["embedding"]
         return vectors, failures
 
     def embed_pil(self, img: Image.Image) -> np.ndarray:
@@ -141,12 +149,3 @@ class Embedder:
         best = int(np.argmax(probs))
         return self.label_names[best], float(probs[best])
 
-
-def _failure_reason(path: str, image_size: int) -> str:
-    try:
-        decode_and_resize(tf.io.read_file(path), image_size)
-    except tf.errors.OpError as exc:
-        return f"{type(exc).__name__}: {exc.message.strip().splitlines()[0]}"
-    except Exception as exc:  # noqa: BLE001
-        return f"{type(exc).__name__}: {exc}"
-    return "could not be read"

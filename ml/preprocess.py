@@ -79,6 +79,20 @@ def bytes_to_array(data: bytes, image_size: int) -> np.ndarray:
     return decode_and_resize(tf.constant(data), image_size).numpy()
 
 
+def file_to_array(path: str, image_size: int) -> np.ndarray:
+    """An image file -> model input, decoded with PIL: for what TensorFlow's decoder cannot read
+    (WebP, CMYK or progressive-CMYK JPEG, ...). The first frame; same numbers as pil_to_array.
+    Raises OSError/ValueError (PIL's own) for a missing, corrupt or over-large file."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            img.seek(0)
+            img.load()
+            return pil_to_array(img, image_size)
+
+
 def open_image(data: bytes) -> Image.Image:
     """Decode bytes with PIL, fully (so a truncated file fails here, not later)."""
     img = Image.open(io.BytesIO(data))
