@@ -110,6 +110,7 @@ class IndexBatch(models.Model):
     image_ids = ArrayField(models.BigIntegerField())
     embedded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started it (redeliveries count).")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

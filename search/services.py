@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -242,12 +242,24 @@ def index_batch_run(*, batch_id: int) -> bool:
     if batch is None or batch.finished_at is not None or batch.job.status != IndexJob.Status.RUNNING:
         return False
     job, version = batch.job, batch.job.model_version
+    # Counted (and committed) before the work: a batch whose worker dies every time, e.g. an image
+    # that crashes the decoder, is given up after INDEX_BATCH_MAX_ATTEMPTS instead of looping.
+    IndexBatch.objects.filter(pk=batch.pk).update(attempts=F("attempts") + 1)
+    batch.refresh_from_db(fields=["attempts"])
     images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product").order_by("id"))
-    try:
-        vectors, failures = _images_embed(model_version=version, images=images)
-    except _model_load_error() as exc:
-        _job_fail(job_id=job.pk, error=f"The model could not be loaded: {exc}")
-        return False
+    if batch.attempts > settings.INDEX_BATCH_MAX_ATTEMPTS:
+        logger.error("Batch %s given up after %s attempts", batch.pk, batch.attempts - 1)
+        reason = (
+            f"Not embedded: its batch was started {batch.attempts - 1} times and never finished "
+            "(the worker was lost each time); reindex with only missing images to try again."
+        )
+        vectors, failures = {}, {image.pk: reason for image in images}
+    else:
+        try:
+            vectors, failures = _images_embed(model_version=version, images=images)
+        except _model_load_error() as exc:
+            _job_fail(job_id=job.pk, error=f"The model could not be loaded: {exc}")
+            return False
     with transaction.atomic():
         _embeddings_write(model_version=version, images=images, vectors=vectors, failures=failures)
         first_finish = IndexBatch.objects.filter(pk=batch.pk, finished_at__isnull=True).update(
@@ -285,6 +297,8 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
         job.save(update_fields=["status"])
     try:
         hnsw_index_build(model_version=job.model_version)
+    except (OperationalError, InterfaceError):
+        raise  # the connection dropped: the task retries, and the build (half-built index too) is redone
     except Exception as exc:
         _job_fail(job_id=job.pk, error=f"Building the HNSW index failed: {exc}")
         raise
