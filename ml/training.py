@@ -137,14 +137,11 @@ def train(
     sample = _load_sample(source, sample_idx, hp.image_size)
     logger = _TensorBoardLogger(workdir / TENSORBOARD, sample if built.target == "images" else None)
     checkpoint = _Checkpoint(workdir, architecture, hp, steps, state)
-    history: dict[str, list[float]] = dict(state["history"]) if state else {}
-    started = time.monotonic()
     if initial_epoch < hp.epochs:
-        fit = built.trainer.fit(
+        built.trainer.fit(
             train_ds, validation_data=val_ds, epochs=hp.epochs, initial_epoch=initial_epoch,
             steps_per_epoch=steps, callbacks=[checkpoint, logger, *callbacks], verbose=verbose,
         )
-        del fit
     epochs_done = checkpoint.epoch
     history = checkpoint.history
     train_seconds = checkpoint.seconds
@@ -159,7 +156,7 @@ def train(
     vectors = _embed(built.embedder, sample)
     names = [label_names[i] for i in labels[sample_idx]]
     _write_projector(workdir / TENSORBOARD, vectors, names, sample)
-    if len(eval_idx) >= 2 and len(np.unique(labels[eval_idx])) >= 1:
+    if len(eval_idx) >= 2:
         eval_x = _load_sample(source, eval_idx, hp.image_size)
         eval_v = _embed(built.embedder, eval_x)
         result.eval_metrics = retrieval_metrics(eval_v, labels[eval_idx], eval_v, labels[eval_idx],
@@ -185,7 +182,6 @@ def train(
     }
     result.meta_path = workdir / META
     _atomic_write_text(result.meta_path, json.dumps(meta, indent=2))
-    del started
     return result
 
 

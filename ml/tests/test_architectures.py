@@ -1,0 +1,116 @@
+import tempfile
+import unittest
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS, build
+from ml.architectures.autoencoder import build_autoencoder
+from ml.architectures.classifier import build_classifier
+from ml.architectures.deep_ranking import build_deep_ranking
+from ml.hparams import DEFAULT_ARCHITECTURE, HParams, defaults
+
+SIZE = 16
+
+
+def _x(n=3, size=SIZE):
+    return np.random.default_rng(0).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+class BuildTests(unittest.TestCase):
+    def test_every_architecture_gives_embedding_of_dim(self):
+        cases = [(a, None) for a in ARCHITECTURES if a != "classifier"] + [("classifier", v) for v in CLASSIFIER_VARIANTS]
+        for architecture, variant in cases:
+            with self.subTest(architecture=architecture, variant=variant):
+                hp = defaults(architecture, variant, image_size=SIZE, dim=12)
+                built = build(architecture, hp, num_classes=4)
+                out = built.embedder(_x(), training=False)
+                expected = hp.hidden_units if variant == "mlp" else 12
+                self.assertEqual(tuple(out["embedding"].shape), (3, expected))
+                self.assertEqual(built.dim, expected)
+                self.assertEqual("probabilities" in out, built.has_classifier_head)
+                if built.has_classifier_head:
+                    self.assertEqual(tuple(out["probabilities"].shape), (3, 4))
+
+    def test_autoencoder_reconstructs_input_shape_and_range(self):
+        for size in (16, 28, 32):
+            with self.subTest(size=size):
+                _, trainer = build_autoencoder(image_size=size, dim=8)
+                y = np.asarray(trainer(_x(2, size)))
+                self.assertEqual(y.shape, (2, size, size, 3))
+                self.assertTrue((y >= 0).all() and (y <= 255).all())
+
+    def test_normalised_embeddings_have_unit_length(self):
+        model = build_deep_ranking(image_size=SIZE, dim=8)
+        norms = np.linalg.norm(np.asarray(model(_x())["embedding"]), axis=1)
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+    def test_bad_arguments_raise_value_error_naming_the_value(self):
+        with self.assertRaisesRegex(ValueError, "image_size=3"):
+            build_classifier(image_size=3, dim=8, num_classes=4)
+        with self.assertRaisesRegex(ValueError, "dim=2001"):
+            build_deep_ranking(image_size=SIZE, dim=2001)
+        with self.assertRaisesRegex(ValueError, "dim=0"):
+            build_autoencoder(image_size=SIZE, dim=0)
+        with self.assertRaisesRegex(ValueError, "variant='rnn'"):
+            build_classifier(image_size=SIZE, dim=8, num_classes=4, variant="rnn")
+        with self.assertRaisesRegex(ValueError, "architecture='gan'"):
+            build("gan", HParams())
+        with self.assertRaisesRegex(ValueError, "num_classes=None"):
+            build("classifier", defaults("classifier", image_size=SIZE))
+
+    def test_backbone_without_local_weights_refuses_to_download(self):
+        with self.assertRaisesRegex(ValueError, "download.*local weights file"):
+            build_deep_ranking(image_size=32, dim=8, backbone="vgg16")
+        with self.assertRaisesRegex(ValueError, "backbone_weights='/nonexistent.h5'"):
+            build_deep_ranking(image_size=32, dim=8, backbone="mobilenet_v2", backbone_weights="/nonexistent.h5")
+
+    def test_backbone_loads_local_weights_file(self):
+        source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "mobilenet_v2.weights.h5"
+            source.save_weights(weights)
+            model = build_deep_ranking(image_size=32, dim=8, backbone="mobilenet_v2", backbone_weights=str(weights))
+        backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+        np.testing.assert_array_equal(backbone.get_layer("Conv1").kernel.numpy(), source.get_layer("Conv1").kernel.numpy())
+        self.assertEqual(tuple(model(_x(2, 32))["embedding"].shape), (2, 8))
+
+    def test_keras_round_trip_gives_identical_embeddings(self):
+        for architecture, variant in [("autoencoder", None), ("classifier", "cnn"), ("deep_ranking", None)]:
+            with self.subTest(architecture=architecture):
+                built = build(architecture, defaults(architecture, variant, image_size=SIZE, dim=8), num_classes=4)
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "m.keras"
+                    built.embedder.save(path)
+                    loaded = keras.models.load_model(path)
+                x = _x()
+                np.testing.assert_allclose(
+                    np.asarray(built.embedder(x, training=False)["embedding"]),
+                    np.asarray(loaded(x, training=False)["embedding"]), rtol=1e-6, atol=1e-6,
+                )
+
+
+class HParamsTests(unittest.TestCase):
+    def test_validate_names_bad_value(self):
+        with self.assertRaisesRegex(ValueError, "image_size=3"):
+            HParams(image_size=3).validate()
+        with self.assertRaisesRegex(ValueError, "dim=5000"):
+            HParams(dim=5000).validate()
+        with self.assertRaisesRegex(ValueError, "eval_fraction=1.5"):
+            HParams(eval_fraction=1.5).validate()
+        with self.assertRaisesRegex(ValueError, "classes_per_batch=7"):
+            defaults("deep_ranking", batch_size=64, classes_per_batch=7).validate("deep_ranking")
+
+    def test_dict_round_trip_and_unknown_keys(self):
+        hp = defaults("deep_ranking")
+        self.assertEqual(HParams.from_dict(hp.to_dict()), hp)
+        with self.assertRaisesRegex(ValueError, "colour"):
+            HParams.from_dict({"colour": 1})
+
+    def test_defaults_are_valid(self):
+        self.assertIn(DEFAULT_ARCHITECTURE, ARCHITECTURES)
+        for architecture in ARCHITECTURES:
+            defaults(architecture).validate(architecture)
+        for variant in CLASSIFIER_VARIANTS:
+            self.assertEqual(defaults("classifier", variant).variant, variant)

@@ -1,0 +1,172 @@
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+
+from ml.architectures import build
+from ml.hparams import defaults
+from ml.inference import Embedder, ModelLoadError
+from ml.metrics import retrieval_metrics
+from ml.preprocess import arrays_to_input
+from ml.tests import SHAPES, shapes_dataset
+from ml.training import train
+
+SIZE = 24
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+class _Counter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+        self.epochs = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+
+
+def _train(architecture, workdir, images, labels, variant=None, callbacks=(), **overrides):
+    hp = defaults(architecture, variant, **{"image_size": SIZE, "dim": 16, "batch_size": 32, "epochs": 3,
+                                             "eval_fraction": 0.0, "augment": False, **overrides})
+    return train(architecture=architecture, hparams=hp, images=images, labels=labels, label_names=SHAPES,
+                 workdir=workdir, callbacks=callbacks)
+
+
+class TrainingTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.images, cls.labels = shapes_dataset(256, size=SIZE, seed=0)
+        cls.queries, cls.query_labels = shapes_dataset(64, size=SIZE, seed=1)
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.workdir = Path(cls._tmp.name) / "classifier"
+        cls.counter = _Counter()
+        cls.result = _train("classifier", cls.workdir, cls.images, cls.labels, "cnn", callbacks=[cls.counter],
+                            epochs=8, eval_fraction=0.25, lr=1e-2, augment=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def _p10(self, embed):
+        return retrieval_metrics(embed(self.images), self.labels, embed(self.queries), self.query_labels).precision_at_10
+
+    def test_trained_model_retrieves_shapes_better_than_random_weights(self):
+        hp = defaults("classifier", "cnn", image_size=SIZE, dim=16)
+        untrained = build("classifier", hp, num_classes=len(SHAPES)).embedder
+        random_p10 = self._p10(lambda x: np.asarray(untrained(arrays_to_input(x, SIZE), training=False)["embedding"]))
+        trained_p10 = self._p10(Embedder.load(self.workdir).embed_arrays)
+        self.assertGreater(trained_p10, random_p10 + 0.1)
+
+    def test_writes_model_meta_checkpoint_and_tensorboard(self):
+        meta = json.loads((self.workdir / "meta.json").read_text())
+        self.assertEqual(meta["architecture"], "classifier")
+        self.assertEqual((meta["dim"], meta["image_size"], meta["label_names"]), (16, SIZE, list(SHAPES)))
+        self.assertTrue(meta["has_classifier_head"])
+        self.assertEqual(self.result.epochs_completed, 8)
+        self.assertIsNotNone(self.result.eval_metrics)
+        for name in ("embedder.keras", "checkpoint.keras", "state.json", "tensorboard/projector_config.pbtxt",
+                     "tensorboard/projector/tensors.tsv", "tensorboard/projector/metadata.tsv"):
+            self.assertTrue((self.workdir / name).exists(), name)
+        self.assertTrue(list((self.workdir / "tensorboard" / "train").glob("events.out.tfevents.*")))
+
+    def test_caller_callbacks_get_batch_and_epoch_hooks(self):
+        self.assertEqual(self.counter.epochs, 8)
+        self.assertEqual(self.counter.batches, 8 * int(np.ceil(192 / 32)))
+
+    def test_stopped_run_resumes_from_its_checkpoint(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            first = _train("classifier", tmp, self.images, self.labels, "softmax", callbacks=[_StopAfterFirstEpoch()])
+            self.assertFalse(first.completed)
+            self.assertEqual(first.epochs_completed, 1)
+            self.assertIsNone(first.embedder_path)
+            counter = _Counter()
+            second = _train("classifier", tmp, self.images, self.labels, "softmax", callbacks=[counter])
+            self.assertEqual(second.initial_epoch, 1)
+            self.assertEqual(counter.epochs, 2)  # epochs 2 and 3 only
+            self.assertTrue(second.completed)
+            self.assertEqual(len(second.history["loss"]), 3)
+            self.assertTrue((Path(tmp) / "embedder.keras").exists())
+            with self.assertRaisesRegex(ValueError, "different run"):
+                _train("classifier", tmp, self.images, self.labels, "softmax", dim=8)
+
+    def test_autoencoder_training_lowers_the_loss(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = _train("autoencoder", tmp, self.images, self.labels, epochs=3, lr=3e-3)
+            loss = result.history["loss"]
+            self.assertLess(loss[-1], loss[0])
+            self.assertFalse(json.loads((Path(tmp) / "meta.json").read_text())["has_classifier_head"])
+
+    def test_deep_ranking_training_lowers_the_triplet_loss(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = _train("deep_ranking", tmp, self.images, self.labels, epochs=3, classes_per_batch=4,
+                            lr=3e-3)
+            loss = result.history["embedding_loss"]
+            self.assertLess(loss[-1], loss[0])
+
+    def test_bad_inputs_raise_value_error(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(ValueError, "exactly one"):
+                train(architecture="classifier", hparams=defaults("classifier"), labels=[0], label_names=SHAPES,
+                      workdir=tmp)
+            with self.assertRaisesRegex(ValueError, "one label per image"):
+                _train("classifier", tmp, self.images, self.labels[:10])
+
+
+class InferenceTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.workdir = Path(cls._tmp.name)
+        cls.images, cls.labels = shapes_dataset(64, size=SIZE, seed=2)
+        _train("classifier", cls.workdir, cls.images, cls.labels, "softmax", epochs=2)
+        cls.embedder = Embedder.load(cls.workdir)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def test_corrupt_file_is_reported_and_the_rest_embed(self):
+        files = Path(self._tmp.name) / "files"
+        files.mkdir(exist_ok=True)
+        paths = []
+        for i in range(3):
+            paths.append(files / f"{i}.png")
+            Image.fromarray(self.images[i]).save(paths[-1])
+        (files / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+        paths.insert(1, files / "bad.jpg")
+        paths.append(files / "missing.png")
+        vectors, failures = self.embedder.embed_files(paths, batch_size=2)
+        self.assertEqual(sorted(failures), [1, 4])
+        self.assertTrue(all(isinstance(reason, str) and reason for reason in failures.values()))
+        self.assertEqual(vectors.shape, (5, self.embedder.dim))
+        np.testing.assert_allclose(vectors[[0, 2, 3]], self.embedder.embed_arrays(self.images[:3]), atol=1e-4)
+
+    def test_pil_and_array_paths_agree_and_guess_a_category(self):
+        img = Image.fromarray(self.images[0])
+        np.testing.assert_allclose(self.embedder.embed_pil(img), self.embedder.embed_arrays(self.images[:1])[0],
+                                   atol=1e-4)
+        label, probability = self.embedder.guess_category(img)
+        self.assertIn(label, SHAPES)
+        self.assertTrue(0.0 <= probability <= 1.0)
+
+    def test_missing_or_corrupt_model_raises_model_load_error(self):
+        with self.assertRaisesRegex(ModelLoadError, "file not found"):
+            Embedder.load(Path(self._tmp.name) / "nowhere")
+        broken = Path(self._tmp.name) / "broken"
+        broken.mkdir(exist_ok=True)
+        (broken / "embedder.keras").write_bytes(b"not a zip")
+        (broken / "meta.json").write_text((self.workdir / "meta.json").read_text())
+        with self.assertRaises(ModelLoadError) as caught:
+            Embedder.load(broken)
+        self.assertIn("broken", str(caught.exception))
