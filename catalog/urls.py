@@ -6,4 +6,5 @@ app_name = "catalog"
 urlpatterns = [
     path("", views.product_list_view, name="product_list"),
     path("products/<int:pk>/", views.product_detail_view, name="product_detail"),
+    path("products/<int:pk>/similar/", views.product_more_like_this_view, name="product_more_like_this"),
 ]

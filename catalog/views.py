@@ -1,10 +1,13 @@
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 
 from .models import Category, Product
 from .selectors import product_list
 
 PAGE_SIZE = 48
+SIMILAR_ON_PAGE = 8
+MORE_LIKE_THIS = 48
 
 
 def product_list_view(request):
@@ -17,14 +20,26 @@ def product_list_view(request):
     return render(request, "catalog/product_list.html", {"page": page, "category": category})
 
 
-def product_detail_view(request, pk: int):
+def _similar_context(request, pk: int, k: int) -> dict:
     from search.selectors import product_similar  # search depends on catalog, not the other way round
 
     product = get_object_or_404(Product.objects.browsable(), pk=pk)
     same_category = request.GET.get("same_category") == "1"
-    similar = product_similar(product=product, same_category=same_category)
-    return render(
-        request,
-        "catalog/product_detail.html",
-        {"product": product, "images": list(product.images.all()), "similar": similar, "same_category": same_category},
-    )
+    more_url = reverse("catalog:product_more_like_this", args=[product.pk]) + ("?same_category=1" if same_category else "")
+    return {
+        "product": product,
+        "similar": product_similar(product=product, k=k, same_category=same_category),
+        "same_category": same_category,
+        "more_url": more_url,
+    }
+
+
+def product_detail_view(request, pk: int):
+    context = _similar_context(request, pk, SIMILAR_ON_PAGE)
+    context["images"] = list(context["product"].images.all())
+    return render(request, "catalog/product_detail.html", context)
+
+
+def product_more_like_this_view(request, pk: int):
+    """The product's 48 nearest neighbours: where "More like this" on a product page leads."""
+    return render(request, "catalog/product_similar.html", _similar_context(request, pk, MORE_LIKE_THIS))

@@ -89,6 +89,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("train/", wrap(self.train_view), name="ml_modelversion_train"),
+            path("dashboard/", wrap(self.dashboard_view), name="ml_modelversion_dashboard"),
             path("<int:pk>/status.json", wrap(self.status_view), name="ml_modelversion_status"),
             path("<int:pk>/reindex/", wrap(require_POST(self.reindex_view)), name="ml_modelversion_reindex"),
             path("<int:pk>/activate/", wrap(require_POST(self.activate_view)), name="ml_modelversion_activate"),
@@ -129,6 +130,35 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return self._back(version.pk)
         context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta, "title": "Train a new model"}
         return TemplateResponse(request, "admin/ml/modelversion/train.html", context, status=400 if form.errors else 200)
+
+    def dashboard_view(self, request):
+        from . import dashboard
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        rows = dashboard.dashboard_versions()
+        chosen = request.GET.get("version", "")
+        version = None
+        if chosen.isdigit():
+            version = get_object_or_404(ModelVersion, pk=int(chosen))
+        else:
+            version = next((r.version for r in rows if r.version.is_active), None) or next(
+                (r.version for r in rows if r.embedded), None
+            )
+        emap = dashboard.embedding_map(model_version=version) if version is not None else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Model dashboard",
+            "rows": rows,
+            "map_version": version,
+            "map_choices": [r.version for r in rows if r.embedded],
+            "emap": emap,
+            "map_svg": dashboard.embedding_map_svg(emap) if emap else None,
+            "loss_curve": loss_curve_svg(version.loss_history) if version is not None else None,
+            "can_train": request.user.has_perm("ml.train_modelversion"),
+        }
+        return TemplateResponse(request, "admin/ml/modelversion/dashboard.html", context)
 
     def status_view(self, request, pk):
         if not self.has_view_permission(request):

@@ -40,14 +40,14 @@ def line_chart_svg(series: dict[str, list[float]], *, width: int = 520, height: 
         '<svg class="chart" role="img" aria-label="{label}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
         'xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif">'
         '<rect x="{pl}" y="{pt}" width="{iw}" height="{ih}" fill="#fafafa" stroke="#ddd"/>'
-        '<text x="4" y="{pt2}" font-size="11" fill="#666">{hi:.4g}</text>'
-        '<text x="4" y="{yb}" font-size="11" fill="#666">{lo:.4g}</text>'
+        '<text x="4" y="{pt2}" font-size="11" fill="#666">{hi}</text>'
+        '<text x="4" y="{yb}" font-size="11" fill="#666">{lo}</text>'
         '<text x="{pl}" y="{xb}" font-size="11" fill="#666">epoch 1</text>'
         '<text x="{xr}" y="{xb}" font-size="11" fill="#666" text-anchor="end">epoch {n}</text>'
         "{polylines}{legend}</svg>",
         label=y_label or "chart", w=width, h=height, pl=pad_l, pt=pad_t, iw=width - pad_l - pad_r,
         ih=height - pad_t - pad_b, pt2=pad_t + 10, yb=height - pad_b, xb=height - 8, xr=width - pad_r, n=n,
-        hi=hi, lo=lo, polylines=polylines, legend=legend,
+        hi=f"{hi:.4g}", lo=f"{lo:.4g}", polylines=polylines, legend=legend,  # format_html escapes to str first
     )
 
 
