@@ -239,7 +239,13 @@ def index_batch_run(*, batch_id: int) -> bool:
     from . import tasks
 
     batch = IndexBatch.objects.select_related("job__model_version").filter(pk=batch_id).first()
-    if batch is None or batch.finished_at is not None or batch.job.status != IndexJob.Status.RUNNING:
+    if batch is None or batch.job.status != IndexJob.Status.RUNNING:
+        return False
+    if batch.finished_at is not None:
+        # Redelivered after it finished: if the job's finish message was lost (the broker was down
+        # just then), this delivery sends it again; index_job_finish is idempotent.
+        if batch.job.batches_done >= batch.job.batches_total:
+            transaction.on_commit(lambda: tasks.index_job_finish_task.delay(batch.job_id))
         return False
     job, version = batch.job, batch.job.model_version
     # Counted (and committed) before the work: a batch whose worker dies every time, e.g. an image
@@ -375,6 +381,9 @@ def hnsw_index_drop(*, model_version: ModelVersion) -> None:
 # --- switching models ---------------------------------------------------------------------------
 
 
+ACTIVATION_LOCK = 0x4C4B_0001  # pg_advisory_xact_lock key for model_version_activate
+
+
 def model_version_activate(*, model_version: ModelVersion, force: bool = False) -> ModelVersion:
     """Make `model_version` the one every query uses, in one transaction.
 
@@ -384,6 +393,11 @@ def model_version_activate(*, model_version: ModelVersion, force: bool = False) 
     both. Raises ActivationRefused with the reason.
     """
     with transaction.atomic():
+        # One activation at a time: two racing ones each lock only their own row and find nothing
+        # active, and the second then hits the one-active constraint (IntegrityError). Raw SQL: the
+        # ORM has no advisory locks; the lock ends with the transaction.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ACTIVATION_LOCK])
         version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
         if version.status != ModelVersion.Status.SUCCEEDED:
             raise ActivationRefused(
