@@ -6,7 +6,7 @@ from .models import Category, Product
 from .selectors import product_list
 
 PAGE_SIZE = 48
-SIMILAR_ON_PAGE = 8
+SIMILAR_ON_PAGE = 12  # fills rows of 6, 4, 3 and 2 columns alike
 MORE_LIKE_THIS = 48
 
 

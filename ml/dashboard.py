@@ -96,7 +96,7 @@ def dashboard_versions(*, limit: int = 50) -> list[VersionRow]:
     return rows
 
 
-def loss_sparkline_svg(loss_history: list[dict], *, width: int = 140, height: int = 36) -> SafeString:
+def loss_sparkline_svg(loss_history: list[dict], *, width: int = 110, height: int = 30) -> SafeString:
     """A small loss-per-epoch line for a table cell, first and last values as text beside it."""
     losses = [row.get("loss") for row in loss_history if isinstance(row.get("loss"), (int, float))]
     if not losses:

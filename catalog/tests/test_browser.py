@@ -138,13 +138,13 @@ class ShopperTests(BrowserTestCase):
         self.click_and_wait(cards[0].find_element(By.TAG_NAME, "a"))
         self.assertEqual(self.h1(), title)
         similar = self.all(".similar .grid .card")
-        self.assertEqual(len(similar), 8)
+        self.assertEqual(len(similar), 12)
         self.shot("product")
 
         next_title = similar[0].find_element(By.CSS_SELECTOR, ".card-title").text
         self.click_and_wait(similar[0].find_element(By.TAG_NAME, "a"))
         self.assertEqual(self.h1(), next_title)
-        self.assertEqual(len(self.all(".similar .grid .card")), 8)
+        self.assertEqual(len(self.all(".similar .grid .card")), 12)
 
         self.click_and_wait(self.driver.find_element(By.PARTIAL_LINK_TEXT, "More like this"))
         self.assertEqual(self.h1(), f"More like {next_title}")
@@ -341,4 +341,4 @@ class AdminModelTests(BrowserTestCase):
         # The shop now shows similar items from the model that was just activated.
         product = version.embeddings.first().product
         self.open(product.get_absolute_url())
-        self.assertEqual(len(self.all(".similar .grid .card")), 8)
+        self.assertEqual(len(self.all(".similar .grid .card")), 12)

@@ -66,3 +66,15 @@ class ProductDetailTests(TestCase):
         response = self.client.get(reverse("catalog:product_detail", args=[999999]))
         self.assertEqual(response.status_code, 404)
         self.assertContains(response, "There is nothing here", status_code=404)
+
+
+class MoreLikeThisTests(TestCase):
+    def test_page_links_back_and_explains_when_no_model_is_active(self):
+        product = product_create(title="Lonely boot")
+        response = self.client.get(reverse("catalog:product_more_like_this", args=[product.pk]))
+        self.assertContains(response, "More like Lonely boot")
+        self.assertContains(response, f'href="{product.get_absolute_url()}"')
+        self.assertContains(response, "once a model has been trained")
+
+    def test_unknown_product_is_404(self):
+        self.assertEqual(self.client.get(reverse("catalog:product_more_like_this", args=[999999])).status_code, 404)
