@@ -6,7 +6,7 @@ import json
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class Embedder:
     model: keras.Model
     meta: dict[str, Any]
     path: Path
+    # Traced once per Embedder (per process) with a [None, ...] signature: any batch size reuses them.
+    _forward: Any = field(default=None, init=False, repr=False, compare=False)
+    _decode: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embedder":
@@ -76,10 +79,17 @@ class Embedder:
     def _predict(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         if len(x) == 0:
             return {"embedding": np.zeros((0, self.dim), np.float32)}
+        if self._forward is None:
+            # A compiled graph, not eager layer-by-layer calls (about 1.5x slower on CPU), and not
+            # predict() (which retraces for odd batch sizes): bench/indexing.py measures the difference.
+            size = self.image_size
+            self._forward = tf.function(
+                lambda t: self.model(t, training=False),
+                input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+            )
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(x), batch_size):
-            # Direct calls, not predict(): no per-call tf.function retracing for odd batch sizes.
-            part = self.model(tf.convert_to_tensor(x[start:start + batch_size]), training=False)
+            part = self._forward(tf.convert_to_tensor(x[start:start + batch_size], tf.float32))
             for key, value in part.items():
                 out.setdefault(key, []).append(np.asarray(value, np.float32))
         return {key: np.concatenate(value) for key, value in out.items()}
@@ -104,15 +114,25 @@ class Embedder:
         if not paths:
             return vectors, {}
         size = self.image_size
-        ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-        ds = ds.map(lambda i, p: (i, decode_and_resize(tf.io.read_file(p), size)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
         ok = np.zeros(len(paths), bool)
-        for idx, x in ds:
-            idx = idx.numpy()
-            vectors[idx] = self._predict(x.numpy(), batch_size)["embedding"]
-            ok[idx] = True
+        try:
+            # Fast path: one decoding graph traced once per Embedder. Building and tracing a tf.data
+            # pipeline on every call cost ~10x more than decoding a batch of small images.
+            for start in range(0, len(paths), batch_size):
+                x = self._decode_files(paths[start:start + batch_size])
+                vectors[start:start + len(x)] = self._predict(x, batch_size)["embedding"]
+                ok[start:start + len(x)] = True
+        except tf.errors.OpError:
+            # A file TensorFlow cannot read fails its whole batch: redo the rest file by file.
+            rest = np.flatnonzero(~ok)
+            ds = tf.data.Dataset.from_tensor_slices((rest, [paths[i] for i in rest]))
+            ds = ds.map(lambda i, p: (i, decode_and_resize(tf.io.read_file(p), size)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            for idx, x in ds:
+                idx = idx.numpy()
+                vectors[idx] = self._predict(x.numpy(), batch_size)["embedding"]
+                ok[idx] = True
         # TensorFlow cannot decode some images the catalogue accepts (WebP, CMYK JPEG): PIL tries
         # those; only a file neither can read is a failure.
         failures, arrays, fallback = {}, [], []
@@ -125,6 +145,18 @@ class Embedder:
         if fallback:
             vectors[fallback] = self._predict(np.stack(arrays), batch_size)["embedding"]
         return vectors, failures
+
+    def _decode_files(self, paths: list[str]) -> np.ndarray:
+        """float32 [n, s, s, 3] for image files, as decode_and_resize; raises tf.errors.OpError."""
+        if self._decode is None:
+            size = self.image_size
+            spec = tf.TensorSpec([size, size, 3], tf.float32)
+            self._decode = tf.function(
+                lambda p: tf.map_fn(lambda one: decode_and_resize(tf.io.read_file(one), size), p,
+                                    fn_output_signature=spec, parallel_iterations=16),
+                input_signature=[tf.TensorSpec([None], tf.string)],
+            )
+        return self._decode(tf.constant(paths, tf.string)).numpy()
 
     def embed_pil(self, img: Image.Image) -> np.ndarray:
         """float32 [dim] for one PIL image."""
