@@ -1,0 +1,423 @@
+"""Indexing throughput: images per second, model alone vs the whole pipeline.
+
+(a) the limit: `model.predict` on Fashion-MNIST tensors already in memory (no files, no database);
+(b) the pipeline: image files -> tf.data decode -> model -> pgvector upsert, through real Celery
+    worker processes (`celery -A config worker -Q embeddings`) after `index_job_start` on the
+    catalogue, for a fresh copy of the bench model (as after retraining), then the HNSW build and the
+    switch; the ratio b/a (target >= 0.7). A per-stage profile of a few batches says where (b) loses.
+
+    python bench/indexing.py                      # 60k catalogue (run bench/setup_data.py first)
+    python bench/indexing.py --quick              # 5k catalogue (bench/setup_data.py --quick)
+    python bench/indexing.py --only-predict path/to/embedder.keras   # (a) only; no Django, no database
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import LoadSampler, ROOT, subprocess_env, table, write_report  # noqa: E402
+
+PREDICT_BATCHES = (256, 1024)
+
+
+def log(message: str) -> None:
+    print(f"[indexing {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- (a) the model alone -------------------------------------------------------------------------
+
+
+def load_model(path: str | os.PathLike):
+    """(keras model, image_size) from a .keras file or a training workdir; meta.json is optional here."""
+    import keras
+
+    import ml.architectures  # noqa: F401  (custom layers)
+
+    path = Path(path)
+    model_path = path / "embedder.keras" if path.is_dir() else path
+    model = keras.models.load_model(model_path, compile=False)
+    meta = model_path.with_name("meta.json")
+    size = json.loads(meta.read_text())["image_size"] if meta.is_file() else int(model.inputs[0].shape[1])
+    return model, int(size)
+
+
+def input_tensors(n: int, image_size: int) -> np.ndarray:
+    """n Fashion-MNIST train images as model input (float32 [n, s, s, 3]); random pixels without the data."""
+    from ml.preprocess import arrays_to_input
+
+    try:
+        from catalog.fashion_mnist import load_split
+
+        images = load_split("train")[0][:n]
+    except FileNotFoundError:
+        images = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    return np.asarray(arrays_to_input(images, image_size), np.float32)
+
+
+def measure_predict(model_path: str | os.PathLike, n: int, batches=PREDICT_BATCHES, repeats: int = 2) -> list[dict]:
+    """Images/s of model.predict (and of the direct calls Embedder uses) on in-memory tensors."""
+    import tensorflow as tf
+
+    model, size = load_model(model_path)
+    x = input_tensors(n, size)
+    rows = []
+    for batch in batches:
+        model.predict(x[: batch * 2], batch_size=batch, verbose=0)  # trace and warm up
+        best = None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.predict(x, batch_size=batch, verbose=0)
+            seconds = time.perf_counter() - t0
+            best = seconds if best is None else min(best, seconds)
+        rows.append({"path": "model.predict", "batch": batch, "images": n, "seconds": round(best, 3),
+                     "images_per_s": round(n / best, 1)})
+    # The pipeline's own call: Embedder._predict = model(tensor, training=False) per batch.
+    batch = batches[0]
+    model(tf.convert_to_tensor(x[:batch]), training=False)
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        out = model(tf.convert_to_tensor(x[start:start + batch]), training=False)
+        np.asarray(out["embedding"] if isinstance(out, dict) else out)
+    seconds = time.perf_counter() - t0
+    rows.append({"path": "model(x) per batch", "batch": batch, "images": n, "seconds": round(seconds, 3),
+                 "images_per_s": round(n / seconds, 1)})
+    return rows
+
+
+PREDICT_COLUMNS = [("path", "(a) model alone", "s"), ("batch", "batch", "d"), ("images", "images", "d"),
+                   ("seconds", "seconds", ".2f"), ("images_per_s", "images/s", ".0f")]
+
+
+def only_predict(args, argv) -> int:
+    import keras
+    import tensorflow as tf
+
+    started = time.monotonic()
+    with LoadSampler() as load:
+        rows = measure_predict(args.only_predict, args.n or (5000 if args.quick else 60000))
+    print(table(rows, PREDICT_COLUMNS))
+    report = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["python bench/indexing.py", *argv]),
+        "machine": _machine_light(tf),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "load_average": {**load.summary(), "at_end": [round(x, 2) for x in os.getloadavg()]},
+        "model": str(args.only_predict),
+        "predict": rows,
+    }
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"indexing_predict_{_device_tag(tf)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _device_tag(tf) -> str:
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def _machine_light(tf) -> dict:
+    import platform
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    details = []
+    for d in tf.config.list_physical_devices("GPU"):
+        try:
+            details.append(tf.config.experimental.get_device_details(d).get("device_name"))
+        except Exception:  # noqa: BLE001
+            pass
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpu": details or gpus or None}
+
+
+# --- (b) the pipeline through Celery ------------------------------------------------------------
+
+
+def clone_version(base):
+    """A new succeeded version with the base's files: what a retrained model looks like to indexing."""
+    from ml.models import ModelVersion
+
+    clone = ModelVersion.objects.create(
+        architecture=base.architecture, hparams=base.hparams, epochs=base.epochs, epoch=base.epoch,
+        status=ModelVersion.Status.SUCCEEDED, dim=base.dim, image_size=base.image_size,
+        label_names=base.label_names, metrics={"bench_clone_of": base.pk}, auto_activate=True,
+    )
+    clone.workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("embedder.keras", "meta.json"):
+        shutil.copy2(base.workdir / name, clone.workdir / name)
+    return clone
+
+
+def start_workers(*, quick: bool, workers: int, concurrency: int) -> list[subprocess.Popen]:
+    from config.celery import app
+
+    app.control.purge()
+    env = subprocess_env(quick=quick)
+    procs = []
+    logs = ROOT / "var" / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for i in range(workers):
+        cmd = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-Q", "embeddings",
+               "-c", str(concurrency), "-n", f"bench{i}@%h", "-l", "warning",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        out = open(logs / f"celery-worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    names = {f"bench{i}@" for i in range(workers)}
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        replies = app.control.inspect(timeout=1.0).ping() or {}
+        if all(any(r.startswith(n) for r in replies) for n in names):
+            return procs
+        if any(p.poll() is not None for p in procs):
+            break
+    stop_workers(procs)
+    raise RuntimeError("Celery workers did not start; see var/bench-logs/celery-worker-*.log")
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, timeout: float) -> dict:
+    from django.conf import settings
+    from django.db import connection
+
+    from search.models import ImageEmbedding, IndexBatch, IndexJob
+    from search.selectors import hnsw_index_name
+    from search.services import index_job_start
+
+    procs = start_workers(quick=quick, workers=workers, concurrency=concurrency)
+    log(f"{workers} worker(s) x {concurrency} process(es) ready")
+    try:
+        t0 = time.monotonic()
+        job = index_job_start(model_version=version)
+        t_start = job.created_at
+        log(f"job {job.pk}: {job.total} images in {job.batches_total} batches of {settings.EMBEDDING_BATCH_SIZE}")
+        t_embedded = None
+        last_print = 0.0
+        while True:
+            job.refresh_from_db()
+            now = time.monotonic()
+            if t_embedded is None and job.batches_done >= job.batches_total:
+                t_embedded = now - t0
+                log(f"all batches done in {t_embedded:.1f} s; building HNSW")
+            if job.is_finished:
+                break
+            if now - t0 > timeout:
+                raise RuntimeError(f"job {job.pk} not finished after {timeout} s: {job.status} {job.done}/{job.total}")
+            if now - last_print > 15:
+                log(f"{job.status}: {job.done}/{job.total} embedded ({job.done / (now - t0):.0f}/s)")
+                last_print = now
+            time.sleep(0.25)
+        t_total = time.monotonic() - t0
+    finally:
+        stop_workers(procs)
+    if job.status != IndexJob.Status.DONE:
+        raise RuntimeError(f"job {job.pk} ended {job.status}: {job.error}")
+    finished = sorted(IndexBatch.objects.filter(job=job).values_list("finished_at", "embedded"))
+    first_at, last_at = finished[0][0], finished[-1][0]
+    # Steady state: from the first finished batch (model loaded in a worker) to the last.
+    steady = sum(e for _, e in finished[1:]) / max(1e-9, (last_at - first_at).total_seconds())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s)", [hnsw_index_name(version.pk)])
+        index_bytes = cursor.fetchone()[0]
+        cursor.execute("SHOW maintenance_work_mem")
+        mwm = cursor.fetchone()[0]
+        cursor.execute("SHOW max_parallel_maintenance_workers")
+        mpmw = cursor.fetchone()[0]
+    version.refresh_from_db()
+    return {
+        "job": job.pk,
+        "model_version": version.pk,
+        "images": job.done,
+        "failed": job.failed,
+        "batch_size": settings.EMBEDDING_BATCH_SIZE,
+        "workers": workers,
+        "concurrency": concurrency,
+        "embed_seconds": round(t_embedded, 2),
+        "images_per_s": round(job.done / t_embedded, 1),
+        "steady_images_per_s": round(steady, 1),
+        "first_batch_seconds": round((first_at - t_start).total_seconds(), 2),
+        "hnsw_build_seconds": round((job.finished_at - last_at).total_seconds(), 2),
+        "total_seconds": round(t_total, 2),
+        "hnsw_index_bytes": index_bytes,
+        "vectors": ImageEmbedding.objects.filter(model_version=version).count(),
+        "activated": version.is_active,
+        "postgres": {"maintenance_work_mem": mwm, "max_parallel_maintenance_workers": mpmw},
+    }
+
+
+def profile_batches(version, batches: int = 8) -> dict:
+    """Seconds per stage for a few batches, in this process, rolled back: where the pipeline's time goes."""
+    import tensorflow as tf
+    from django.conf import settings
+    from django.db import transaction
+
+    from catalog.models import ProductImage
+    from ml.preprocess import decode_and_resize
+    from ml.runtime import embedder_for
+    from search import services
+
+    size = settings.EMBEDDING_BATCH_SIZE
+    ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True)[: size * (batches + 1)])
+    chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
+    embedder = embedder_for(version)
+    stages = {"rows": 0.0, "decode": 0.0, "model": 0.0, "embed_files": 0.0, "upsert": 0.0}
+    images_done = 0
+
+    class Rollback(Exception):
+        pass
+
+    for n, chunk in enumerate(chunks):
+        t = time.perf_counter()
+        images = list(ProductImage.objects.filter(pk__in=chunk).select_related("product").order_by("id"))
+        paths = [im.image.path for im in images]
+        t_rows = time.perf_counter() - t
+        t = time.perf_counter()
+        ds = tf.data.Dataset.from_tensor_slices(paths).map(
+            lambda p: decode_and_resize(tf.io.read_file(p), embedder.image_size), num_parallel_calls=tf.data.AUTOTUNE
+        ).batch(size)
+        x = np.concatenate([b.numpy() for b in ds])
+        t_decode = time.perf_counter() - t
+        t = time.perf_counter()
+        embedder._predict(x, size)
+        t_model = time.perf_counter() - t
+        t = time.perf_counter()
+        vectors, failures = services._images_embed(model_version=version, images=images)
+        t_embed = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            with transaction.atomic():
+                services._embeddings_write(model_version=version, images=images, vectors=vectors, failures=failures)
+                raise Rollback
+        except Rollback:
+            pass
+        t_upsert = time.perf_counter() - t
+        if n == 0:
+            continue  # warm-up
+        images_done += len(images)
+        for key, value in zip(stages, (t_rows, t_decode, t_model, t_embed, t_upsert)):
+            stages[key] += value
+    per_batch = {k: round(1000 * v / max(1, len(chunks) - 1), 1) for k, v in stages.items()}
+    pipeline = stages["rows"] + stages["embed_files"] + stages["upsert"]
+    return {
+        "batches": len(chunks) - 1,
+        "batch_size": size,
+        "ms_per_batch": per_batch,
+        "images_per_s_single_process": round(images_done / pipeline, 1) if pipeline else None,
+        "note": "embed_files = decode + model as the pipeline runs them (tf.data per batch); one process",
+    }
+
+
+def vectors_tidy(keep) -> int:
+    """Delete the vectors of every inactive version but `keep`: the table holds one catalogue again."""
+    from django.db import connection
+
+    from ml.models import ModelVersion
+    from search.services import model_version_vectors_delete
+
+    deleted = 0
+    for version in ModelVersion.objects.filter(is_active=False).exclude(pk=keep.pk):
+        if version.embeddings.exists():
+            deleted += model_version_vectors_delete(model_version=version)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE search_imageembedding")
+    return deleted
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the 5k catalogue (bench/setup_data.py --quick)")
+    parser.add_argument("--only-predict", metavar="PATH", help="(a) only, for this .keras file or workdir; "
+                        "no Django, no database (e.g. on a GPU machine)")
+    parser.add_argument("--n", type=int, help="images for (a) (default 60000, 5000 with --quick)")
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="-c per worker (CPU count)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job")
+    parser.add_argument("--out", help="--only-predict: where to write the JSON")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.only_predict:
+        return only_predict(args, argv)
+
+    from bench.common import configure
+
+    configure(quick=args.quick)
+    from bench.setup_data import bench_model_version
+    from catalog.models import ProductImage
+    from ml.models import ModelVersion
+
+    base = ModelVersion.objects.filter(is_active=True).first() or bench_model_version()
+    if base is None:
+        print("No trained model in the bench database: run bench/setup_data.py first.", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    catalogue = ProductImage.objects.count()
+    with LoadSampler() as load_a:
+        log(f"(a) model.predict on {catalogue} in-memory images")
+        predict = measure_predict(base.workdir, catalogue)
+    print(table(predict, PREDICT_COLUMNS), flush=True)
+    limit = max(r["images_per_s"] for r in predict if r["path"] == "model.predict")
+
+    with LoadSampler() as load_p:
+        log("profile: 8 batches in this process, rolled back")
+        profile = profile_batches(base)
+    log(f"profile ms/batch: {profile['ms_per_batch']}")
+
+    clone = clone_version(base)
+    log(f"(b) pipeline: version {clone.pk} (copy of {base.pk}) over {catalogue} images")
+    with LoadSampler() as load_b:
+        pipeline = run_pipeline(clone, quick=args.quick, workers=args.workers, concurrency=args.concurrency,
+                                timeout=args.timeout)
+    deleted = vectors_tidy(clone)
+    ratio = pipeline["images_per_s"] / limit
+    steady_ratio = pipeline["steady_images_per_s"] / limit
+    rows = [
+        {"what": "(a) model.predict, in memory (best batch)", "images_per_s": limit, "ratio": 1.0},
+        {"what": "(b) files -> decode -> model -> pgvector (Celery)", "images_per_s": pipeline["images_per_s"],
+         "ratio": ratio},
+        {"what": "(b) steady state (after first batch)", "images_per_s": pipeline["steady_images_per_s"],
+         "ratio": steady_ratio},
+        {"what": "profile: one process, rows+embed_files+upsert", "images_per_s": profile["images_per_s_single_process"],
+         "ratio": (profile["images_per_s_single_process"] or 0) / limit},
+    ]
+    print()
+    print(table(rows, [("what", "indexing", "s"), ("images_per_s", "images/s", ".0f"), ("ratio", "b/a", ".2f")]))
+    print(f"\nHNSW build {pipeline['hnsw_build_seconds']} s for {pipeline['vectors']} vectors "
+          f"({pipeline['hnsw_index_bytes'] / 2**20:.1f} MiB); whole job {pipeline['total_seconds']} s; "
+          f"target b/a >= 0.7: {'met' if ratio >= 0.7 else 'MISSED'} ({ratio:.2f})")
+    path = write_report(
+        "indexing", quick=args.quick, argv=argv, started=started,
+        load={"predict": load_a.summary(), "profile": load_p.summary(), "pipeline": load_b.summary()},
+        catalogue=catalogue, predict=predict, profile=profile, pipeline=pipeline,
+        limit_images_per_s=limit, ratio=round(ratio, 3), steady_ratio=round(steady_ratio, 3),
+        target={"ratio": 0.7, "met": ratio >= 0.7}, vectors_deleted_from_older_versions=deleted,
+    )
+    print(f"wall time {time.monotonic() - started:.0f} s; load {load_b.summary()}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
