@@ -174,7 +174,14 @@ class Embedder:
         """(label name, probability) of the most likely category, or None without a classifier head."""
         if not self.has_classifier_head:
             return None
+        return self._guess(self._predict(pil_to_array(img, self.image_size)[None], 1))
+
+    def embed_and_guess_pil(self, img: Image.Image) -> tuple[np.ndarray, tuple[str, float] | None]:
+        """embed_pil and guess_category from one preprocessing and one model call (photo search)."""
         out = self._predict(pil_to_array(img, self.image_size)[None], 1)
+        return out["embedding"][0], (self._guess(out) if self.has_classifier_head else None)
+
+    def _guess(self, out: dict[str, np.ndarray]) -> tuple[str, float] | None:
         if "probabilities" not in out:
             return None
         probs = out["probabilities"][0]

@@ -240,8 +240,7 @@ def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = 
     except Exception as exc:  # ml.inference.ModelLoadError, or TensorFlow failing to import
         raise ModelUnavailable(f"Photo search is unavailable: the model could not be loaded ({exc}).") from exc
     try:
-        vector = embedder.embed_pil(image)
-        raw_guess = embedder.guess_category(image)
+        vector, raw_guess = embedder.embed_and_guess_pil(image)  # one model call for both
     except Exception as exc:  # a model that loads but cannot run: a message, not a 500
         logger.exception("Model version %s failed on a search photo", version.pk)
         raise ModelUnavailable(f"Photo search is unavailable: the model failed on this photo ({exc}).") from exc
