@@ -189,23 +189,20 @@ def measure_photo(client, payloads) -> dict:
 
 
 def measure_photo_stages(version, payloads) -> dict:
-    """Where a photo search's time goes: decode+validate, model (both calls), database."""
+    """Where a photo search's time goes: decode+validate, preprocessing+model (one call), database."""
     from catalog.images import read_image
     from ml.runtime import embedder_for
     from search.selectors import nearest_products
 
     embedder = embedder_for(version)
-    stages = {"read_image": [], "embed_pil": [], "guess_category": [], "nearest_products": []}
+    stages = {"read_image": [], "embed_and_guess_pil": [], "nearest_products": []}
     for _name, data, _ in payloads:
         t = time.perf_counter()
         info = read_image(data, max_bytes=10 * 2**20)
         stages["read_image"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        vector = embedder.embed_pil(info.image)
-        stages["embed_pil"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        embedder.guess_category(info.image)
-        stages["guess_category"].append(time.perf_counter() - t)
+        vector, _guess = embedder.embed_and_guess_pil(info.image)
+        stages["embed_and_guess_pil"].append(time.perf_counter() - t)
         t = time.perf_counter()
         nearest_products(model_version_id=version.pk, vector=vector, k=K)
         stages["nearest_products"].append(time.perf_counter() - t)
