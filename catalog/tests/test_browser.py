@@ -40,7 +40,7 @@ FLAGS = (
     "--disable-component-update", "--disable-sync", "--no-first-run",
 )
 SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
-WAIT = 20  # seconds for a page or an element; the admin flow waits longer for training
+WAIT = 30  # seconds for a page or an element; the admin flow waits longer for training
 
 
 def chromium(*, width: int = 1280, height: int = 900, javascript: bool = True) -> webdriver.Chrome:

@@ -66,6 +66,14 @@ class DashboardTests(TestCase):
         self.assertEqual(self.client.get(url, {"version": self.other.pk}).status_code, 200)
         self.assertEqual(self.client.get(url, {"version": 999999}).status_code, 404)
 
+    def test_a_running_version_polls_its_status_and_finished_ones_do_not(self):
+        running = model_version_create(status="running", epochs=4, epoch=1)
+        self.client.force_login(self.staff)
+        response = self.client.get(reverse("admin:ml_modelversion_dashboard"))
+        self.assertContains(response, f'data-lk-live data-status-url="{reverse("admin:ml_modelversion_status", args=[running.pk])}"')
+        self.assertContains(response, "data-lk-live", count=1)
+        self.assertContains(response, "admin_lookalike/live.js")
+
     def test_page_needs_staff(self):
         response = self.client.get(reverse("admin:ml_modelversion_dashboard"))
         self.assertEqual(response.status_code, 302)
