@@ -203,6 +203,38 @@ class ShopperTests(BrowserTestCase):
         self.assertEqual(len(self.all(".results .grid .card")), settings.SEARCH_DEFAULT_K)
         self.find("img.query-thumb")
 
+    def test_dropping_something_that_is_not_a_photo_says_so_and_stays(self):
+        self.open("/")
+        self.find(".header-search-label")
+        self.driver.execute_script(
+            """
+            const dt = new DataTransfer();
+            dt.items.add(new File(["hello"], "notes.txt", {type: "text/plain"}));
+            document.querySelector("form.header-search").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+            """
+        )
+        status = self.find(".header-search-status.is-error")
+        self.assertIn("notes.txt", status.text)
+        self.assertEqual(self.h1(), "All products")
+
+    def test_searching_shows_a_busy_state(self):
+        self.open("/search/")
+        with tempfile.NamedTemporaryFile(suffix=".png") as photo:
+            photo.write(shape_png("bar", size=64))
+            photo.flush()
+            self.find(".dropzone-label")
+            self.driver.find_element(By.ID, "id_image").send_keys(photo.name)
+            # Hold the page on its busy state: a listener added after the page's own cancels sending.
+            self.driver.execute_script(
+                "const f = document.querySelector('form.photo-search');"
+                "f.addEventListener('submit', (e) => e.preventDefault()); f.requestSubmit();"
+            )
+        button = self.driver.find_element(By.CSS_SELECTOR, ".photo-search button[type=submit]")
+        self.assertEqual((button.text, button.is_enabled()), ("Searching…", False))
+        self.assertEqual(self.driver.find_element(By.CSS_SELECTOR, "form.photo-search").get_attribute("aria-busy"), "true")
+        self.assertEqual(self.find(".photo-search [data-status]").text, "Searching for similar items…")
+        self.shot("search-busy")
+
     def test_errors_are_shown_next_to_the_form(self):
         self.open("/search/")
         self.find(".photo-search button[type=submit]").click()  # no photo: caught before sending
