@@ -33,6 +33,7 @@ document.documentElement.classList.replace("no-js", "js");
     if (!img || !file) return;
     if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
     img.dataset.url = URL.createObjectURL(file);
+    img.onload = function () { img.classList.toggle("pixelated", Math.max(img.naturalWidth, img.naturalHeight) <= 64); };
     img.src = img.dataset.url;
     img.alt = "Preview of " + file.name;
     img.hidden = false;
