@@ -6,9 +6,13 @@ PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test stop worker bench bench-quick lint clean
+.PHONY: install system-deps run test stop worker bench bench-quick clean
 
 install: $(VENV)/.installed
+
+## Debian packages: Fashion-MNIST, Chromium + driver (browser tests), Redis; only what is missing.
+system-deps:
+	bash .ci/system-deps
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +25,7 @@ run: install
 	$(PY) -m config.demo
 
 ## The whole suite on real PostgreSQL + pgvector and real Redis.
-test: install
+test: system-deps install
 	$(PY) -m config.demo --check-services
 	$(PY) manage.py test
 
