@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.test import TestCase
+from django.test import TestCase, override_settings
 from django.urls import reverse
 from PIL import Image
 
@@ -48,6 +48,14 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 class AdminImageUploadTests(TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # A private MEDIA_ROOT, so "nothing was written" cannot be upset by another test run's files.
+        media = tempfile.mkdtemp(prefix="lookalike-hostile-")
+        cls.addClassCleanup(shutil.rmtree, media, ignore_errors=True)
+        cls.enterClassContext(override_settings(MEDIA_ROOT=media))
+        super().setUpClass()
+
     @classmethod
     def setUpTestData(cls):
         cls.admin = User.objects.create_superuser("root", "root@example.com", "pw")

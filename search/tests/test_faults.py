@@ -261,9 +261,11 @@ class BrokerAndDatabaseFaultTests(PrivateBrokerMixin, TransactionTestCase):
         images = self.catalogue(10)
         worker = self.worker(CELERY_VISIBILITY_TIMEOUT="5")
         job = services.index_job_start(model_version=version)
-        wait_for(lambda: IndexBatch.objects.filter(job=job, finished_at__isnull=False).exists(), timeout=60,
-                 what="the first batch to finish")
+        # While the worker holds the first batch (loading the model takes seconds), four wait in Redis.
+        wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
+                 what="the worker to start a batch")
         self.redis.stop()
+        self.assertEqual(IndexBatch.objects.filter(job=job, attempts=0).count(), 4)
         time.sleep(1.5)
         self.redis.start()  # same port, same append-only file: the queued batches are still there
         job = self.wait_job(job, 120, worker)

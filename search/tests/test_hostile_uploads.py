@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
+import tempfile
 import uuid
 import zlib
 
@@ -55,6 +57,14 @@ def media_files() -> set[str]:
 
 
 class UploadTestCase(TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # A private MEDIA_ROOT, so "nothing was written" cannot be upset by another test run's files.
+        media = tempfile.mkdtemp(prefix="lookalike-hostile-")
+        cls.addClassCleanup(shutil.rmtree, media, ignore_errors=True)
+        cls.enterClassContext(override_settings(MEDIA_ROOT=media))
+        super().setUpClass()
+
     @classmethod
     def setUpTestData(cls):
         cls.version = tiny_model_version()
