@@ -34,6 +34,7 @@ class ProductImageForm(forms.ModelForm):
             except InvalidImage as exc:
                 raise forms.ValidationError(str(exc)) from exc
             upload.seek(0)
+            upload.name = f"upload{info.extension}"  # the stored name's suffix follows the bytes, not the uploader
             self.instance.sha256 = info.sha256
         return upload
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from ml.preprocess import arrays_to_input, decode_and_resize
+from ml.preprocess import arrays_to_input, decode_and_resize, file_to_array
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -81,8 +81,21 @@ def augment_batch(images: tf.Tensor, *, seed: int | None = None, max_shift: floa
     return tf.clip_by_value(images + delta, 0.0, 255.0)
 
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def _load_path(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    return decode_and_resize(tf.io.read_file(path), image_size)
+    """TensorFlow decodes PNG (the bulk of a catalogue, fast, no GIL); everything else the catalogue
+    accepts (JPEG incl. CMYK, WebP, GIF) goes through PIL, as inference does, so training sees the
+    same pixels."""
+    data = tf.io.read_file(path)
+
+    def with_pil():
+        array = tf.numpy_function(lambda p: file_to_array(p.decode(), image_size), [path], tf.float32)
+        return tf.ensure_shape(array, [image_size, image_size, 3])
+
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
+    return tf.cond(is_png, lambda: decode_and_resize(data, image_size), with_pil)
 
 
 def _finish(ds: tf.data.Dataset, *, augment: bool, target: str, seed: int) -> tf.data.Dataset:

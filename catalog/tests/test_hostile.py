@@ -116,6 +116,7 @@ class AdminImageUploadTests(TestCase):
                 self.assertEqual(response.status_code, 302)
                 image = ProductImage.objects.get(product__sku=f"N-{i}")
                 self.assertRegex(image.image.name, STORED_NAME)
+                self.assertTrue(image.image.name.endswith(".png"), "the suffix follows the bytes (PNG), not the name")
                 self.assertTrue(Path(image.image.path).resolve().is_relative_to(Path(settings.MEDIA_ROOT).resolve()))
                 self.assertEqual(image.sha256, read_image(shape_png()).sha256)
                 self.assertEqual((image.width, image.height), (16, 16))

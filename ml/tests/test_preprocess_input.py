@@ -96,3 +96,19 @@ class InputTests(unittest.TestCase):
             x, y = next(iter(balanced))
             self.assertEqual(tuple(x.shape), (4, 16, 16, 3))
             self.assertEqual(sorted(np.unique(y.numpy(), return_counts=True)[1].tolist()), [2, 2])
+
+
+class TrainingDecodesWhatInferenceDecodesTests(unittest.TestCase):
+    def test_webp_and_cmyk_files_train_with_the_pixels_inference_sees(self):
+        from ml.preprocess import file_to_array
+
+        images, labels = shapes_dataset(3, size=20)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = [str(Path(tmp) / name) for name in ("a.png", "b.webp", "c.jpg")]
+            Image.fromarray(images[0]).save(paths[0])
+            Image.fromarray(images[1]).save(paths[1], lossless=True)
+            Image.fromarray(images[2]).convert("CMYK").save(paths[2], quality=95)
+            x, _ = next(iter(make_dataset(paths, labels, np.arange(3), image_size=16, batch_size=3, shuffle=False,
+                                          augment=False)))
+            for i, path in enumerate(paths):
+                np.testing.assert_allclose(x[i].numpy(), file_to_array(path, 16), atol=1.0, err_msg=path)
