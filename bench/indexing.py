@@ -160,11 +160,15 @@ def clone_version(base):
     return clone
 
 
-def start_workers(*, quick: bool, workers: int, concurrency: int) -> list[subprocess.Popen]:
+def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: int | None) -> list[subprocess.Popen]:
     from config.celery import app
 
     app.control.purge()
     env = subprocess_env(quick=quick)
+    if tf_threads:
+        # TensorFlow sizes its thread pools to every core in every process: N processes on N cores
+        # oversubscribe. These variables cap each worker process's pools.
+        env["TF_NUM_INTRAOP_THREADS"] = env["TF_NUM_INTEROP_THREADS"] = str(tf_threads)
     procs = []
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,7 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, timeout: float) -> dict:
+def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_threads: int | None, timeout: float) -> dict:
     from django.conf import settings
     from django.db import connection
 
@@ -207,7 +211,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, timeou
     from search.selectors import hnsw_index_name
     from search.services import index_job_start
 
-    procs = start_workers(quick=quick, workers=workers, concurrency=concurrency)
+    procs = start_workers(quick=quick, workers=workers, concurrency=concurrency, tf_threads=tf_threads)
     log(f"{workers} worker(s) x {concurrency} process(es) ready")
     try:
         t0 = time.monotonic()
@@ -255,6 +259,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, timeou
         "batch_size": settings.EMBEDDING_BATCH_SIZE,
         "workers": workers,
         "concurrency": concurrency,
+        "tf_threads_per_process": tf_threads or "TensorFlow default (all cores)",
         "embed_seconds": round(t_embedded, 2),
         "images_per_s": round(job.done / t_embedded, 1),
         "steady_images_per_s": round(steady, 1),
@@ -270,12 +275,10 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, timeou
 
 def profile_batches(version, batches: int = 8) -> dict:
     """Seconds per stage for a few batches, in this process, rolled back: where the pipeline's time goes."""
-    import tensorflow as tf
     from django.conf import settings
     from django.db import transaction
 
     from catalog.models import ProductImage
-    from ml.preprocess import decode_and_resize
     from ml.runtime import embedder_for
     from search import services
 
@@ -295,10 +298,7 @@ def profile_batches(version, batches: int = 8) -> dict:
         paths = [im.image.path for im in images]
         t_rows = time.perf_counter() - t
         t = time.perf_counter()
-        ds = tf.data.Dataset.from_tensor_slices(paths).map(
-            lambda p: decode_and_resize(tf.io.read_file(p), embedder.image_size), num_parallel_calls=tf.data.AUTOTUNE
-        ).batch(size)
-        x = np.concatenate([b.numpy() for b in ds])
+        x = embedder._decode_files(paths)  # what embed_files does first
         t_decode = time.perf_counter() - t
         t = time.perf_counter()
         embedder._predict(x, size)
@@ -326,7 +326,7 @@ def profile_batches(version, batches: int = 8) -> dict:
         "batch_size": size,
         "ms_per_batch": per_batch,
         "images_per_s_single_process": round(images_done / pipeline, 1) if pipeline else None,
-        "note": "embed_files = decode + model as the pipeline runs them (tf.data per batch); one process",
+        "note": "embed_files = decode + model as the pipeline runs them; one process, no Celery",
     }
 
 
@@ -355,6 +355,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, help="images for (a) (default 20000, at most the catalogue)")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="-c per worker (CPU count)")
+    parser.add_argument("--tf-threads", type=int, help="TF_NUM_INTRAOP/INTEROP_THREADS for each worker process "
+                        "(default: TensorFlow's, every core)")
+    parser.add_argument("--label", help="write bench/results/indexing_<label>.json (a variant's run)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job")
     parser.add_argument("--out", help="--only-predict: where to write the JSON")
     args = parser.parse_args(argv)
@@ -390,7 +393,7 @@ def main(argv=None) -> int:
     log(f"(b) pipeline: version {clone.pk} (copy of {base.pk}) over {catalogue} images")
     with LoadSampler() as load_b:
         pipeline = run_pipeline(clone, quick=args.quick, workers=args.workers, concurrency=args.concurrency,
-                                timeout=args.timeout)
+                                tf_threads=args.tf_threads, timeout=args.timeout)
     deleted = vectors_tidy(clone)
     ratio = pipeline["images_per_s"] / limit
     steady_ratio = pipeline["steady_images_per_s"] / limit
@@ -409,7 +412,7 @@ def main(argv=None) -> int:
           f"({pipeline['hnsw_index_bytes'] / 2**20:.1f} MiB); whole job {pipeline['total_seconds']} s; "
           f"target b/a >= 0.7: {'met' if ratio >= 0.7 else 'MISSED'} ({ratio:.2f})")
     path = write_report(
-        "indexing", quick=args.quick, argv=argv, started=started,
+        "indexing" + (f"_{args.label}" if args.label else ""), quick=args.quick, argv=argv, started=started,
         load={"predict": load_a.summary(), "profile": load_p.summary(), "pipeline": load_b.summary()},
         catalogue=catalogue, predict=predict, profile=profile, pipeline=pipeline,
         limit_images_per_s=limit, ratio=round(ratio, 3), steady_ratio=round(steady_ratio, 3),
