@@ -259,7 +259,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
         "batch_size": settings.EMBEDDING_BATCH_SIZE,
         "workers": workers,
         "concurrency": concurrency,
-        "tf_threads_per_process": tf_threads or "TensorFlow default (all cores)",
+        "tf_threads_per_process": tf_threads or "config.celery default: cpu_count // concurrency",
         "embed_seconds": round(t_embedded, 2),
         "images_per_s": round(job.done / t_embedded, 1),
         "steady_images_per_s": round(steady, 1),
