@@ -279,6 +279,7 @@ def profile_batches(version, batches: int = 8) -> dict:
     from django.db import transaction
 
     from catalog.models import ProductImage
+    from ml.models import ModelVersion
     from ml.runtime import embedder_for
     from search import services
 
@@ -306,14 +307,18 @@ def profile_batches(version, batches: int = 8) -> dict:
         t = time.perf_counter()
         vectors, failures = services._images_embed(model_version=version, images=images)
         t_embed = time.perf_counter() - t
-        t = time.perf_counter()
         try:
             with transaction.atomic():
-                services._embeddings_write(model_version=version, images=images, vectors=vectors, failures=failures)
+                # A fresh version, as in a reindex: its rows are new inserts and no HNSW index exists
+                # for it yet (writing the active version's rows would update its HNSW index too).
+                fresh = ModelVersion.objects.create(architecture=version.architecture, status=version.status,
+                                                    dim=version.dim, image_size=version.image_size)
+                t = time.perf_counter()
+                services._embeddings_write(model_version=fresh, images=images, vectors=vectors, failures=failures)
+                t_upsert = time.perf_counter() - t
                 raise Rollback
         except Rollback:
             pass
-        t_upsert = time.perf_counter() - t
         if n == 0:
             continue  # warm-up
         images_done += len(images)
