@@ -38,12 +38,19 @@ worker: install
 	$(VENV)/bin/celery -A config worker -Q embeddings,training -c 1 -l info
 
 bench-quick: install
-	$(PY) bench/retrieval.py --quick
+	$(PY) -m bench.retrieval --quick
+	$(PY) bench/setup_data.py --quick
+	$(PY) bench/indexing.py --quick
+	$(PY) bench/search.py --quick
+	$(PY) bench/load.py --quick
 
+## Benchmarks (minutes to hours on a laptop CPU): see README "Benchmarks". Uses its own database under var/bench-*.
 bench: install
-	$(PY) bench/retrieval.py
+	$(PY) -m bench.retrieval
+	$(PY) bench/setup_data.py
 	$(PY) bench/indexing.py
 	$(PY) bench/search.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf var/test-media var/test-models

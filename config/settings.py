@@ -163,6 +163,7 @@ SEARCH_DEFAULT_K = 8
 SEARCH_MAX_K = 100
 EMBEDDING_BATCH_SIZE = int(os.environ.get("EMBEDDING_BATCH_SIZE", 256))
 HNSW_EF_SEARCH = int(os.environ.get("HNSW_EF_SEARCH", 100))
+HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_work_mem while building
 
 # Production hardening: on whenever DEBUG is off.
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -363,11 +363,17 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
         row = cursor.fetchone()
         if row is not None and not row[0]:
             cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
-        # dim and pk are integers from the database; DDL takes no parameters.
-        cursor.execute(
-            f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON search_imageembedding '
-            f"USING hnsw ((embedding::vector({int(dim)})) vector_l2_ops) WHERE model_version_id = {int(model_version.pk)}"
-        )
+        # HNSW builds fast only while the graph fits in maintenance_work_mem (Postgres' default, 64 MB,
+        # holds about 75k 128-d vectors): raise it for this session's build, then put it back.
+        cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)", [settings.HNSW_BUILD_MEMORY])
+        try:
+            # dim and pk are integers from the database; DDL takes no parameters.
+            cursor.execute(
+                f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON search_imageembedding '
+                f"USING hnsw ((embedding::vector({int(dim)})) vector_l2_ops) WHERE model_version_id = {int(model_version.pk)}"
+            )
+        finally:
+            cursor.execute("RESET maintenance_work_mem")
     return name
 
 
