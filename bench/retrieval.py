@@ -38,6 +38,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="override every model's default epochs")
     parser.add_argument("--quick", action="store_true", help="10k catalogue, 2k queries, 1 epoch")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a hyperparameter of every model run, e.g. --set augment=false; "
+                        "the row's name records it")
     args = parser.parse_args(argv)
     runs = list(RUNS)
     if args.only:
@@ -48,19 +51,28 @@ def parse_args(argv=None):
             if not match:
                 parser.error(f"unknown run {w!r}; choose from {', '.join(RUNS)}")
             runs += [m for m in match if m not in runs]
+    args.overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE. Received: {item!r}")
+        try:
+            args.overrides[key.strip()] = json.loads(value)  # numbers, true/false
+        except ValueError:
+            args.overrides[key.strip()] = value
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1. Received: {args.epochs}")
     return args, runs
 
 
-def run_model(name: str, x, y, xt, yt, epochs: int | None) -> dict:
+def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = None) -> dict:
     from ml.hparams import defaults
     from ml.inference import Embedder
     from ml.metrics import retrieval_metrics
     from ml.training import train
 
     architecture, _, variant = name.partition(":")
-    overrides = {"eval_fraction": 0.0}
+    overrides = {"eval_fraction": 0.0, **(extra or {})}
     if epochs is not None:
         overrides["epochs"] = epochs
     hp = defaults(architecture, variant or None, **overrides)
@@ -173,10 +185,12 @@ def main(argv=None) -> int:
     rows = [r for r in previous if r["name"] not in runs]
     for name in runs:
         print(f"== {name}", flush=True)
-        row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(name, x, y, xt, yt, epochs)
+        row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(name, x, y, xt, yt, epochs, args.overrides)
+        if args.overrides and name != "pixels":
+            row["name"] = f"{name} ({', '.join(f'{k}={v}' for k, v in args.overrides.items())})"
         row["load_average"] = [round(v, 2) for v in os.getloadavg()]
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        rows = [r for r in rows if r["name"] != name] + [row]
+        rows = [r for r in rows if r["name"] != row["name"]] + [row]
         rows.sort(key=lambda r: RUNS.index(r["name"]) if r["name"] in RUNS else len(RUNS))
         report = _report(argv, x, xt, rows, time.monotonic() - started)
         path.write_text(json.dumps(report, indent=2))
