@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from catalog.models import Category, ProductImage
@@ -266,5 +265,6 @@ def _load_pixels(paths: list[str], *, size: int) -> np.ndarray:
                 img = img.convert("L")
                 out[i] = np.asarray(img if img.size == (size, size) else img.resize((size, size)))
         except OSError:
-            pass  # reported by the embedder's failures; the row stays black
+            # The embedder reports this file as failed; its pixel row stays black.
+            continue
     return out

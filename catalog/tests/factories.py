@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
+import tempfile
 
 from django.core.files.base import ContentFile
+from django.test import override_settings
 from PIL import Image, ImageDraw
 
 from catalog.models import Category, Product, ProductImage
@@ -52,3 +55,15 @@ def product_create(*, category: Category | None = None, images: list[bytes] | No
         image.image.save(f"test{n}.png", ContentFile(data), save=False)
         image.save()
     return product
+
+
+class PrivateMediaRootMixin:
+    """A test class with its own MEDIA_ROOT, so "nothing was written" cannot be upset by another
+    run's files (parallel test runs share var/test-media)."""
+
+    @classmethod
+    def setUpClass(cls):
+        media = tempfile.mkdtemp(prefix="lookalike-media-")
+        cls.addClassCleanup(shutil.rmtree, media, ignore_errors=True)
+        cls.enterClassContext(override_settings(MEDIA_ROOT=media))
+        super().setUpClass()

@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.test import TestCase, override_settings
+from django.test import TestCase
 from django.urls import reverse
 from PIL import Image
 
@@ -29,6 +29,7 @@ from ml.runtime import embedder_for
 from search import services
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 from search.tests.factories import image_bytes, product_create, shape_image, shape_png
+from catalog.tests.factories import PrivateMediaRootMixin
 from search.tests.tiny_model import tiny_model_version
 
 STORED_NAME = re.compile(r"^products/[0-9a-f]{2}/[0-9a-f]{32}\.(png|jpg|jpeg|webp|gif)$")
@@ -47,15 +48,7 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
-class AdminImageUploadTests(TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # A private MEDIA_ROOT, so "nothing was written" cannot be upset by another test run's files.
-        media = tempfile.mkdtemp(prefix="lookalike-hostile-")
-        cls.addClassCleanup(shutil.rmtree, media, ignore_errors=True)
-        cls.enterClassContext(override_settings(MEDIA_ROOT=media))
-        super().setUpClass()
-
+class AdminImageUploadTests(PrivateMediaRootMixin, TestCase):
     @classmethod
     def setUpTestData(cls):
         cls.admin = User.objects.create_superuser("root", "root@example.com", "pw")

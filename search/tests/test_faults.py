@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection

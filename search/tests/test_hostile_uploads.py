@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import struct
-import tempfile
 import uuid
 import zlib
 
@@ -27,6 +25,7 @@ from search import services
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 
 from .factories import COLORS, SHAPES, image_bytes, product_create, shape_image, shape_png
+from catalog.tests.factories import PrivateMediaRootMixin
 from .tiny_model import tiny_model_version
 
 PAGE = reverse("search:photo_search")
@@ -56,15 +55,7 @@ def media_files() -> set[str]:
     return {os.path.join(d, f) for d, _, files in os.walk(root) for f in files} if os.path.isdir(root) else set()
 
 
-class UploadTestCase(TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # A private MEDIA_ROOT, so "nothing was written" cannot be upset by another test run's files.
-        media = tempfile.mkdtemp(prefix="lookalike-hostile-")
-        cls.addClassCleanup(shutil.rmtree, media, ignore_errors=True)
-        cls.enterClassContext(override_settings(MEDIA_ROOT=media))
-        super().setUpClass()
-
+class UploadTestCase(PrivateMediaRootMixin, TestCase):
     @classmethod
     def setUpTestData(cls):
         cls.version = tiny_model_version()
