@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from catalog.fashion_mnist import CLASS_NAMES, load_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"precision_at_1": 0.93, "precision_at_10": 0.92}  # issue #3, best architecture
 RUNS = ("pixels", "classifier:cnn", "classifier:softmax", "classifier:mlp", "autoencoder", "deep_ranking")
 
 
@@ -134,13 +135,21 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
     width = 0.8 / len(keys)
     xs = np.arange(len(rows))
-    for i, (key, label) in enumerate(keys):
-        ax.bar(xs + (i - 1) * width, [r[key] for r in rows], width, label=label)
+    colors = ("#3b5bdb", "#e8590c", "#2b8a3e")
+    for i, ((key, label), color) in enumerate(zip(keys, colors)):
+        bars = ax.bar(xs + (i - 1) * width, [r[key] for r in rows], width, label=label, color=color)
+        ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
+    for value, label, color, va in ((TARGETS["precision_at_1"], "P@1 target", colors[0], "bottom"),
+                                    (TARGETS["precision_at_10"], "P@10 target", colors[1], "top")):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1)
+        ax.text(len(rows) - 0.5, value, f" {label} {value}", color=color, fontsize=7, va=va, ha="right")
     ax.set_xticks(xs, [r["name"] for r in rows], rotation=20, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("score")
+    # The differences that matter are a few points apart: start the axis near the weakest score.
+    low = min(r[key] for r in rows for key, _ in keys)
+    ax.set_ylim(max(0.0, np.floor(low * 20) / 20 - 0.05), 1.0)
+    ax.set_ylabel("score (relevant = same category)")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
