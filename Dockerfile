@@ -11,6 +11,7 @@ COPY . .
 RUN useradd --create-home lookalike && mkdir -p /data/media /data/models /app/staticfiles \
  && chown -R lookalike /data /app/staticfiles
 USER lookalike
-RUN DEBUG=1 DATABASE_URL=postgres://unused/unused python manage.py collectstatic --noinput -v 0
+# The same (manifest) storage as at run time, DEBUG off: a plain collect would leave no manifest.
+RUN DEBUG=0 SECRET_KEY=build-only DATABASE_URL=postgres://unused/unused CACHE_URL=locmem:// python manage.py collectstatic --noinput -v 0
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60"]

@@ -1,7 +1,10 @@
+import logging
+
 from django.core.cache import cache
-from django.db import DatabaseError
 
 from .selectors import category_list
+
+logger = logging.getLogger(__name__)
 
 
 def navigation(request):
@@ -13,6 +16,7 @@ def navigation(request):
         if categories is None:
             categories = [(c.slug, c.name, c.product_count) for c in category_list()]
             cache.set("nav-categories", categories, 60)
-    except (DatabaseError, ConnectionError):
+    except Exception as exc:  # noqa: BLE001 - a cache or database outage must not take every page down
+        logger.warning("Navigation categories unavailable: %s", exc)
         categories = []
     return {"nav_categories": categories}

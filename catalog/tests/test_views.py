@@ -1,5 +1,5 @@
 from django.core.cache import cache
-from django.test import TestCase
+from django.test import TestCase, override_settings
 from django.urls import reverse
 
 from catalog.tests.factories import category_create, product_create, shape_png
@@ -78,3 +78,14 @@ class MoreLikeThisTests(TestCase):
 
     def test_unknown_product_is_404(self):
         self.assertEqual(self.client.get(reverse("catalog:product_more_like_this", args=[999999])).status_code, 404)
+
+
+class CacheOutageTests(TestCase):
+    @override_settings(CACHES={"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+    }})
+    def test_pages_render_without_the_navigation_when_the_cache_is_down(self):
+        product = product_create(title="Still here")
+        self.assertContains(self.client.get(reverse("catalog:product_list")), "Still here")
+        self.assertEqual(self.client.get(product.get_absolute_url()).status_code, 200)

@@ -13,6 +13,21 @@ from catalog.tests.factories import category_create, product_create, shape_png
 from ml.models import ModelVersion
 from ml.services import model_version_cancel, model_version_create, model_version_train
 
+def queue_length(name: str) -> int:
+    """Messages waiting on a queue of the real (test) broker."""
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(name, passive=False, durable=True).message_count
+
+
+def purge_queue(name: str) -> None:
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(name)
+
+
 TINY = {"epochs": 2, "image_size": 16, "dim": 8, "batch_size": 8}
 
 
@@ -110,10 +125,18 @@ class CommandTests(TestCase):
         queued = ModelVersion.objects.exclude(pk=succeeded.pk).get()
         self.assertTrue(queued.auto_activate)
         self.assertEqual(queued.epochs, 2)
+        # An interrupted demo (workers stopped mid-training) is queued again, not trained anew.
+        out = io.StringIO()
+        purge_queue("training")
+        self.addCleanup(purge_queue, "training")
+        call_command("train_model", "--demo", stdout=out)
+        self.assertEqual(queue_length("training"), 1)
+        self.assertIn(f"Resuming the training of model version {queued.pk}", out.getvalue())
+        self.assertEqual(ModelVersion.objects.count(), 2)
+        ModelVersion.objects.filter(pk=succeeded.pk).update(is_active=True)
         out = io.StringIO()
         call_command("train_model", "--demo", stdout=out)
-        self.assertIn("on its way", out.getvalue())
-        self.assertEqual(ModelVersion.objects.count(), 2)
+        self.assertIn("A model is active", out.getvalue())
 
     def test_background_queues_a_version_for_a_worker(self):
         out = io.StringIO()
