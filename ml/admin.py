@@ -1,3 +1,5 @@
+import shutil
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
@@ -68,6 +70,29 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # versions are made by "Train a new model", never typed in
+
+    def has_delete_permission(self, request, obj=None):
+        # The active version serves every query; an unfinished one still has a worker writing to it.
+        if obj is not None and (obj.is_active or not obj.is_finished):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        from search.services import model_version_vectors_delete
+
+        from .runtime import forget
+
+        model_version_vectors_delete(model_version=obj)  # also drops the version's HNSW index
+        forget(obj.pk)
+        shutil.rmtree(obj.workdir, ignore_errors=True)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            if obj.is_active or not obj.is_finished:
+                messages.error(request, f"Model version #{obj.pk} is active or still running: not deleted.")
+            else:
+                self.delete_model(request, obj)
 
     @admin.display(description="Training")
     def training(self, obj):

@@ -167,6 +167,15 @@ def product_embeddings_sync(*, product: Product) -> int:
 # --- reindex jobs -------------------------------------------------------------------------------
 
 
+def index_missing_for_serving_versions() -> list[IndexJob]:
+    """Embed images that bypassed the post_save signal (bulk imports) for the versions that serve or
+    are being indexed: the active one and any with an unfinished job. Returns the jobs started."""
+    versions = ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED).filter(
+        Q(is_active=True) | Q(index_jobs__status__in=IndexJob.UNFINISHED)
+    ).distinct()
+    return [index_job_start(model_version=version, only_missing=True) for version in versions]
+
+
 def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) -> IndexJob:
     """Start reindexing the catalogue for `model_version`; returns the job.
 

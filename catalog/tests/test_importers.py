@@ -38,6 +38,18 @@ class FashionMnistImportTests(TestCase):
         self.assertEqual(Product.objects.count(), 15)
         self.assertEqual(ProductImage.objects.count(), 15)
 
+    def test_new_images_are_queued_for_the_active_model(self):
+        from ml.models import ModelVersion
+        from search.models import IndexJob
+
+        active = ModelVersion.objects.create(architecture="classifier", status=ModelVersion.Status.SUCCEEDED, is_active=True)
+        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+            output = self.load(limit=5)
+        job = IndexJob.objects.get(model_version=active)
+        self.assertEqual(job.total, 5)
+        self.assertIn(f"Indexing 5 new images for model version {active.pk}", output)
+        self.assertEqual(len(callbacks), 1, "the batches are enqueued after commit")
+
     def test_test_split_gets_its_own_skus(self):
         self.load(limit=3, split="test")
         self.assertEqual(sorted(Product.objects.values_list("sku", flat=True)), ["FM-test-00000", "FM-test-00001", "FM-test-00002"])

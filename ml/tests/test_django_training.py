@@ -219,6 +219,24 @@ class AdminPermissionTests(TestCase):
         self.assertContains(response, "classifier only", status_code=400)
         self.assertEqual(ModelVersion.objects.count(), 1)
 
+    def test_deleting_a_version_drops_its_vectors_and_index_but_never_the_active_one(self):
+        from search.models import ImageEmbedding
+
+        superuser = User.objects.create_superuser("root", "root@example.com", "pw")
+        self.client.force_login(superuser)
+        active = ModelVersion.objects.create(architecture="classifier", status=ModelVersion.Status.SUCCEEDED, is_active=True)
+        old = ModelVersion.objects.create(architecture="classifier", status=ModelVersion.Status.SUCCEEDED)
+        product = product_create(images=[shape_png()])
+        image = product.images.get()
+        ImageEmbedding.objects.create(image=image, model_version=old, product=product, category=product.category, embedding=[0.0, 1.0])
+        delete = lambda v: self.client.post(reverse("admin:ml_modelversion_delete", args=[v.pk]), {"post": "yes"})  # noqa: E731
+        self.assertEqual(delete(active).status_code, 403)
+        self.assertEqual(delete(self.version).status_code, 403, "a queued version still has a worker on its way")
+        self.assertEqual(delete(old).status_code, 302)
+        self.assertFalse(ModelVersion.objects.filter(pk=old.pk).exists())
+        self.assertFalse(ImageEmbedding.objects.exists())
+        self.assertTrue(ModelVersion.objects.filter(pk=active.pk, is_active=True).exists())
+
     def test_the_change_page_and_live_status_render(self):
         self.client.force_login(self.manager)
         page = self.client.get(reverse("admin:ml_modelversion_change", args=[self.version.pk]))
