@@ -256,39 +256,69 @@ def index_batch_run(*, batch_id: int) -> bool:
         if batch.job.batches_done >= batch.job.batches_total:
             transaction.on_commit(lambda: tasks.index_job_finish_task.delay(batch.job_id))
         return False
-    job, version = batch.job, batch.job.model_version
+    version = batch.job.model_version
     # Counted (and committed) before the work: a batch whose worker dies every time, e.g. an image
     # that crashes the decoder, is given up after INDEX_BATCH_MAX_ATTEMPTS instead of looping.
     IndexBatch.objects.filter(pk=batch.pk).update(attempts=F("attempts") + 1)
     batch.refresh_from_db(fields=["attempts"])
-    images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product").order_by("id"))
     if batch.attempts > settings.INDEX_BATCH_MAX_ATTEMPTS:
         logger.error("Batch %s given up after %s attempts", batch.pk, batch.attempts - 1)
         reason = (
             f"Not embedded: its batch was started {batch.attempts - 1} times and never finished "
             "(the worker was lost each time); reindex with only missing images to try again."
         )
-        vectors, failures = {}, {image.pk: reason for image in images}
-    else:
-        try:
-            vectors, failures = _images_embed(model_version=version, images=images)
-        except _model_load_error() as exc:
-            _job_fail(job_id=job.pk, error=f"The model could not be loaded: {exc}")
-            return False
+        return _batch_write(batch=batch, vectors={}, failures=dict.fromkeys(batch.image_ids, reason))
+    images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product").order_by("id"))
+    try:
+        vectors, failures = _images_embed(model_version=version, images=images)
+    except _model_load_error() as exc:
+        _job_fail(job_id=batch.job_id, error=f"The model could not be loaded: {exc}")
+        return False
+    return _batch_write(batch=batch, vectors=vectors, failures=failures)
+
+
+def index_batch_give_up(*, batch_id: int, reason: str) -> bool:
+    """Record every image of an unfinished batch as failed with `reason` and finish the batch, so
+    its job still completes (called when the batch's task fails for good)."""
+    batch = IndexBatch.objects.select_related("job__model_version").filter(pk=batch_id).first()
+    if batch is None or batch.finished_at is not None or batch.job.status != IndexJob.Status.RUNNING:
+        return False
+    return _batch_write(batch=batch, vectors={}, failures=dict.fromkeys(batch.image_ids, reason[:2000]))
+
+
+def _batch_write(*, batch: IndexBatch, vectors: dict[int, np.ndarray], failures: dict[int, str]) -> bool:
+    """Write a batch's results and count it once; the last batch sends the job's finish message."""
+    from . import tasks
+
+    job, version = batch.job, batch.job.model_version
     with transaction.atomic():
+        # The job row lock orders this write against a cancel or "delete vectors" that began during
+        # the model call: if the job stopped running, nothing is written.
+        if not IndexJob.objects.select_for_update().filter(pk=job.pk, status=IndexJob.Status.RUNNING).exists():
+            return False
+        # Images (and products) are read again, locked: one deleted during the model call is dropped,
+        # and a price or category saved meanwhile is copied as it is now.
+        images = list(
+            ProductImage.objects.filter(pk__in=batch.image_ids)
+            .select_related("product")
+            .select_for_update(of=("self", "product"), no_key=True)
+            .order_by("id")
+        )
+        live = {image.pk for image in images}
+        vectors = {k: v for k, v in vectors.items() if k in live}
+        failures = {k: v for k, v in failures.items() if k in live}
         _embeddings_write(model_version=version, images=images, vectors=vectors, failures=failures)
         first_finish = IndexBatch.objects.filter(pk=batch.pk, finished_at__isnull=True).update(
             finished_at=timezone.now(), embedded=len(vectors), failed=len(failures)
         )
         if first_finish:
-            deleted_meanwhile = len(batch.image_ids) - len(images)
             IndexJob.objects.filter(pk=job.pk).update(
                 done=F("done") + len(vectors),
                 failed=F("failed") + len(failures),
-                total=F("total") - deleted_meanwhile,
+                total=F("total") - (len(batch.image_ids) - len(images)),
                 batches_done=F("batches_done") + 1,
             )
-            # The row lock taken by the update orders concurrent batches: exactly one sees the last.
+            # The row lock held since the start orders concurrent batches: exactly one sees the last.
             job.refresh_from_db(fields=["batches_done", "batches_total", "status"])
             if job.batches_done >= job.batches_total and job.status == IndexJob.Status.RUNNING:
                 job_id = job.pk
@@ -311,7 +341,17 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
         job.status = IndexJob.Status.BUILDING_INDEX
         job.save(update_fields=["status"])
     try:
-        hnsw_index_build(model_version=job.model_version)
+        with connection.cursor() as cursor:
+            # A duplicate finish message (redelivery) must not see the first build's not-yet-valid
+            # index as broken and drop it: one build per version at a time; the other returns.
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [HNSW_BUILD_LOCK, job.model_version_id])
+            if not cursor.fetchone()[0]:
+                return job
+        try:
+            hnsw_index_build(model_version=job.model_version)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [HNSW_BUILD_LOCK, job.model_version_id])
     except (OperationalError, InterfaceError):
         raise  # the connection dropped: the task retries, and the build (half-built index too) is redone
     except Exception as exc:
@@ -397,6 +437,7 @@ def hnsw_index_drop(*, model_version: ModelVersion) -> None:
 
 
 ACTIVATION_LOCK = 0x4C4B_0001  # pg_advisory_xact_lock key for model_version_activate
+HNSW_BUILD_LOCK = 0x4C4B  # pg_advisory_lock(key, version id) while a version's index is built
 
 
 def model_version_activate(*, model_version: ModelVersion, force: bool = False) -> ModelVersion:

@@ -55,6 +55,41 @@ class IndexJobTests(IndexingTestCase):
         row = ImageEmbedding.objects.filter(model_version=self.version).first()
         self.assertEqual(len(row.embedding), self.version.dim)
 
+    def test_an_image_deleted_during_the_model_call_is_dropped_and_the_job_finishes(self):
+        job = self.start()
+        batch = job.batches.order_by("number").first()
+        images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product"))
+        vectors, failures = services._images_embed(model_version=self.version, images=images)
+        ProductImage.objects.filter(pk=batch.image_ids[0]).delete()  # while the model ran
+        self.assertTrue(services._batch_write(batch=batch, vectors=vectors, failures=failures))
+        self.assertFalse(ImageEmbedding.objects.filter(image_id=batch.image_ids[0]).exists())
+        for other in job.batches.exclude(pk=batch.pk):
+            tasks.index_batch_task.apply(args=[other.pk]).get()
+        tasks.index_job_finish_task.apply(args=[job.pk]).get()
+        job.refresh_from_db()
+        self.assertEqual((job.status, job.total, job.done), (IndexJob.Status.DONE, 5, 5))
+
+    def test_a_job_cancelled_during_the_model_call_gets_no_vectors_from_it(self):
+        job = self.start()
+        batch = job.batches.order_by("number").first()
+        images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product"))
+        vectors, failures = services._images_embed(model_version=self.version, images=images)
+        services.index_job_cancel(job=job)
+        self.assertFalse(services._batch_write(batch=batch, vectors=vectors, failures=failures))
+        self.assertFalse(ImageEmbedding.objects.filter(model_version=self.version).exists())
+
+    def test_a_batch_whose_task_fails_for_good_is_recorded_as_failed_and_the_job_finishes(self):
+        job = self.start()
+        first, *rest = job.batches.order_by("number")
+        tasks.index_batch_task.on_failure(RuntimeError("decoder crashed"), "task-id", (first.pk,), {}, None)
+        for batch in rest:
+            tasks.index_batch_task.apply(args=[batch.pk]).get()
+        tasks.index_job_finish_task.apply(args=[job.pk]).get()
+        job.refresh_from_db()
+        self.assertEqual((job.status, job.done, job.failed), (IndexJob.Status.DONE, 4, 2))
+        reasons = set(EmbeddingFailure.objects.filter(image_id__in=first.image_ids).values_list("reason", flat=True))
+        self.assertEqual(reasons, {"Indexing failed: RuntimeError: decoder crashed"})
+
     def test_batch_task_run_twice_leaves_the_same_rows(self):
         job = self.start()
         batch = job.batches.order_by("number").first()
