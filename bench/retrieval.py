@@ -87,8 +87,14 @@ def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = 
         catalogue, _ = embedder.predict_arrays(x)
         queries, probs = embedder.predict_arrays(xt)
         embed_seconds = time.monotonic() - t0
+        # Flip test-time averaging: the embedding of an image and of its mirror image, averaged.
+        catalogue_flip, _ = embedder.predict_arrays(x[:, :, ::-1])
+        queries_flip, _ = embedder.predict_arrays(xt[:, :, ::-1])
     metrics = retrieval_metrics(catalogue, y, queries, yt)
+    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    flip = retrieval_metrics(unit(catalogue + catalogue_flip), y, unit(queries + queries_flip), yt).to_dict()
     return {
+        "flip_average": {k: flip[k] for k in ("precision_at_1", "precision_at_10", "map_at_100")},
         "name": name,
         **{k: metrics.to_dict()[k] for k in ("precision_at_1", "precision_at_10", "map_at_100")},
         "test_accuracy": float((probs.argmax(1) == yt).mean()) if probs is not None else None,

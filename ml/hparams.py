@@ -34,6 +34,7 @@ class HParams:
     l2: float = 1e-4
     hidden_units: int = 120
     augment: bool = True
+    flip_average: bool = False  # embed an image and its mirror image, average (test-time augmentation)
     eval_fraction: float = 0.1
     backbone: str | None = None
     backbone_weights: str | None = None
@@ -80,8 +81,9 @@ class HParams:
         _float_in("aux_weight", self.aux_weight, 0.0, 1000.0)
         _float_in("l2", self.l2, 0.0, 10.0)
         _float_in("eval_fraction", self.eval_fraction, 0.0, 0.9)
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"augment must be a bool. Received: augment={self.augment!r}")
+        for name in ("augment", "flip_average"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
         if self.variant not in CLASSIFIER_VARIANTS:
             raise ValueError(
                 f"variant must be one of {CLASSIFIER_VARIANTS}. Received: variant={self.variant!r}"
@@ -136,7 +138,9 @@ def _float_in(name: str, value: Any, low: float, high: float, *, low_open: bool 
 ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Seeds 000/001 use Adam 0.01; 1e-3 is steadier with the linear bottleneck.
     "autoencoder": dict(image_size=28, dim=256, batch_size=128, lr=1e-3, epochs=5, augment=False),
-    "classifier": dict(image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=6, variant="cnn"),
+    # bench/retrieval.py at 60k/10k: without augmentation and with 8 epochs the CNN fits better within
+    # the 15-minute CPU budget (P@10 0.919, test accuracy 0.935) than with augmentation and 6 (0.899, 0.919).
+    "classifier": dict(image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=8, variant="cnn", augment=False),
     "deep_ranking": dict(
         image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=3, margin=0.2,
         mining="semi-hard", classes_per_batch=8, aux_weight=1.0,

@@ -76,6 +76,20 @@ class Embedder:
     def has_classifier_head(self) -> bool:
         return bool(self.meta["has_classifier_head"])
 
+    @property
+    def flip_average(self) -> bool:
+        return bool(self.meta.get("flip_average", False))
+
+    def _forward_flip_average(self, t: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Test-time augmentation: an image and its mirror image get one vector (the normalised sum),
+        so a product photographed facing left or right lands in the same place."""
+        out = self.model(t, training=False)
+        mirrored = self.model(tf.reverse(t, axis=[2]), training=False)
+        result = {"embedding": tf.math.l2_normalize(out["embedding"] + mirrored["embedding"], axis=-1)}
+        if "probabilities" in out:
+            result["probabilities"] = (out["probabilities"] + mirrored["probabilities"]) / 2
+        return result
+
     def _predict(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         if len(x) == 0:
             return {"embedding": np.zeros((0, self.dim), np.float32)}
@@ -84,7 +98,7 @@ class Embedder:
             # predict() (which retraces for odd batch sizes): bench/indexing.py measures the difference.
             size = self.image_size
             self._forward = tf.function(
-                lambda t: self.model(t, training=False),
+                self._forward_flip_average if self.flip_average else (lambda t: self.model(t, training=False)),
                 input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
             )
         out: dict[str, list[np.ndarray]] = {}

@@ -170,6 +170,7 @@ def train(
         "image_size": hp.image_size,
         "label_names": label_names,
         "has_classifier_head": built.has_classifier_head,
+        "flip_average": hp.flip_average,
         "epochs_completed": epochs_done,
         "train_seconds": round(train_seconds, 2),
         "n_train": int(len(train_idx)),

@@ -160,6 +160,21 @@ class InferenceTests(unittest.TestCase):
         self.assertIn(label, SHAPES)
         self.assertTrue(0.0 <= probability <= 1.0)
 
+    def test_flip_averaging_gives_an_image_and_its_mirror_one_vector(self):
+        import dataclasses
+        import json
+
+        mirrored = self.images[:4, :, ::-1]
+        plain = self.embedder.embed_arrays(self.images[:4])
+        self.assertFalse(np.allclose(plain, self.embedder.embed_arrays(mirrored), atol=1e-3))
+        meta = {**self.embedder.meta, "flip_average": True}
+        averaging = dataclasses.replace(self.embedder, meta=json.loads(json.dumps(meta)))
+        vectors = averaging.embed_arrays(self.images[:4])
+        np.testing.assert_allclose(vectors, averaging.embed_arrays(mirrored), atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        label, _ = averaging.guess_category(Image.fromarray(self.images[0]))
+        self.assertIn(label, SHAPES)
+
     def test_missing_or_corrupt_model_raises_model_load_error(self):
         with self.assertRaisesRegex(ModelLoadError, "file not found"):
             Embedder.load(Path(self._tmp.name) / "nowhere")
