@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,13 @@ class HParams:
                 raise ValueError(
                     f"Keras Applications backbones need image_size >= 32. Received: image_size={self.image_size}"
                 )
+            if not self.backbone_weights:
+                raise ValueError(
+                    f"backbone={self.backbone!r} needs ImageNet weights, and nothing is downloaded: pass a local "
+                    "weights file (e.g. the Keras Applications .h5) as backbone_weights. Received: backbone_weights=None"
+                )
+            if not os.path.isfile(self.backbone_weights):
+                raise ValueError(f"backbone_weights is not a file. Received: backbone_weights={self.backbone_weights!r}")
         if architecture == "deep_ranking":
             if self.batch_size % self.classes_per_batch:
                 raise ValueError(

@@ -114,6 +114,11 @@ class CommandTests(TestCase):
             call_command("train_model", "--architecture", "autoencoder", "--variant", "mlp")
         with self.assertRaisesMessage(CommandError, "dim"):
             call_command("train_model", "--dim", "5000")
+        with self.assertRaisesMessage(CommandError, "needs ImageNet weights, and nothing is downloaded"):
+            call_command("train_model", "--architecture", "deep_ranking", "--backbone", "mobilenet_v2", "--image-size", "32")
+        with self.assertRaisesMessage(CommandError, "backbone_weights is not a file"):
+            call_command("train_model", "--architecture", "deep_ranking", "--backbone", "vgg16", "--image-size", "32",
+                         "--backbone-weights", "/nonexistent/vgg16.h5")
         with self.assertRaisesMessage(CommandError, "No model version is active"):
             call_command("evaluate_model")
         self.assertFalse(ModelVersion.objects.exists())
