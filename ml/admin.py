@@ -218,17 +218,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request, pk):
         from search.models import IndexJob
+        from search.services import index_job_cancel
 
         self._require(request, "cancel")
         version = get_object_or_404(ModelVersion, pk=pk)
         if not version.is_finished:
             model_version_cancel(model_version=version)
             messages.success(request, f"Cancelling training of model version #{pk}.")
-        jobs = IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED)
-        from django.utils import timezone
-
-        if jobs.update(status=IndexJob.Status.CANCELLED, finished_at=timezone.now()):
-            messages.success(request, f"Cancelled the reindex of model version #{pk}.")
+        for job in IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED):
+            index_job_cancel(job=job)
+            messages.success(request, f"Cancelled reindex job #{job.pk} of model version #{pk}.")
         return self._back(pk)
 
     def delete_vectors_view(self, request, pk):
