@@ -25,10 +25,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from ml.architectures import ARCHITECTURES, Built, build
+from ml.architectures import ARCHITECTURES, Built, build, float32_embedder
 from ml.hparams import HParams
 from ml.input import make_balanced_dataset, make_dataset, split_by_group
 from ml.metrics import retrieval_metrics
+from ml.precision import resolve
 from ml.preprocess import arrays_to_input, decode_and_resize
 
 CHECKPOINT = "checkpoint.keras"
@@ -153,16 +154,17 @@ def train(
     if not completed:
         return result
 
-    vectors = _embed(built.embedder, sample)
+    embedder = float32_embedder(architecture, hp, built, num_classes=len(label_names))
+    vectors = _embed(embedder, sample)
     names = [label_names[i] for i in labels[sample_idx]]
     _write_projector(workdir / TENSORBOARD, vectors, names, sample)
     if len(eval_idx) >= 2:
         eval_x = _load_sample(source, eval_idx, hp.image_size)
-        eval_v = _embed(built.embedder, eval_x)
+        eval_v = _embed(embedder, eval_x)
         result.eval_metrics = retrieval_metrics(eval_v, labels[eval_idx], eval_v, labels[eval_idx],
                                                 exclude_self=True).to_dict()
     result.embedder_path = workdir / EMBEDDER
-    _atomic_save(built.embedder, result.embedder_path)
+    _atomic_save(embedder, result.embedder_path)
     meta = {
         "architecture": architecture,
         "hparams": hp.to_dict(),
@@ -171,6 +173,7 @@ def train(
         "label_names": label_names,
         "has_classifier_head": built.has_classifier_head,
         "flip_average": hp.flip_average,
+        "trained_precision": resolve(hp.precision),  # the exported embedder is float32
         "epochs_completed": epochs_done,
         "train_seconds": round(train_seconds, 2),
         "n_train": int(len(train_idx)),
@@ -221,7 +224,8 @@ def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
     if not path.exists() or not (workdir / CHECKPOINT).exists():
         return None
     state = json.loads(path.read_text())
-    old = {k: v for k, v in state["hparams"].items() if k != "epochs"}
+    # Through HParams, so a checkpoint from before a hyperparameter existed compares with its default.
+    old = {k: v for k, v in HParams.from_dict(state["hparams"]).to_dict().items() if k != "epochs"}
     new = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
     if state["architecture"] != architecture or old != new:
         raise ValueError(

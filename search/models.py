@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from pgvector.django import VectorField
 
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
+from search.fields import VectorField
 
 
 class ImageEmbedding(models.Model):

@@ -12,8 +12,9 @@ from ml.architectures.classifier import build_classifier, classifier_trainer
 from ml.architectures.deep_ranking import build_deep_ranking
 from ml.hparams import ARCHITECTURES, CLASSIFIER_VARIANTS, HParams
 from ml.losses import TripletLoss
+from ml.precision import dtype_policy, resolve
 
-__all__ = ["ARCHITECTURES", "CLASSIFIER_VARIANTS", "Built", "build"]
+__all__ = ["ARCHITECTURES", "CLASSIFIER_VARIANTS", "Built", "build", "float32_embedder"]
 
 
 @dataclass
@@ -37,10 +38,26 @@ class Built:
 
 def build(architecture: str, hparams: HParams, *, num_classes: int | None = None) -> Built:
     """Build the embedding and training models for `architecture` ("autoencoder", "deep_ranking",
-    "classifier"); classifier (and deep_ranking's auxiliary head) need `num_classes`."""
+    "classifier"); classifier (and deep_ranking's auxiliary head) need `num_classes`.
+    Layers compute in hparams.precision (ml.precision); weights and outputs are float32."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
     hparams.validate(architecture)
+    with dtype_policy(resolve(hparams.precision)):
+        return _build(architecture, hparams, num_classes)
+
+
+def float32_embedder(architecture: str, hparams: HParams, built: Built, *, num_classes: int | None = None) -> keras.Model:
+    """`built.embedder` with float32 arithmetic throughout and the same weights: what gets exported,
+    so embeddings do not depend on whether the indexing machine has bfloat16 hardware."""
+    if resolve(hparams.precision) == "float32":
+        return built.embedder
+    exported = build(architecture, hparams.replace(precision="float32"), num_classes=num_classes).embedder
+    exported.set_weights(built.embedder.get_weights())
+    return exported
+
+
+def _build(architecture: str, hparams: HParams, num_classes: int | None) -> Built:
     if architecture == "autoencoder":
         embedder, trainer = build_autoencoder(image_size=hparams.image_size, dim=hparams.dim)
         return Built(embedder, trainer, loss=keras.losses.MeanSquaredError(), target="images")

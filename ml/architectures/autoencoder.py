@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from ml.hparams import MAX_DIM
+from ml.precision import OUTPUT_DTYPE
 
 
 def _encoder_steps(image_size: int) -> list[int]:
@@ -41,7 +42,7 @@ def build_autoencoder(*, image_size: int, dim: int, base_filters: int = 16, max_
     for i, f in enumerate(filters):
         x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"enc{i + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
-    embedding = layers.Dense(dim, name="embedding")(x)
+    embedding = layers.Dense(dim, name="embedding", dtype=OUTPUT_DTYPE)(x)
     embedder = keras.Model(inputs, {"embedding": embedding}, name="autoencoder_embedder")
 
     last = steps[-1]
@@ -54,6 +55,6 @@ def build_autoencoder(*, image_size: int, dim: int, base_filters: int = 16, max_
     crop = out_size - image_size
     if crop:
         y = layers.Cropping2D(((crop // 2, crop - crop // 2), (crop // 2, crop - crop // 2)), name="crop")(y)
-    reconstruction = layers.Rescaling(127.5, offset=127.5, name="reconstruction")(y)
+    reconstruction = layers.Rescaling(127.5, offset=127.5, name="reconstruction", dtype=OUTPUT_DTYPE)(y)
     trainer = keras.Model(inputs, reconstruction, name="autoencoder")
     return embedder, trainer

@@ -6,6 +6,7 @@ import keras
 from keras import layers, ops
 
 from ml.hparams import CLASSIFIER_VARIANTS, MAX_DIM
+from ml.precision import OUTPUT_DTYPE
 
 
 @keras.saving.register_keras_serializable(package="lookalike")
@@ -97,27 +98,27 @@ def build_classifier(
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if variant == "softmax":
         x = layers.Flatten(name="flatten")(x)
-        embedding = layers.Dense(dim, name="embedding")(x)
-        probs = layers.Dense(num_classes, activation="softmax", name="probabilities")(embedding)
+        embedding = layers.Dense(dim, name="embedding", dtype=OUTPUT_DTYPE)(x)
+        probs = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype=OUTPUT_DTYPE)(embedding)
     elif variant == "mlp":
         if not isinstance(hidden_units, int) or hidden_units < 1:
             raise ValueError(f"hidden_units must be a positive integer. Received: hidden_units={hidden_units!r}")
         reg = keras.regularizers.L2(l2)
         x = layers.Flatten(name="flatten")(x)
-        embedding = layers.Dense(hidden_units, activation="relu", kernel_regularizer=reg, name="embedding")(x)
-        probs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, name="probabilities")(
-            embedding
-        )
+        embedding = layers.Dense(hidden_units, activation="relu", kernel_regularizer=reg, name="embedding",
+                                 dtype=OUTPUT_DTYPE)(x)
+        probs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, name="probabilities",
+                             dtype=OUTPUT_DTYPE)(embedding)
     else:
         x = conv_block(x, 32, "block1")
         x = conv_block(x, 64, "block2")
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dropout(0.3, name="dropout")(x)
         x = layers.Dense(dim, use_bias=False, name="projection")(x)
-        x = layers.BatchNormalization(momentum=0.9, name="projection_bn")(x)
-        embedding = L2Normalize(name="embedding")(x)
-        logits = CosineLogits(num_classes, name="logits")(embedding)
-        probs = layers.Softmax(name="probabilities")(logits)
+        x = layers.BatchNormalization(momentum=0.9, name="projection_bn", dtype=OUTPUT_DTYPE)(x)
+        embedding = L2Normalize(name="embedding", dtype=OUTPUT_DTYPE)(x)
+        logits = CosineLogits(num_classes, name="logits", dtype=OUTPUT_DTYPE)(embedding)
+        probs = layers.Softmax(name="probabilities", dtype=OUTPUT_DTYPE)(logits)
     return keras.Model(inputs, {"embedding": embedding, "probabilities": probs}, name=f"classifier_{variant}")
 
 

@@ -9,6 +9,7 @@ from keras import layers, ops
 
 from ml.architectures.classifier import CosineLogits, L2Normalize, conv_block
 from ml.hparams import BACKBONES, MAX_DIM
+from ml.precision import OUTPUT_DTYPE
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -103,10 +104,10 @@ def build_deep_ranking(
 
     z = layers.Concatenate(name="concat")([d, *shallow])
     z = layers.Dense(dim, use_bias=False, name="projection")(z)
-    z = layers.BatchNormalization(momentum=0.9, name="projection_bn")(z)
-    embedding = L2Normalize(name="embedding")(z)
+    z = layers.BatchNormalization(momentum=0.9, name="projection_bn", dtype=OUTPUT_DTYPE)(z)
+    embedding = L2Normalize(name="embedding", dtype=OUTPUT_DTYPE)(z)
     outputs = {"embedding": embedding}
     if num_classes is not None:
-        logits = CosineLogits(num_classes, name="logits")(embedding)
-        outputs["probabilities"] = layers.Softmax(name="probabilities")(logits)
+        logits = CosineLogits(num_classes, name="logits", dtype=OUTPUT_DTYPE)(embedding)
+        outputs["probabilities"] = layers.Softmax(name="probabilities", dtype=OUTPUT_DTYPE)(logits)
     return keras.Model(inputs, outputs, name="deep_ranking")

@@ -5,11 +5,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS, build
+from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS, build, float32_embedder
 from ml.architectures.autoencoder import build_autoencoder
 from ml.architectures.classifier import build_classifier
 from ml.architectures.deep_ranking import build_deep_ranking
 from ml.hparams import DEFAULT_ARCHITECTURE, HParams, defaults
+from ml.precision import resolve
 
 SIZE = 16
 
@@ -89,6 +90,51 @@ class BuildTests(unittest.TestCase):
                     np.asarray(built.embedder(x, training=False)["embedding"]),
                     np.asarray(loaded(x, training=False)["embedding"]), rtol=1e-6, atol=1e-6,
                 )
+
+
+class PrecisionTests(unittest.TestCase):
+    CASES = [("autoencoder", None), ("classifier", "cnn"), ("classifier", "mlp"), ("deep_ranking", None)]
+
+    def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs(self):
+        for architecture, variant in self.CASES:
+            with self.subTest(architecture=architecture, variant=variant):
+                hp = defaults(architecture, variant, image_size=SIZE, dim=8, precision="mixed_bfloat16")
+                built = build(architecture, hp, num_classes=4)
+                self.assertEqual(keras.config.dtype_policy().name, "float32")  # the global policy is restored
+                self.assertEqual({w.dtype for w in built.trainer.weights}, {"float32"})
+                if variant != "mlp":  # mlp's only hidden layer is its embedding, an output
+                    self.assertIn("bfloat16", {layer.compute_dtype for layer in built.trainer.layers})
+                outputs = built.embedder(_x(), training=False)
+                self.assertEqual({str(v.dtype) for v in outputs.values()}, {"<dtype: 'float32'>"})
+
+    def test_float32_export_matches_the_mixed_precision_model(self):
+        for architecture, variant in self.CASES:
+            with self.subTest(architecture=architecture, variant=variant):
+                hp = defaults(architecture, variant, image_size=SIZE, dim=8, precision="mixed_bfloat16")
+                built = build(architecture, hp, num_classes=4)
+                exported = float32_embedder(architecture, hp, built, num_classes=4)
+                self.assertIsNot(exported, built.embedder)
+                self.assertEqual({layer.compute_dtype for layer in exported.layers}, {"float32"})
+                x = _x()
+                mixed = np.asarray(built.embedder(x, training=False)["embedding"])
+                full = np.asarray(exported(x, training=False)["embedding"])
+                # The same weights; only bfloat16 rounding (8 bits of mantissa) separates the two.
+                scale = np.abs(full).max()
+                np.testing.assert_allclose(mixed, full, atol=0.05 * scale)
+                self.assertGreater(np.abs(full - mixed).max(), 0)  # the bfloat16 model really differs
+
+    def test_float32_runs_export_the_trained_model_itself(self):
+        hp = defaults("classifier", "cnn", image_size=SIZE, dim=8, precision="float32")
+        built = build("classifier", hp, num_classes=4)
+        self.assertIs(float32_embedder("classifier", hp, built, num_classes=4), built.embedder)
+
+    def test_precision_is_checked(self):
+        self.assertIn(resolve("auto"), ("float32", "mixed_bfloat16"))
+        self.assertEqual(resolve("float32"), "float32")
+        with self.assertRaisesRegex(ValueError, "precision='float16'"):
+            resolve("float16")
+        with self.assertRaisesRegex(ValueError, "precision='half'"):
+            HParams(precision="half").validate()
 
 
 class HParamsTests(unittest.TestCase):

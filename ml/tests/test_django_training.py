@@ -201,10 +201,11 @@ class AdminPermissionTests(TestCase):
 
     def test_a_manager_can_start_training_and_cancel(self):
         with self.captureOnCommitCallbacks(execute=False):
-            response = self.post(self.manager, "train", {"architecture": "classifier", "variant": "mlp", "epochs": 1})
+            response = self.post(self.manager, "train", {"architecture": "classifier", "variant": "mlp", "epochs": 1,
+                                                         "precision": "float32"})
         self.assertEqual(response.status_code, 302)
         new = ModelVersion.objects.exclude(pk=self.version.pk).get()
-        self.assertEqual(new.hparams["variant"], "mlp")
+        self.assertEqual((new.hparams["variant"], new.hparams["precision"]), ("mlp", "float32"))
         self.assertEqual(self.post(self.manager, "cancel").status_code, 302)
         self.version.refresh_from_db()
         self.assertEqual(self.version.status, ModelVersion.Status.CANCELLED)
@@ -222,6 +223,8 @@ class AdminPermissionTests(TestCase):
         response = self.client.post(reverse("admin:ml_modelversion_train"), {"architecture": "autoencoder", "variant": "mlp", "dim": 99999})
         self.assertEqual(response.status_code, 400)
         self.assertContains(response, "classifier only", status_code=400)
+        response = self.client.post(reverse("admin:ml_modelversion_train"), {"architecture": "classifier", "precision": "float16"})
+        self.assertContains(response, "float16 is not one of the available choices", status_code=400)
         self.assertEqual(ModelVersion.objects.count(), 1)
 
     def test_deleting_a_version_drops_its_vectors_and_index_but_never_the_active_one(self):

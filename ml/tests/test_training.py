@@ -74,6 +74,9 @@ class TrainingTests(unittest.TestCase):
         self.assertEqual(meta["architecture"], "classifier")
         self.assertEqual((meta["dim"], meta["image_size"], meta["label_names"]), (16, SIZE, list(SHAPES)))
         self.assertTrue(meta["has_classifier_head"])
+        self.assertIn(meta["trained_precision"], ("float32", "mixed_bfloat16"))
+        exported = keras.models.load_model(self.workdir / "embedder.keras")
+        self.assertEqual({layer.compute_dtype for layer in exported.layers}, {"float32"})
         self.assertEqual(self.result.epochs_completed, 8)
         self.assertIsNotNone(self.result.eval_metrics)
         for name in ("embedder.keras", "checkpoint.keras", "state.json", "tensorboard/projector_config.pbtxt",
@@ -91,6 +94,10 @@ class TrainingTests(unittest.TestCase):
             self.assertFalse(first.completed)
             self.assertEqual(first.epochs_completed, 1)
             self.assertIsNone(first.embedder_path)
+            # A checkpoint written before the precision hyperparameter existed resumes as its default.
+            state = json.loads((Path(tmp) / "state.json").read_text())
+            del state["hparams"]["precision"]
+            (Path(tmp) / "state.json").write_text(json.dumps(state))
             counter = _Counter()
             second = _train("classifier", tmp, self.images, self.labels, "softmax", callbacks=[counter])
             self.assertEqual(second.initial_epoch, 1)

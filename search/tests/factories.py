@@ -7,6 +7,7 @@ import itertools
 import shutil
 from collections.abc import Sequence
 
+import numpy as np
 from django.core.files.base import ContentFile
 from PIL import Image, ImageDraw
 
@@ -88,7 +89,7 @@ def embedding_put(*, image: ProductImage, model_version: ModelVersion, vector: S
         product=product,
         category_id=product.category_id,
         price=product.price,
-        embedding=list(vector),
+        embedding=np.asarray(vector, np.float32),  # as the indexing services write it
     )
 
 

@@ -6,15 +6,34 @@ import math
 from decimal import Decimal
 
 import numpy as np
-from django.db import connection
+from django.db import connection, transaction
 from django.test import TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from search import services
+from search.fields import vector_text
 from search.models import ImageEmbedding
 from search.selectors import SimilarItems, hnsw_index_exists, nearest_products, product_similar
 
 from .factories import category_create, model_version_create, product_create, product_with_vectors, products_bulk
+
+
+class VectorFieldTests(TestCase):
+    def test_numpy_vectors_are_stored_and_read_back_exactly(self):
+        version = model_version_create(dim=64, active=True)
+        rng = np.random.default_rng(0)
+        vector = (rng.standard_normal(64) * 10.0 ** rng.integers(-8, 8, 64)).astype(np.float32)
+        vector[:3] = [0.0, np.float32(1e-38), -np.finfo(np.float32).max]
+        product = product_with_vectors(model_version=version, vectors=[vector])
+        stored = ImageEmbedding.objects.get(product=product).embedding
+        np.testing.assert_array_equal(np.asarray(stored, np.float32), vector)
+        self.assertEqual(vector_text(np.array([1.5, -2.0, 1e-7], np.float32)), "[1.5,-2,1.00000001e-07]")
+
+    def test_a_vector_with_nan_is_refused_and_nothing_is_written(self):
+        version = model_version_create(dim=2, active=True)
+        with self.assertRaisesMessage(ValueError, "must not contain NaN"), transaction.atomic():
+            product_with_vectors(model_version=version, vectors=[np.array([0.0, np.nan], np.float32)])
+        self.assertFalse(ImageEmbedding.objects.filter(model_version=version).exists())
 
 
 class DistanceTests(TestCase):

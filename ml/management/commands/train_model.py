@@ -43,6 +43,8 @@ class Command(BaseCommand):
         parser.add_argument("--backbone", choices=hp.BACKBONES, help="deep_ranking only: a Keras Applications backbone")
         parser.add_argument("--backbone-weights", dest="backbone_weights",
                             help="local ImageNet weights file for --backbone (nothing is downloaded)")
+        parser.add_argument("--precision", choices=hp.PRECISIONS,
+                            help="arithmetic while training (default auto: bfloat16 where the CPU/GPU has it)")
         parser.add_argument("--activate", action="store_true", help="index the catalogue afterwards and activate")
         parser.add_argument("--background", action="store_true", help="queue it for a Celery worker and return")
         parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
@@ -75,7 +77,8 @@ class Command(BaseCommand):
             activate = background = True
         if variant and architecture != "classifier":
             raise CommandError(f"--variant applies to the classifier only. Received: --architecture {architecture}")
-        keys = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights")
+        keys = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights",
+                "precision")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         try:
             version = model_version_create(
