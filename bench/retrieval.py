@@ -121,6 +121,13 @@ def run_pixels(x, y, xt, yt) -> dict:
     }
 
 
+def row_name(run: str, overrides: dict) -> str:
+    """A row's name: the run, plus the overridden hyperparameters (pixels take none)."""
+    if not overrides or run == "pixels":
+        return run
+    return f"{run} ({', '.join(f'{k}={v}' for k, v in overrides.items())})"
+
+
 def table(rows: list[dict]) -> str:
     head = f"{'model':<20} {'P@1':>6} {'P@10':>6} {'mAP@100':>8} {'acc':>6} {'dim':>5} {'epochs':>6} {'train s':>8}"
     lines = [head, "-" * len(head)]
@@ -197,12 +204,11 @@ def main(argv=None) -> int:
     # Rows from earlier invocations stay unless re-run, so runs can be done one at a time and a
     # crash loses only the run in progress.
     previous = json.loads(path.read_text()).get("results", []) if path.exists() else []
-    rows = [r for r in previous if r["name"] not in runs]
+    rows = [r for r in previous if r["name"] not in {row_name(name, args.overrides) for name in runs}]
     for name in runs:
         print(f"== {name}", flush=True)
         row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(name, x, y, xt, yt, epochs, args.overrides)
-        if args.overrides and name != "pixels":
-            row["name"] = f"{name} ({', '.join(f'{k}={v}' for k, v in args.overrides.items())})"
+        row["name"] = row_name(name, args.overrides)
         row["load_average"] = [round(v, 2) for v in os.getloadavg()]
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = [r for r in rows if r["name"] != row["name"]] + [row]

@@ -3,7 +3,7 @@
 Training a model under "mixed_bfloat16" keeps every variable in float32 and computes in bfloat16,
 which halves the time of a convolution on CPUs with AVX512-BF16/AMX and on Ampere-or-newer GPUs.
 Heads (embedding normalisation, logits, softmax, reconstructions) always run in float32, and the
-exported embedder is float32 throughout (ml.training), so indexing gives the same vectors on any
+exported embedder is float32 throughout (ml.architectures.float32_embedder), so indexing gives the same vectors on any
 machine.
 """
 
