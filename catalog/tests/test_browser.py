@@ -29,8 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from config.celery import app
 from ml.models import ModelVersion
-from search import services
-from search.tests.factories import COLORS, SHAPES, category_create, product_create, shape_png
+from search.tests.factories import COLORS, SHAPES, category_create, index_and_activate, product_create, shape_png
 from search.tests.tiny_model import LABEL_NAMES, tiny_model_version
 
 CHROMIUM = "/usr/bin/chromium"
@@ -107,11 +106,7 @@ def catalogue_with_index(test: StaticLiveServerTestCase, *, size: int = 48) -> M
     for i, shape in enumerate(SHAPES):
         for color in COLORS:
             product_create(category=categories[i], images=[shape_png(shape, color=color, size=size)], title=f"{shape.title()} {'RGBY'[COLORS.index(color)]}")
-    job = services.index_job_start(model_version=version)  # queues tasks too; this test runs them itself
-    for batch in job.batches.all():
-        services.index_batch_run(batch_id=batch.pk)
-    services.index_job_finish(job_id=job.pk)
-    services.model_version_activate(model_version=version)
+    index_and_activate(version)  # index_job_start queues tasks too; this test runs them itself
     test.addCleanup(_purge, "embeddings")
     return version
 

@@ -28,7 +28,7 @@ from catalog.models import Category, Product, ProductImage
 from ml.runtime import embedder_for
 from search import services
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
-from search.tests.factories import image_bytes, product_create, shape_image, shape_png
+from search.tests.factories import image_bytes, index_job_run_here, product_create, shape_image, shape_png
 from catalog.tests.factories import PrivateMediaRootMixin
 from search.tests.tiny_model import tiny_model_version
 
@@ -164,11 +164,7 @@ class BadCatalogueDataIndexingTests(TestCase):
     def reindex(self) -> IndexJob:
         with self.captureOnCommitCallbacks(execute=False):
             job = services.index_job_start(model_version=self.version)
-        for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
-        services.index_job_finish(job_id=job.pk)
-        job.refresh_from_db()
-        return job
+        return index_job_run_here(job)
 
     def test_missing_and_corrupt_files_fail_with_reasons_and_odd_formats_embed(self):
         good = [self.image_create(shape_png(s), "g.png") for s in ("square", "circle")]

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
-from search.models import ImageEmbedding
+from search import services
+from search.models import ImageEmbedding, IndexJob
 
 _counter = itertools.count(1)
 SHAPES = ("square", "circle", "triangle", "bar")
@@ -128,3 +129,20 @@ def products_bulk(*, model_version: ModelVersion, vectors: Sequence[Sequence[flo
         for image, product, vector in zip(images, products, vectors, strict=True)
     )
     return products
+
+
+def index_job_run_here(job: IndexJob) -> IndexJob:
+    """Run a reindex job's batches and finish in this process, as the workers would (messages it
+    queued find nothing left to do); returns the job as it ended."""
+    for batch in job.batches.all():
+        services.index_batch_run(batch_id=batch.pk)
+    services.index_job_finish(job_id=job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def index_and_activate(model_version: ModelVersion) -> IndexJob:
+    """Index the whole catalogue with `model_version` in this process, then make it the active one."""
+    job = index_job_run_here(services.index_job_start(model_version=model_version))
+    services.model_version_activate(model_version=model_version)
+    return job

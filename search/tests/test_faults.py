@@ -39,7 +39,7 @@ from search import services
 from search.models import ImageEmbedding, IndexBatch, IndexJob
 from search.selectors import SimilarItems, product_similar
 
-from .factories import COLORS, SHAPES, category_create, image_bytes, model_version_create, product_create, product_with_vectors, shape_image, shape_png
+from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, model_version_create, product_create, product_with_vectors, shape_image, shape_png
 from .tiny_model import tiny_model_version
 
 ROOT = Path(settings.BASE_DIR)
@@ -367,11 +367,7 @@ class ModelFileFaultTests(TestCase):
     def setUpTestData(cls):
         cls.active = tiny_model_version()
         cls.products = [product_create(images=[shape_png(s, color=c)]) for s in SHAPES for c in COLORS[:2]]
-        job = services.index_job_start(model_version=cls.active)
-        for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
-        services.index_job_finish(job_id=job.pk)
-        services.model_version_activate(model_version=cls.active)
+        index_and_activate(cls.active)
 
     def setUp(self):
         self.addCleanup(forget)
@@ -435,11 +431,7 @@ class ConcurrencyTests(PrivateBrokerMixin, LiveServerTestCase):
         active = tiny_model_version()
         images = self.catalogue(12)
         # Indexed here rather than by the worker (the messages it also sent are no-ops by then).
-        job = services.index_job_start(model_version=active)
-        for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
-        services.index_job_finish(job_id=job.pk)
-        services.model_version_activate(model_version=active)
+        index_and_activate(active)
         worker = self.worker(CELERY_VISIBILITY_TIMEOUT="30")
         candidate = tiny_model_version()
         photo = image_bytes(shape_image("circle", size=20))

@@ -21,10 +21,9 @@ from PIL import Image, ImageOps
 
 from catalog.images import InvalidImage, read_image
 from catalog.models import Product, ProductImage
-from search import services
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 
-from .factories import COLORS, SHAPES, image_bytes, product_create, shape_image, shape_png
+from .factories import COLORS, SHAPES, image_bytes, index_and_activate, product_create, shape_image, shape_png
 from catalog.tests.factories import PrivateMediaRootMixin
 from .tiny_model import tiny_model_version
 
@@ -61,11 +60,7 @@ class UploadTestCase(PrivateMediaRootMixin, TestCase):
         cls.version = tiny_model_version()
         for shape in SHAPES:
             product_create(images=[shape_png(shape, color=COLORS[0])])
-        job = services.index_job_start(model_version=cls.version)
-        for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
-        services.index_job_finish(job_id=job.pk)
-        services.model_version_activate(model_version=cls.version)
+        index_and_activate(cls.version)
 
     def state(self):
         counts = tuple(m.objects.count() for m in (Product, ProductImage, ImageEmbedding, EmbeddingFailure, IndexJob))

@@ -16,7 +16,7 @@ from ml.models import ModelVersion
 from search import services
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 
-from .factories import COLORS, SHAPES, category_create, image_bytes, model_version_create, product_create, shape_image, shape_png
+from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, model_version_create, product_create, shape_image, shape_png
 from .tiny_model import LABEL_NAMES, tiny_model_version
 
 
@@ -34,11 +34,7 @@ class SearchTestCase(TestCase):
             product_create(images=[shape_png(s, color=c)], category=cls.shapes if i % 2 else cls.others)
             for i, (s, c) in enumerate((s, c) for s in SHAPES for c in COLORS[:2])
         ]
-        job = services.index_job_start(model_version=cls.version)  # setUpTestData: on_commit never fires
-        for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
-        services.index_job_finish(job_id=job.pk)
-        services.model_version_activate(model_version=cls.version)
+        index_and_activate(cls.version)  # setUpTestData: on_commit never fires, so index here
 
     def counts(self):
         return (Product.objects.count(), ProductImage.objects.count(), ImageEmbedding.objects.count(), EmbeddingFailure.objects.count(), IndexJob.objects.count())
