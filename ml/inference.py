@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-import ml.architectures  # noqa: F401  (registers the custom layers and losses for loading)
-from ml.preprocess import arrays_to_input, bytes_to_array, decode_and_resize, file_to_array, pil_to_array
+import ml.layers  # noqa: F401  (registers the custom layers for loading)
+import ml.losses  # noqa: F401  (and the losses)
+from ml.preprocess import Framing, arrays_to_input, bytes_to_input, file_to_input, model_input
 from ml.training import EMBEDDER, META
 
 
@@ -36,7 +37,6 @@ class Embedder:
     path: Path
     # Traced once per Embedder (per process) with a [None, ...] signature: any batch size reuses them.
     _forward: Any = field(default=None, init=False, repr=False, compare=False)
-    _decode: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embedder":
@@ -77,6 +77,11 @@ class Embedder:
         return bool(self.meta["has_classifier_head"])
 
     @property
+    def framing(self) -> Framing:
+        """How this model frames images (ml.framing); a model from before framing: the whole image."""
+        return Framing.from_dict(self.meta.get("framing"))
+
+    @property
     def flip_average(self) -> bool:
         return bool(self.meta.get("flip_average", False))
 
@@ -109,91 +114,60 @@ class Embedder:
         return {key: np.concatenate(value) for key, value in out.items()}
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
-        """(vectors [n, dim], class probabilities [n, classes] or None) for same-sized images
-        [n, h, w(, 1|3)] in [0, 255]; they are resized to the model's input as in training."""
-        x = np.asarray(arrays_to_input(np.asarray(images), self.image_size), np.float32)
-        out = self._predict(x, batch_size)
+        """(vectors [n, dim], class probabilities [n, classes] or None) for decoded images
+        [n, h, w(, 1|3)] in [0, 255], framed and resized as in training (ml.preprocess)."""
+        out = self._predict(arrays_to_input(images, self.image_size, self.framing), batch_size)
         return out["embedding"], out.get("probabilities")
 
     def embed_arrays(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """float32 [n, dim] for same-sized images [n, h, w(, 1|3)] in [0, 255]."""
+        """float32 [n, dim] for decoded images [n, h, w(, 1|3)] in [0, 255]."""
         return self.predict_arrays(images, batch_size)[0]
 
     def embed_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 64
                     ) -> tuple[np.ndarray, dict[int, str]]:
         """(vectors float32 [n, dim], failures {index: reason}). A missing, unreadable or corrupt
-        file gets a zero row and an entry in failures; the others are embedded."""
+        file gets a zero row and an entry in failures (the reason catalog.images gives, as at
+        import); the others are embedded. Files are decoded in threads (Pillow releases the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         paths = [os.fspath(p) for p in paths]
+        size, framing = self.image_size, self.framing
         vectors = np.zeros((len(paths), self.dim), np.float32)
-        if not paths:
-            return vectors, {}
-        size = self.image_size
-        ok = np.zeros(len(paths), bool)
-        try:
-            # Fast path: one decoding graph traced once per Embedder. Building and tracing a tf.data
-            # pipeline on every call cost ~10x more than decoding a batch of small images.
-            for start in range(0, len(paths), batch_size):
-                x = self._decode_files(paths[start:start + batch_size])
-                vectors[start:start + len(x)] = self._predict(x, batch_size)["embedding"]
-                ok[start:start + len(x)] = True
-        except tf.errors.OpError:
-            # A file TensorFlow cannot read fails its whole batch: redo the rest file by file.
-            rest = np.flatnonzero(~ok)
-            ds = tf.data.Dataset.from_tensor_slices((rest, [paths[i] for i in rest]))
-            ds = ds.map(lambda i, p: (i, decode_and_resize(tf.io.read_file(p), size)),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-            ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
-            for idx, x in ds:
-                idx = idx.numpy()
-                vectors[idx] = self._predict(x.numpy(), batch_size)["embedding"]
-                ok[idx] = True
-        # TensorFlow cannot decode some images the catalogue accepts (WebP, CMYK JPEG): PIL tries
-        # those; only a file neither can read is a failure.
-        failures, arrays, fallback = {}, [], []
-        for i in np.flatnonzero(~ok).tolist():
+
+        def one(path: str):
             try:
-                arrays.append(file_to_array(paths[i], size))
-                fallback.append(i)
+                return file_to_input(path, size, framing), None
             except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
-                failures[i] = f"{type(exc).__name__}: {exc}"
-        if fallback:
-            vectors[fallback] = self._predict(np.stack(arrays), batch_size)["embedding"]
+                return None, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+
+        failures: dict[int, str] = {}
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            decoded = list(pool.map(one, paths))
+        ok = [i for i, (x, _) in enumerate(decoded) if x is not None]
+        for i, (_, reason) in enumerate(decoded):
+            if reason is not None:
+                failures[i] = reason
+        if ok:
+            vectors[ok] = self._predict(np.stack([decoded[i][0] for i in ok]), batch_size)["embedding"]
         return vectors, failures
 
-    def _decode_files(self, paths: list[str]) -> np.ndarray:
-        """float32 [n, s, s, 3] for image files, as decode_and_resize; raises tf.errors.OpError."""
-        if self._decode is None:
-            size = self.image_size
-            spec = tf.TensorSpec([size, size, 3], tf.float32)
-            self._decode = tf.function(
-                lambda p: tf.map_fn(lambda one: decode_and_resize(tf.io.read_file(one), size), p,
-                                    fn_output_signature=spec, parallel_iterations=16),
-                input_signature=[tf.TensorSpec([None], tf.string)],
-            )
-        return self._decode(tf.constant(paths, tf.string)).numpy()
+    def embed_and_guess_bytes(self, data: bytes) -> tuple[np.ndarray, tuple[str, float] | None]:
+        """Photo search: an uploaded file's vector and category guess, through the same decoding and
+        framing as indexing (so a catalogue file uploaded as a photo lands on its own vector)."""
+        out = self._predict(bytes_to_input(data, self.image_size, self.framing)[None], 1)
+        return out["embedding"][0], (self._guess(out) if self.has_classifier_head else None)
 
     def embed_pil(self, img: Image.Image) -> np.ndarray:
-        """float32 [dim] for one PIL image."""
-        return self._predict(pil_to_array(img, self.image_size)[None], 1)["embedding"][0]
-
-    def embed_bytes(self, data: bytes) -> np.ndarray:
-        """float32 [dim] for encoded image bytes (decoded as in training). Raises ValueError if corrupt."""
-        try:
-            x = bytes_to_array(data, self.image_size)
-        except tf.errors.OpError as exc:
-            raise ValueError(f"Cannot decode image: {exc.message}") from exc
-        return self._predict(x[None], 1)["embedding"][0]
+        """float32 [dim] for one decoded PIL image."""
+        return self._predict(model_input(np.asarray(img.convert("RGB")), self.image_size, self.framing)[None],
+                             1)["embedding"][0]
 
     def guess_category(self, img: Image.Image) -> tuple[str, float] | None:
         """(label name, probability) of the most likely category, or None without a classifier head."""
         if not self.has_classifier_head:
             return None
-        return self._guess(self._predict(pil_to_array(img, self.image_size)[None], 1))
-
-    def embed_and_guess_pil(self, img: Image.Image) -> tuple[np.ndarray, tuple[str, float] | None]:
-        """embed_pil and guess_category from one preprocessing and one model call (photo search)."""
-        out = self._predict(pil_to_array(img, self.image_size)[None], 1)
-        return out["embedding"][0], (self._guess(out) if self.has_classifier_head else None)
+        return self._guess(self._predict(model_input(np.asarray(img.convert("RGB")), self.image_size,
+                                                     self.framing)[None], 1))
 
     def _guess(self, out: dict[str, np.ndarray]) -> tuple[str, float] | None:
         if "probabilities" not in out:

@@ -1,18 +1,129 @@
-"""tf.data input pipelines: image files (the catalogue) or in-memory uint8 arrays (the benchmark).
+"""Training input: every image decoded and framed once, then tf.data batches from that cache.
 
-Both give batches of model input as defined in ml.preprocess (float32 RGB [0, 255]).
+`decode_once` turns the catalogue's files (or in-memory arrays) into framed uint8 images at the
+model's input size plus their item masks (ml.preprocess, the same contract as indexing and photo
+search), in memory when they fit and in a memory-mapped file under the run's folder when they do
+not, so that epochs after the first cost the model, not JPEG decoding. Augmentation runs on the
+cached arrays, inside the tf.data pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from ml.preprocess import arrays_to_input, decode_and_resize, file_to_array
+from catalog.images import InvalidImage
+from ml.augment import ViewAugment, augment_views
+from ml.preprocess import Framing, decode, framed_with_mask
 
+logger = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
+IN_MEMORY_BYTES = 2 * 2**30  # a cache larger than this is memory-mapped from the run's folder
+
+
+@dataclass
+class FramedImages:
+    """The decode-once cache: images uint8 [n, s, s, 3], item masks uint8 [n, s, s] (255 = item)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    framing: Framing
+    failures: dict[int, str] = field(default_factory=dict)  # index -> why the file could not be used
+
+    @property
+    def background(self) -> tuple[int, int, int]:
+        """The colour the items stand on (what augmentation fills with)."""
+        return self.framing.background or (0, 0, 0)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def usable(self) -> np.ndarray:
+        ok = np.ones(len(self.images), bool)
+        ok[list(self.failures)] = False
+        return ok
+
+
+def _cache_key(source: Sequence[str] | np.ndarray, image_size: int, framing: Framing) -> str:
+    h = hashlib.sha256(f"{image_size}|{framing.to_dict()}".encode())
+    if isinstance(source, np.ndarray):
+        h.update(np.ascontiguousarray(source).data)
+    else:
+        for path in source:
+            h.update(os.fspath(path).encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def decode_once(source: Sequence[str] | np.ndarray, *, image_size: int, framing: Framing,
+                cache_dir: str | os.PathLike | None = None, threads: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> FramedImages:
+    """Decode and frame every image of `source` (file paths, or uint8 arrays [n, h, w(, c)]) once.
+
+    A file that cannot be read or decoded is a failure with its reason (InvalidImage's, or the
+    OS error); its slot stays black and `usable` excludes it. With cache_dir, a cache too large for
+    memory is written there (and reused by a resumed run with the same files, size and framing).
+    """
+    n = len(source)
+    shape = (n, image_size, image_size)
+    nbytes = n * image_size * image_size * 4
+    key = _cache_key(source, image_size, framing)
+    if cache_dir is not None and nbytes > IN_MEMORY_BYTES:
+        folder = Path(cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        done = folder / f"{key}.done"
+        mode = "r" if done.exists() else "w+"
+        images = np.lib.format.open_memmap(folder / f"{key}-images.npy", mode=mode, dtype=np.uint8, shape=(*shape, 3))
+        masks = np.lib.format.open_memmap(folder / f"{key}-masks.npy", mode=mode, dtype=np.uint8, shape=shape)
+        if mode == "r":
+            import json
+
+            failures = {int(k): v for k, v in json.loads(done.read_text()).items()}
+            return FramedImages(images, masks, framing, failures)
+    else:
+        done = None
+        images = np.zeros((*shape, 3), np.uint8)
+        masks = np.zeros(shape, np.uint8)
+
+    def one(i: int) -> str | None:
+        try:
+            if isinstance(source, np.ndarray):
+                rgb = source[i]
+            else:
+                with open(source[i], "rb") as f:
+                    rgb = decode(f.read(), image_size)
+            images[i], masks[i] = framed_with_mask(rgb, image_size, framing)
+        except (InvalidImage, OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}" if not isinstance(exc, InvalidImage) else str(exc)
+        return None
+
+    failures: dict[int, str] = {}
+    step = max(1, n // 20)
+    # Pillow decodes and resizes without the GIL, so threads overlap the files.
+    with ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1)) as pool:
+        for i, reason in enumerate(pool.map(one, range(n), chunksize=64)):
+            if reason is not None:
+                failures[i] = reason
+            if progress and ((i + 1) % step == 0 or i + 1 == n):
+                progress(i + 1, n)
+    if failures:
+        logger.warning("%d of %d images could not be decoded and are left out of training, e.g. %s",
+                       len(failures), n, next(iter(failures.values())))
+    if done is not None:
+        import json
+
+        images.flush()
+        masks.flush()
+        done.write_text(json.dumps({str(k): v for k, v in failures.items()}))
+    return FramedImages(images, masks, framing, failures)
 
 
 def split_by_group(groups: Sequence, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,36 +146,38 @@ def split_by_group(groups: Sequence, eval_fraction: float, seed: int) -> tuple[n
 
 
 def balanced_order(labels: np.ndarray, classes_per_batch: int, per_class: int, n_batches: int,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, *, min_per_class: int = 2) -> np.ndarray:
     """Indices for n_batches class-balanced batches, flat: each run of P*K holds K images of P classes.
 
-    Classes with fewer than 2 images cannot give a positive pair and are skipped; images of a class
-    repeat only when it has fewer than K.
+    Classes with fewer than min_per_class images are skipped (2: a triplet needs a positive; 1 when
+    augmented views of one photo are the positives); images of a class repeat only when it has
+    fewer than K.
     """
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
-    usable = classes[counts >= 2]
+    usable = classes[counts >= min_per_class]
     if len(usable) < 2:
         raise ValueError(
-            "Triplet training needs at least 2 classes with 2 or more images each. "
+            f"Triplet training needs at least 2 classes with {min_per_class} or more images each. "
             f"Received: {len(usable)} such classes"
         )
     p = min(classes_per_batch, len(usable))
-    members = {c: np.flatnonzero(labels == c) for c in usable}
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], usable)
+    ends = np.searchsorted(labels[order], usable, side="right")
     out = np.empty((n_batches, p * per_class), np.int64)
     for b in range(n_batches):
-        for j, c in enumerate(rng.choice(usable, size=p, replace=False)):
-            m = members[c]
+        for j, c in enumerate(rng.choice(len(usable), size=p, replace=False)):
+            m = order[starts[c]:ends[c]]
             out[b, j * per_class:(j + 1) * per_class] = rng.choice(m, size=per_class, replace=len(m) < per_class)
     return out.reshape(-1)
 
 
-def augment_batch(images: tf.Tensor, *, seed: int | None = None, max_shift: float = 0.08,
+def augment_batch(images: tf.Tensor, gen: tf.random.Generator, *, max_shift: float = 0.08,
                   max_brightness: float = 0.05) -> tf.Tensor:
-    """Light, label-preserving augmentation of a batch [b, s, s, 3] in [0, 255]: random horizontal
-    flip, a random shift up to max_shift of the size (zero fill), a brightness change up to
-    max_brightness of the range."""
-    gen = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.get_global_generator()
+    """Light, label-preserving augmentation of a batch [b, s, s, 3] in [0, 255] (the classifier's):
+    random horizontal flip, a random shift up to max_shift of the size (zero fill), a brightness
+    change up to max_brightness of the range. `gen` is seeded by the run, so runs repeat."""
     b = tf.shape(images)[0]
     size = tf.cast(tf.shape(images)[1], tf.float32)
     flip = gen.uniform([b, 1, 1, 1]) < 0.5
@@ -81,84 +194,75 @@ def augment_batch(images: tf.Tensor, *, seed: int | None = None, max_shift: floa
     return tf.clip_by_value(images + delta, 0.0, 255.0)
 
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+@dataclass(frozen=True)
+class Augment:
+    """What a training batch goes through: None, the classifier's light augmentation ("light"),
+    or views that keep colour (a ViewAugment, with the catalogue's background colour)."""
+
+    kind: str | None = None  # None | "light" | "views"
+    views: ViewAugment = ViewAugment()
+    background: tuple[int, int, int] = (255, 255, 255)
 
 
-def _load_path(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """TensorFlow decodes PNG (the bulk of a catalogue, fast, no GIL); everything else the catalogue
-    accepts (JPEG incl. CMYK, WebP, GIF) goes through PIL, as inference does, so training sees the
-    same pixels."""
-    data = tf.io.read_file(path)
-
-    def with_pil():
-        array = tf.numpy_function(lambda p: file_to_array(p.decode(), image_size), [path], tf.float32)
-        return tf.ensure_shape(array, [image_size, image_size, 3])
-
-    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
-    return tf.cond(is_png, lambda: decode_and_resize(data, image_size), with_pil)
-
-
-def _finish(ds: tf.data.Dataset, *, augment: bool, target: str, seed: int) -> tf.data.Dataset:
-    def to_xy(x, y):
-        if augment:
-            x = augment_batch(x)
-        return (x, x) if target == "images" else (x, y)
-
-    return ds.map(to_xy, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+def _tables(framed: FramedImages):
+    """gather(indices) -> (images float32, masks float32 in [0, 1]) from memory or a memory map."""
+    if isinstance(framed.images, np.memmap) or framed.images.nbytes > IN_MEMORY_BYTES:
+        def gather(idx):
+            def read(i):
+                i = np.sort(i)
+                return framed.images[i].astype(np.float32), framed.masks[i].astype(np.float32) / 255.0
+            x, m = tf.numpy_function(read, [idx], [tf.float32, tf.float32])
+            s = framed.images.shape[1]
+            return tf.ensure_shape(x, [None, s, s, 3]), tf.ensure_shape(m, [None, s, s])
+        return gather
+    images, masks = tf.constant(framed.images), tf.constant(framed.masks)
+    return lambda idx: (tf.cast(tf.gather(images, idx), tf.float32), tf.cast(tf.gather(masks, idx), tf.float32) / 255.0)
 
 
-def _element_dataset(source, labels, indices, image_size: int):
-    """Dataset of (image, label) for the given indices: decoded files or sliced arrays."""
-    labels = np.asarray(labels, np.int32)
-    if isinstance(source, np.ndarray):
-        table_x = tf.constant(source)
-        table_y = tf.constant(labels)
-        idx = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64)) if not isinstance(
-            indices, tf.data.Dataset) else indices
-        return idx.map(lambda i: (tf.gather(table_x, i), tf.gather(table_y, i))), True
-    paths = tf.constant([str(p) for p in source])
-    table_y = tf.constant(labels)
-    idx = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64)) if not isinstance(
-        indices, tf.data.Dataset) else indices
-    return idx.map(
-        lambda i: (_load_path(tf.gather(paths, i), image_size), tf.gather(table_y, i)),
-        num_parallel_calls=AUTOTUNE,
-    ), False
+def _batches(framed: FramedImages, targets: dict[str, np.ndarray] | str, index_batches: tf.data.Dataset,
+             augment: Augment, seed: int) -> tf.data.Dataset:
+    gather = _tables(framed)
+    tables = {} if isinstance(targets, str) else {k: tf.constant(np.asarray(v, np.int32)) for k, v in targets.items()}
+    gen = tf.random.Generator.from_seed(seed)
+    background = tf.constant(augment.background, tf.float32)
+
+    def load(idx):
+        x, m = gather(idx)
+        if augment.kind == "light":
+            x = augment_batch(x, gen)
+        elif augment.kind == "views":
+            x = augment_views(x, m, background, augment.views, gen)
+        if targets == "images":
+            return x, x
+        return x, {k: tf.gather(t, idx) for k, t in tables.items()}
+
+    # One map call at a time: the generator's state advances in order, so a seed repeats a run.
+    return index_batches.map(load, num_parallel_calls=1, deterministic=True).prefetch(AUTOTUNE)
 
 
-def make_dataset(source: Sequence[str] | np.ndarray, labels: Sequence[int] | np.ndarray, indices: np.ndarray, *,
-                 image_size: int, batch_size: int, shuffle: bool, augment: bool, target: str = "labels",
-                 seed: int = 0) -> tf.data.Dataset:
-    """Batches of (image, label), or (image, image) with target="images", over `indices` of the
-    source: a list of file paths (read and decoded in parallel) or a uint8 array [n, h, w(, c)]
-    (converted per batch). The last partial batch is kept."""
+def make_dataset(framed: FramedImages, targets: dict[str, np.ndarray] | str, indices: np.ndarray, *,
+                 batch_size: int, shuffle: bool, augment: Augment = Augment(), seed: int = 0) -> tf.data.Dataset:
+    """Batches over `indices` of (image, {output: label}) or, with targets="images", (image, image).
+    Shuffled each epoch when asked (seeded); the last partial batch is kept."""
     idx = np.asarray(indices, np.int64)
     ds = tf.data.Dataset.from_tensor_slices(idx)
     if shuffle:
         ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-    elements, in_memory = _element_dataset(source, labels, ds, image_size)
-    ds = elements.batch(batch_size)
-    if in_memory:
-        ds = ds.map(lambda x, y: (arrays_to_input(x, image_size), y), num_parallel_calls=AUTOTUNE)
-    return _finish(ds, augment=augment, target=target, seed=seed)
+    return _batches(framed, targets, ds.batch(batch_size), augment, seed)
 
 
-def make_balanced_dataset(source: Sequence[str] | np.ndarray, labels: Sequence[int] | np.ndarray,
-                          indices: np.ndarray, *, image_size: int, classes_per_batch: int, per_class: int,
-                          augment: bool, seed: int = 0) -> tf.data.Dataset:
-    """Endless class-balanced batches (P classes x K images) for triplet mining; use steps_per_epoch."""
+def make_balanced_dataset(framed: FramedImages, targets: dict[str, np.ndarray], balance_by: np.ndarray,
+                          indices: np.ndarray, *, classes_per_batch: int, per_class: int, augment: Augment,
+                          seed: int = 0, min_per_class: int = 2) -> tf.data.Dataset:
+    """Endless balanced batches (P classes of balance_by x K images each; use steps_per_epoch)."""
     idx = np.asarray(indices, np.int64)
-    sub_labels = np.asarray(labels)[idx]
-    batch = min(classes_per_batch, len(np.unique(sub_labels))) * per_class
+    sub = np.asarray(balance_by)[idx]
 
     def batches():
         rng = np.random.default_rng(seed)
         while True:
-            yield idx[balanced_order(sub_labels, classes_per_batch, per_class, 64, rng)]
+            order = idx[balanced_order(sub, classes_per_batch, per_class, 64, rng, min_per_class=min_per_class)]
+            yield from order.reshape(64, -1)
 
-    order = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64)).unbatch()
-    elements, in_memory = _element_dataset(source, labels, order, image_size)
-    ds = elements.batch(batch, drop_remainder=True)
-    if in_memory:
-        ds = ds.map(lambda x, y: (arrays_to_input(x, image_size), y), num_parallel_calls=AUTOTUNE)
-    return _finish(ds, augment=augment, target="labels", seed=seed)
+    ds = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))
+    return _batches(framed, targets, ds, augment, seed)

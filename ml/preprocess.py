@@ -1,22 +1,32 @@
-"""The one preprocessing contract, shared by training and inference.
+"""The one image contract for models: file bytes -> pixels -> model input.
 
-Any image (bytes, PIL image, uint8/float array; grayscale, RGB or RGBA) becomes a float32 RGB array
-[image_size, image_size, 3] with values in [0, 255]: resized so its longer side is image_size (aspect
-kept, antialiased bilinear) and zero-padded to a centred square. Models rescale internally (a
-Rescaling layer), so callers never scale pixels themselves.
+Training, indexing and photo search all go through here, so the same file gives the same model
+input on every path (tests check it for EXIF-rotated JPEGs, transparent and palette PNGs, CMYK
+JPEGs and 16-bit PNGs):
 
-The tf.data path (`decode_and_resize`) and the PIL path (`pil_to_array`) share `resize_and_pad`,
-so the same image gives the same numbers either way.
+1. decode: catalog.images.read_image (first frame, EXIF orientation, transparency on white, 8-bit
+   RGB), a JPEG decoded at reduced scale where the model's input is much smaller (`draft_size`);
+2. frame: ml.framing (crop to the item, square, the catalogue's background colour and polarity),
+   resized to the model's image_size;
+3. float32 RGB [image_size, image_size, 3] in [0, 255]; models rescale inside themselves.
+
+A version trained before framing existed has no framing in its metadata and gets the old rule
+(the whole image, padded to a square with black).
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable
+import os
 
 import numpy as np
-import tensorflow as tf
-from PIL import Image
+
+from catalog.images import read_image
+from ml.framing import Framing, frame, frame_with_mask, work_size
+
+__all__ = [
+    "Framing", "arrays_to_input", "bytes_to_input", "decode", "draft_size", "file_to_input", "model_input",
+    "to_rgb",
+]
 
 
 def _check_size(image_size: int) -> None:
@@ -24,102 +34,57 @@ def _check_size(image_size: int) -> None:
         raise ValueError(f"image_size must be a positive integer. Received: image_size={image_size!r}")
 
 
-def resize_and_pad(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """[h, w, 3] (any dtype) -> float32 [image_size, image_size, 3] in [0, 255]."""
-    image = tf.cast(image, tf.float32)
-    shape = tf.shape(image)
-    h, w = shape[0], shape[1]
-    scale = tf.cast(image_size, tf.float32) / tf.cast(tf.maximum(h, w), tf.float32)
-    new_h = tf.maximum(1, tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32))
-    new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32))
-    resized = tf.cond(
-        tf.logical_and(tf.equal(new_h, h), tf.equal(new_w, w)),
-        lambda: image,
-        lambda: tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True),
-    )
-    resized = tf.clip_by_value(resized, 0.0, 255.0)
-    top = (image_size - new_h) // 2
-    left = (image_size - new_w) // 2
-    padded = tf.image.pad_to_bounding_box(resized, top, left, image_size, image_size)
-    return tf.ensure_shape(padded, [image_size, image_size, 3])
+def draft_size(image_size: int) -> int:
+    """The smallest shorter side a decoded image needs for a model of this input size."""
+    return work_size(image_size)
 
 
-def decode_and_resize(data: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded image bytes (PNG/JPEG/GIF/BMP scalar string tensor) -> model input. For tf.data."""
+def decode(data: bytes, image_size: int) -> np.ndarray:
+    """Image bytes -> uint8 RGB [h, w, 3]. Raises catalog.images.InvalidImage with the reason."""
+    return np.asarray(read_image(data, draft=draft_size(image_size)).image)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 [h, w], [h, w, 1] or [h, w, 3] -> uint8 RGB [h, w, 3] (arrays already decoded)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"An image must be [h, w], [h, w, 1] or [h, w, 3]. Received: shape={image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def model_input(rgb: np.ndarray, image_size: int, framing: Framing) -> np.ndarray:
+    """Decoded pixels -> float32 [image_size, image_size, 3] in [0, 255]."""
     _check_size(image_size)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    return resize_and_pad(image, image_size)
+    return frame(to_rgb(rgb), image_size, framing).astype(np.float32)
 
 
-def _pil_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit/float grayscale: scale to 8 bits as decode_image would.
-        arr = np.asarray(img, dtype=np.float64)
-        arr = np.clip(arr / (257.0 if img.mode.startswith("I;16") else 1.0), 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def bytes_to_input(data: bytes, image_size: int, framing: Framing) -> np.ndarray:
+    return model_input(decode(data, image_size), image_size, framing)
 
 
-def pil_to_array(img: Image.Image, image_size: int) -> np.ndarray:
-    """PIL image -> float32 [image_size, image_size, 3] in [0, 255] (same numbers as decode_and_resize)."""
+def file_to_input(path: str | os.PathLike, image_size: int, framing: Framing) -> np.ndarray:
+    """An image file -> model input. Raises OSError (unreadable file) or InvalidImage."""
+    with open(path, "rb") as f:
+        return bytes_to_input(f.read(), image_size, framing)
+
+
+def arrays_to_input(images: np.ndarray, image_size: int, framing: Framing) -> np.ndarray:
+    """Decoded images [n, h, w(, 1|3)] (uint8, or floats in [0, 255]) -> float32 [n, s, s, 3]."""
     _check_size(image_size)
-    return resize_and_pad(tf.constant(_pil_rgb(img)), image_size).numpy()
+    images = np.asarray(images)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(f"images must be [n, h, w], [n, h, w, 1] or [n, h, w, 3]. Received: shape={images.shape}")
+    out = np.empty((len(images), image_size, image_size, 3), np.float32)
+    for i, image in enumerate(images):
+        out[i] = frame(to_rgb(image), image_size, framing)
+    return out
 
 
-def pil_batch(images: Iterable[Image.Image], image_size: int) -> np.ndarray:
-    """Several PIL images -> float32 [n, image_size, image_size, 3]."""
-    arrays = [pil_to_array(img, image_size) for img in images]
-    if not arrays:
-        return np.zeros((0, image_size, image_size, 3), np.float32)
-    return np.stack(arrays)
-
-
-def bytes_to_array(data: bytes, image_size: int) -> np.ndarray:
-    """Encoded image bytes -> model input, with TensorFlow's decoder (as in training)."""
-    return decode_and_resize(tf.constant(data), image_size).numpy()
-
-
-def file_to_array(path: str, image_size: int) -> np.ndarray:
-    """An image file -> model input, decoded with PIL: for what TensorFlow's decoder cannot read
-    (WebP, CMYK or progressive-CMYK JPEG, ...). The first frame; same numbers as pil_to_array.
-    Raises OSError/ValueError (PIL's own) for a missing, corrupt or over-large file."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            img.seek(0)
-            img.load()
-            return pil_to_array(img, image_size)
-
-
-def open_image(data: bytes) -> Image.Image:
-    """Decode bytes with PIL, fully (so a truncated file fails here, not later)."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
-
-
-def arrays_to_input(images: np.ndarray | tf.Tensor, image_size: int) -> tf.Tensor:
-    """A batch of same-sized images [n, h, w] or [n, h, w, 1|3] (uint8 or [0, 255] floats) -> model input.
-
-    Works on tensors too, so tf.data pipelines over in-memory arrays apply it per batch.
-    """
-    _check_size(image_size)
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank == 3:
-        images = images[..., tf.newaxis]
-    if images.shape.rank != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(
-            f"images must be [n, h, w], [n, h, w, 1] or [n, h, w, 3]. Received: shape={tuple(images.shape)}"
-        )
-    if images.shape[-1] == 1:
-        images = tf.repeat(images, 3, axis=-1)
-    h, w = images.shape[1], images.shape[2]
-    if h == image_size and w == image_size:
-        return tf.cast(images, tf.float32)
-    return tf.map_fn(
-        lambda im: resize_and_pad(im, image_size),
-        images,
-        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
-    )
+def framed_with_mask(rgb: np.ndarray, image_size: int, framing: Framing) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [s, s, 3], uint8 item mask [s, s]) for training's decode-once cache (ml.input)."""
+    image, mask = frame_with_mask(to_rgb(rgb), image_size, framing)
+    return image, np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)

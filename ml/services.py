@@ -29,32 +29,79 @@ class CatalogueImages:
 
     paths: list[str]
     labels: np.ndarray  # index into label_names (the product's category)
-    groups: np.ndarray  # product id: the train/eval split keeps a product on one side
+    groups: np.ndarray  # product id: several photos of one product share it
     label_names: list[str]
+    ids: np.ndarray  # ProductImage ids, in the same order
 
 
 def catalogue_images() -> CatalogueImages:
     categories = list(Category.objects.order_by("id").values_list("id", "name"))
     index = {pk: i for i, (pk, _) in enumerate(categories)}
-    rows = ProductImage.objects.order_by("id").values_list("image", "product_id", "product__category_id")
+    rows = ProductImage.objects.order_by("id").values_list("id", "image", "product_id", "product__category_id")
     from django.core.files.storage import default_storage
 
-    paths, labels, groups = [], [], []
-    for name, product_id, category_id in rows.iterator(chunk_size=5000):
+    ids, paths, labels, groups = [], [], [], []
+    for pk, name, product_id, category_id in rows.iterator(chunk_size=5000):
+        ids.append(pk)
         paths.append(default_storage.path(name))
         labels.append(index[category_id])
         groups.append(product_id)
-    return CatalogueImages(paths, np.asarray(labels, dtype=np.int64), np.asarray(groups, dtype=np.int64), [n for _, n in categories])
+    return CatalogueImages(paths, np.asarray(labels, dtype=np.int64), np.asarray(groups, dtype=np.int64),
+                           [n for _, n in categories], np.asarray(ids, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class CatalogueProfile:
+    images: int
+    products: int
+    median_side: float  # the shorter side of a typical image, in pixels
+    grey_share: float  # share of sampled images without colour
+
+
+def catalogue_profile(sample: int = 200) -> CatalogueProfile:
+    """What kind of catalogue this is (sizes from the rows; colour from a sample of the files)."""
+    from catalog.images import InvalidImage, read_image
+
+    images = ProductImage.objects.count()
+    products = ProductImage.objects.values("product_id").distinct().count()
+    sides = list(ProductImage.objects.order_by("?").values_list("width", "height", "image")[:sample])
+    grey = 0
+    checked = 0
+    for _, _, name in sides:
+        try:
+            with ProductImage._meta.get_field("image").storage.open(name) as f:
+                rgb = np.asarray(read_image(f.read(), draft=64).image, np.int16)
+        except (OSError, InvalidImage):
+            continue
+        checked += 1
+        grey += int(np.abs(rgb - rgb.mean(axis=-1, keepdims=True)).max() < 8)
+    median_side = float(np.median([min(w, h) for w, h, _ in sides])) if sides else 0.0
+    return CatalogueProfile(images, products, median_side, grey / checked if checked else 0.0)
+
+
+def recommended_architecture():
+    """ml.architectures.recommend for this catalogue: what a new run trains when nothing is chosen."""
+    from .architectures import recommend
+
+    profile = catalogue_profile()
+    return recommend(images=profile.images, products=profile.products, median_side=profile.median_side,
+                     grey_share=profile.grey_share)
 
 
 def model_version_create(
-    *, architecture: str, variant: str | None = None, overrides: dict[str, Any] | None = None, auto_activate: bool = False
+    *, architecture: str | None = None, variant: str | None = None, overrides: dict[str, Any] | None = None,
+    auto_activate: bool = False,
 ) -> ModelVersion:
-    """Check the hyperparameters, record a queued version and enqueue its training after commit."""
-    from . import hparams as hp
+    """Check the hyperparameters, record a queued version and enqueue its training after commit.
+    Without an architecture, the one recommended for this catalogue (and its image size)."""
+    from .architectures import defaults
     from .tasks import model_version_train_task
 
-    params = hp.defaults(architecture, variant, **(overrides or {})).validate(architecture)
+    if architecture is None:
+        choice = recommended_architecture()
+        architecture, variant = choice.architecture, variant or choice.variant
+        overrides = {**choice.overrides, **(overrides or {})}
+    params = defaults(architecture, variant, **(overrides or {}))
     version = ModelVersion.objects.create(
         architecture=architecture, hparams=params.to_dict(), epochs=params.epochs, auto_activate=auto_activate
     )
@@ -107,6 +154,7 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     version's workdir, and a finished version is left as it is.
     """
     from . import hparams as hp
+    from .architectures import get
     from .training import train
 
     version = ModelVersion.objects.get(pk=model_version.pk)
@@ -119,7 +167,7 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
         data = catalogue_images()
         if len(set(data.labels.tolist())) < 2 or len(data.paths) < 4:
             raise TrainingError("Training needs at least 4 images in at least 2 categories; import a catalogue first.")
-        params = hp.HParams.from_dict(version.hparams).validate(version.architecture)
+        params = get(version.architecture).validate(hp.HParams.from_dict(version.hparams))
         result = train(
             architecture=version.architecture,
             hparams=params,
@@ -130,6 +178,11 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
             workdir=version.workdir,
             callbacks=[_progress_callback(version), *extra_callbacks],
         )
+        split = {"relevance": result.holdout.get("relevance", "category"),
+                 "image_ids": [int(data.ids[i]) for i in result.holdout.get("indices", [])],
+                 # Images up to this id were known at training: the catalogue side of the holdout figures.
+                 "max_image_id": int(data.ids.max()),
+                 "failed_images": len(result.failures)}
     except TrainingError as exc:
         logger.warning("Model version %s cannot be trained: %s", version.pk, exc)
         return _finish(version, ModelVersion.Status.FAILED, error=str(exc))
@@ -140,14 +193,18 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     if version.cancel_requested:
         return _finish(version, ModelVersion.Status.CANCELLED)
     ModelVersion.objects.filter(pk=version.pk).update(
-        dim=result.dim, image_size=params.image_size, label_names=data.label_names
+        dim=result.dim, image_size=params.image_size, label_names=data.label_names,
+        metrics={**version.metrics, "split": split},
     )
     version.refresh_from_db()
-    try:
-        metrics = model_version_evaluate(model_version=version, queries="holdout")
-    except Exception as exc:  # noqa: BLE001 - a model that trained is still usable without figures
-        logger.exception("Evaluation of model version %s failed", version.pk)
-        metrics = {"error": str(exc)}
+    if not split["image_ids"]:
+        metrics = {"note": "No holdout (eval_fraction=0): every image trained, so there are no holdout figures."}
+    else:
+        try:
+            metrics = model_version_evaluate(model_version=version, queries="holdout")
+        except Exception as exc:  # noqa: BLE001 - a model that trained is still usable without figures
+            logger.exception("Evaluation of model version %s failed", version.pk)
+            metrics = {"error": str(exc)}
     version = _finish(
         version, ModelVersion.Status.SUCCEEDED, metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1)}
     )
@@ -186,9 +243,7 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
     train split loaded as the catalogue). Relevance = same category. Stores the figures on the record.
     """
     from catalog import fashion_mnist
-    from ml.input import split_by_group
     from ml.metrics import pixel_baseline, retrieval_metrics
-    from ml.preprocess import arrays_to_input
     from ml.runtime import embedder_for
 
     if k < 1:
@@ -204,12 +259,20 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
     ok = np.array([i not in failures for i in range(len(data.paths))])
     pixels = _load_pixels(data.paths, size=embedder.image_size)
     if queries == "holdout":
-        seed = model_version.hparams.get("seed", 0)
-        fraction = model_version.hparams.get("eval_fraction", 0.1) or 0.1
-        train_idx, eval_idx = split_by_group(data.groups, fraction, seed)
+        # The split recorded at training: images added since are in neither side.
+        split = model_version.metrics.get("split") or {}
+        if not split.get("image_ids"):
+            raise TrainingError(f"Model version {model_version.pk} has no holdout (trained with eval_fraction=0 "
+                                "or before holdouts were recorded): there are no holdout figures.")
+        position = {int(pk): i for i, pk in enumerate(data.ids)}
+        held = set(split["image_ids"])
+        eval_idx = np.array([position[pk] for pk in split["image_ids"] if pk in position], np.int64)
+        train_idx = np.array([i for i, pk in enumerate(data.ids) if pk <= split["max_image_id"] and pk not in held],
+                             np.int64)
         train_idx, eval_idx = train_idx[ok[train_idx]], eval_idx[ok[eval_idx]]
-        cat_v, cat_y, cat_p = vectors[train_idx], data.labels[train_idx], pixels[train_idx]
-        q_v, q_y, q_p = vectors[eval_idx], data.labels[eval_idx], pixels[eval_idx]
+        target = data.groups if split.get("relevance") == "product" else data.labels
+        cat_v, cat_y, cat_p = vectors[train_idx], target[train_idx], pixels[train_idx]
+        q_v, q_y, q_p = vectors[eval_idx], target[eval_idx], pixels[eval_idx]
     else:
         images, labels = fashion_mnist.load_split("test")
         names = {name: i for i, name in enumerate(data.label_names)}
@@ -217,8 +280,7 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
             q_y = np.array([names[fashion_mnist.CLASS_NAMES[label]] for label in labels])
         except KeyError as exc:
             raise TrainingError(f"The catalogue has no category {exc}: load the Fashion-MNIST train split first.") from exc
-        rgb = np.repeat(images[..., None], 3, axis=-1)
-        q_v, probabilities = embedder.predict_arrays(np.asarray(arrays_to_input(rgb, embedder.image_size)))
+        q_v, probabilities = embedder.predict_arrays(images)
         q_p = _resize_pixels(images, embedder.image_size)
         cat_v, cat_y, cat_p = vectors[ok], data.labels[ok], pixels[ok]
     model = retrieval_metrics(cat_v, cat_y, q_v, q_y).to_dict()

@@ -25,12 +25,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from ml.architectures import ARCHITECTURES, Built, build, float32_embedder
+from ml.architectures import CatalogueLabels, build, float32_embedder, get
+from ml.framing import Framing, catalogue_framing
 from ml.hparams import HParams
-from ml.input import make_balanced_dataset, make_dataset, split_by_group
+from ml.input import FramedImages, decode_once
 from ml.metrics import retrieval_metrics
 from ml.precision import resolve
-from ml.preprocess import arrays_to_input, decode_and_resize
+from ml.preprocess import decode, to_rgb
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "state.json"
@@ -51,7 +52,9 @@ class TrainResult:
     dim: int
     embedder_path: Path | None = None
     meta_path: Path | None = None
-    eval_metrics: dict[str, Any] | None = field(default=None)  # eval split against itself
+    eval_metrics: dict[str, Any] | None = field(default=None)  # holdout figures
+    failures: dict[int, str] = field(default_factory=dict)  # image index -> why it could not be decoded
+    holdout: dict[str, Any] = field(default_factory=dict)  # {"relevance", "indices"}: what eval figures used
 
 
 def train(
@@ -66,19 +69,24 @@ def train(
     groups: Sequence[Any] | np.ndarray | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
+    progress: Any = None,
 ) -> TrainResult:
     """Train `architecture` on image files (`paths`) or in-memory uint8 `images` [n, h, w(, c)].
 
-    labels: class index per image, into label_names. groups: product id per image, so the eval split
-    (hparams.eval_fraction) never shares a product with training; default: each image its own.
+    labels: category index per image, into label_names. groups: product id per image (several
+    photos of one product share it; the holdout split and instance training use it); default: each
+    image its own product. Every image is decoded and framed once (ml.input.decode_once) with the
+    catalogue's framing (ml.framing.catalogue_framing), which the exported model keeps in its
+    metadata so indexing and photo search frame the same way. A file that cannot be decoded is
+    left out with its reason (TrainResult.failures).
     callbacks: extra Keras callbacks (progress, cancellation via model.stop_training); they get
-    batch- and epoch-level hooks. If `workdir` holds a checkpoint of the same run, training resumes
-    after its last complete epoch; raising hparams.epochs there continues a finished run.
+    batch- and epoch-level hooks. progress(done, total): decoding progress. If `workdir` holds a
+    checkpoint of the same run, training resumes after its last complete epoch; raising
+    hparams.epochs there continues a finished run.
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
+    spec = get(architecture)
     hp = HParams.from_dict(hparams) if isinstance(hparams, dict) else hparams
-    hp.validate(architecture)
+    spec.validate(hp)
     if (paths is None) == (images is None):
         raise ValueError("Pass exactly one of paths (image files) or images (an array).")
     if images is not None:
@@ -103,18 +111,31 @@ def train(
     groups = np.arange(n) if groups is None else np.asarray(groups)
     if len(groups) != n:
         raise ValueError(f"Need one group per image. Received: {len(groups)} groups for {n} images")
+    _, products = np.unique(groups, return_inverse=True)
+    catalogue = CatalogueLabels(categories=labels, products=products.reshape(-1).astype(np.int64),
+                                category_names=label_names)
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     state = _read_state(workdir, architecture, hp)
     initial_epoch = state["epoch"] if state else 0
 
+    framing = Framing.from_dict(state["framing"]) if state and "framing" in state else _framing(hp, source)
+    framed = decode_once(source, image_size=hp.image_size, framing=framing, cache_dir=workdir / "cache",
+                         progress=progress)
+    usable = framed.usable
+    if usable.sum() < 2:
+        raise ValueError(f"Only {int(usable.sum())} of {n} images could be decoded, e.g. "
+                         f"{next(iter(framed.failures.values()), '')}")
+
     keras.utils.set_random_seed(hp.seed + initial_epoch)
-    built = build(architecture, hp, num_classes=len(label_names))
-    train_idx, eval_idx = split_by_group(groups, hp.eval_fraction, hp.seed)
+    built = build(architecture, hp, catalogue)
+    train_idx, eval_idx = spec.split(hp, catalogue)
+    train_idx, eval_idx = train_idx[usable[train_idx]], eval_idx[usable[eval_idx]]
     if len(train_idx) < 2:
         raise ValueError(f"The split left {len(train_idx)} training images; lower eval_fraction.")
-    train_ds, steps = _train_dataset(architecture, built, hp, source, labels, train_idx, initial_epoch)
+    data = spec.training_data(hp, built, framed, catalogue, train_idx, seed=hp.seed + initial_epoch)
+    steps = data.steps_per_epoch
     lr: Any = hp.lr
     if hp.lr_schedule == "cosine":
         # Decays over the whole run; the step count resumes with the optimizer, so does the schedule.
@@ -128,20 +149,14 @@ def train(
         built.trainer.optimizer.build(built.trainer.trainable_variables)
         built.trainer.load_weights(workdir / CHECKPOINT)
 
-    val_ds = None
-    if len(eval_idx):
-        val_ds = make_dataset(source, labels, eval_idx, image_size=hp.image_size, batch_size=hp.batch_size,
-                              shuffle=False, augment=False, target=built.target)
-        val_ds = _with_targets(val_ds, built)
-
     sample_idx = (eval_idx if len(eval_idx) else train_idx)[:PROJECTOR_SAMPLE]
-    sample = _load_sample(source, sample_idx, hp.image_size)
-    logger = _TensorBoardLogger(workdir / TENSORBOARD, sample if built.target == "images" else None)
-    checkpoint = _Checkpoint(workdir, architecture, hp, steps, state)
+    sample = framed.images[np.sort(sample_idx)].astype(np.float32)
+    logger = _TensorBoardLogger(workdir / TENSORBOARD, sample if spec.target == "images" else None)
+    checkpoint = _Checkpoint(workdir, architecture, hp, steps, state, framing)
     if initial_epoch < hp.epochs:
         built.trainer.fit(
-            train_ds, validation_data=val_ds, epochs=hp.epochs, initial_epoch=initial_epoch,
-            steps_per_epoch=steps, callbacks=[checkpoint, logger, *callbacks], verbose=verbose,
+            data.dataset, epochs=hp.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            callbacks=[checkpoint, logger, *callbacks], verbose=verbose,
         )
     epochs_done = checkpoint.epoch
     history = checkpoint.history
@@ -149,20 +164,19 @@ def train(
     completed = epochs_done >= hp.epochs
     result = TrainResult(
         workdir=workdir, completed=completed, epochs_completed=epochs_done, initial_epoch=initial_epoch,
-        history=history, train_seconds=train_seconds, dim=built.dim,
+        history=history, train_seconds=train_seconds, dim=built.dim, failures=framed.failures,
     )
     if not completed:
         return result
 
-    embedder = float32_embedder(architecture, hp, built, num_classes=len(label_names))
+    embedder = float32_embedder(architecture, hp, built, catalogue)
     vectors = _embed(embedder, sample)
-    names = [label_names[i] for i in labels[sample_idx]]
+    names = [label_names[i] for i in labels[np.sort(sample_idx)]]
     _write_projector(workdir / TENSORBOARD, vectors, names, sample)
+    relevance = spec.holdout_relevance(hp, catalogue, eval_idx)
+    result.holdout = {"relevance": relevance, "indices": [int(i) for i in eval_idx]}
     if len(eval_idx) >= 2:
-        eval_x = _load_sample(source, eval_idx, hp.image_size)
-        eval_v = _embed(embedder, eval_x)
-        result.eval_metrics = retrieval_metrics(eval_v, labels[eval_idx], eval_v, labels[eval_idx],
-                                                exclude_self=True).to_dict()
+        result.eval_metrics = _holdout_metrics(embedder, framed, catalogue, train_idx, eval_idx, relevance)
     result.embedder_path = workdir / EMBEDDER
     _atomic_save(embedder, result.embedder_path)
     meta = {
@@ -170,6 +184,7 @@ def train(
         "hparams": hp.to_dict(),
         "dim": built.dim,
         "image_size": hp.image_size,
+        "framing": framing.to_dict(),
         "label_names": label_names,
         "has_classifier_head": built.has_classifier_head,
         "flip_average": hp.flip_average,
@@ -178,6 +193,9 @@ def train(
         "train_seconds": round(train_seconds, 2),
         "n_train": int(len(train_idx)),
         "n_eval": int(len(eval_idx)),
+        # The holdout, by position in the training input: what "eval" figures were measured on.
+        "holdout": result.holdout,
+        "n_failed_images": len(framed.failures),
         "eval_metrics": result.eval_metrics,
         "history": history,
         "keras_version": keras.__version__,
@@ -189,30 +207,40 @@ def train(
     return result
 
 
-def _train_dataset(architecture: str, built: Built, hp: HParams, source, labels, train_idx, initial_epoch):
-    if architecture == "deep_ranking":
-        per_class = hp.batch_size // hp.classes_per_batch
-        ds = make_balanced_dataset(source, labels, train_idx, image_size=hp.image_size,
-                                   classes_per_batch=hp.classes_per_batch, per_class=per_class,
-                                   augment=hp.augment, seed=hp.seed + initial_epoch)
-        steps = max(1, len(train_idx) // hp.batch_size)
+FRAMING_SAMPLE = 400
+
+
+def _framing(hp: HParams, source) -> Framing:
+    """The catalogue's framing, from an even sample of its images (see ml.framing)."""
+    if not hp.framing:
+        return Framing(enabled=False)
+    step = max(1, len(source) // FRAMING_SAMPLE)
+    sample = []
+    for i in range(0, len(source), step):
+        try:
+            if isinstance(source, np.ndarray):
+                sample.append(to_rgb(source[i]))
+            else:
+                with open(source[i], "rb") as f:
+                    sample.append(decode(f.read(), hp.image_size))
+        except (OSError, ValueError):  # an unreadable file is reported by decode_once
+            continue
+    return catalogue_framing(sample)
+
+
+def _holdout_metrics(embedder, framed: FramedImages, labels: CatalogueLabels, train_idx, eval_idx,
+                     relevance: str) -> dict:
+    """Holdout figures. relevance "category": the held-out products against each other (by
+    category); "product": each held-out photo against the training photos (relevant = its own
+    product), which is what photo search of a new photo of a catalogue product does."""
+    eval_v = _embed(embedder, framed.images[eval_idx].astype(np.float32))
+    if relevance == "product":
+        train_v = _embed(embedder, framed.images[train_idx].astype(np.float32))
+        metrics = retrieval_metrics(train_v, labels.products[train_idx], eval_v, labels.products[eval_idx])
     else:
-        ds = make_dataset(source, labels, train_idx, image_size=hp.image_size, batch_size=hp.batch_size,
-                          shuffle=True, augment=hp.augment, target=built.target, seed=hp.seed + initial_epoch)
-        steps = int(np.ceil(len(train_idx) / hp.batch_size))
-    return _with_targets(ds, built), steps
-
-
-def _with_targets(ds: tf.data.Dataset, built: Built) -> tf.data.Dataset:
-    if isinstance(built.loss, dict):
-        return ds.map(lambda x, y: (x, {name: y for name in built.loss}))
-    return ds
-
-
-def _load_sample(source, indices, image_size: int) -> np.ndarray:
-    if isinstance(source, np.ndarray):
-        return np.asarray(arrays_to_input(source[indices], image_size))
-    return np.stack([decode_and_resize(tf.io.read_file(source[i]), image_size).numpy() for i in indices])
+        metrics = retrieval_metrics(eval_v, labels.categories[eval_idx], eval_v, labels.categories[eval_idx],
+                                    exclude_self=True)
+    return {**metrics.to_dict(), "relevance": relevance}
 
 
 def _embed(embedder: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -251,9 +279,11 @@ class _Checkpoint(keras.callbacks.Callback):
     """Saves the training model after each complete epoch; an epoch cut short by stop_training is
     not saved, so a resumed run repeats it rather than skipping its remaining steps."""
 
-    def __init__(self, workdir: Path, architecture: str, hp: HParams, steps: int, state: dict | None):
+    def __init__(self, workdir: Path, architecture: str, hp: HParams, steps: int, state: dict | None,
+                 framing: Framing):
         super().__init__()
         self.workdir, self.architecture, self.hp, self.steps = workdir, architecture, hp, steps
+        self.framing = framing
         self.epoch = state["epoch"] if state else 0
         self.history: dict[str, list[float]] = {k: list(v) for k, v in (state or {}).get("history", {}).items()}
         self.seconds = float((state or {}).get("train_seconds", 0.0))
@@ -277,7 +307,7 @@ class _Checkpoint(keras.callbacks.Callback):
         _atomic_save(self.model, self.workdir / CHECKPOINT)
         _atomic_write_text(self.workdir / STATE, json.dumps({
             "architecture": self.architecture, "hparams": self.hp.to_dict(), "epoch": self.epoch,
-            "history": self.history, "train_seconds": self.seconds,
+            "history": self.history, "train_seconds": self.seconds, "framing": self.framing.to_dict(),
         }, indent=2))
 
 

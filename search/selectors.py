@@ -21,7 +21,7 @@ from ml.models import ModelVersion
 from .models import EmbeddingFailure, ImageEmbedding, IndexJob
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from catalog.images import ImageInfo
 
 logger = logging.getLogger(__name__)
 
@@ -225,10 +225,11 @@ class PhotoSearch:
     guess: CategoryGuess | None
 
 
-def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = None) -> PhotoSearch:
-    """The k products most similar to an uploaded photo (an RGB PIL image, already validated and
-    EXIF-oriented), optionally within a category, plus the model's category guess when it has a
-    classifier head. Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
+def photo_search(*, image: ImageInfo, k: int = 8, category: Category | None = None) -> PhotoSearch:
+    """The k products most similar to an uploaded photo (validated by catalog.images.read_image),
+    optionally within a category, plus the model's category guess when it has a classifier head.
+    The model decodes and frames the file exactly as indexing does (ml.preprocess).
+    Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
     """
     from ml.runtime import embedder_for
 
@@ -240,7 +241,7 @@ def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = 
     except Exception as exc:  # ml.inference.ModelLoadError, or TensorFlow failing to import
         raise ModelUnavailable(f"Photo search is unavailable: the model could not be loaded ({exc}).") from exc
     try:
-        vector, raw_guess = embedder.embed_and_guess_pil(image)  # one model call for both
+        vector, raw_guess = embedder.embed_and_guess_bytes(image.data)  # one model call for both
     except Exception as exc:  # a model that loads but cannot run: a message, not a 500
         logger.exception("Model version %s failed on a search photo", version.pk)
         raise ModelUnavailable(f"Photo search is unavailable: the model failed on this photo ({exc}).") from exc

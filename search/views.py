@@ -99,7 +99,7 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     info = form.cleaned_data["image"]
     context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
     try:
-        context["result"] = photo_search(image=info.image, k=form.cleaned_data["k"], category=form.cleaned_data["category"])
+        context["result"] = photo_search(image=info, k=form.cleaned_data["k"], category=form.cleaned_data["category"])
     except SearchUnavailable as exc:
         context.update(available=False, unavailable=str(exc))
         return render(request, template, context, status=503)
@@ -177,7 +177,7 @@ def api_search(request: HttpRequest) -> JsonResponse:
         return _error(form.first_error(), 400)
     try:
         result = photo_search(
-            image=form.cleaned_data["image"].image, k=form.cleaned_data["k"], category=form.cleaned_data["category"]
+            image=form.cleaned_data["image"], k=form.cleaned_data["k"], category=form.cleaned_data["category"]
         )
     except SearchUnavailable as exc:
         return _error(str(exc), 503)

@@ -1,94 +1,83 @@
-"""Architecture registry: build(architecture, hparams) -> Built(embedder, trainer, losses)."""
+"""The registry of architectures: one file each under ml/architectures/, a dict from name to it.
+
+The admin form, the CLI's choices, the model choices and the benchmarks read REGISTRY; adding an
+architecture means adding one file and one line here. Importing this module imports no TensorFlow.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-import keras
+from ml.architectures import autoencoder, classifier, deep_ranking
+from ml.architectures.base import Architecture, Built, CatalogueLabels, Recommendation, TrainingData
+from ml.hparams import HParams
 
-from ml.architectures.autoencoder import build_autoencoder
-from ml.architectures.classifier import build_classifier, classifier_trainer
-from ml.architectures.deep_ranking import build_deep_ranking
-from ml.hparams import ARCHITECTURES, CLASSIFIER_VARIANTS, HParams
-from ml.losses import TripletLoss
-from ml.precision import dtype_policy, resolve
+REGISTRY: dict[str, Architecture] = {
+    a.name: a for a in (autoencoder.ARCHITECTURE, classifier.ARCHITECTURE, deep_ranking.ARCHITECTURE)
+}
+ARCHITECTURES = tuple(REGISTRY)
+CLASSIFIER_VARIANTS = tuple(classifier.ARCHITECTURE.variants)
+# What bench/retrieval.py (Fashion-MNIST) and bench/photos.py (colour photos) measured best on each
+# kind of catalogue; `recommend` chooses between them from the catalogue itself.
+DEFAULT_ARCHITECTURE = "classifier"
+PHOTO_ARCHITECTURE = "deep_ranking"
 
-__all__ = ["ARCHITECTURES", "CLASSIFIER_VARIANTS", "Built", "build", "float32_embedder"]
-
-
-@dataclass
-class Built:
-    """embedder: image [0, 255] -> {"embedding"[, "probabilities"]}; it is what gets saved.
-    trainer: the model fit() runs, sharing the embedder's weights, with its compile arguments."""
-
-    embedder: keras.Model
-    trainer: keras.Model
-    loss: Any
-    metrics: Any = None
-    loss_weights: Any = None
-    target: str = "labels"  # "labels" or "images" (autoencoder reconstructs its input)
-    has_classifier_head: bool = False
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def dim(self) -> int:
-        return int(self.embedder.get_layer("embedding").output.shape[-1])
+__all__ = [
+    "ARCHITECTURES", "CLASSIFIER_VARIANTS", "DEFAULT_ARCHITECTURE", "REGISTRY", "Architecture", "Built",
+    "CatalogueLabels", "Recommendation", "TrainingData", "build", "defaults", "float32_embedder", "get", "recommend",
+]
 
 
-def build(architecture: str, hparams: HParams, *, num_classes: int | None = None) -> Built:
-    """Build the embedding and training models for `architecture` ("autoencoder", "deep_ranking",
-    "classifier"); classifier (and deep_ranking's auxiliary head) need `num_classes`.
-    Layers compute in hparams.precision (ml.precision); weights and outputs are float32."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
-    hparams.validate(architecture)
+def get(name: str) -> Architecture:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}. Received: architecture={name!r}") from None
+
+
+def defaults(architecture: str, variant: str | None = None, **overrides: Any) -> HParams:
+    """Checked hyperparameters: the architecture's defaults (and its variant's), then `overrides`."""
+    return get(architecture).hparams(variant, **overrides)
+
+
+def build(architecture: str, hparams: HParams, labels: CatalogueLabels) -> Built:
+    """Build the embedding and training models. Layers compute in hparams.precision (ml.precision);
+    weights and outputs are float32."""
+    from ml.precision import dtype_policy, resolve  # TensorFlow, once a model is built
+
+    spec = get(architecture)
+    spec.validate(hparams)
     with dtype_policy(resolve(hparams.precision)):
-        return _build(architecture, hparams, num_classes)
+        return spec.build(hparams, labels)
 
 
-def float32_embedder(architecture: str, hparams: HParams, built: Built, *, num_classes: int | None = None) -> keras.Model:
+def float32_embedder(architecture: str, hparams: HParams, built: Built, labels: CatalogueLabels):
     """`built.embedder` with float32 arithmetic throughout and the same weights: what gets exported,
     so embeddings do not depend on whether the indexing machine has bfloat16 hardware."""
+    from ml.precision import resolve
+
     if resolve(hparams.precision) == "float32":
         return built.embedder
-    exported = build(architecture, hparams.replace(precision="float32"), num_classes=num_classes).embedder
+    exported = build(architecture, hparams.replace(precision="float32"), labels).embedder
     exported.set_weights(built.embedder.get_weights())
     return exported
 
 
-def _build(architecture: str, hparams: HParams, num_classes: int | None) -> Built:
-    if architecture == "autoencoder":
-        embedder, trainer = build_autoencoder(image_size=hparams.image_size, dim=hparams.dim)
-        return Built(embedder, trainer, loss=keras.losses.MeanSquaredError(), target="images")
-    if num_classes is None and (architecture == "classifier" or hparams.aux_weight > 0):
-        raise ValueError(f"{architecture} needs the number of classes. Received: num_classes=None")
-    if architecture == "classifier":
-        embedder = build_classifier(
-            image_size=hparams.image_size, dim=hparams.dim, num_classes=num_classes,
-            variant=hparams.variant, hidden_units=hparams.hidden_units, l2=hparams.l2,
-        )
-        return Built(
-            embedder, classifier_trainer(embedder), loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"], has_classifier_head=True,
-        )
-    head = hparams.aux_weight > 0
-    embedder = build_deep_ranking(
-        image_size=hparams.image_size, dim=hparams.dim, num_classes=num_classes if head else None,
-        backbone=hparams.backbone, backbone_weights=hparams.backbone_weights,
-    )
-    triplet = TripletLoss(margin=hparams.margin, mining=hparams.mining)
-    if not head:
-        return Built(embedder, keras.Model(embedder.input, embedder.get_layer("embedding").output), loss=triplet)
-    trainer = keras.Model(
-        embedder.input,
-        {"embedding": embedder.get_layer("embedding").output,
-         "probabilities": embedder.get_layer("probabilities").output},
-        name="deep_ranking_trainer",
-    )
-    return Built(
-        embedder, trainer,
-        loss={"embedding": triplet, "probabilities": keras.losses.SparseCategoricalCrossentropy()},
-        loss_weights={"embedding": 1.0, "probabilities": hparams.aux_weight},
-        metrics={"probabilities": ["accuracy"]}, has_classifier_head=True,
-    )
+def recommend(*, images: int, products: int, median_side: float, grey_share: float) -> Recommendation:
+    """The architecture that measures best on a catalogue like this one, and its input size.
+
+    Small grey images, one per product (Fashion-MNIST-like): the category classifier at 28 px
+    (bench/retrieval.py). Photos (colour, larger, often several per product): deep ranking on product
+    identity at 64 px (bench/photos.py), within the 15-minute CPU training budget.
+    """
+    per_product = images / max(products, 1)
+    if median_side <= 48 and grey_share >= 0.9:
+        return Recommendation(DEFAULT_ARCHITECTURE, classifier.ARCHITECTURE.default_variant, {"image_size": 28},
+                              reason=f"small grey-scale images ({median_side:.0f} px, {per_product:.1f} per "
+                                     "product): the category classifier measures best on such catalogues "
+                                     "(bench/retrieval.py)")
+    size = 64 if median_side >= 64 else 48 if median_side >= 40 else 32
+    return Recommendation(PHOTO_ARCHITECTURE, None, {"image_size": size},
+                          reason=f"photos ({median_side:.0f} px, {100 * (1 - grey_share):.0f}% in colour, "
+                                 f"{per_product:.1f} per product): deep ranking on product identity finds the "
+                                 "same product and its look-alikes best (bench/photos.py)")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+import numpy as np
 
-from ml.hparams import MAX_DIM
-from ml.precision import OUTPUT_DTYPE
+from ml.architectures.base import Architecture, Built, CatalogueLabels, TrainingData
+from ml.hparams import MAX_DIM, HParams
 
 
 def _encoder_steps(image_size: int) -> list[int]:
@@ -28,6 +27,12 @@ def build_autoencoder(*, image_size: int, dim: int, base_filters: int = 16, max_
     Returns (embedder, trainer): embedder outputs {"embedding"}; trainer maps an image to its
     reconstruction, in the input's [0, 255] scale, so the target is the input itself.
     """
+    # Keras is imported when a model is built, so reading the registry (the admin does) needs no TensorFlow.
+    import keras
+    from keras import layers
+
+    from ml.precision import OUTPUT_DTYPE
+
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8. Received: image_size={image_size!r}")
     if not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
@@ -58,3 +63,28 @@ def build_autoencoder(*, image_size: int, dim: int, base_filters: int = 16, max_
     reconstruction = layers.Rescaling(127.5, offset=127.5, name="reconstruction", dtype=OUTPUT_DTYPE)(y)
     trainer = keras.Model(inputs, reconstruction, name="autoencoder")
     return embedder, trainer
+
+
+class Autoencoder(Architecture):
+    name = "autoencoder"
+    title = "Convolutional autoencoder"
+    summary = "Learns to redraw each image; similar items are images that look alike pixel by pixel (no labels used)."
+    # Seeds 000/001 use Adam 0.01; 1e-3 is steadier with the linear bottleneck.
+    defaults = dict(image_size=28, dim=256, batch_size=128, lr=1e-3, epochs=5, augment=False)
+    target = "images"
+
+    def build(self, hp: HParams, labels: CatalogueLabels) -> Built:
+        import keras
+
+        embedder, trainer = build_autoencoder(image_size=hp.image_size, dim=hp.dim)
+        return Built(embedder, trainer, loss=keras.losses.MeanSquaredError())
+
+    def training_data(self, hp, built, framed, labels, train_idx, seed) -> TrainingData:
+        from ml.input import Augment, make_dataset
+
+        ds = make_dataset(framed, "images", train_idx, batch_size=hp.batch_size, shuffle=True,
+                          augment=Augment("light" if hp.augment else None), seed=seed)
+        return TrainingData(ds, int(np.ceil(len(train_idx) / hp.batch_size)))
+
+
+ARCHITECTURE = Autoencoder()

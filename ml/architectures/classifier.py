@@ -2,59 +2,12 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+import numpy as np
 
-from ml.hparams import CLASSIFIER_VARIANTS, MAX_DIM
-from ml.precision import OUTPUT_DTYPE
+from ml.architectures.base import Architecture, Built, CatalogueLabels, TrainingData
+from ml.hparams import MAX_DIM, HParams
 
-
-@keras.saving.register_keras_serializable(package="lookalike")
-class L2Normalize(layers.Layer):
-    """Scale each vector to unit length, so L2 distance ranks like cosine similarity."""
-
-    def __init__(self, axis: int = -1, epsilon: float = 1e-12, **kwargs):
-        super().__init__(**kwargs)
-        self.axis = axis
-        self.epsilon = epsilon
-
-    def call(self, x):
-        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=self.axis, keepdims=True), self.epsilon))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
-
-
-@keras.saving.register_keras_serializable(package="lookalike")
-class CosineLogits(layers.Layer):
-    """logits = scale * cos(embedding, class centre) (NormFace): classes become directions,
-    which is what L2 retrieval on the normalised embedding compares."""
-
-    def __init__(self, units: int, scale: float = 16.0, **kwargs):
-        super().__init__(**kwargs)
-        if units < 1:
-            raise ValueError(f"units must be >= 1. Received: units={units}")
-        self.units = units
-        self.scale = scale
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform"
-        )
-
-    def call(self, x):
-        w = self.kernel / ops.sqrt(ops.maximum(ops.sum(ops.square(self.kernel), axis=0, keepdims=True), 1e-12))
-        x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
-        return self.scale * ops.matmul(x, w)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "scale": self.scale}
+VARIANTS = ("softmax", "mlp", "cnn")
 
 
 def _check(image_size: int, dim: int, num_classes: int) -> None:
@@ -66,23 +19,8 @@ def _check(image_size: int, dim: int, num_classes: int) -> None:
         raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
 
 
-def conv_block(x, filters: int, name: str):
-    for i in (1, 2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
-        x = layers.ReLU(name=f"{name}_relu{i}")(x)
-    return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-
-
-def build_classifier(
-    *,
-    image_size: int,
-    dim: int,
-    num_classes: int,
-    variant: str = "cnn",
-    hidden_units: int = 120,
-    l2: float = 1e-4,
-) -> keras.Model:
+def build_classifier(*, image_size: int, dim: int, num_classes: int, variant: str = "cnn", hidden_units: int = 120,
+                     l2: float = 1e-4):
     """Embedding model with a category head: outputs {"embedding", "probabilities"}.
 
     softmax (seed 002): a linear map to the dim-d embedding, then linear logits; overall still a
@@ -91,9 +29,16 @@ def build_classifier(
     cnn: two BatchNorm conv blocks and a dense layer; the embedding is L2-normalised and the head is a
     cosine classifier, so the geometry training shapes is the one retrieval uses.
     """
+    # Keras is imported when a model is built, so reading the registry (the admin does) needs no TensorFlow.
+    import keras
+    from keras import layers
+
+    from ml.layers import CosineLogits, L2Normalize, conv_block
+    from ml.precision import OUTPUT_DTYPE
+
     _check(image_size, dim, num_classes)
-    if variant not in CLASSIFIER_VARIANTS:
-        raise ValueError(f"variant must be one of {CLASSIFIER_VARIANTS}. Received: variant={variant!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}. Received: variant={variant!r}")
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if variant == "softmax":
@@ -122,6 +67,42 @@ def build_classifier(
     return keras.Model(inputs, {"embedding": embedding, "probabilities": probs}, name=f"classifier_{variant}")
 
 
-def classifier_trainer(embedder: keras.Model) -> keras.Model:
+def classifier_trainer(embedder):
     """Training view of a classifier: image -> class probabilities (sparse cross-entropy)."""
+    import keras
+
     return keras.Model(embedder.input, embedder.get_layer("probabilities").output, name=f"{embedder.name}_trainer")
+
+
+class Classifier(Architecture):
+    name = "classifier"
+    title = "Classifier"
+    summary = ("Learns the catalogue's categories; similar items are products of the same kind. Best on "
+               "Fashion-MNIST-like catalogues (small, centred, one image per product).")
+    # bench/retrieval.py measured these on Fashion-MNIST (see its JSON for the figures).
+    defaults = dict(image_size=28, dim=128, batch_size=128, lr=2e-3, epochs=13, augment=False)
+    variants = {
+        "cnn": {},
+        # Seed 003: 2-layer ReLU net, 120 hidden units, L2, lr 0.001, batch 400.
+        "mlp": dict(lr=1e-3, batch_size=400, epochs=10),
+        "softmax": dict(lr=1e-3, batch_size=400, epochs=10),
+    }
+    default_variant = "cnn"
+
+    def build(self, hp: HParams, labels: CatalogueLabels) -> Built:
+        import keras
+
+        embedder = build_classifier(image_size=hp.image_size, dim=hp.dim, num_classes=len(labels.category_names),
+                                    variant=hp.variant, hidden_units=hp.hidden_units, l2=hp.l2)
+        return Built(embedder, classifier_trainer(embedder), loss=keras.losses.SparseCategoricalCrossentropy(),
+                     metrics=["accuracy"], has_classifier_head=True)
+
+    def training_data(self, hp, built, framed, labels, train_idx, seed) -> TrainingData:
+        from ml.input import Augment, make_dataset
+
+        ds = make_dataset(framed, {"probabilities": labels.categories}, train_idx, batch_size=hp.batch_size,
+                          shuffle=True, augment=Augment("light" if hp.augment else None), seed=seed)
+        return TrainingData(ds.map(lambda x, y: (x, y["probabilities"])), int(np.ceil(len(train_idx) / hp.batch_size)))
+
+
+ARCHITECTURE = Classifier()

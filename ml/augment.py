@@ -1,0 +1,82 @@
+"""Augmentations that keep colour: the views instance training learns to match.
+
+Everything works on a batch [b, s, s, 3] of framed images in [0, 255] (ml.framing) with their item
+masks [b, s, s] in [0, 1]. What a view may change is how a photo was taken: the background behind
+the item, zoom, position, rotation, mirror, brightness and contrast, a little blur. It never shifts
+hue or drops colour (SimCLR's colour jitter and grey-scale would teach the model to ignore colour,
+which is what a shop's "looks like this" is about).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """Ranges, each sampled uniformly per image. Shares are probabilities."""
+
+    background_share: float = 0.5  # put the item on another plain background
+    zoom: tuple[float, float] = (0.8, 1.15)
+    shift: float = 0.08  # of the side, either way
+    rotation: float = 15.0  # degrees, either way
+    flip: bool = True
+    brightness: tuple[float, float] = (0.75, 1.25)
+    contrast: tuple[float, float] = (0.85, 1.15)
+    blur_share: float = 0.2
+
+
+def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, spec: ViewAugment,
+                  gen: tf.random.Generator) -> tf.Tensor:
+    """One random view of each image. background: the catalogue's background colour [3] (float)."""
+    images = tf.cast(images, tf.float32)
+    masks = tf.cast(masks, tf.float32)[..., tf.newaxis]
+    b = tf.shape(images)[0]
+    size = tf.cast(tf.shape(images)[1], tf.float32)
+    background = tf.reshape(tf.cast(background, tf.float32), [1, 1, 1, 3])
+
+    # Another background: a plain colour, light or dark, grey or tinted (hue of the background only).
+    swap = gen.uniform([b, 1, 1, 1]) < spec.background_share
+    level = gen.uniform([b, 1, 1, 1], 0.0, 255.0)
+    tint = gen.uniform([b, 1, 1, 3], -20.0, 20.0)
+    new_bg = tf.clip_by_value(level + tint, 0.0, 255.0)
+    fill = tf.where(swap, new_bg, tf.broadcast_to(background, tf.shape(new_bg)))
+    images = tf.where(swap, images * masks + new_bg * (1.0 - masks), images)
+
+    # Zoom, rotation, shift and mirror in one projective transform per image, about the centre.
+    zoom = gen.uniform([b], *spec.zoom)
+    angle = gen.uniform([b], -spec.rotation, spec.rotation) * (math.pi / 180.0)
+    mirror = tf.where(gen.uniform([b]) < (0.5 if spec.flip else 0.0), -1.0, 1.0)
+    dx = gen.uniform([b], -spec.shift, spec.shift) * size
+    dy = gen.uniform([b], -spec.shift, spec.shift) * size
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    c = (size - 1.0) / 2.0
+    # output (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2)
+    a0, a1 = cos * mirror, -sin
+    b0, b1 = sin * mirror, cos
+    a2 = c - a0 * (c + dx) - a1 * (c + dy)
+    b2 = c - b0 * (c + dx) - b1 * (c + dy)
+    zeros = tf.zeros([b])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    shifted = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images - fill, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+    )
+    images = shifted + fill
+
+    # Light: brightness (gain) and contrast about each image's mean; no hue change.
+    gain = gen.uniform([b, 1, 1, 1], *spec.brightness)
+    contrast = gen.uniform([b, 1, 1, 1], *spec.contrast)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    images = ((images - mean) * contrast + mean) * gain
+
+    if spec.blur_share > 0:
+        kernel = tf.constant([1.0, 2.0, 1.0]) / 4.0
+        k2 = tf.tile((kernel[:, None] * kernel[None, :])[:, :, None, None], [1, 1, 3, 1])
+        padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+        blurred = tf.nn.depthwise_conv2d(padded, k2, [1, 1, 1, 1], "VALID")
+        images = tf.where(gen.uniform([b, 1, 1, 1]) < spec.blur_share, blurred, images)
+    return tf.clip_by_value(images, 0.0, 255.0)

@@ -1,0 +1,243 @@
+"""Framing: every image shows its item the same way before a model sees it.
+
+Product photos are mostly one item on a plain background, at any scale and offset. `frame()` finds
+the background from the border pixels (a colour plane fitted to them, so gradients and vignetting
+count as background), takes the bounding box of the pixels that differ from it, crops to that box,
+pads it to a square and resizes it; it then replaces the background (what is connected to the
+border and close to the plane) with the catalogue's own background colour, and, for grey-scale
+images on the opposite background (a dark item on white where the catalogue has light items on
+black), inverts them. Where the background is not plain (a busy photo, a close-up that fills the
+frame), the whole photo is used, padded to a square.
+
+Deterministic and cheap (NumPy and Pillow at a working size a few times the model's input), so
+training, indexing and photo search all run it and get the same pixels for the same file. The
+catalogue's conventions (`Framing.background`) are measured once at training time
+(`catalogue_framing`) and stored with the model version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+WORK_FACTOR = 2  # analyse at up to 2x the model's input size
+MIN_WORK = 96
+BORDER = 0.04  # the outer 4% of each side is where the background is read
+PLAIN_SHARE = 0.6  # at least this share of the border must match the fitted background
+MIN_THRESHOLD = 22.0  # an item differs from its background by more than this (8-bit levels)
+GREY_CHROMA = 12.0  # an image whose pixels differ between channels by less than this is grey-scale
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a model version frames images (stored in its metadata).
+
+    enabled: crop to the item and normalise its background (False: pad the whole image, as before).
+    background: the catalogue's background colour (RGB), which every image's background becomes;
+    None keeps each image's own.
+    """
+
+    enabled: bool = True
+    background: tuple[int, int, int] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Framing":
+        if not data:
+            return cls(enabled=False)
+        background = data.get("background")
+        return cls(enabled=bool(data.get("enabled", True)),
+                   background=tuple(int(v) for v in background) if background is not None else None)
+
+
+@dataclass(frozen=True)
+class Background:
+    """What the border says about an image (at working size)."""
+
+    colour: np.ndarray  # float32 [3], the fitted plane at the centre
+    plane: np.ndarray  # float32 [h, w, 3]
+    threshold: float
+    plain: bool
+
+
+def work_size(image_size: int) -> int:
+    """The size framing analyses an image at, for a model input of image_size."""
+    return max(MIN_WORK, WORK_FACTOR * image_size)
+
+
+def _work_image(rgb: np.ndarray, image_size: int) -> Image.Image:
+    img = Image.fromarray(rgb)
+    work = work_size(image_size)
+    if max(img.size) > work:
+        img.thumbnail((work, work), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return img
+
+
+def estimate_background(a: np.ndarray) -> Background:
+    """Fit background = c + gx * x + gy * y per channel to the border pixels that look like it."""
+    h, w, _ = a.shape
+    band = max(1, int(round(BORDER * min(h, w))))
+    mask = np.zeros((h, w), bool)
+    mask[:band], mask[-band:], mask[:, :band], mask[:, -band:] = True, True, True, True
+    ys, xs = np.nonzero(mask)
+    values = a[ys, xs].astype(np.float32)
+    median = np.median(values, axis=0)
+    close = np.abs(values - median).max(axis=1) <= 40.0
+    if close.sum() < 8:
+        close[:] = True
+    yn, xn = ys / max(h - 1, 1) - 0.5, xs / max(w - 1, 1) - 0.5
+    design = np.stack([np.ones_like(yn), xn, yn], axis=1)
+    coef, *_ = np.linalg.lstsq(design[close], values[close], rcond=None)
+    gy = (np.arange(h, dtype=np.float32) / max(h - 1, 1) - 0.5)[:, None, None]
+    gx = (np.arange(w, dtype=np.float32) / max(w - 1, 1) - 0.5)[None, :, None]
+    plane = coef[0].astype(np.float32) + gx * coef[1].astype(np.float32) + gy * coef[2].astype(np.float32)
+    residual = np.abs(values - design @ coef).max(axis=1)
+    noise = float(np.percentile(residual[close], 90)) if close.any() else 255.0
+    threshold = max(MIN_THRESHOLD, noise + 14.0)
+    plain = float(np.mean(residual <= threshold)) >= PLAIN_SHARE
+    return Background(colour=coef[0].astype(np.float32), plane=plane.astype(np.float32), threshold=threshold,
+                      plain=plain)
+
+
+def _item_box(distance: np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of the pixels that differ from the background, or None."""
+    h, w = distance.shape
+    fg = distance > threshold
+    share = fg.mean()
+    if share < 0.002 or share > 0.92:
+        return None
+    rows = np.flatnonzero(fg.sum(axis=1) >= max(1, 0.01 * w))
+    cols = np.flatnonzero(fg.sum(axis=0) >= max(1, 0.01 * h))
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if (bottom - top) * (right - left) < 0.005 * h * w:
+        return None
+    return int(top), int(left), int(bottom), int(right)
+
+
+def _connected_to_border(low: np.ndarray) -> np.ndarray:
+    """The pixels of `low` reachable from the image border through `low` (4-connected)."""
+    reach = np.zeros_like(low)
+    reach[0], reach[-1], reach[:, 0], reach[:, -1] = low[0], low[-1], low[:, 0], low[:, -1]
+    for _ in range(low.shape[0] + low.shape[1]):
+        grown = reach.copy()
+        grown[1:] |= reach[:-1]
+        grown[:-1] |= reach[1:]
+        grown[:, 1:] |= reach[:, :-1]
+        grown[:, :-1] |= reach[:, 1:]
+        grown &= low
+        if np.array_equal(grown, reach):
+            break
+        reach = grown
+    return reach
+
+
+def _background_mask(distance: np.ndarray, threshold: float) -> np.ndarray:
+    """float [h, w] in [0, 1]: 1 where a pixel is background connected to the border (soft edge)."""
+    connected = _connected_to_border(distance <= threshold)
+    soft = np.clip((threshold - distance) / (0.5 * threshold) + 0.5, 0.0, 1.0)
+    return np.where(connected, soft, 0.0).astype(np.float32)
+
+
+def _square(img: Image.Image, box: tuple[int, int, int, int], colour, margin_px: float) -> Image.Image:
+    top, left, bottom, right = box
+    side = max(bottom - top, right - left)
+    side = side + 2 * margin_px
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    side = int(round(side))
+    canvas = Image.new(img.mode, (side, side), colour)
+    src = (max(0, x0), max(0, y0), min(img.width, x0 + side), min(img.height, y0 + side))
+    canvas.paste(img.crop(src), (src[0] - x0, src[1] - y0))
+    return canvas
+
+
+def frame(rgb: np.ndarray, image_size: int, framing: Framing = Framing()) -> np.ndarray:
+    """uint8 RGB [h, w, 3] -> uint8 RGB [image_size, image_size, 3], framed as described above."""
+    rgb, _ = frame_with_mask(rgb, image_size, framing)
+    return rgb
+
+
+def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing()) -> tuple[np.ndarray, np.ndarray]:
+    """frame(), plus the item's mask [image_size, image_size] in [0, 1] (1 = item), which training
+    uses to put items on other backgrounds."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if not framing.enabled:
+        img = Image.fromarray(rgb)
+        box = (0, 0, img.height, img.width)
+        out = _square(img, box, (0, 0, 0), 0).resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(out), np.ones((image_size, image_size), np.float32)
+    img = _work_image(rgb, image_size)
+    a = np.asarray(img, np.float32)
+    bg = estimate_background(a)
+    distance = np.abs(a - bg.plane).max(axis=-1)
+    box = _item_box(distance, bg.threshold) if bg.plain else None
+    if box is None:
+        box = (0, 0, img.height, img.width)
+        background = np.zeros_like(distance)
+    else:
+        background = _background_mask(distance, bg.threshold)
+    target = np.asarray(framing.background if framing.background is not None else bg.colour, np.float32)
+    grey = float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2
+    # A grey-scale catalogue has one polarity (light on dark, or dark on light): keep to it.
+    invert = (grey and bg.plain and framing.background is not None
+              and (_luma(bg.colour) > 128) != (_luma(framing.background) > 128))
+    if invert:
+        a = 255.0 - a
+        plane = 255.0 - bg.plane
+    else:
+        plane = bg.plane
+    if grey and bg.plain and box != (0, 0, img.height, img.width):
+        a = _stretch(a, plane, 1.0 - background)
+    # The background becomes the catalogue's colour (the plane itself where no colour is known).
+    fill = target[None, None, :] if framing.background is not None else plane
+    a = a * (1.0 - background[..., None]) + fill * background[..., None]
+    work = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+    mask = Image.fromarray(np.clip((1.0 - background) * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    side = max(box[2] - box[0], box[3] - box[1])
+    margin_px = side / max(image_size - 2, 1)  # one output pixel around the item
+    colour = tuple(int(round(v)) for v in np.clip(target, 0, 255))
+    work = _square(work, box, colour, margin_px).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    mask = _square(mask, box, 0, margin_px).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(work), np.asarray(mask, np.float32) / 255.0
+
+
+def _luma(colour) -> float:
+    r, g, b = (float(v) for v in colour)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _stretch(a: np.ndarray, plane: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Grey-scale only: scale the item's contrast against the background so its strongest 1% reaches
+    full range (undoes a darker or brighter exposure; colour photos keep their brightness)."""
+    weights = item > 0.5
+    if weights.sum() < 4:
+        return a
+    diff = a - plane
+    strongest = float(np.percentile(np.abs(diff[weights]).max(axis=-1), 99))
+    room = 255.0 - float(plane.mean()) if diff[weights].mean() >= 0 else float(plane.mean())
+    if strongest < 8.0:
+        return a
+    gain = np.clip(room / strongest, 0.5, 3.0)
+    return np.clip(plane + diff * gain, 0.0, 255.0)
+
+
+def catalogue_framing(images: Iterable[np.ndarray]) -> Framing:
+    """The conventions of a catalogue, from a sample of its images (uint8 RGB): its usual
+    background colour (the median over images whose background is plain)."""
+    colours = []
+    for rgb in images:
+        img = _work_image(np.ascontiguousarray(rgb, dtype=np.uint8), 32)
+        bg = estimate_background(np.asarray(img, np.float32))
+        if bg.plain:
+            colours.append(bg.colour)
+    if not colours:
+        return Framing(enabled=True, background=None)
+    colour = np.clip(np.median(np.stack(colours), axis=0), 0, 255)
+    return Framing(enabled=True, background=tuple(int(round(v)) for v in colour))

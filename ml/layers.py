@@ -1,0 +1,88 @@
+"""Custom Keras layers the architectures share; registered so saved models load (ml.inference)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class L2Normalize(layers.Layer):
+    """Scale each vector to unit length, so L2 distance ranks like cosine similarity."""
+
+    def __init__(self, axis: int = -1, epsilon: float = 1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+        self.epsilon = epsilon
+
+    def call(self, x):
+        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=self.axis, keepdims=True), self.epsilon))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class CosineLogits(layers.Layer):
+    """logits = scale * cos(embedding, class centre) (NormFace): classes become directions,
+    which is what L2 retrieval on the normalised embedding compares. With one class per product
+    the centres are proxies (Proxy-NCA style instance learning)."""
+
+    def __init__(self, units: int, scale: float = 16.0, **kwargs):
+        super().__init__(**kwargs)
+        if units < 1:
+            raise ValueError(f"units must be >= 1. Received: units={units}")
+        self.units = units
+        self.scale = scale
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform"
+        )
+
+    def call(self, x):
+        w = self.kernel / ops.sqrt(ops.maximum(ops.sum(ops.square(self.kernel), axis=0, keepdims=True), 1e-12))
+        x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+        return self.scale * ops.matmul(x, w)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class ImageNetPreprocess(layers.Layer):
+    """[0, 255] RGB -> what an ImageNet backbone expects ('caffe': BGR minus mean; 'tf': [-1, 1])."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf"):
+            raise ValueError(f"mode must be 'caffe' or 'tf'. Received: mode={mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def conv_block(x, filters: int, name: str, *, convs: int = 2, pool: bool = True):
+    """convs x (3x3 conv, BatchNorm, ReLU), then 2x2 max pooling."""
+    for i in range(1, convs + 1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
+        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+    return layers.MaxPooling2D(2, name=f"{name}_pool")(x) if pool else x

@@ -1,0 +1,72 @@
+"""Framing (ml.framing): the same item gives the same model input wherever and however it sits in the photo."""
+
+from __future__ import annotations
+
+import unittest
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ml.framing import Framing, catalogue_framing, estimate_background, frame, frame_with_mask
+
+
+def item_photo(*, size=(200, 160), box=(60, 40, 120, 130), bg=(240, 240, 236), colour=(200, 30, 40),
+               stripe=(40, 40, 200)) -> np.ndarray:
+    """A red item with a blue stripe on a plain background."""
+    img = Image.new("RGB", size, bg)
+    draw = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, fill=colour)
+    half = max(1, (y1 - y0) // 18)  # the stripe scales with the item
+    draw.rectangle((x0, (y0 + y1) // 2 - half, x1, (y0 + y1) // 2 + half), fill=stripe)
+    return np.asarray(img)
+
+
+class FramingTests(unittest.TestCase):
+    framing = Framing(enabled=True, background=(240, 240, 236))
+
+    def test_position_and_scale_do_not_change_the_framed_item(self):
+        a = frame(item_photo(box=(20, 10, 80, 100)), 32, self.framing).astype(float)
+        b = frame(item_photo(size=(400, 300), box=(250, 100, 370, 280)), 32, self.framing).astype(float)
+        self.assertLess(np.abs(a - b).mean(), 12.0)  # resampling edges only
+        centred = frame(item_photo(), 32, Framing(enabled=False)).astype(float)
+        self.assertGreater(np.abs(a - centred).mean(), 20.0)  # without framing the two differ a lot
+
+    def test_background_becomes_the_catalogue_colour(self):
+        out, mask = frame_with_mask(item_photo(bg=(30, 30, 30)), 32, self.framing)
+        self.assertTrue(np.allclose(out[0, 0], (240, 240, 236), atol=2))
+        self.assertGreater(mask[16, 16], 0.9)
+        self.assertLess(mask[0, 0], 0.1)
+        # The item keeps its colour: red stays red.
+        self.assertGreater(int(out[8, 16, 0]), 150)
+        self.assertLess(int(out[8, 16, 2]), 100)
+
+    def test_grey_item_on_the_opposite_background_is_inverted(self):
+        light_on_dark = Framing(enabled=True, background=(0, 0, 0))
+        photo = item_photo(bg=(0, 0, 0), colour=(220, 220, 220), stripe=(120, 120, 120))
+        dark_on_light = 255 - photo
+        a = frame(photo, 28, light_on_dark).astype(float)
+        b = frame(dark_on_light, 28, light_on_dark).astype(float)
+        self.assertLess(np.abs(a - b).mean(), 4.0)
+
+    def test_busy_background_falls_back_to_the_whole_photo(self):
+        rng = np.random.default_rng(0)
+        noise = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+        self.assertFalse(estimate_background(noise.astype(np.float32)).plain)
+        out = frame(noise, 16, self.framing)
+        self.assertEqual(out.shape, (16, 16, 3))
+
+    def test_deterministic_and_shaped(self):
+        photo = item_photo()
+        a, b = frame(photo, 24, self.framing), frame(photo.copy(), 24, self.framing)
+        np.testing.assert_array_equal(a, b)
+        self.assertEqual(a.dtype, np.uint8)
+        self.assertEqual(a.shape, (24, 24, 3))
+
+    def test_catalogue_framing_reads_the_usual_background(self):
+        photos = [item_photo(bg=(250, 250, 250)) for _ in range(3)] + [item_photo(bg=(20, 20, 20))]
+        framing = catalogue_framing(photos)
+        self.assertTrue(framing.enabled)
+        self.assertTrue(all(v >= 240 for v in framing.background))
+        self.assertEqual(Framing.from_dict(framing.to_dict()), framing)
+        self.assertFalse(Framing.from_dict(None).enabled)  # a version from before framing
