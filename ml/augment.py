@@ -26,11 +26,25 @@ class ViewAugment:
     flip: bool = True
     brightness: tuple[float, float] = (0.75, 1.25)
     contrast: tuple[float, float] = (0.85, 1.15)
-    blur_share: float = 0.2
+    blur_share: float = 0.0
+
+
+class StatelessRandom:
+    """uniform(shape, low, high) from a seed [2]: each call a fresh, reproducible stream, so batches
+    can be augmented in parallel and a seed still repeats a run."""
+
+    def __init__(self, seed: tf.Tensor):
+        self.seed = tf.cast(seed, tf.int64)
+        self.calls = 0
+
+    def uniform(self, shape, minval=0.0, maxval=1.0) -> tf.Tensor:
+        self.calls += 1
+        seed = tf.random.experimental.stateless_fold_in(self.seed, self.calls)
+        return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval)
 
 
 def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, spec: ViewAugment,
-                  gen: tf.random.Generator) -> tf.Tensor:
+                  gen: StatelessRandom) -> tf.Tensor:
     """One random view of each image. background: the catalogue's background colour [3] (float)."""
     images = tf.cast(images, tf.float32)
     masks = tf.cast(masks, tf.float32)[..., tf.newaxis]

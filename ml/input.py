@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from catalog.images import InvalidImage
-from ml.augment import ViewAugment, augment_views
+from ml.augment import StatelessRandom, ViewAugment, augment_views
 from ml.preprocess import Framing, decode, framed_with_mask
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def balanced_order(labels: np.ndarray, classes_per_batch: int, per_class: int, n
     return out.reshape(-1)
 
 
-def augment_batch(images: tf.Tensor, gen: tf.random.Generator, *, max_shift: float = 0.08,
+def augment_batch(images: tf.Tensor, gen: StatelessRandom, *, max_shift: float = 0.08,
                   max_brightness: float = 0.05) -> tf.Tensor:
     """Light, label-preserving augmentation of a batch [b, s, s, 3] in [0, 255] (the classifier's):
     random horizontal flip, a random shift up to max_shift of the size (zero fill), a brightness
@@ -223,10 +223,10 @@ def _batches(framed: FramedImages, targets: dict[str, np.ndarray] | str, index_b
              augment: Augment, seed: int) -> tf.data.Dataset:
     gather = _tables(framed)
     tables = {} if isinstance(targets, str) else {k: tf.constant(np.asarray(v, np.int32)) for k, v in targets.items()}
-    gen = tf.random.Generator.from_seed(seed)
     background = tf.constant(augment.background, tf.float32)
 
-    def load(idx):
+    def load(step, idx):
+        gen = StatelessRandom(tf.stack([tf.constant(seed, tf.int64), step]))
         x, m = gather(idx)
         if augment.kind == "light":
             x = augment_batch(x, gen)
@@ -236,8 +236,8 @@ def _batches(framed: FramedImages, targets: dict[str, np.ndarray] | str, index_b
             return x, x
         return x, {k: tf.gather(t, idx) for k, t in tables.items()}
 
-    # One map call at a time: the generator's state advances in order, so a seed repeats a run.
-    return index_batches.map(load, num_parallel_calls=1, deterministic=True).prefetch(AUTOTUNE)
+    # Each batch's randomness comes from (seed, batch number): parallel, and a seed repeats a run.
+    return index_batches.enumerate().map(load, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
 def make_dataset(framed: FramedImages, targets: dict[str, np.ndarray] | str, indices: np.ndarray, *,

@@ -86,3 +86,32 @@ def conv_block(x, filters: int, name: str, *, convs: int = 2, pool: bool = True)
         x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x) if pool else x
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class Compose(layers.Layer):
+    """One unit vector from an instance embedding and class probabilities:
+    [sqrt(1 - sum(shares)) * e, sqrt(share_1) * sqrt(p_1), ...]. Each probability part is in
+    Hellinger geometry (sqrt of a distribution is a unit vector), so a squared L2 distance is the
+    instance distance plus, per part, share * the Hellinger distance between the two distributions:
+    products of another category (or colour group) are pushed away by up to 2 * share, products of
+    the same one are ranked by the instance part."""
+
+    def __init__(self, shares: tuple[float, ...] = (), **kwargs):
+        super().__init__(**kwargs)
+        self.shares = tuple(float(s) for s in shares)
+        if any(s < 0 for s in self.shares) or sum(self.shares) >= 1:
+            raise ValueError(f"shares must be >= 0 and sum to less than 1. Received: shares={self.shares}")
+
+    def call(self, inputs):
+        embedding, *distributions = inputs
+        parts = [embedding * (1.0 - sum(self.shares)) ** 0.5]
+        for share, p in zip(self.shares, distributions, strict=True):
+            parts.append(ops.sqrt(ops.maximum(p, 0.0)) * share ** 0.5)
+        return ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        return (*input_shapes[0][:-1], sum(s[-1] for s in input_shapes))
+
+    def get_config(self):
+        return {**super().get_config(), "shares": list(self.shares)}

@@ -10,6 +10,7 @@ A workdir holds everything about one run:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ml.architectures import CatalogueLabels, build, float32_embedder, get
+from ml.colour import product_colours
 from ml.framing import Framing, catalogue_framing
 from ml.hparams import HParams
 from ml.input import FramedImages, decode_once
@@ -128,6 +130,9 @@ def train(
         raise ValueError(f"Only {int(usable.sum())} of {n} images could be decoded, e.g. "
                          f"{next(iter(framed.failures.values()), '')}")
 
+    if spec.learns_colour(hp):
+        colours = product_colours(framed.images, framed.masks, catalogue.products, usable, seed=hp.seed)
+        catalogue = dataclasses.replace(catalogue, colours=colours)
     keras.utils.set_random_seed(hp.seed + initial_epoch)
     built = build(architecture, hp, catalogue)
     train_idx, eval_idx = spec.split(hp, catalogue)

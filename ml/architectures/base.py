@@ -30,6 +30,7 @@ class CatalogueLabels:
     categories: np.ndarray
     products: np.ndarray
     category_names: list[str]
+    colours: np.ndarray | None = None  # colour group per image (ml.colour), for the architectures that learn it
 
     @property
     def n_products(self) -> int:
@@ -112,6 +113,10 @@ class Architecture:
     def training_data(self, hp: HParams, built: Built, framed: FramedImages, labels: CatalogueLabels,
                       train_idx: np.ndarray, seed: int) -> TrainingData:
         raise NotImplementedError  # every architecture file overrides it
+
+    def learns_colour(self, hp: HParams) -> bool:
+        """Whether training needs colour groups (ml.colour) computed from the decoded images."""
+        return False
 
 
 @dataclass(frozen=True)

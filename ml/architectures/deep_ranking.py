@@ -44,7 +44,8 @@ def _backbone(name: str, weights: str | None, image_size: int):
 
 
 def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = None, num_products: int | None = None,
-                       width: int = 32, backbone: str | None = None, backbone_weights: str | None = None):
+                       num_colours: int | None = None, shares: tuple[float, float] = (0.0, 0.0), width: int = 32,
+                       backbone: str | None = None, backbone_weights: str | None = None):
     """Seed 004's multi-scale network: a deep ConvNet branch for shape and pattern plus a shallow
     branch on the downsampled input for colour and coarse appearance, concatenated and projected
     to a `dim`-d L2-normalised embedding.
@@ -53,20 +54,24 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     three blocks of `width`, 2x and 4x filters, average- and max-pooled), or, with `backbone` and a
     local ImageNet `backbone_weights` file, VGG16 / MobileNetV2 / ResNet50 from Keras Applications.
     With `num_classes`, a cosine category head adds "probabilities" to the outputs; with
-    `num_products`, one proxy per product adds "instance" logits (training only).
+    `num_colours`, a colour-group head; with `num_products`, one proxy per product gives "instance"
+    logits (training only). `shares` (category, colour): how much agreement of the two heads counts
+    in the served vector (ml.layers.Compose); (0, 0) serves the instance embedding alone.
+
+    Returns the embedder, or with num_products (embedder, trainer outputs).
     """
     # Keras is imported when a model is built, so reading the registry (the admin does) needs no TensorFlow.
     import keras
     from keras import layers
 
-    from ml.layers import CosineLogits, ImageNetPreprocess, L2Normalize, conv_block
+    from ml.layers import Compose, CosineLogits, ImageNetPreprocess, L2Normalize, conv_block
     from ml.precision import OUTPUT_DTYPE
 
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8. Received: image_size={image_size!r}")
     if not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
         raise ValueError(f"dim must be an integer in [1, {MAX_DIM}]. Received: dim={dim!r}")
-    for name, value in (("num_classes", num_classes), ("num_products", num_products)):
+    for name, value in (("num_classes", num_classes), ("num_products", num_products), ("num_colours", num_colours)):
         if value is not None and (not isinstance(value, int) or value < 2):
             raise ValueError(f"{name} must be an integer >= 2 or None. Received: {name}={value!r}")
     if backbone is not None and backbone not in BACKBONES:
@@ -104,16 +109,35 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     z = layers.Concatenate(name="concat")([d, s])
     z = layers.Dense(dim, use_bias=False, name="projection")(z)
     z = layers.BatchNormalization(momentum=0.9, name="projection_bn", dtype=OUTPUT_DTYPE)(z)
-    embedding = L2Normalize(name="embedding", dtype=OUTPUT_DTYPE)(z)
-    outputs = {"embedding": embedding}
+    instance_embedding = L2Normalize(name="instance_embedding", dtype=OUTPUT_DTYPE)(z)
+    train_outputs = {"instance_embedding": instance_embedding}
+    parts, part_shares = [], []
+    probabilities = None
     if num_classes is not None:
-        logits = CosineLogits(num_classes, name="logits", dtype=OUTPUT_DTYPE)(embedding)
-        outputs["probabilities"] = layers.Softmax(name="probabilities", dtype=OUTPUT_DTYPE)(logits)
+        logits = CosineLogits(num_classes, name="logits", dtype=OUTPUT_DTYPE)(instance_embedding)
+        probabilities = layers.Softmax(name="probabilities", dtype=OUTPUT_DTYPE)(logits)
+        train_outputs["probabilities"] = probabilities
+        parts.append(probabilities)
+        part_shares.append(shares[0])
+    if num_colours is not None:
+        colour_logits = CosineLogits(num_colours, name="colour_logits", dtype=OUTPUT_DTYPE)(instance_embedding)
+        colours = layers.Softmax(name="colours", dtype=OUTPUT_DTYPE)(colour_logits)
+        train_outputs["colours"] = colours
+        parts.append(colours)
+        part_shares.append(shares[1])
+    if any(part_shares):
+        embedding = Compose(tuple(part_shares), name="embedding", dtype=OUTPUT_DTYPE)([instance_embedding, *parts])
+    else:
+        embedding = layers.Identity(name="embedding", dtype=OUTPUT_DTYPE)(instance_embedding)
+    outputs = {"embedding": embedding}
+    if probabilities is not None:
+        outputs["probabilities"] = probabilities
     embedder = keras.Model(inputs, outputs, name="deep_ranking")
     if num_products is None:
         return embedder
-    instance = CosineLogits(num_products, scale=24.0, name="instance", dtype=OUTPUT_DTYPE)(embedding)
-    return embedder, instance
+    train_outputs["instance"] = CosineLogits(num_products, scale=24.0, name="instance",
+                                             dtype=OUTPUT_DTYPE)(instance_embedding)
+    return embedder, train_outputs
 
 
 class DeepRanking(Architecture):
@@ -123,7 +147,8 @@ class DeepRanking(Architecture):
                "keep colour) plus its category; similar items share kind, colour and pattern. Best on photo "
                "catalogues (bench/photos.py).")
     defaults = dict(image_size=64, dim=128, batch_size=128, lr=3e-3, epochs=40, margin=0.2, mining="semi-hard",
-                    positives="product", triplet_weight=0.0, aux_weight=0.5, width=32, augment=True)
+                    positives="product", triplet_weight=0.0, aux_weight=1.0, colour_weight=1.0, category_share=0.3,
+                    colour_share=0.3, width=32, augment=True)
 
     def validate(self, hp: HParams) -> HParams:
         hp.validate()  # a backbone is this architecture's to use
@@ -154,26 +179,34 @@ class DeepRanking(Architecture):
 
         by_product = hp.positives == "product"
         head = hp.aux_weight > 0
+        colours = by_product and hp.colour_weight > 0 and labels.colours is not None
         made = build_deep_ranking(
             image_size=hp.image_size, dim=hp.dim, num_classes=len(labels.category_names) if head else None,
-            num_products=max(2, labels.n_products) if by_product else None, width=hp.width,
-            backbone=hp.backbone, backbone_weights=hp.backbone_weights,
+            num_products=max(2, labels.n_products) if by_product else None,
+            num_colours=max(2, int(labels.colours.max()) + 1) if colours else None,
+            shares=(hp.category_share if head else 0.0, hp.colour_share if colours else 0.0),
+            width=hp.width, backbone=hp.backbone, backbone_weights=hp.backbone_weights,
         )
-        embedder, instance = made if by_product else (made, None)
-        outputs = {"embedding": embedder.get_layer("embedding").output}
-        losses = {"embedding": TripletLoss(margin=hp.margin, mining=hp.mining)}
-        weights = {"embedding": hp.triplet_weight if by_product else 1.0}
-        if instance is not None:
-            outputs["instance"] = instance
-            losses["instance"] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            weights["instance"] = 1.0
-        if head:
-            outputs["probabilities"] = embedder.get_layer("probabilities").output
-            losses["probabilities"] = keras.losses.SparseCategoricalCrossentropy()
-            weights["probabilities"] = hp.aux_weight
+        embedder, outputs = made if by_product else (made, {})
+        if not by_product:
+            outputs = {"instance_embedding": embedder.get_layer("instance_embedding").output}
+            if head:
+                outputs["probabilities"] = embedder.get_layer("probabilities").output
+        sparse = keras.losses.SparseCategoricalCrossentropy
+        losses = {"instance_embedding": TripletLoss(margin=hp.margin, mining=hp.mining)}
+        weights = {"instance_embedding": hp.triplet_weight if by_product else 1.0}
+        if "instance" in outputs:
+            losses["instance"], weights["instance"] = sparse(from_logits=True), 1.0
+        if "probabilities" in outputs:
+            losses["probabilities"], weights["probabilities"] = sparse(), hp.aux_weight
+        if "colours" in outputs:
+            losses["colours"], weights["colours"] = sparse(), hp.colour_weight
         trainer = keras.Model(embedder.input, outputs, name="deep_ranking_trainer")
         return Built(embedder, trainer, loss=losses, loss_weights=weights,
                      metrics={"probabilities": ["accuracy"]} if head else None, has_classifier_head=head)
+
+    def learns_colour(self, hp: HParams) -> bool:
+        return hp.positives == "product" and hp.colour_weight > 0
 
     def split(self, hp: HParams, labels: CatalogueLabels) -> tuple[np.ndarray, np.ndarray]:
         """positives="product": whole products stay in training (they are the catalogue the model
@@ -207,9 +240,12 @@ class DeepRanking(Architecture):
 
         if hp.positives == "product":
             augment = Augment("views" if hp.augment else None, background=framed.background)
+            targets = {"instance_embedding": labels.products, "instance": labels.products,
+                       "probabilities": labels.categories}
+            if labels.colours is not None:
+                targets["colours"] = labels.colours
             ds = make_balanced_dataset(
-                framed, {"embedding": labels.products, "instance": labels.products,
-                         "probabilities": labels.categories},
+                framed, targets,
                 labels.products, train_idx, classes_per_batch=hp.batch_size // VIEWS_PER_PRODUCT,
                 per_class=VIEWS_PER_PRODUCT, augment=augment, seed=seed, min_per_class=1,
             )
@@ -217,7 +253,7 @@ class DeepRanking(Architecture):
             steps = max(1, int(np.ceil(n_products / (hp.batch_size // VIEWS_PER_PRODUCT))))
         else:
             ds = make_balanced_dataset(
-                framed, {"embedding": labels.categories, "probabilities": labels.categories}, labels.categories,
+                framed, {"instance_embedding": labels.categories, "probabilities": labels.categories}, labels.categories,
                 train_idx, classes_per_batch=hp.classes_per_batch, per_class=hp.batch_size // hp.classes_per_batch,
                 augment=Augment("light" if hp.augment else None), seed=seed,
             )

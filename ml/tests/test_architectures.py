@@ -5,14 +5,19 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS, build, float32_embedder
+from ml.architectures import (
+    ARCHITECTURES, CLASSIFIER_VARIANTS, DEFAULT_ARCHITECTURE, REGISTRY, CatalogueLabels, build, defaults,
+    float32_embedder, recommend,
+)
 from ml.architectures.autoencoder import build_autoencoder
 from ml.architectures.classifier import build_classifier
 from ml.architectures.deep_ranking import build_deep_ranking
-from ml.hparams import DEFAULT_ARCHITECTURE, HParams, defaults
+from ml.hparams import HParams
 from ml.precision import resolve
 
 SIZE = 16
+LABELS = CatalogueLabels(categories=np.arange(12) % 4, products=np.arange(12) // 2,
+                         category_names=["a", "b", "c", "d"], colours=np.arange(12) // 2 % 3)
 
 
 def _x(n=3, size=SIZE):
@@ -25,9 +30,10 @@ class BuildTests(unittest.TestCase):
         for architecture, variant in cases:
             with self.subTest(architecture=architecture, variant=variant):
                 hp = defaults(architecture, variant, image_size=SIZE, dim=12)
-                built = build(architecture, hp, num_classes=4)
+                built = build(architecture, hp, LABELS)
                 out = built.embedder(_x(), training=False)
-                expected = hp.hidden_units if variant == "mlp" else 12
+                # deep_ranking serves the instance embedding with its category and colour-group parts.
+                expected = {"mlp": hp.hidden_units}.get(variant, 12 + 4 + 3 if architecture == "deep_ranking" else 12)
                 self.assertEqual(tuple(out["embedding"].shape), (3, expected))
                 self.assertEqual(built.dim, expected)
                 self.assertEqual("probabilities" in out, built.has_classifier_head)
@@ -43,9 +49,12 @@ class BuildTests(unittest.TestCase):
                 self.assertTrue((y >= 0).all() and (y <= 255).all())
 
     def test_normalised_embeddings_have_unit_length(self):
-        model = build_deep_ranking(image_size=SIZE, dim=8)
-        norms = np.linalg.norm(np.asarray(model(_x())["embedding"]), axis=1)
-        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        for kwargs in ({}, {"num_classes": 4, "num_colours": 3, "shares": (0.3, 0.2)}):
+            model = build_deep_ranking(image_size=SIZE, dim=8, **kwargs)
+            norms = np.linalg.norm(np.asarray(model(_x())["embedding"]), axis=1)
+            np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        photo = build_deep_ranking(image_size=48, dim=8)  # the photo-sized branch
+        self.assertEqual(tuple(photo(_x(2, 48))["embedding"].shape), (2, 8))
 
     def test_bad_arguments_raise_value_error_naming_the_value(self):
         with self.assertRaisesRegex(ValueError, "image_size=3"):
@@ -57,9 +66,7 @@ class BuildTests(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "variant='rnn'"):
             build_classifier(image_size=SIZE, dim=8, num_classes=4, variant="rnn")
         with self.assertRaisesRegex(ValueError, "architecture='gan'"):
-            build("gan", HParams())
-        with self.assertRaisesRegex(ValueError, "num_classes=None"):
-            build("classifier", defaults("classifier", image_size=SIZE))
+            build("gan", HParams(), LABELS)
 
     def test_backbone_without_local_weights_refuses_to_download(self):
         with self.assertRaisesRegex(ValueError, "download.*local weights file"):
@@ -80,7 +87,7 @@ class BuildTests(unittest.TestCase):
     def test_keras_round_trip_gives_identical_embeddings(self):
         for architecture, variant in [("autoencoder", None), ("classifier", "cnn"), ("deep_ranking", None)]:
             with self.subTest(architecture=architecture):
-                built = build(architecture, defaults(architecture, variant, image_size=SIZE, dim=8), num_classes=4)
+                built = build(architecture, defaults(architecture, variant, image_size=SIZE, dim=8), LABELS)
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / "m.keras"
                     built.embedder.save(path)
@@ -99,7 +106,7 @@ class PrecisionTests(unittest.TestCase):
         for architecture, variant in self.CASES:
             with self.subTest(architecture=architecture, variant=variant):
                 hp = defaults(architecture, variant, image_size=SIZE, dim=8, precision="mixed_bfloat16")
-                built = build(architecture, hp, num_classes=4)
+                built = build(architecture, hp, LABELS)
                 self.assertEqual(keras.config.dtype_policy().name, "float32")  # the global policy is restored
                 self.assertEqual({w.dtype for w in built.trainer.weights}, {"float32"})
                 if variant != "mlp":  # mlp's only hidden layer is its embedding, an output
@@ -111,8 +118,8 @@ class PrecisionTests(unittest.TestCase):
         for architecture, variant in self.CASES:
             with self.subTest(architecture=architecture, variant=variant):
                 hp = defaults(architecture, variant, image_size=SIZE, dim=8, precision="mixed_bfloat16")
-                built = build(architecture, hp, num_classes=4)
-                exported = float32_embedder(architecture, hp, built, num_classes=4)
+                built = build(architecture, hp, LABELS)
+                exported = float32_embedder(architecture, hp, built, LABELS)
                 self.assertIsNot(exported, built.embedder)
                 self.assertEqual({layer.compute_dtype for layer in exported.layers}, {"float32"})
                 x = _x()
@@ -125,8 +132,8 @@ class PrecisionTests(unittest.TestCase):
 
     def test_float32_runs_export_the_trained_model_itself(self):
         hp = defaults("classifier", "cnn", image_size=SIZE, dim=8, precision="float32")
-        built = build("classifier", hp, num_classes=4)
-        self.assertIs(float32_embedder("classifier", hp, built, num_classes=4), built.embedder)
+        built = build("classifier", hp, LABELS)
+        self.assertIs(float32_embedder("classifier", hp, built, LABELS), built.embedder)
 
     def test_precision_is_checked(self):
         self.assertIn(resolve("auto"), ("float32", "mixed_bfloat16"))
@@ -146,7 +153,11 @@ class HParamsTests(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "eval_fraction=1.5"):
             HParams(eval_fraction=1.5).validate()
         with self.assertRaisesRegex(ValueError, "classes_per_batch=7"):
-            defaults("deep_ranking", batch_size=64, classes_per_batch=7).validate("deep_ranking")
+            defaults("deep_ranking", batch_size=64, classes_per_batch=7, positives="category")
+        with self.assertRaisesRegex(ValueError, "batch_size=63"):
+            defaults("deep_ranking", batch_size=63)
+        with self.assertRaisesRegex(ValueError, "only used by deep_ranking"):
+            defaults("classifier", backbone="vgg16")
 
     def test_dict_round_trip_and_unknown_keys(self):
         hp = defaults("deep_ranking")
@@ -157,6 +168,15 @@ class HParamsTests(unittest.TestCase):
     def test_defaults_are_valid(self):
         self.assertIn(DEFAULT_ARCHITECTURE, ARCHITECTURES)
         for architecture in ARCHITECTURES:
-            defaults(architecture).validate(architecture)
+            REGISTRY[architecture].validate(defaults(architecture))
         for variant in CLASSIFIER_VARIANTS:
             self.assertEqual(defaults("classifier", variant).variant, variant)
+        with self.assertRaisesRegex(ValueError, "variant='rnn'"):
+            defaults("classifier", "rnn")
+
+    def test_recommendation_follows_the_catalogue(self):
+        small_grey = recommend(images=60000, products=60000, median_side=28, grey_share=1.0)
+        self.assertEqual((small_grey.architecture, small_grey.overrides["image_size"]), ("classifier", 28))
+        photos = recommend(images=3000, products=1000, median_side=480, grey_share=0.05)
+        self.assertEqual((photos.architecture, photos.overrides["image_size"]), ("deep_ranking", 64))
+        self.assertIn("photos", photos.reason)

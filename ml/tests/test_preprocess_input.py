@@ -7,55 +7,61 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from ml.input import balanced_order, make_balanced_dataset, make_dataset, split_by_group
-from ml.preprocess import arrays_to_input, decode_and_resize, pil_batch, pil_to_array
+from ml.augment import StatelessRandom, ViewAugment, augment_views
+from ml.input import Augment, balanced_order, decode_once, make_balanced_dataset, make_dataset, split_by_group
+from ml.preprocess import Framing, arrays_to_input, bytes_to_input, decode, draft_size, file_to_input, model_input
 from ml.tests import shapes_dataset
 
+FRAMED = Framing(enabled=True, background=(0, 0, 0))
 
-def _encode(img: Image.Image, fmt: str) -> bytes:
+
+def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}), **kwargs)
     return buf.getvalue()
 
 
 class PreprocessTests(unittest.TestCase):
     def setUp(self):
-        rng = np.random.default_rng(0)
-        self.rgb = Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
+        self.images, _ = shapes_dataset(4, size=24)
 
-    def test_tf_and_pil_agree_on_png(self):
-        for img in (self.rgb, self.rgb.convert("L"), self.rgb.convert("RGBA"), self.rgb.convert("P")):
-            with self.subTest(mode=img.mode):
-                data = _encode(img, "PNG")
-                via_tf = decode_and_resize(tf.constant(data), 16).numpy()
-                via_pil = pil_to_array(Image.open(io.BytesIO(data)), 16)
-                np.testing.assert_allclose(via_tf, via_pil, atol=1e-3)
+    def test_output_is_rgb_square_float_in_0_255(self):
+        for framing in (FRAMED, Framing(enabled=False)):
+            out = model_input(self.images[0], 16, framing)
+            self.assertEqual((out.shape, out.dtype), ((16, 16, 3), np.float32))
+            self.assertTrue((out >= 0).all() and (out <= 255).all())
 
-    def test_tf_and_pil_agree_on_jpeg(self):
-        data = _encode(self.rgb, "JPEG")
-        via_tf = decode_and_resize(tf.constant(data), 16).numpy()
-        via_pil = pil_to_array(Image.open(io.BytesIO(data)), 16)
-        self.assertLess(np.abs(via_tf - via_pil).mean(), 1.0)
+    def test_grey_input_becomes_three_equal_channels(self):
+        grey = self.images[1][..., 0]
+        out = model_input(grey, 16, FRAMED)
+        np.testing.assert_array_equal(out[..., 0], out[..., 2])
 
-    def test_output_is_rgb_square_in_0_255_with_aspect_kept(self):
-        out = pil_to_array(self.rgb.convert("L"), 16)  # 30x20 -> 16x11, padded left and right
-        self.assertEqual(out.shape, (16, 16, 3))
-        self.assertEqual(out.dtype, np.float32)
-        self.assertTrue((out >= 0).all() and (out <= 255).all())
-        np.testing.assert_array_equal(out[..., 0], out[..., 1])
-        self.assertTrue((out[:, :2] == 0).all() and (out[:, -2:] == 0).all())
-        self.assertGreater(out[:, 3:13].mean(), 50)
+    def test_files_bytes_and_arrays_give_the_same_input(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, img in enumerate(self.images):
+                path = Path(tmp) / f"{i}.png"
+                Image.fromarray(img).save(path)
+                from_file = file_to_input(path, 16, FRAMED)
+                np.testing.assert_array_equal(from_file, bytes_to_input(path.read_bytes(), 16, FRAMED))
+                np.testing.assert_array_equal(from_file, arrays_to_input(img[None], 16, FRAMED)[0])
 
-    def test_arrays_to_input_matches_pil_path(self):
-        images, _ = shapes_dataset(3, size=24)
-        batch = np.asarray(arrays_to_input(images, 16))
-        np.testing.assert_allclose(batch, pil_batch([Image.fromarray(i) for i in images], 16), atol=1e-3)
-        gray = np.asarray(arrays_to_input(images[..., 0], 24))
-        np.testing.assert_array_equal(gray[..., 2], images[..., 0])
+    def test_large_jpeg_is_decoded_at_reduced_scale_the_same_way_every_time(self):
+        big = Image.fromarray(np.kron(self.images[2], np.ones((40, 40, 1), np.uint8)))  # 960 px
+        data = _encode(big, "JPEG")
+        a, b = decode(data, 32), decode(data, 32)
+        np.testing.assert_array_equal(a, b)
+        self.assertLess(max(a.shape[:2]), 960)
+        self.assertGreaterEqual(min(a.shape[:2]), draft_size(32))
 
     def test_bad_size_raises(self):
         with self.assertRaisesRegex(ValueError, "image_size=0"):
-            pil_to_array(self.rgb, 0)
+            model_input(self.images[0], 0, FRAMED)
+
+    def test_undecodable_bytes_raise_the_importers_reason(self):
+        from catalog.images import InvalidImage
+
+        with self.assertRaisesRegex(InvalidImage, "not an image"):
+            bytes_to_input(b"not an image at all", 16, FRAMED)
 
 
 class InputTests(unittest.TestCase):
@@ -78,8 +84,11 @@ class InputTests(unittest.TestCase):
     def test_balanced_order_needs_two_classes(self):
         with self.assertRaisesRegex(ValueError, "at least 2 classes"):
             balanced_order(np.zeros(10, int), 2, 2, 1, np.random.default_rng(0))
+        # Products with one photo are usable when augmented views are the positives.
+        order = balanced_order(np.arange(4), 2, 2, 3, np.random.default_rng(0), min_per_class=1)
+        self.assertEqual(len(order), 12)
 
-    def test_file_pipeline_reads_pngs_and_jpegs(self):
+    def test_decode_once_reads_each_file_once_and_records_failures(self):
         images, labels = shapes_dataset(6, size=20)
         with tempfile.TemporaryDirectory() as tmp:
             paths = []
@@ -87,28 +96,60 @@ class InputTests(unittest.TestCase):
                 path = Path(tmp) / f"{i}.{'png' if i % 2 else 'jpg'}"
                 Image.fromarray(img).save(path)
                 paths.append(str(path))
-            ds = make_dataset(paths, labels, np.arange(6), image_size=16, batch_size=4, shuffle=False, augment=True)
-            batches = list(ds)
-            self.assertEqual([tuple(x.shape) for x, _ in batches], [(4, 16, 16, 3), (2, 16, 16, 3)])
-            np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
-            balanced = make_balanced_dataset(paths, labels, np.arange(6), image_size=16, classes_per_batch=2,
-                                             per_class=2, augment=False)
-            x, y = next(iter(balanced))
-            self.assertEqual(tuple(x.shape), (4, 16, 16, 3))
-            self.assertEqual(sorted(np.unique(y.numpy(), return_counts=True)[1].tolist()), [2, 2])
+            Path(paths[3]).write_bytes(b"broken")
+            framed = decode_once(paths, image_size=16, framing=FRAMED)
+            self.assertEqual(framed.images.shape, (6, 16, 16, 3))
+            self.assertEqual(list(framed.failures), [3])
+            self.assertIn("not an image", framed.failures[3])
+            self.assertEqual(framed.usable.tolist(), [True, True, True, False, True, True])
+            np.testing.assert_array_equal(framed.images[1], file_to_input(paths[1], 16, FRAMED).astype(np.uint8))
+            # A cache that does not fit in memory lives in the run's folder and is reused.
+            import ml.input
+
+            limit, ml.input.IN_MEMORY_BYTES = ml.input.IN_MEMORY_BYTES, 10
+            try:
+                first = decode_once(paths, image_size=16, framing=FRAMED, cache_dir=Path(tmp) / "cache")
+                again = decode_once(paths, image_size=16, framing=FRAMED, cache_dir=Path(tmp) / "cache")
+            finally:
+                ml.input.IN_MEMORY_BYTES = limit
+            self.assertIsInstance(again.images, np.memmap)
+            np.testing.assert_array_equal(first.images, again.images)
+            self.assertEqual(again.failures, first.failures)
+
+    def test_datasets_batch_and_balance(self):
+        images, labels = shapes_dataset(6, size=20)
+        framed = decode_once(images, image_size=16, framing=FRAMED)
+        ds = make_dataset(framed, {"y": labels}, np.arange(6), batch_size=4, shuffle=False, augment=Augment("light"))
+        batches = list(ds)
+        self.assertEqual([tuple(x.shape) for x, _ in batches], [(4, 16, 16, 3), (2, 16, 16, 3)])
+        np.testing.assert_array_equal(np.concatenate([y["y"] for _, y in batches]), labels)
+        balanced = make_balanced_dataset(framed, {"y": labels}, labels, np.arange(6), classes_per_batch=2,
+                                         per_class=2, augment=Augment("views", background=(0, 0, 0)))
+        x, y = next(iter(balanced))
+        self.assertEqual(tuple(x.shape), (4, 16, 16, 3))
+        self.assertEqual(sorted(np.unique(y["y"].numpy(), return_counts=True)[1].tolist()), [2, 2])
+
+    def test_augmentation_repeats_with_its_seed(self):
+        images, labels = shapes_dataset(8, size=20)
+        framed = decode_once(images, image_size=16, framing=FRAMED)
+
+        def first(seed):
+            ds = make_dataset(framed, {"y": labels}, np.arange(8), batch_size=8, shuffle=True, seed=seed,
+                              augment=Augment("views", background=(0, 0, 0)))
+            return next(iter(ds))[0].numpy()
+
+        np.testing.assert_array_equal(first(3), first(3))
+        self.assertGreater(np.abs(first(3) - first(4)).mean(), 1.0)
 
 
-class TrainingDecodesWhatInferenceDecodesTests(unittest.TestCase):
-    def test_webp_and_cmyk_files_train_with_the_pixels_inference_sees(self):
-        from ml.preprocess import file_to_array
-
-        images, labels = shapes_dataset(3, size=20)
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = [str(Path(tmp) / name) for name in ("a.png", "b.webp", "c.jpg")]
-            Image.fromarray(images[0]).save(paths[0])
-            Image.fromarray(images[1]).save(paths[1], lossless=True)
-            Image.fromarray(images[2]).convert("CMYK").save(paths[2], quality=95)
-            x, _ = next(iter(make_dataset(paths, labels, np.arange(3), image_size=16, batch_size=3, shuffle=False,
-                                          augment=False)))
-            for i, path in enumerate(paths):
-                np.testing.assert_allclose(x[i].numpy(), file_to_array(path, 16), atol=1.0, err_msg=path)
+class AugmentViewsTests(unittest.TestCase):
+    def test_views_keep_colour(self):
+        red = np.zeros((4, 24, 24, 3), np.float32)
+        red[:, 6:18, 6:18] = (200, 30, 30)
+        mask = np.zeros((4, 24, 24), np.float32)
+        mask[:, 6:18, 6:18] = 1
+        out = augment_views(tf.constant(red), tf.constant(mask), tf.constant([0.0, 0.0, 0.0]),
+                            ViewAugment(background_share=1.0, zoom=(1.0, 1.0), shift=0.0, rotation=0.0, flip=False), StatelessRandom(tf.constant([1, 2]))).numpy()
+        item = out[mask.astype(bool) & (out.max(axis=-1) > 60)]
+        # Brightness and contrast change, hue does not: red stays the strongest channel by far.
+        self.assertTrue((item[:, 0] > 2 * item[:, 1]).mean() > 0.9)
