@@ -3,9 +3,20 @@ import os
 from celery import Celery
 from celery.signals import worker_init
 
+from .database import database_ensure
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("lookalike")
+
+
+@app.on_configure.connect
+def database_start(sender=None, **kwargs):
+    """Before the app first reads Django's settings (a worker starting, or the first task sent):
+    importing `config` (which every task module does) starts nothing."""
+    database_ensure()
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
