@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+
+def artifacts_folder_new() -> str:
+    return uuid.uuid4().hex
 
 
 class ModelVersion(models.Model):
@@ -43,6 +48,11 @@ class ModelVersion(models.Model):
         default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
     )
     task_id = models.CharField(max_length=64, blank=True)
+    artifacts_folder = models.CharField(
+        max_length=64, unique=True, default=artifacts_folder_new, editable=False,
+        help_text="Folder under MODELS_ROOT: unique across databases, unlike the id (versions made before "
+        "it existed keep their version-<id> folder).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -69,12 +79,8 @@ class ModelVersion(models.Model):
 
     @property
     def workdir(self) -> Path:
-        """Checkpoints, the final embedder.keras, meta.json and TensorBoard logs."""
-        return Path(settings.MODELS_ROOT) / f"version-{self.pk}"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.workdir / "tensorboard"
+        """The version's files: checkpoints, the exported embedder, meta.json, TensorBoard logs (ml.artifacts)."""
+        return Path(settings.MODELS_ROOT) / self.artifacts_folder
 
     @property
     def is_finished(self) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import shutil
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,7 +68,7 @@ def product_create(*, category: Category | None = None, images: Sequence[bytes] 
 
 
 def model_version_create(*, dim: int = 3, active: bool = False, **fields) -> ModelVersion:
-    """A version without model files (its workdir is emptied: ids repeat between test runs)."""
+    """A version without model files."""
     version = ModelVersion.objects.create(
         architecture=fields.pop("architecture", ModelVersion.Architecture.CLASSIFIER),
         status=fields.pop("status", ModelVersion.Status.SUCCEEDED),
@@ -78,7 +77,6 @@ def model_version_create(*, dim: int = 3, active: bool = False, **fields) -> Mod
         is_active=active,
         **fields,
     )
-    shutil.rmtree(version.workdir, ignore_errors=True)
     return version
 
 

@@ -313,8 +313,8 @@ model_version_train(model_version=ModelVersion.objects.get(pk=int(os.environ["VE
     def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint(self):
         import keras
 
+        from ml.artifacts import STATE
         from ml.services import model_version_create, model_version_train
-        from ml.training import STATE
 
         for shape, color in zip(SHAPES[:3], COLORS, strict=False):
             category = category_create(shape.title())
