@@ -5,7 +5,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 
 
 def artifacts_folder_new() -> str:
@@ -13,7 +12,8 @@ def artifacts_folder_new() -> str:
 
 
 class ModelVersion(models.Model):
-    """One training run and the embedding model it produced: what queries rank by when active."""
+    """One training run and the embedding model it produced, with its figures. Whether it serves
+    queries is search's business (search.models.ServingState)."""
 
     class Architecture(models.TextChoices):
         AUTOENCODER = "autoencoder", "Convolutional autoencoder"
@@ -43,10 +43,6 @@ class ModelVersion(models.Model):
     image_size = models.PositiveIntegerField(null=True, blank=True)
     label_names = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
-    is_active = models.BooleanField(default=False)
-    auto_activate = models.BooleanField(
-        default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
-    )
     task_id = models.CharField(max_length=64, blank=True)
     artifacts_folder = models.CharField(
         max_length=64, unique=True, default=artifacts_folder_new, editable=False,
@@ -61,13 +57,7 @@ class ModelVersion(models.Model):
         ordering = ["-id"]
         permissions = [
             ("train_modelversion", "Can start training a model"),
-            ("reindex_modelversion", "Can reindex the catalogue with a model"),
-            ("activate_modelversion", "Can activate a model for search"),
             ("cancel_modelversion", "Can cancel training or indexing"),
-        ]
-        constraints = [
-            # At most one active version: two admins activating at once cannot both win.
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"),
         ]
 
     def __str__(self) -> str:
