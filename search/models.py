@@ -90,17 +90,16 @@ class IndexJob(models.Model):
     """One reindex of the catalogue for a model version: batches, progress, then the HNSW index."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
+        RUNNING = "running"  # from the start: index_job_start queues every batch as it creates the job
         BUILDING_INDEX = "building_index", "Building index"
         DONE = "done"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.BUILDING_INDEX)
+    UNFINISHED = (Status.RUNNING, Status.BUILDING_INDEX)
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="index_jobs")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
     total = models.PositiveIntegerField(default=0, help_text="Images to embed.")
     done = models.PositiveIntegerField(default=0, help_text="Images embedded.")
     failed = models.PositiveIntegerField(default=0, help_text="Images that could not be read.")
