@@ -1,14 +1,21 @@
 from django import forms
 
 from . import hparams as hp
+from .architectures import CLASSIFIER_VARIANTS, REGISTRY, defaults
+
+RECOMMENDED = ""  # the architecture value that means "what measures best on this catalogue"
 
 
 class TrainForm(forms.Form):
-    """What an admin chooses when starting a training run; empty fields take the defaults."""
+    """What an admin chooses when starting a training run; empty fields take the defaults (and an
+    empty architecture the one ml.architectures.recommend picks for the catalogue)."""
 
-    architecture = forms.ChoiceField(choices=[(a, a) for a in hp.ARCHITECTURES], initial=hp.DEFAULT_ARCHITECTURE)
+    architecture = forms.ChoiceField(
+        choices=[(RECOMMENDED, "Recommended for this catalogue")] + [(a.name, a.title) for a in REGISTRY.values()],
+        required=False,
+    )
     variant = forms.ChoiceField(
-        choices=[("", "—")] + [(v, v) for v in hp.CLASSIFIER_VARIANTS], required=False, help_text="Classifier only."
+        choices=[("", "—")] + [(v, v) for v in CLASSIFIER_VARIANTS], required=False, help_text="Classifier only."
     )
     epochs = forms.IntegerField(min_value=1, max_value=1000, required=False)
     image_size = forms.IntegerField(min_value=8, max_value=1024, required=False)
@@ -20,10 +27,6 @@ class TrainForm(forms.Form):
         choices=[("", "—")] + [(p, p) for p in hp.PRECISIONS], required=False,
         help_text="auto: bfloat16 arithmetic where the CPU or GPU has it (about twice as fast), else float32.",
     )
-    auto_activate = forms.BooleanField(
-        required=False, initial=True, label="Index and activate when trained",
-        help_text="Reindex the catalogue after training and switch search to this model once its vectors cover it.",
-    )
 
     OVERRIDES = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "precision")
 
@@ -31,12 +34,15 @@ class TrainForm(forms.Form):
         data = super().clean()
         if data.get("variant") and data.get("architecture") != "classifier":
             self.add_error("variant", "A variant applies to the classifier only.")
-        if not self.errors:
+        if not self.errors and data.get("architecture"):
             try:
-                hp.defaults(data["architecture"], data.get("variant") or None, **self.overrides()).validate(data["architecture"])
+                defaults(data["architecture"], data.get("variant") or None, **self.overrides())
             except ValueError as exc:
                 raise forms.ValidationError(str(exc)) from exc
         return data
+
+    def chosen_architecture(self) -> str | None:
+        return self.cleaned_data.get("architecture") or None
 
     def overrides(self) -> dict:
         return {k: self.cleaned_data[k] for k in self.OVERRIDES if self.cleaned_data.get(k) not in (None, "")}

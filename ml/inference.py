@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +15,10 @@ from PIL import Image
 
 import ml.layers  # noqa: F401  (registers the custom layers for loading)
 import ml.losses  # noqa: F401  (and the losses)
+from ml.artifacts import ModelLoadError, embedder_load
 from ml.preprocess import Framing, arrays_to_input, bytes_to_input, file_to_input, model_input
-from ml.training import EMBEDDER, META
 
-
-class ModelLoadError(Exception):
-    """A model file or its meta.json is missing or unreadable."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"Cannot load model from {self.path}: {reason}")
+__all__ = ["Embedder", "ModelLoadError"]
 
 
 @dataclass
@@ -40,24 +31,8 @@ class Embedder:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embedder":
-        """Load a training workdir (or its embedder.keras, with meta.json beside it)."""
-        path = Path(path)
-        model_path = path / EMBEDDER if path.is_dir() else path
-        meta_path = model_path.with_name(META)
-        if not model_path.is_file():
-            raise ModelLoadError(model_path, "file not found")
-        if not meta_path.is_file():
-            raise ModelLoadError(meta_path, "file not found")
-        try:
-            meta = json.loads(meta_path.read_text())
-            for key in ("dim", "image_size", "label_names", "has_classifier_head"):
-                meta[key]  # noqa: B018
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(meta_path, f"invalid meta.json ({exc!r})") from exc
-        try:
-            model = keras.models.load_model(model_path, compile=False)
-        except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-            raise ModelLoadError(model_path, f"not a readable .keras model ({exc!r})") from exc
+        """Load a training workdir (or its embedder.keras, with meta.json beside it); see ml.artifacts."""
+        model, meta, model_path = embedder_load(path)
         return cls(model=model, meta=meta, path=model_path)
 
     @property

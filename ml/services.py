@@ -8,12 +8,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
+from catalog import fashion_mnist
+from catalog.images import InvalidImage, read_image
 from catalog.models import Category, ProductImage
 
+from . import hparams as hp
+from . import tasks
+from .architectures import defaults, get, recommend
+from .metrics import knn, pixel_baseline, retrieval_metrics
 from .models import ModelVersion
+from .runtime import embedder_for
+from .signals import model_version_trained
 
 logger = logging.getLogger(__name__)
 EVALUATION_QUERIES = ("holdout", "fashion-mnist-test")
@@ -38,8 +48,6 @@ def catalogue_images() -> CatalogueImages:
     categories = list(Category.objects.order_by("id").values_list("id", "name"))
     index = {pk: i for i, (pk, _) in enumerate(categories)}
     rows = ProductImage.objects.order_by("id").values_list("id", "image", "product_id", "product__category_id")
-    from django.core.files.storage import default_storage
-
     ids, paths, labels, groups = [], [], [], []
     for pk, name, product_id, category_id in rows.iterator(chunk_size=5000):
         ids.append(pk)
@@ -60,8 +68,6 @@ class CatalogueProfile:
 
 def catalogue_profile(sample: int = 200) -> CatalogueProfile:
     """What kind of catalogue this is (sizes from the rows; colour from a sample of the files)."""
-    from catalog.images import InvalidImage, read_image
-
     images = ProductImage.objects.count()
     products = ProductImage.objects.values("product_id").distinct().count()
     sides = list(ProductImage.objects.order_by("?").values_list("width", "height", "image")[:sample])
@@ -81,31 +87,26 @@ def catalogue_profile(sample: int = 200) -> CatalogueProfile:
 
 def recommended_architecture():
     """ml.architectures.recommend for this catalogue: what a new run trains when nothing is chosen."""
-    from .architectures import recommend
-
     profile = catalogue_profile()
     return recommend(images=profile.images, products=profile.products, median_side=profile.median_side,
                      grey_share=profile.grey_share)
 
 
 def model_version_create(
-    *, architecture: str | None = None, variant: str | None = None, overrides: dict[str, Any] | None = None,
-    auto_activate: bool = False,
+    *, architecture: str | None = None, variant: str | None = None, overrides: dict[str, Any] | None = None
 ) -> ModelVersion:
     """Check the hyperparameters, record a queued version and enqueue its training after commit.
     Without an architecture, the one recommended for this catalogue (and its image size)."""
-    from .architectures import defaults
-    from .tasks import model_version_train_task
-
+    metrics = {}
     if architecture is None:
         choice = recommended_architecture()
         architecture, variant = choice.architecture, variant or choice.variant
         overrides = {**choice.overrides, **(overrides or {})}
+        metrics["chosen_because"] = choice.reason
     params = defaults(architecture, variant, **(overrides or {}))
-    version = ModelVersion.objects.create(
-        architecture=architecture, hparams=params.to_dict(), epochs=params.epochs, auto_activate=auto_activate
-    )
-    transaction.on_commit(lambda: model_version_train_task.delay(version.pk))
+    version = ModelVersion.objects.create(architecture=architecture, hparams=params.to_dict(), epochs=params.epochs,
+                                          metrics=metrics)
+    transaction.on_commit(lambda: tasks.model_version_train_task.delay(version.pk))
     return version
 
 
@@ -151,11 +152,10 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     """Train (or resume) a queued/running version on the catalogue's images, then evaluate it.
 
     Safe to call again after a crash: training resumes from the last epoch checkpoint in the
-    version's workdir, and a finished version is left as it is.
+    version's workdir, and a finished version is left as it is. A version that succeeds is
+    announced with ml.signals.model_version_trained (search indexes it there when asked to).
     """
-    from . import hparams as hp
-    from .architectures import get
-    from .training import train
+    from .training import train  # TensorFlow loads here, only in the process that trains
 
     version = ModelVersion.objects.get(pk=model_version.pk)
     if version.is_finished:
@@ -208,10 +208,7 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     version = _finish(
         version, ModelVersion.Status.SUCCEEDED, metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1)}
     )
-    if version.auto_activate:
-        from search.services import index_job_start
-
-        index_job_start(model_version=version)
+    model_version_trained.send(sender=ModelVersion, model_version=version)
     return version
 
 
@@ -238,14 +235,11 @@ def model_version_cancel(*, model_version: ModelVersion) -> ModelVersion:
 def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdout", k: int = 10) -> dict:
     """Retrieval quality of a trained version next to raw-pixel L2 on the same queries and catalogue.
 
-    holdout: the eval split's products (by product id, as in training) query the other products.
+    holdout: the holdout recorded at training (metrics["split"]) queries the images that trained;
+    relevant = same category, or, for instance-level training, same product.
     fashion-mnist-test: the 10,000 Fashion-MNIST test images query the whole catalogue (meant for the
-    train split loaded as the catalogue). Relevance = same category. Stores the figures on the record.
+    train split loaded as the catalogue); relevant = same category. Stores the figures on the record.
     """
-    from catalog import fashion_mnist
-    from ml.metrics import pixel_baseline, retrieval_metrics
-    from ml.runtime import embedder_for
-
     if k < 1:
         raise ValueError(f"k must be positive. Received: k={k}")
     if queries not in EVALUATION_QUERIES:
@@ -302,8 +296,6 @@ def _flat(images: np.ndarray) -> np.ndarray:
 
 
 def _precision_at(cat_v: np.ndarray, cat_y: np.ndarray, q_v: np.ndarray, q_y: np.ndarray, k: int) -> float:
-    from ml.metrics import knn
-
     idx, _ = knn(cat_v, q_v, min(k, len(cat_v)))
     return float((cat_y[idx] == q_y[:, None]).mean())
 
@@ -311,15 +303,11 @@ def _precision_at(cat_v: np.ndarray, cat_y: np.ndarray, q_v: np.ndarray, q_y: np
 def _resize_pixels(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1:3] == (size, size):
         return images
-    from PIL import Image
-
     return np.stack([np.asarray(Image.fromarray(img).resize((size, size))) for img in images])
 
 
 def _load_pixels(paths: list[str], *, size: int) -> np.ndarray:
     """Catalogue images as grayscale uint8 [n, size, size], for the raw-pixel baseline."""
-    from PIL import Image
-
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:

@@ -1,18 +1,13 @@
 """Training: build, fit with a checkpoint every epoch (resuming from it), log, export.
 
-A workdir holds everything about one run:
-    checkpoint.keras  the training model and optimizer after the last complete epoch
-    state.json        epochs done, history, seconds spent, the run's architecture and hparams
-    tensorboard/      scalars, weight histograms, autoencoder reconstructions, embedding projector
-    embedder.keras    the final embedding model (written when all epochs are done)
-    meta.json         what inference needs to use it (ml.inference.Embedder.load)
+A workdir holds everything about one run; ml/artifacts.py owns its layout (checkpoint, state,
+TensorBoard logs, the exported embedder and its meta.json).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -27,6 +22,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ml.architectures import CatalogueLabels, build, float32_embedder, get
+from ml.artifacts import CHECKPOINT, TENSORBOARD, checkpoint_save, embedder_save, state_read
 from ml.colour import product_colours
 from ml.framing import Framing, catalogue_framing
 from ml.hparams import HParams
@@ -35,11 +31,6 @@ from ml.metrics import retrieval_metrics
 from ml.precision import resolve
 from ml.preprocess import decode, to_rgb
 
-CHECKPOINT = "checkpoint.keras"
-STATE = "state.json"
-EMBEDDER = "embedder.keras"
-META = "meta.json"
-TENSORBOARD = "tensorboard"
 PROJECTOR_SAMPLE = 500
 
 
@@ -182,8 +173,6 @@ def train(
     result.holdout = {"relevance": relevance, "indices": [int(i) for i in eval_idx]}
     if len(eval_idx) >= 2:
         result.eval_metrics = _holdout_metrics(embedder, framed, catalogue, train_idx, eval_idx, relevance)
-    result.embedder_path = workdir / EMBEDDER
-    _atomic_save(embedder, result.embedder_path)
     meta = {
         "architecture": architecture,
         "hparams": hp.to_dict(),
@@ -207,8 +196,7 @@ def train(
         "tensorflow_version": tf.__version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    result.meta_path = workdir / META
-    _atomic_write_text(result.meta_path, json.dumps(meta, indent=2))
+    result.embedder_path, result.meta_path = embedder_save(embedder, workdir, meta)
     return result
 
 
@@ -253,10 +241,9 @@ def _embed(embedder: keras.Model, x: np.ndarray) -> np.ndarray:
 
 
 def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
-    path = workdir / STATE
-    if not path.exists() or not (workdir / CHECKPOINT).exists():
+    state = state_read(workdir)
+    if state is None:
         return None
-    state = json.loads(path.read_text())
     # Through HParams, so a checkpoint from before a hyperparameter existed compares with its default.
     old = {k: v for k, v in HParams.from_dict(state["hparams"]).to_dict().items() if k != "epochs"}
     new = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
@@ -266,18 +253,6 @@ def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
             f"use an empty workdir. Received: architecture={architecture!r}, hparams={hp.to_dict()}"
         )
     return state
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 class _Checkpoint(keras.callbacks.Callback):
@@ -309,11 +284,10 @@ class _Checkpoint(keras.callbacks.Callback):
         self.epoch = epoch + 1
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        _atomic_save(self.model, self.workdir / CHECKPOINT)
-        _atomic_write_text(self.workdir / STATE, json.dumps({
+        checkpoint_save(self.model, self.workdir, {
             "architecture": self.architecture, "hparams": self.hp.to_dict(), "epoch": self.epoch,
             "history": self.history, "train_seconds": self.seconds, "framing": self.framing.to_dict(),
-        }, indent=2))
+        })
 
 
 def _metadata(plugin: str, data_class: int) -> bytes:

@@ -1,9 +1,15 @@
+"""Training from the command line (ml.services), and with --activate / --demo what serves after it:
+so it lives in search, the layer that knows both."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ml import hparams as hp
+from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS
 from ml.models import ModelVersion
-from ml.services import model_version_create, model_version_train
+from ml.services import model_version_train
 from ml.tasks import model_version_train_task
+from search.models import ServingState
+from search.services import index_job_start, model_version_train_start
 
 # `make run` on first start: a model good enough to show similar items within minutes on 2 cores.
 DEMO_EPOCHS = 2
@@ -32,8 +38,9 @@ class Command(BaseCommand):
     help = "Train an embedding model on the catalogue's images (in this process, or on a Celery worker)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--architecture", choices=hp.ARCHITECTURES, default=hp.DEFAULT_ARCHITECTURE)
-        parser.add_argument("--variant", choices=hp.CLASSIFIER_VARIANTS, help="classifier only (default: cnn)")
+        parser.add_argument("--architecture", choices=ARCHITECTURES,
+                            help="default: the one that measures best on a catalogue like this (ml.architectures.recommend)")
+        parser.add_argument("--variant", choices=CLASSIFIER_VARIANTS, help="classifier only (default: cnn)")
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--image-size", type=int, dest="image_size")
         parser.add_argument("--dim", type=int, help="embedding dimension (at most 2000)")
@@ -53,9 +60,7 @@ class Command(BaseCommand):
         """make run starts fresh workers, so nothing of an interrupted demo is still running:
         queue it again (training resumes from its checkpoint; indexing embeds only what is missing).
         Returns True when a model is active or on its way."""
-        from search.services import index_job_start
-
-        if ModelVersion.objects.filter(is_active=True).exists():
+        if ServingState.objects.filter(is_active=True).exists():
             self.stdout.write("A model is active; not training another.")
             return True
         resumed = False
@@ -63,7 +68,7 @@ class Command(BaseCommand):
             model_version_train_task.delay(version.pk)
             self.stdout.write(f"Resuming the training of model version {version.pk}.")
             resumed = True
-        for version in ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED, auto_activate=True):
+        for version in ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED, serving__auto_activate=True):
             index_job_start(model_version=version, only_missing=True)
             self.stdout.write(f"Resuming the indexing of model version {version.pk}; it activates when done.")
             resumed = True
@@ -81,7 +86,7 @@ class Command(BaseCommand):
                 "precision")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         try:
-            version = model_version_create(
+            version = model_version_train_start(
                 architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate
             )
         except ValueError as exc:
