@@ -21,7 +21,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,10 @@ QUERY_STYLE = Style(
     size=(320, 800),
     formats={"jpeg": 0.7, "jpeg_exif": 0.2, "png": 0.1},
 )
+
+
+DARK_QUERY_STYLE = replace(QUERY_STYLE, dark_share=1.0)
+GENERATOR_VERSION = 2  # bump when the photos change, so bench/photos.py makes the catalogue anew
 
 
 @dataclass(frozen=True)
@@ -264,13 +268,20 @@ def write_catalogue(out: Path, shapes: np.ndarray, labels: np.ndarray, class_nam
             data, ext = encode(photo, alpha, _pick(QUERY_STYLE.formats, rng), rng)
             query = f"{spec.sku}-query{ext}"
             (out / "queries" / query).write_bytes(data)
+            # The same held-out style on a dark background ("the opposite background" of a shop's light
+            # one), from a stream of its own so the rest of the catalogue does not depend on it.
+            dark_rng = np.random.default_rng([seed, n, 1])
+            photo, alpha = photograph(spec, shapes[spec.shape], DARK_QUERY_STYLE, dark_rng)
+            data, ext = encode(photo, alpha, "jpeg", dark_rng)
+            query_dark = f"{spec.sku}-query-dark{ext}"
+            (out / "queries" / query_dark).write_bytes(data)
             title = f"{spec.colour.title()} {spec.pattern} {spec.category.lower()}"
             price = f"{rng.uniform(5, 200):.2f}"
             writer.writerow([spec.sku, title, spec.category, price, f"{title}, product {spec.sku}.", "|".join(files)])
             products[spec.sku] = {"category": spec.category, "colour": spec.colour, "pattern": spec.pattern,
-                                  "images": files, "query": query}
+                                  "images": files, "query": query, "query_dark": query_dark}
             if progress:
                 progress(n + 1, len(specs))
-    manifest = {"seed": seed, "n_products": n_products, "products": products}
+    manifest = {"seed": seed, "n_products": n_products, "generator": GENERATOR_VERSION, "products": products}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest

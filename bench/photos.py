@@ -71,6 +71,9 @@ def django_setup(quick: bool) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
+    from config.database import database_ensure
+
+    database_ensure()  # the settings start no database themselves
     django.setup()
     from django.core.management import call_command
 
@@ -81,13 +84,14 @@ def django_setup(quick: bool) -> None:
 
 
 def generate(folder: Path, n_products: int, seed: int) -> dict:
-    from bench.photo_catalogue import write_catalogue
+    from bench.photo_catalogue import GENERATOR_VERSION, write_catalogue
     from catalog.fashion_mnist import CLASS_NAMES, load_split
 
     manifest_path = folder / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("n_products") == n_products and manifest.get("seed") == seed:
+        if (manifest.get("n_products"), manifest.get("seed"), manifest.get("generator")) == (
+                n_products, seed, GENERATOR_VERSION):
             return manifest
     # Test-split shapes: the Fashion-MNIST benchmark trains on the train split, this never sees it.
     shapes, labels = load_split("test")
@@ -139,11 +143,11 @@ def index_with_worker(version_id: int, quick: bool) -> float:
     """Index through a real Celery worker on the embeddings queue, then activate."""
     from ml.models import ModelVersion
     from search.models import IndexJob
-    from search.selectors import index_coverage
+    from search.selectors import index_coverage, model_version_is_active
     from search.services import index_job_start, model_version_activate
 
     version = ModelVersion.objects.get(pk=version_id)
-    if version.is_active:
+    if model_version_is_active(model_version=version):
         return 0.0
     env = dict(os.environ)
     env.update(environment(quick))
@@ -166,8 +170,7 @@ def index_with_worker(version_id: int, quick: bool) -> float:
             time.sleep(1.0)
         seconds = time.monotonic() - started
         log(f"indexed: {index_coverage(model_version=version)} in {seconds:.0f} s")
-        version.refresh_from_db()
-        if not version.is_active:
+        if not model_version_is_active(model_version=version):
             model_version_activate(model_version=version)
         return seconds
     finally:
@@ -268,6 +271,9 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+ROBUSTNESS_PRODUCTS = 300  # the perturbed queries: a fixed subset (every perturbation is one API call each)
+
+
 def score_api(folder: Path, manifest: dict, limit: int | None) -> dict:
     from catalog.images import read_image
     from catalog.models import Product
@@ -282,7 +288,7 @@ def score_api(folder: Path, manifest: dict, limit: int | None) -> dict:
     timings = []
     for kind in PERTURBATIONS:
         found, truth = [], []
-        for sku in skus:
+        for sku in (skus if kind == "clean" else skus[:ROBUSTNESS_PRODUCTS]):
             info = manifest["products"][sku]
             data = (folder / "queries" / info["query"]).read_bytes()
             if kind != "clean":
@@ -294,6 +300,8 @@ def score_api(folder: Path, manifest: dict, limit: int | None) -> dict:
             timings.append(time.perf_counter() - t)
             truth.append(by_sku[sku])
         row = _hits(found, truth)
+        if kind == "clean":  # the same subset as the perturbations, for comparing
+            row["subset"] = _hits(found[:ROBUSTNESS_PRODUCTS], truth[:ROBUSTNESS_PRODUCTS])
         row["category_p_at_10"] = round(float(np.mean([np.mean([cat[q] == cat[t] for q in f[:10]]) for f, t in zip(found, truth)])), 4)
         robustness[kind] = row
         log(f"photo search, {kind}: {row}")

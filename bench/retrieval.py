@@ -39,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="override every model's default epochs")
     parser.add_argument("--quick", action="store_true", help="10k catalogue, 2k queries, 1 epoch")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    parser.add_argument("--robustness", action="store_true",
+                        help="also score the default model on perturbed test photos (off-centre, scaled, ...)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a hyperparameter of every model run, e.g. --set augment=false; "
                         "the row's name records it")
@@ -66,8 +68,79 @@ def parse_args(argv=None):
     return args, runs
 
 
-def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = None) -> dict:
-    from ml.hparams import defaults
+# How people photograph products, applied to the Fashion-MNIST test images made into photos: the item
+# enlarged 4x on a black frame 1.4x its size, as a product photo leaves room around the item
+# (issue #13's robustness table). Each a function of (uint8 [28, 28] item, rng) -> uint8 photo.
+PHOTO_SIDE = 112
+FRAME = 1.4
+
+
+def _photo(item: np.ndarray, *, scale: float = 1.0, offset=(0.5, 0.5), angle: float = 0.0,
+           mirror: bool = False, canvas: float = FRAME) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.fromarray(item).resize((PHOTO_SIDE, PHOTO_SIDE), Image.BICUBIC)
+    if mirror:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    side = int(PHOTO_SIDE * canvas)
+    item_side = max(4, int(PHOTO_SIDE * scale))
+    img = img.resize((item_side, item_side), Image.BILINEAR)
+    out = Image.new("L", (side, side), 0)
+    out.paste(img, (int((side - item_side) * offset[0]), int((side - item_side) * offset[1])))
+    if angle:  # the camera turns, not the item: the whole photo rotates
+        out = out.rotate(angle, resample=Image.BILINEAR)
+    return np.asarray(out)
+
+
+def _jpeg(photo: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+
+
+PERTURBATIONS = {
+    "clean (enlarged to a photo)": lambda im, r: _photo(im),
+    "off-centre": lambda im, r: _photo(im, canvas=2.0, offset=(r.choice([0, 1]), r.choice([0, 1]))),
+    "smaller in the frame (0.7x)": lambda im, r: _photo(im, scale=0.7),
+    "larger in the frame (1.3x)": lambda im, r: _photo(im, scale=1.3),
+    "rotated +15 deg": lambda im, r: _photo(im, angle=15),
+    "rotated -15 deg": lambda im, r: _photo(im, angle=-15),
+    "darker (-40%)": lambda im, r: (_photo(im) * 0.6).astype(np.uint8),
+    "brighter (+40%)": lambda im, r: np.clip(_photo(im) * 1.4, 0, 255).astype(np.uint8),
+    "JPEG quality 20": lambda im, r: _jpeg(_photo(im), 20),
+    "mirrored": lambda im, r: _photo(im, mirror=True),
+    "dark item on white": lambda im, r: 255 - _photo(im),
+}
+
+
+def robustness(embedder, x: np.ndarray, catalogue: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
+               n: int = 2000) -> dict:
+    """Category P@10 of perturbed test photos against the catalogue's vectors; the catalogue image
+    itself re-uploaded as a photo -> its own image first."""
+    from ml.metrics import knn, retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(xt), size=min(n, len(xt)), replace=False)
+    rows = {}
+    for name, fn in PERTURBATIONS.items():
+        photos = np.stack([fn(xt[i], rng) for i in pick])
+        q = embedder.embed_arrays(photos)
+        m = retrieval_metrics(catalogue, y, q, yt[pick]).to_dict()
+        rows[name] = {k: round(m[k], 4) for k in ("precision_at_1", "precision_at_10")}
+        print(f"   robustness {name}: {rows[name]}", flush=True)
+    own = rng.choice(len(catalogue), size=min(n, len(catalogue)), replace=False)
+    idx, _ = knn(catalogue, embedder.embed_arrays(np.stack([_photo(x[i]) for i in own])), 1)
+    rows["catalogue image re-uploaded: own image first"] = {"hit_at_1": round(float((idx[:, 0] == own).mean()), 4)}
+    return rows
+
+
+def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = None,
+              with_robustness: bool = False) -> dict:
+    from ml.architectures import defaults
     from ml.inference import Embedder
     from ml.metrics import retrieval_metrics
     from ml.training import train
@@ -90,6 +163,7 @@ def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = 
         # Flip test-time averaging: the embedding of an image and of its mirror image, averaged.
         catalogue_flip, _ = embedder.predict_arrays(x[:, :, ::-1])
         queries_flip, _ = embedder.predict_arrays(xt[:, :, ::-1])
+        robust = robustness(embedder, x, catalogue, y, xt, yt) if with_robustness else None
     metrics = retrieval_metrics(catalogue, y, queries, yt)
     unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
     flip = retrieval_metrics(unit(catalogue + catalogue_flip), y, unit(queries + queries_flip), yt).to_dict()
@@ -106,6 +180,7 @@ def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = 
         "epochs": hp.epochs,
         "hparams": hp.to_dict(),
         "final_loss": result.history.get("loss", [None])[-1],
+        **({"robustness": robust} if robust else {}),
     }
 
 
@@ -207,7 +282,8 @@ def main(argv=None) -> int:
     rows = [r for r in previous if r["name"] not in {row_name(name, args.overrides) for name in runs}]
     for name in runs:
         print(f"== {name}", flush=True)
-        row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(name, x, y, xt, yt, epochs, args.overrides)
+        row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(
+            name, x, y, xt, yt, epochs, args.overrides, with_robustness=args.robustness and name == "classifier:cnn")
         row["name"] = row_name(name, args.overrides)
         row["load_average"] = [round(v, 2) for v in os.getloadavg()]
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -6,6 +6,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
+from .architectures import REGISTRY
+
 
 def artifacts_folder_new() -> str:
     return uuid.uuid4().hex
@@ -14,11 +16,6 @@ def artifacts_folder_new() -> str:
 class ModelVersion(models.Model):
     """One training run and the embedding model it produced, with its figures. Whether it serves
     queries is search's business (search.models.ServingState)."""
-
-    class Architecture(models.TextChoices):
-        AUTOENCODER = "autoencoder", "Convolutional autoencoder"
-        DEEP_RANKING = "deep_ranking", "Deep ranking (triplets)"
-        CLASSIFIER = "classifier", "Classifier"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -29,7 +26,9 @@ class ModelVersion(models.Model):
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
-    architecture = models.CharField(max_length=32, choices=Architecture.choices)
+    # A name in ml.architectures.REGISTRY (checked by the services, not by a database choice list, so
+    # adding an architecture needs no migration).
+    architecture = models.CharField(max_length=32)
     hparams = models.JSONField(default=dict, help_text="Hyperparameters as given to ml.training.train.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     cancel_requested = models.BooleanField(default=False)
@@ -65,7 +64,13 @@ class ModelVersion(models.Model):
 
     @property
     def variant(self) -> str:
-        return self.hparams.get("variant", "") if self.architecture == self.Architecture.CLASSIFIER else ""
+        spec = REGISTRY.get(self.architecture)
+        return self.hparams.get("variant", "") if spec is not None and spec.variants else ""
+
+    @property
+    def architecture_title(self) -> str:
+        spec = REGISTRY.get(self.architecture)
+        return spec.title if spec else self.architecture
 
     @property
     def workdir(self) -> Path:

@@ -207,18 +207,19 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
     """The k nearest other products to `product` (by L2 distance between images; a product counts once,
     by its closest image), optionally only in its category.
 
-    The query image is the product's first image (by position). Reads the active version once, so
-    every row comes from one version. Six queries when ready (pinned by a test).
+    The query is the mean of the product's photos' vectors, so every photo of it counts. Against the
+    alternative (each photo queried, products by their closest photo) it measured as good on the
+    photo catalogue (README, "Photo catalogue") at one index query instead of one per photo.
+    Reads the active version once, so every row comes from one version. Six queries when ready
+    (pinned by a test).
     """
     version = active_model_version()
     if version is None:
         return SimilarItems(state=SimilarItems.NO_MODEL)
-    vector = (
-        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk)
-        .order_by("image__position", "image_id")
-        .values_list("embedding", flat=True)
-        .first()
+    vectors = list(
+        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk).values_list("embedding", flat=True)
     )
+    vector = product_vector(vectors) if vectors else None
     if vector is None:
         if not product.images.all():
             return SimilarItems(state=SimilarItems.NO_IMAGES, model_version=version)
@@ -234,6 +235,17 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
         exact=exact,
     )
     return SimilarItems(state=SimilarItems.READY, items=_products_with_images(neighbours), model_version=version)
+
+
+def product_vector(vectors) -> np.ndarray:
+    """One query vector for a product: the mean of its photos' vectors, back to unit length when
+    they have it (the normalised models' vectors do)."""
+    stacked = np.asarray([np.asarray(v, np.float32) for v in vectors])
+    mean = stacked.mean(axis=0)
+    norms = np.linalg.norm(stacked, axis=1)
+    if np.allclose(norms, 1.0, atol=1e-3):
+        mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return mean
 
 
 # --- photo search -------------------------------------------------------------------------------

@@ -85,12 +85,12 @@ class Architecture:
 
     def validate(self, hp: HParams) -> HParams:
         """The checks every run needs (HParams.validate), then this architecture's own."""
-        hp.validate()
-        if self.variants and hp.variant not in self.variants:
-            raise ValueError(f"variant must be one of {tuple(self.variants)}. Received: variant={hp.variant!r}")
         if hp.backbone is not None:
             raise ValueError(f"A backbone is only used by deep_ranking. Received: backbone={hp.backbone!r} "
                              f"with architecture={self.name!r}")
+        hp.validate()
+        if self.variants and hp.variant not in self.variants:
+            raise ValueError(f"variant must be one of {tuple(self.variants)}. Received: variant={hp.variant!r}")
         self.check(hp)
         return hp
 

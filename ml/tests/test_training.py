@@ -7,11 +7,10 @@ import keras
 import numpy as np
 from PIL import Image
 
-from ml.architectures import build
-from ml.hparams import defaults
+from ml.architectures import CatalogueLabels, build, defaults
 from ml.inference import Embedder, ModelLoadError
 from ml.metrics import retrieval_metrics
-from ml.preprocess import arrays_to_input
+from ml.preprocess import Framing, arrays_to_input
 from ml.tests import SHAPES, shapes_dataset
 from ml.training import train
 
@@ -36,11 +35,11 @@ class _Counter(keras.callbacks.Callback):
         self.epochs += 1
 
 
-def _train(architecture, workdir, images, labels, variant=None, callbacks=(), **overrides):
+def _train(architecture, workdir, images, labels, variant=None, callbacks=(), groups=None, **overrides):
     hp = defaults(architecture, variant, **{"image_size": SIZE, "dim": 16, "batch_size": 32, "epochs": 3,
                                              "eval_fraction": 0.0, "augment": False, **overrides})
     return train(architecture=architecture, hparams=hp, images=images, labels=labels, label_names=SHAPES,
-                 workdir=workdir, callbacks=callbacks)
+                 workdir=workdir, callbacks=callbacks, groups=groups)
 
 
 class TrainingTests(unittest.TestCase):
@@ -51,8 +50,10 @@ class TrainingTests(unittest.TestCase):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.workdir = Path(cls._tmp.name) / "classifier"
         cls.counter = _Counter()
+        # Without framing: framed, these shapes are told apart even by random weights (ml/tests/test_framing.py
+        # covers framing); here the model itself must learn where the shape is.
         cls.result = _train("classifier", cls.workdir, cls.images, cls.labels, "cnn", callbacks=[cls.counter],
-                            epochs=8, eval_fraction=0.25, lr=2e-3)
+                            epochs=8, eval_fraction=0.25, lr=2e-3, framing=False)
 
     @classmethod
     def tearDownClass(cls):
@@ -64,8 +65,11 @@ class TrainingTests(unittest.TestCase):
     def test_trained_model_retrieves_shapes_better_than_random_weights(self):
         hp = defaults("classifier", "cnn", image_size=SIZE, dim=16)
         keras.utils.set_random_seed(hp.seed)  # the same random weights every run: a fixed baseline
-        untrained = build("classifier", hp, num_classes=len(SHAPES)).embedder
-        random_p10 = self._p10(lambda x: np.asarray(untrained(arrays_to_input(x, SIZE), training=False)["embedding"]))
+        labels = CatalogueLabels(categories=self.labels, products=np.arange(len(self.labels)), category_names=list(SHAPES))
+        untrained = build("classifier", hp, labels).embedder
+        framing = Embedder.load(self.workdir).framing  # the same input as the trained model's
+        random_p10 = self._p10(lambda x: np.asarray(untrained(arrays_to_input(x, SIZE, framing),
+                                                              training=False)["embedding"]))
         trained_p10 = self._p10(Embedder.load(self.workdir).embed_arrays)
         self.assertGreater(trained_p10, random_p10 + 0.1)
 
@@ -118,9 +122,33 @@ class TrainingTests(unittest.TestCase):
     def test_deep_ranking_training_lowers_the_triplet_loss(self):
         with tempfile.TemporaryDirectory() as tmp:
             result = _train("deep_ranking", tmp, self.images, self.labels, epochs=3, classes_per_batch=4,
-                            lr=3e-3)
-            loss = result.history["embedding_loss"]
+                            lr=3e-3, positives="category")
+            loss = result.history["instance_embedding_loss"]
             self.assertLess(loss[-1], loss[0])
+
+    def test_instance_training_finds_a_new_view_of_each_product(self):
+        """Products of two photos each: one photo trains, the other (shifted, darker) is held out."""
+        rng = np.random.default_rng(5)
+        products = 24
+        views = []
+        for image in self.images[:products]:
+            moved = np.roll(image, (int(rng.integers(-2, 3)), int(rng.integers(-2, 3))), axis=(0, 1))
+            views.append(np.stack([image, (moved * 0.8).astype(np.uint8), np.flip(image, axis=1)]))
+        photos = np.concatenate(views)
+        groups = np.repeat(np.arange(products), 3)
+        labels = np.repeat(self.labels[:products], 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = _train("deep_ranking", tmp, photos, labels, groups=groups, epochs=12, lr=3e-3, batch_size=16,
+                            augment=True, eval_fraction=0.5, width=16)
+            self.assertEqual(result.holdout["relevance"], "product")
+            held = result.holdout["indices"]
+            self.assertEqual(len(held), 12)  # half the products give one of their three photos
+            trained = set(groups[np.setdiff1d(np.arange(len(photos)), held)].tolist())
+            self.assertTrue(set(groups[held].tolist()) <= trained)  # every held-out product also trained
+            figures = result.eval_metrics
+            self.assertEqual(figures["relevance"], "product")
+            chance = 1 / products
+            self.assertGreater(figures["precision_at_1"], 10 * chance)
 
     def test_bad_inputs_raise_value_error(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -164,6 +192,8 @@ class InferenceTests(unittest.TestCase):
         img = Image.fromarray(self.images[0])
         np.testing.assert_allclose(self.embedder.embed_pil(img), self.embedder.embed_arrays(self.images[:1])[0],
                                    atol=1e-4)
+        self.assertIsInstance(self.embedder.framing, Framing)
+        self.assertTrue(self.embedder.framing.enabled)
         label, probability = self.embedder.guess_category(img)
         self.assertIn(label, SHAPES)
         self.assertTrue(0.0 <= probability <= 1.0)
@@ -172,12 +202,17 @@ class InferenceTests(unittest.TestCase):
         import dataclasses
         import json
 
-        mirrored = self.images[:4, :, ::-1]
-        plain = self.embedder.embed_arrays(self.images[:4])
+        # Right-angled triangles: a mirror image differs even once framing has centred them.
+        yy, xx = np.mgrid[:SIZE, :SIZE]
+        triangles = np.zeros((4, SIZE, SIZE, 3), np.uint8)
+        for i in range(4):
+            triangles[i][(yy > xx + i) & (yy < SIZE - 3)] = (200, 60 * i, 40)
+        mirrored = triangles[:, :, ::-1]
+        plain = self.embedder.embed_arrays(triangles)
         self.assertFalse(np.allclose(plain, self.embedder.embed_arrays(mirrored), atol=1e-3))
         meta = {**self.embedder.meta, "flip_average": True}
         averaging = dataclasses.replace(self.embedder, meta=json.loads(json.dumps(meta)))
-        vectors = averaging.embed_arrays(self.images[:4])
+        vectors = averaging.embed_arrays(triangles)
         np.testing.assert_allclose(vectors, averaging.embed_arrays(mirrored), atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         label, _ = averaging.guess_category(Image.fromarray(self.images[0]))

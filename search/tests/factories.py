@@ -70,7 +70,7 @@ def product_create(*, category: Category | None = None, images: Sequence[bytes] 
 def model_version_create(*, dim: int = 3, active: bool = False, auto_activate: bool = False, **fields) -> ModelVersion:
     """A version without model files; `active` makes it the serving one (as a forced activation would)."""
     version = ModelVersion.objects.create(
-        architecture=fields.pop("architecture", ModelVersion.Architecture.CLASSIFIER),
+        architecture=fields.pop("architecture", "classifier"),
         status=fields.pop("status", ModelVersion.Status.SUCCEEDED),
         dim=dim,
         image_size=fields.pop("image_size", 16),

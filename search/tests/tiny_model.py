@@ -36,7 +36,7 @@ def tiny_model_version(*, auto_activate: bool = False, **fields) -> ModelVersion
     """A succeeded ModelVersion whose workdir holds the tiny model (trained once per test process)."""
     global _trained
     version = ModelVersion.objects.create(
-        architecture=ModelVersion.Architecture.CLASSIFIER,
+        architecture="classifier",
         status=ModelVersion.Status.SUCCEEDED,
         image_size=IMAGE_SIZE,
         label_names=LABEL_NAMES,
