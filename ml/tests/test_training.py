@@ -193,7 +193,6 @@ class InferenceTests(unittest.TestCase):
         np.testing.assert_allclose(self.embedder.embed_pil(img), self.embedder.embed_arrays(self.images[:1])[0],
                                    atol=1e-4)
         self.assertIsInstance(self.embedder.framing, Framing)
-        self.assertTrue(self.embedder.framing.enabled)
         label, probability = self.embedder.guess_category(img)
         self.assertIn(label, SHAPES)
         self.assertTrue(0.0 <= probability <= 1.0)

@@ -37,7 +37,7 @@ def tricky_files() -> dict[str, bytes]:
     cutout = triangle.convert("RGBA")
     cutout.putalpha(Image.fromarray(((np.asarray(triangle).max(axis=-1) > 0) * 255).astype(np.uint8)))
     palette = circle.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
-    wide = Image.fromarray((np.asarray(bar.convert("L"), np.uint16) * 257), mode="I;16")
+    wide = Image.fromarray(np.asarray(bar.convert("L"), np.uint16) * 257)  # mode I;16
     return {
         "exif-rotated.jpg": _save(bar.rotate(90, expand=True), "JPEG", quality=95, exif=exif.tobytes()),
         "transparent.png": _save(cutout, "PNG"),
