@@ -48,9 +48,15 @@ def catalogue_images() -> CatalogueImages:
 
 
 def model_version_create(
-    *, architecture: str, variant: str | None = None, overrides: dict[str, Any] | None = None, auto_activate: bool = False
+    *,
+    architecture: str,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    auto_activate: bool = False,
+    enqueue: bool = True,
 ) -> ModelVersion:
-    """Check the hyperparameters, record a queued version and enqueue its training after commit."""
+    """Check the hyperparameters, record a queued version and (unless `enqueue` is False: the caller
+    trains it itself) enqueue its training after commit."""
     from . import hparams as hp
     from .tasks import model_version_train_task
 
@@ -58,7 +64,8 @@ def model_version_create(
     version = ModelVersion.objects.create(
         architecture=architecture, hparams=params.to_dict(), epochs=params.epochs, auto_activate=auto_activate
     )
-    transaction.on_commit(lambda: model_version_train_task.delay(version.pk))
+    if enqueue:
+        transaction.on_commit(lambda: model_version_train_task.delay(version.pk))
     return version
 
 
@@ -104,8 +111,19 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     """Train (or resume) a queued/running version on the catalogue's images, then evaluate it.
 
     Safe to call again after a crash: training resumes from the last epoch checkpoint in the
-    version's workdir, and a finished version is left as it is.
+    version's workdir, and a finished version is left as it is. The run claims the version first
+    (ml.claims): while another process trains it, this call returns the version as it is.
     """
+    from .claims import model_version_claim
+
+    with model_version_claim(model_version_id=model_version.pk) as claimed:
+        if not claimed:
+            logger.info("Model version %s is being trained by another process; not training it here.", model_version.pk)
+            return ModelVersion.objects.get(pk=model_version.pk)
+        return _model_version_train_claimed(model_version=model_version, extra_callbacks=extra_callbacks)
+
+
+def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks: tuple) -> ModelVersion:
     from . import hparams as hp
     from .training import train
 
@@ -114,7 +132,9 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
         return version
     if version.cancel_requested:
         return _finish(version, ModelVersion.Status.CANCELLED)
-    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error="")
+    ModelVersion.objects.filter(pk=version.pk, status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).update(
+        status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error=""
+    )
     try:
         data = catalogue_images()
         if len(set(data.labels.tolist())) < 2 or len(data.paths) < 4:
@@ -139,6 +159,13 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     version.refresh_from_db()
     if version.cancel_requested:
         return _finish(version, ModelVersion.Status.CANCELLED)
+    if not result.completed or result.embedder_path is None or not result.embedder_path.exists():
+        # Stopped early by a callback (not a cancel): there is no model to index or activate.
+        return _finish(
+            version,
+            ModelVersion.Status.FAILED,
+            error=f"Training stopped after {result.epochs_completed} of {params.epochs} epochs, before the model was exported.",
+        )
     ModelVersion.objects.filter(pk=version.pk).update(
         dim=result.dim, image_size=params.image_size, label_names=data.label_names
     )

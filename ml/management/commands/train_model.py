@@ -81,8 +81,9 @@ class Command(BaseCommand):
                 "precision")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         try:
+            # In the foreground this process trains it: a queued task too would train it twice.
             version = model_version_create(
-                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate
+                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate, enqueue=background
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
