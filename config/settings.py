@@ -154,6 +154,8 @@ CELERY_TASK_ROUTES = {
 # a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.services).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
 INDEX_BATCH_MAX_ATTEMPTS = int(os.environ.get("INDEX_BATCH_MAX_ATTEMPTS", 12))
+# Activation refuses a version with more of the catalogue's images unreadable than this (0.01 = 1%).
+ACTIVATION_MAX_FAILED_FRACTION = float(os.environ.get("ACTIVATION_MAX_FAILED_FRACTION", 0.01))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = BASE_DIR / "var" / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -52,6 +52,7 @@ def version_status(version: ModelVersion) -> dict:
         "coverage": None if coverage is None else {
             "total": coverage.total_images, "embedded": coverage.embedded, "failed": coverage.failed,
             "complete": coverage.complete, "fraction": coverage.fraction,
+            "failed_percent": round(100 * coverage.failed_fraction, 1),
         },
     }
 

@@ -35,7 +35,7 @@ from catalog.models import ProductImage
 from config.celery import app
 from ml.models import ModelVersion
 from ml.runtime import forget
-from search import services
+from search import services, tasks
 from search.models import ImageEmbedding, IndexBatch, IndexJob
 from search.selectors import SimilarItems, product_similar
 
@@ -396,7 +396,7 @@ class ModelFileFaultTests(TestCase):
                 broken = self.broken_version(how)
                 with self.captureOnCommitCallbacks(execute=False):
                     job = services.index_job_start(model_version=broken)
-                services.index_batch_run(batch_id=job.batches.first().pk)
+                tasks.index_batch_task.apply(args=[job.batches.first().pk])  # retried, then the job fails
                 job.refresh_from_db()
                 self.assertEqual(job.status, IndexJob.Status.FAILED)
                 self.assertIn("could not be loaded", job.error)

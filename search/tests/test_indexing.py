@@ -78,7 +78,8 @@ class IndexJobTests(IndexingTestCase):
         self.assertFalse(services._batch_write(batch=batch, vectors=vectors, failures=failures))
         self.assertFalse(ImageEmbedding.objects.filter(model_version=self.version).exists())
 
-    def test_a_batch_whose_task_fails_for_good_is_recorded_as_failed_and_the_job_finishes(self):
+    def test_a_batch_whose_task_fails_for_good_fails_the_job_and_blames_no_image(self):
+        ModelVersion.objects.filter(pk=self.version.pk).update(auto_activate=True)
         job = self.start()
         first, *rest = job.batches.order_by("number")
         tasks.index_batch_task.on_failure(RuntimeError("decoder crashed"), "task-id", (first.pk,), {}, None)
@@ -86,9 +87,11 @@ class IndexJobTests(IndexingTestCase):
             tasks.index_batch_task.apply(args=[batch.pk]).get()
         tasks.index_job_finish_task.apply(args=[job.pk]).get()
         job.refresh_from_db()
-        self.assertEqual((job.status, job.done, job.failed), (IndexJob.Status.DONE, 4, 2))
-        reasons = set(EmbeddingFailure.objects.filter(image_id__in=first.image_ids).values_list("reason", flat=True))
-        self.assertEqual(reasons, {"Indexing failed: RuntimeError: decoder crashed"})
+        self.assertEqual(job.status, IndexJob.Status.FAILED)
+        self.assertIn("Batch 0 could not be embedded: RuntimeError: decoder crashed", job.error)
+        self.assertFalse(EmbeddingFailure.objects.exists())
+        self.version.refresh_from_db()
+        self.assertFalse(self.version.is_active)
 
     def test_batch_task_run_twice_leaves_the_same_rows(self):
         job = self.start()
@@ -131,10 +134,12 @@ class IndexJobTests(IndexingTestCase):
         broken = model_version_create(dim=8)
         with self.captureOnCommitCallbacks(execute=False):
             job = services.index_job_start(model_version=broken)
-        tasks.index_batch_task.apply(args=[job.batches.first().pk]).get()
+        result = tasks.index_batch_task.apply(args=[job.batches.first().pk])  # retried, then failed
+        self.assertIsInstance(result.result, services.IndexInfrastructureError)
         job.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.FAILED)
         self.assertIn("could not be loaded", job.error)
+        self.assertFalse(EmbeddingFailure.objects.filter(model_version=broken).exists())
 
     def test_a_new_job_cancels_the_unfinished_one(self):
         old = self.start()
