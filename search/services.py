@@ -450,10 +450,21 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
 
 
 def hnsw_index_drop(*, model_version: ModelVersion) -> None:
-    """Drop the version's HNSW index if it exists (concurrently outside a transaction)."""
-    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{hnsw_index_name(model_version.pk)}"')
+    """Drop the version's HNSW index if it exists, CONCURRENTLY. Called inside a transaction (the
+    admin's delete runs in one), the drop waits for the commit: a plain DROP INDEX would lock the
+    embeddings table, and with it every search, until then."""
+    name = hnsw_index_name(model_version.pk)
+
+    def drop() -> None:
+        # Still in a transaction only where on_commit callbacks run early (TestCase): plain DROP there.
+        concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
+
+    if connection.in_atomic_block:
+        transaction.on_commit(drop)
+    else:
+        drop()
 
 
 # --- switching models ---------------------------------------------------------------------------

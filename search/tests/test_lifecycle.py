@@ -9,7 +9,7 @@ from decimal import Decimal
 from unittest import mock
 
 from django.core.files.storage import FileSystemStorage
-from django.db import connection
+from django.db import connection, transaction
 from django.test import TestCase, TransactionTestCase, override_settings
 
 from catalog.models import Product, ProductImage
@@ -188,3 +188,79 @@ class CancelDuringBuildTests(TestCase):
         version.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.CANCELLED)
         self.assertFalse(version.is_active)
+
+
+class ModelCacheTests(TestCase):
+    def test_the_per_process_model_cache_keeps_the_two_most_recently_used_versions(self):
+        from ml import runtime
+
+        runtime.forget()
+        self.addCleanup(runtime.forget)
+        a, b, c = (tiny_model_version() for _ in range(3))
+        for version in (a, b, a, c):
+            runtime.embedder_for(version)
+        self.assertEqual(runtime.cached_versions(), [a.pk, c.pk])  # b, least recently used, was dropped
+
+
+class VersionDeleteTests(TransactionTestCase):
+    def setUp(self):
+        from django.contrib.admin.sites import site
+        from django.contrib.auth.models import User
+        from django.test import RequestFactory
+
+        self.version = tiny_model_version()
+        _catalogue(3)
+        index_job_run_here(services.index_job_start(model_version=self.version))
+        self.addCleanup(purge_queue, "embeddings")
+        self.admin = site._registry[ModelVersion]
+        self.request = RequestFactory().post("/")
+        self.request.user = User.objects.create_superuser("root", "root@example.com", "pw")
+
+    def test_deleting_a_version_in_the_admin_does_not_block_search_and_removes_files_after_commit(self):
+        from search.selectors import hnsw_index_exists
+
+        pk, workdir = self.version.pk, self.version.workdir
+        self.assertTrue(hnsw_index_exists(model_version=self.version))
+        deleted, searched = threading.Event(), threading.Event()
+        seen: dict[str, object] = {}
+
+        def delete_in_a_transaction():  # as the admin's delete view does
+            try:
+                with transaction.atomic():
+                    self.admin.delete_model(self.request, ModelVersion.objects.get(pk=pk))
+                    deleted.set()
+                    searched.wait(timeout=10)
+                    seen["files_before_commit"] = workdir.exists()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                seen["error"] = repr(exc)
+                deleted.set()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=delete_in_a_transaction)
+        thread.start()
+        self.assertTrue(deleted.wait(timeout=30))
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+                cursor.execute("SELECT count(*) FROM search_imageembedding")  # what a search reads
+                seen["search"] = cursor.fetchone()[0]
+        except Exception as exc:  # noqa: BLE001 - a lock timeout is the failure this test is about
+            seen["search"] = repr(exc)
+        finally:
+            searched.set()
+            thread.join(timeout=30)
+        self.assertNotIn("error", seen)
+        self.assertIsInstance(seen["search"], int, seen["search"])
+        self.assertTrue(seen["files_before_commit"])
+        self.assertFalse(workdir.exists())
+        self.assertFalse(hnsw_index_exists(model_version=ModelVersion(pk=pk)))
+
+    def test_a_delete_that_rolls_back_keeps_the_files_and_the_index(self):
+        from search.selectors import hnsw_index_exists
+
+        with self.assertRaises(RuntimeError), transaction.atomic():
+            self.admin.delete_model(self.request, ModelVersion.objects.get(pk=self.version.pk))
+            raise RuntimeError("the delete's transaction fails")
+        self.assertTrue((self.version.workdir / "embedder.keras").exists())
+        self.assertTrue(hnsw_index_exists(model_version=self.version))
