@@ -58,3 +58,13 @@ def index_job_finish_task(job_id: int) -> None:
 @shared_task(**RETRY)
 def image_embed_task(image_id: int) -> list[int]:
     return services.image_embed(image_id=image_id)
+
+
+@shared_task(**RETRY)
+def lifecycle_repair_task() -> dict:
+    """Celery beat's periodic repair (settings.CELERY_BEAT_SCHEDULE): see search.repair."""
+    from dataclasses import asdict
+
+    from .repair import lifecycle_repair
+
+    return asdict(lifecycle_repair())

@@ -170,11 +170,18 @@ class PrivateBrokerMixin:
         cls.redis = RedisServer()
         cls.redis.start()
         cls._old_broker = app.conf.broker_url
+        # Celery reads CELERY_BROKER_URL from the environment before its own setting: both must change.
+        cls._old_env = os.environ.get("CELERY_BROKER_URL")
+        os.environ["CELERY_BROKER_URL"] = cls.redis.url
         app.conf.broker_url = cls.redis.url
         app._after_fork()  # drop pooled connections to the old broker (what Celery does after a fork)
 
     @classmethod
     def tearDownClass(cls):
+        if cls._old_env is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = cls._old_env
         app.conf.broker_url = cls._old_broker
         app._after_fork()
         cls.redis.cleanup()
