@@ -28,4 +28,13 @@ def error_404(request, exception=None):
 
 
 def error_500(request):
+    import sys
+
+    from django.db import InterfaceError, OperationalError
+
+    from .middleware import database_unavailable
+
+    exception = sys.exc_info()[1]  # called while Django handles it
+    if isinstance(exception, (OperationalError, InterfaceError)):  # e.g. raised in a middleware
+        return database_unavailable(request, exception)
     return _error(request, 500, "Something went wrong on our side. Please try again.")
