@@ -1,8 +1,8 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from . import services
 from .models import ModelVersion
-from .services import model_version_train
 
 
 # Failures of a run itself are recorded on the version (FAILED with its reason) and never retried;
@@ -20,4 +20,4 @@ def model_version_train_task(self, model_version_id: int) -> str:
     ModelVersion.objects.filter(pk=model_version_id, status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).exclude(
         task_id="foreground"
     ).update(task_id=self.request.id or "")
-    return model_version_train(model_version=version).status
+    return services.model_version_train(model_version=version).status

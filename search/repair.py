@@ -159,8 +159,8 @@ def _missing_images_index(report: RepairReport, cutoff) -> None:
     from .services import index_job_start
 
     versions = ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED).filter(
-        Q(is_active=True) | Q(auto_activate=True, index_jobs__isnull=True, finished_at__lte=cutoff)
-    ).distinct()
+        Q(serving__is_active=True) | Q(serving__auto_activate=True, index_jobs__isnull=True, finished_at__lte=cutoff)
+    ).select_related("serving").distinct()
     for version in versions:
         if IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED).exists():
             continue  # a job runs: its own batches are repaired above
@@ -169,7 +169,7 @@ def _missing_images_index(report: RepairReport, cutoff) -> None:
             .exclude(embeddings__model_version=version)
             .exclude(embedding_failures__model_version=version)
         )
-        if version.is_active and not missing.exists():
+        if version.serving.is_active and not missing.exists():
             continue
         job = index_job_start(model_version=version, only_missing=True)
         report.jobs_started.append(job.pk)

@@ -1,9 +1,9 @@
-"""A version trains once: the foreground command queues nothing, a second claimant backs off, a run
-stopped early never succeeds without its model file, and the task retries a database outage."""
+"""A version trains once: a second claimant backs off, a run stopped early never succeeds without its
+model file, and the task retries a database outage. (That the foreground train_model command queues
+nothing is tested with the command, in search/tests/test_model_versions.py.)"""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import signal
@@ -15,7 +15,6 @@ from pathlib import Path
 from unittest import mock
 
 from django.conf import settings
-from django.core.management import call_command
 from django.db import OperationalError
 from django.test import TestCase, TransactionTestCase
 
@@ -25,29 +24,7 @@ from ml.services import model_version_create, model_version_train
 from ml.tasks import model_version_train_task
 from search.tests.test_faults import ROOT, child_env, wait_for
 
-from .test_django_training import TINY, purge_queue, queue_length, tiny_catalogue
-
-
-class ForegroundTrainingTests(TestCase):
-    def setUp(self):
-        self.addCleanup(shutil.rmtree, settings.MODELS_ROOT, ignore_errors=True)
-        tiny_catalogue()
-        purge_queue("training")
-        self.addCleanup(purge_queue, "training")
-
-    def test_train_model_in_the_foreground_queues_no_training_task(self):
-        with self.captureOnCommitCallbacks(execute=True):
-            call_command("train_model", "--architecture", "classifier", "--variant", "softmax", "--epochs", "1",
-                         "--image-size", "16", "--dim", "8", "--batch-size", "8", stdout=io.StringIO())
-        version = ModelVersion.objects.get()
-        self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
-        self.assertEqual(queue_length("training"), 0)  # no worker gets a copy to train beside it
-        self.assertEqual(version.task_id, "foreground")
-
-    def test_background_still_queues_one_task(self):
-        with self.captureOnCommitCallbacks(execute=True):
-            call_command("train_model", "--background", "--epochs", "1", stdout=io.StringIO())
-        self.assertEqual(queue_length("training"), 1)
+from .test_django_training import TINY, tiny_catalogue
 
 
 class EarlyStopTests(TestCase):
@@ -92,7 +69,7 @@ class TrainingTaskRetryTests(TestCase):
                 raise OperationalError("server closed the connection unexpectedly")
             return ModelVersion.objects.get(pk=model_version.pk)
 
-        with mock.patch("ml.tasks.model_version_train", side_effect=flaky):
+        with mock.patch("ml.services.model_version_train", side_effect=flaky):
             result = model_version_train_task.apply(args=[version.pk])
         self.assertEqual(result.get(), ModelVersion.Status.QUEUED)
         self.assertEqual(calls, [version.pk, version.pk])

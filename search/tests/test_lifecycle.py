@@ -17,9 +17,9 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from catalog.models import Product, ProductImage
 from ml.models import ModelVersion
 from search import services, tasks
-from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
+from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob, ServingState
 from search.repair import lifecycle_repair
-from search.selectors import index_coverage
+from search.selectors import index_coverage, model_version_is_active
 
 from ml.tests.test_django_training import purge_queue, queue_length
 
@@ -31,6 +31,7 @@ from .factories import (
     index_job_run_here,
     model_version_create,
     product_create,
+    serving_set,
     shape_png,
 )
 from .test_faults import PrivateBrokerMixin, wait_for
@@ -65,11 +66,10 @@ class EmptyActivationTests(TestCase):
                 tasks.index_batch_task.apply(args=[batch.pk])  # retried, then failed for good
         tasks.index_job_finish_task.apply(args=[job.pk]).get()
         job.refresh_from_db()
-        version.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.FAILED)
         self.assertIn("no local files", job.error)
         self.assertFalse(EmbeddingFailure.objects.exists())  # no image is blamed for the storage
-        self.assertFalse(version.is_active)
+        self.assertFalse(model_version_is_active(model_version=version))
 
     def test_a_job_whose_every_image_is_unreadable_does_not_auto_activate(self):
         version = tiny_model_version(auto_activate=True)
@@ -78,8 +78,7 @@ class EmptyActivationTests(TestCase):
                 f.write(b"\x89PNG\r\n\x1a\n not a png any more")
         job = index_job_run_here(services.index_job_start(model_version=version))
         self.assertEqual((job.status, job.done, job.failed), (IndexJob.Status.DONE, 0, 6))
-        version.refresh_from_db()
-        self.assertFalse(version.is_active)
+        self.assertFalse(model_version_is_active(model_version=version))
         with self.assertRaisesMessage(services.ActivationRefused, "vectors for 0 of 6 images"):
             services.model_version_activate(model_version=version)
 
@@ -93,14 +92,17 @@ class EmptyActivationTests(TestCase):
             with self.assertRaisesMessage(services.ActivationRefused, "1 unreadable, 16.7%; at most 10.0%"):
                 services.model_version_activate(model_version=version)
         with override_settings(ACTIVATION_MAX_FAILED_FRACTION=0.2):
-            self.assertTrue(services.model_version_activate(model_version=version).is_active)
-        ModelVersion.objects.update(is_active=False)
-        self.assertTrue(services.model_version_activate(model_version=version, force=True).is_active)
+            services.model_version_activate(model_version=version)
+        self.assertTrue(model_version_is_active(model_version=version))
+        ServingState.objects.update(is_active=False)
+        services.model_version_activate(model_version=version, force=True)
+        self.assertTrue(model_version_is_active(model_version=version))
 
 
 class FreshCopiesTests(TestCase):
     def test_image_embed_writes_the_price_and_category_as_they_are_after_the_model_call(self):
-        version = tiny_model_version(is_active=True)
+        version = tiny_model_version()
+        serving_set(version, is_active=True)
         product = _catalogue(1)[0]
         image = product.images.get()
         other = product_create().category
@@ -130,7 +132,8 @@ class FreshCopiesTests(TestCase):
 
 class OneRecordPerImageTests(TransactionTestCase):
     def test_image_embed_beside_a_batch_leaves_one_vector_or_one_failure(self):
-        version = tiny_model_version(is_active=True)
+        version = tiny_model_version()
+        serving_set(version, is_active=True)
         _catalogue(2)
         self.addCleanup(purge_queue, "embeddings")  # the job's message: this test runs the batch itself
         job = services.index_job_start(model_version=version)
@@ -198,9 +201,8 @@ class CancelDuringBuildTests(TestCase):
         with mock.patch.object(services, "hnsw_index_build", side_effect=build_then_cancel):
             services.index_job_finish(job_id=job.pk)
         job.refresh_from_db()
-        version.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.CANCELLED)
-        self.assertFalse(version.is_active)
+        self.assertFalse(model_version_is_active(model_version=version))
 
 
 class ModelCacheTests(TestCase):

@@ -1,8 +1,14 @@
+"""Training from the command line (ml.services), and with --activate / --demo what serves after it:
+so it lives in search, the layer that knows both."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ml import hparams as hp
 from ml.models import ModelVersion
-from ml.services import model_version_create, model_version_train
+from ml.services import model_version_train
+from search.models import IndexJob, ServingState
+from search.repair import lifecycle_repair
+from search.services import model_version_train_start
 
 # `make run` on first start: a model good enough to show similar items within minutes on 2 cores.
 DEMO_EPOCHS = 2
@@ -53,17 +59,14 @@ class Command(BaseCommand):
         lifecycle repair (search.repair, what Celery beat runs) sends again whatever was lost
         (training resumes from its checkpoint; indexing embeds only what is missing).
         Returns True when a model is active or on its way."""
-        from search.models import IndexJob
-        from search.repair import lifecycle_repair
-
         for line in lifecycle_repair(stale_after=0).lines():
             self.stdout.write(line)
-        if ModelVersion.objects.filter(is_active=True).exists():
+        if ServingState.objects.filter(is_active=True).exists():
             self.stdout.write("A model is active; not training another.")
             return True
         return (
             ModelVersion.objects.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).exists()
-            or IndexJob.objects.filter(status__in=IndexJob.UNFINISHED, model_version__auto_activate=True).exists()
+            or IndexJob.objects.filter(status__in=IndexJob.UNFINISHED, model_version__serving__auto_activate=True).exists()
         )
 
     def handle(self, *args, architecture, variant, activate, background, demo, **options):
@@ -79,7 +82,7 @@ class Command(BaseCommand):
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         try:
             # In the foreground this process trains it: a queued task too would train it twice.
-            version = model_version_create(
+            version = model_version_train_start(
                 architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate, enqueue=background
             )
         except ValueError as exc:
