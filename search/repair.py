@@ -27,9 +27,12 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from catalog.models import ProductImage
+from config.celery import app
+from ml import tasks as ml_tasks
 from ml.claims import model_version_claimed
 from ml.models import ModelVersion
 
+from . import services, tasks
 from .models import IndexBatch, IndexJob
 
 logger = logging.getLogger(__name__)
@@ -59,8 +62,6 @@ class RepairReport:
 
 def queue_length(name: str) -> int | None:
     """Messages waiting in a broker queue, or None when the broker cannot say (or is down)."""
-    from config.celery import app
-
     try:
         with app.connection_for_write() as conn:
             return conn.default_channel.queue_declare(name, passive=False, durable=True).message_count
@@ -96,21 +97,17 @@ def lifecycle_repair(*, stale_after: float | None = None) -> RepairReport:
 
 
 def _build_in_progress(model_version_id: int) -> bool:
-    from .services import HNSW_BUILD_LOCK
-
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND classid = %s AND objid = %s AND objsubid = 2)",
-            [HNSW_BUILD_LOCK, int(model_version_id)],
+            [services.HNSW_BUILD_LOCK, int(model_version_id)],
         )
         return bool(cursor.fetchone()[0])
 
 
 def _jobs_repair(report: RepairReport, cutoff) -> None:
-    from . import tasks
-
     waiting = None  # the embeddings queue's length, read once when needed
     jobs = IndexJob.objects.filter(status__in=[IndexJob.Status.RUNNING, IndexJob.Status.BUILDING_INDEX]).annotate(
         last_finished=Max("batches__finished_at")
@@ -138,8 +135,6 @@ def _jobs_repair(report: RepairReport, cutoff) -> None:
 
 
 def _training_repair(report: RepairReport, cutoff) -> None:
-    from ml.tasks import model_version_train_task
-
     versions = ModelVersion.objects.filter(
         status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING], cancel_requested=False
     ).filter(Q(started_at__lte=cutoff) | Q(started_at__isnull=True, created_at__lte=cutoff))
@@ -151,13 +146,11 @@ def _training_repair(report: RepairReport, cutoff) -> None:
             waiting = queue_length("training")
         if waiting:
             continue
-        model_version_train_task.delay(version.pk)  # a duplicate finds the claim taken and backs off
+        ml_tasks.model_version_train_task.delay(version.pk)  # a duplicate finds the claim taken and backs off
         report.versions_requeued.append(version.pk)
 
 
 def _missing_images_index(report: RepairReport, cutoff) -> None:
-    from .services import index_job_start
-
     versions = ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED).filter(
         Q(serving__is_active=True) | Q(serving__auto_activate=True, index_jobs__isnull=True, finished_at__lte=cutoff)
     ).select_related("serving").distinct()
@@ -171,5 +164,5 @@ def _missing_images_index(report: RepairReport, cutoff) -> None:
         )
         if version.serving.is_active and not missing.exists():
             continue
-        job = index_job_start(model_version=version, only_missing=True)
+        job = services.index_job_start(model_version=version, only_missing=True)
         report.jobs_started.append(job.pk)

@@ -7,12 +7,13 @@ services are idempotent, so running a task twice writes the same rows once.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from . import services
+from . import repair, services
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,4 @@ def image_embed_task(image_id: int) -> list[int]:
 @shared_task(**RETRY)
 def lifecycle_repair_task() -> dict:
     """Celery beat's periodic repair (settings.CELERY_BEAT_SCHEDULE): see search.repair."""
-    from dataclasses import asdict
-
-    from .repair import lifecycle_repair
-
-    return asdict(lifecycle_repair())
+    return asdict(repair.lifecycle_repair())
