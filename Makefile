@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install system-deps run test stop worker bench bench-quick clean
+.PHONY: install system-deps run-deps run test stop worker bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,12 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-## The demo: database, broker, Fashion-MNIST catalogue, Celery workers, default model, web server.
-run: install
+## Debian packages the demo needs (python3-venv, Fashion-MNIST, Redis); the browser is for tests only.
+run-deps:
+	bash .ci/system-deps --no-browser
+
+## The demo: database, broker, Fashion-MNIST catalogue, Celery workers and beat, default model, web server.
+run: run-deps install
 	$(PY) -m config.demo
 
 ## The whole suite on real PostgreSQL + pgvector and real Redis.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils.text import slugify
 from PIL import Image
 
@@ -31,7 +31,7 @@ def category_get_or_create(*, name: str) -> Category:
     category = Category.objects.filter(name__iexact=name).first()
     if category:
         return category
-    base = slugify(name) or "category"
+    base = slugify(name)[: Category._meta.get_field("slug").max_length - 10] or "category"
     slug, n = base, 1
     while Category.objects.filter(slug=slug).exists():
         n += 1
@@ -169,18 +169,32 @@ def _parse_price(raw: str) -> Decimal | None:
     return price.quantize(Decimal("0.01"))
 
 
+def _column_limits() -> dict[str, int]:
+    """Each column's limit, from the model field it is written to: checked before any write."""
+    return {
+        "sku": Product._meta.get_field("sku").max_length,
+        "title": Product._meta.get_field("title").max_length,
+        "category": Category._meta.get_field("name").max_length,
+    }
+
+
 def _validate_row(line: int, raw: dict, images_dir: Path) -> _Row:
+    for column, value in raw.items():
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL stores no NUL in text
+            raise ValueError(f"{column or 'a column'} contains a NUL character")
     sku = (raw.get("sku") or "").strip()
     if not sku:
         raise ValueError("missing sku")
-    if len(sku) > 64:
-        raise ValueError("sku longer than 64 characters")
     title = (raw.get("title") or "").strip()
     if not title:
         raise ValueError("missing title")
-    category = (raw.get("category") or "").strip()
+    category = " ".join((raw.get("category") or "").split())
     if not category:
         raise ValueError("missing category")
+    for column, value in (("sku", sku), ("title", title), ("category", category)):
+        limit = _column_limits()[column]
+        if len(value) > limit:
+            raise ValueError(f"{column} is {len(value):,} characters long; at most {limit} fit")
     price = _parse_price(raw.get("price") or "")
     paths = [p.strip() for p in (raw.get("images") or "").split("|") if p.strip()]
     if not paths:
@@ -199,7 +213,7 @@ def _validate_row(line: int, raw: dict, images_dir: Path) -> _Row:
         except InvalidImage as exc:
             raise ValueError(f"unreadable image {rel!r}: {exc}") from exc
         images.append((data, info.extension, info))
-    return _Row(line, sku, title[:200], category, price, (raw.get("description") or "").strip(), images)
+    return _Row(line, sku, title, category, price, (raw.get("description") or "").strip(), images)
 
 
 def _write_row(row: _Row) -> str:
@@ -251,20 +265,29 @@ def catalog_import_csv(*, rows: Iterable[str], images_dir: Path, progress: Progr
     if missing:
         raise ValueError(f"The CSV header lacks column(s): {', '.join(missing)}. Expected: {', '.join(CSV_COLUMNS)}.")
     report = CsvImport()
+    seen: dict[str, int] = {}  # sku -> the line that first had it
     for raw in reader:
         line = reader.line_num
+        sku = (raw.get("sku") or "").strip() if isinstance(raw.get("sku"), str) else ""
         try:
+            if sku in seen:
+                raise ValueError(f"sku {sku!r} repeats line {seen[sku]} of this file; the first row is kept")
             row = _validate_row(line, raw, images_dir)
         except ValueError as exc:
-            report.errors.append(RowError(line, (raw.get("sku") or "").strip(), str(exc)))
+            report.errors.append(RowError(line, sku, str(exc)))
         else:
+            seen[row.sku] = line
             sums = [info.sha256 for _, _, info in row.images]
             for other in (
                 Product.objects.filter(images__sha256__in=sums).exclude(sku=row.sku).values_list("sku", flat=True).distinct()
             ):
                 report.duplicates.append(f"line {line}: {row.sku} has the same image as {other}")
-            outcome = _write_row(row)
-            setattr(report, outcome, getattr(report, outcome) + 1)
+            try:
+                outcome = _write_row(row)
+            except DatabaseError as exc:  # a limit checked nowhere above: this row only, the rest go on
+                report.errors.append(RowError(line, row.sku, f"not written: {exc}".strip()[:500]))
+            else:
+                setattr(report, outcome, getattr(report, outcome) + 1)
         if progress:
             progress(1)
     return report

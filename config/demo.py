@@ -125,6 +125,19 @@ def admin_login() -> tuple[str, str | None]:
     return username, password_file.read_text().strip() if password_file.exists() else None
 
 
+def web_server_command(port: str) -> list[str]:
+    """The demo's web server: gunicorn with a fixed pool of threads, each keeping one database
+    connection. Django's runserver starts a thread per request, and with persistent connections
+    each left one behind until the database had none left ("too many clients already")."""
+    return [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--worker-class", "gthread", "--threads", "4", "--timeout", "120", "--graceful-timeout", "10"]
+
+
+def beat_command() -> list[str]:
+    """Celery beat: runs the periodic lifecycle repair (search/repair.py) on the workers."""
+    return [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "warning", "-s", str(VAR / "celerybeat-schedule")]
+
+
 def demo() -> int:
     os.environ["CELERY_BROKER_URL"] = choose_broker()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -144,11 +157,13 @@ def demo() -> int:
     say("Celery workers: queue 'embeddings' and queue 'training'")
     children.append(subprocess.Popen([*celery, "-Q", "embeddings", "-n", "embeddings@%h"], cwd=BASE_DIR))
     children.append(subprocess.Popen([*celery, "-Q", "training", "-n", "training@%h"], cwd=BASE_DIR))
+    say("Celery beat: the lifecycle repair every few minutes")
+    children.append(subprocess.Popen(beat_command(), cwd=BASE_DIR))
     say("Default model: trained and indexed in the background on first run")
     subprocess.run([*MANAGE, "train_model", "--demo"], check=False)
 
     port = os.environ.get("PORT", "8000")
-    children.append(subprocess.Popen([*MANAGE, "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=BASE_DIR))
+    children.append(subprocess.Popen(web_server_command(port), cwd=BASE_DIR))
     time.sleep(1.5)
     say(f"Lookalike is running at http://127.0.0.1:{port}/")
     secret = repr(password) if password else f"in {VAR / 'admin-password.txt'}"

@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.QueryParameterGuardMiddleware",
+    "config.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,6 +156,15 @@ CELERY_TASK_ROUTES = {
 # a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.services).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
 INDEX_BATCH_MAX_ATTEMPTS = int(os.environ.get("INDEX_BATCH_MAX_ATTEMPTS", 12))
+# Celery beat runs the lifecycle repair (search/repair.py) every REPAIR_INTERVAL seconds; work that
+# shows no progress for REPAIR_STALE_AFTER seconds, with nothing waiting in its queue, is sent again.
+REPAIR_INTERVAL = int(os.environ.get("REPAIR_INTERVAL", 300))
+REPAIR_STALE_AFTER = int(os.environ.get("REPAIR_STALE_AFTER", 600))
+CELERY_BEAT_SCHEDULE = {
+    "lifecycle-repair": {"task": "search.tasks.lifecycle_repair_task", "schedule": float(REPAIR_INTERVAL)},
+}
+# Activation refuses a version with more of the catalogue's images unreadable than this (0.01 = 1%).
+ACTIVATION_MAX_FAILED_FRACTION = float(os.environ.get("ACTIVATION_MAX_FAILED_FRACTION", 0.01))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = BASE_DIR / "var" / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

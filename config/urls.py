@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path, re_path
 
 from . import views
@@ -9,6 +10,9 @@ urlpatterns = [
     path("", include("search.urls")),
     path("", include("catalog.urls")),
 ]
+
+# `make run` serves with gunicorn, which (unlike runserver) serves no static files: with DEBUG on, Django does.
+urlpatterns += staticfiles_urlpatterns()
 
 if settings.DEBUG or settings.TESTING:
     # In production the web server (or a storage bucket) serves media; see docker-compose.yml.

@@ -1,9 +1,16 @@
 """Site-wide views: media in development and error pages that never leak a traceback."""
 
+import logging
+import sys
+
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.static import serve
+
+logger = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER = 30  # seconds
 
 
 def media_serve(request, path):
@@ -19,6 +26,14 @@ def _error(request, status: int, message: str):
     return render(request, "error.html", {"status": status, "message": message}, status=status)
 
 
+def database_unavailable(request, exception):
+    """A database that cannot be reached or has no connection left: 503 with Retry-After."""
+    logger.error("Database unavailable for %s: %s", request.path, exception)
+    response = _error(request, 503, "The site is busy right now. Please try again in a moment.")
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 def error_400(request, exception=None):
     return _error(request, 400, "The request could not be understood.")
 
@@ -28,4 +43,7 @@ def error_404(request, exception=None):
 
 
 def error_500(request):
+    exception = sys.exc_info()[1]  # called while Django handles it
+    if isinstance(exception, (OperationalError, InterfaceError)):  # e.g. raised in a middleware
+        return database_unavailable(request, exception)
     return _error(request, 500, "Something went wrong on our side. Please try again.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ml.artifacts import meta_check
@@ -11,8 +12,11 @@ if TYPE_CHECKING:
     from ml.inference import Embedder
     from ml.models import ModelVersion
 
-_cache: dict[int, Embedder] = {}
+_cache: OrderedDict[int, Embedder] = OrderedDict()
 _lock = threading.Lock()
+# The active version and one being indexed beside it; older ones are dropped (least recently used),
+# so a long-lived worker that indexed many versions does not hold every model in memory.
+CACHE_SIZE = 2
 
 
 def embedder_for(model_version: ModelVersion) -> Embedder:
@@ -29,7 +33,16 @@ def embedder_for(model_version: ModelVersion) -> Embedder:
                 label_names=model_version.label_names,
             )
             _cache[model_version.pk] = embedder
+        _cache.move_to_end(model_version.pk)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
         return embedder
+
+
+def cached_versions() -> list[int]:
+    """Ids of the versions whose models this process holds, least recently used first."""
+    with _lock:
+        return list(_cache)
 
 
 def forget(model_version_id: int | None = None) -> None:

@@ -20,6 +20,7 @@ from catalog.models import Category, ProductImage
 from . import hparams as hp
 from . import tasks
 from .architectures import defaults, get, recommend
+from .claims import model_version_claim
 from .metrics import knn, pixel_baseline, retrieval_metrics
 from .models import ModelVersion
 from .runtime import embedder_for
@@ -93,10 +94,15 @@ def recommended_architecture():
 
 
 def model_version_create(
-    *, architecture: str | None = None, variant: str | None = None, overrides: dict[str, Any] | None = None
+    *,
+    architecture: str | None = None,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    enqueue: bool = True,
 ) -> ModelVersion:
-    """Check the hyperparameters, record a queued version and enqueue its training after commit.
-    Without an architecture, the one recommended for this catalogue (and its image size)."""
+    """Check the hyperparameters, record a queued version and (unless `enqueue` is False: the caller
+    trains it itself) enqueue its training after commit. Without an architecture, the one
+    recommended for this catalogue (and its image size), with the reason recorded."""
     metrics = {}
     if architecture is None:
         choice = recommended_architecture()
@@ -106,7 +112,8 @@ def model_version_create(
     params = defaults(architecture, variant, **(overrides or {}))
     version = ModelVersion.objects.create(architecture=architecture, hparams=params.to_dict(), epochs=params.epochs,
                                           metrics=metrics)
-    transaction.on_commit(lambda: tasks.model_version_train_task.delay(version.pk))
+    if enqueue:
+        transaction.on_commit(lambda: tasks.model_version_train_task.delay(version.pk))
     return version
 
 
@@ -152,9 +159,19 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     """Train (or resume) a queued/running version on the catalogue's images, then evaluate it.
 
     Safe to call again after a crash: training resumes from the last epoch checkpoint in the
-    version's workdir, and a finished version is left as it is. A version that succeeds is
-    announced with ml.signals.model_version_trained (search indexes it there when asked to).
+    version's workdir, and a finished version is left as it is. The run claims the version first
+    (ml.claims): while another process trains it, this call returns the version as it is. A version
+    that succeeds is announced with ml.signals.model_version_trained (search indexes it there when
+    asked to).
     """
+    with model_version_claim(model_version_id=model_version.pk) as claimed:
+        if not claimed:
+            logger.info("Model version %s is being trained by another process; not training it here.", model_version.pk)
+            return ModelVersion.objects.get(pk=model_version.pk)
+        return _model_version_train_claimed(model_version=model_version, extra_callbacks=extra_callbacks)
+
+
+def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks: tuple) -> ModelVersion:
     from .training import train  # TensorFlow loads here, only in the process that trains
 
     version = ModelVersion.objects.get(pk=model_version.pk)
@@ -162,7 +179,9 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
         return version
     if version.cancel_requested:
         return _finish(version, ModelVersion.Status.CANCELLED)
-    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error="")
+    ModelVersion.objects.filter(pk=version.pk, status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).update(
+        status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error=""
+    )
     try:
         data = catalogue_images()
         if len(set(data.labels.tolist())) < 2 or len(data.paths) < 4:
@@ -192,6 +211,13 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     version.refresh_from_db()
     if version.cancel_requested:
         return _finish(version, ModelVersion.Status.CANCELLED)
+    if not result.completed or result.embedder_path is None or not result.embedder_path.exists():
+        # Stopped early by a callback (not a cancel): there is no model to index or activate.
+        return _finish(
+            version,
+            ModelVersion.Status.FAILED,
+            error=f"Training stopped after {result.epochs_completed} of {params.epochs} epochs, before the model was exported.",
+        )
     ModelVersion.objects.filter(pk=version.pk).update(
         dim=result.dim, image_size=params.image_size, label_names=data.label_names,
         metrics={**version.metrics, "split": split},

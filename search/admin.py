@@ -7,6 +7,7 @@ import shutil
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -137,6 +138,7 @@ def version_status(version: ModelVersion) -> dict:
         "coverage": None if coverage is None else {
             "total": coverage.total_images, "embedded": coverage.embedded, "failed": coverage.failed,
             "complete": coverage.complete, "fraction": coverage.fraction,
+            "failed_percent": round(100 * coverage.failed_fraction, 1),
         },
     }
 
@@ -167,10 +169,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def delete_model(self, request, obj):
-        model_version_vectors_delete(model_version=obj)  # also drops the version's HNSW index
-        forget(obj.pk)
-        shutil.rmtree(obj.workdir, ignore_errors=True)
+        pk, workdir = obj.pk, obj.workdir
+        model_version_vectors_delete(model_version=obj)  # its HNSW index is dropped concurrently after commit
         super().delete_model(request, obj)
+        # The admin deletes in a transaction: the files go only once the row is gone for good.
+        transaction.on_commit(lambda: (forget(pk), shutil.rmtree(workdir, ignore_errors=True)))
 
     def delete_queryset(self, request, queryset):
         for obj in queryset:

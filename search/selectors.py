@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Cast
 from pgvector.django import L2Distance, VectorField
 
@@ -321,13 +321,29 @@ class Coverage:
     def fraction(self) -> float:
         return (self.embedded + self.failed) / self.total_images if self.total_images else 1.0
 
+    @property
+    def failed_fraction(self) -> float:
+        """The share of the catalogue's images recorded as unreadable."""
+        return self.failed / self.total_images if self.total_images else 0.0
+
+    def activatable(self, *, max_failed_fraction: float) -> bool:
+        """Complete, with vectors for all but at most `max_failed_fraction` of the images: a version
+        whose images all "failed" is complete too, and must never serve."""
+        if not self.complete:
+            return False
+        if self.total_images and not self.embedded:
+            return False
+        return self.failed_fraction <= max_failed_fraction
+
 
 def index_coverage(*, model_version: ModelVersion) -> Coverage:
-    """How much of the catalogue the version's vectors cover (the activation check uses it)."""
+    """How much of the catalogue the version's vectors cover (the activation check uses it). An
+    image counts once: a failure row beside a vector for the same image is not counted."""
+    has_vector = ImageEmbedding.objects.filter(model_version=model_version, image_id=OuterRef("image_id"))
     return Coverage(
         total_images=ProductImage.objects.count(),
         embedded=ImageEmbedding.objects.filter(model_version=model_version).count(),
-        failed=EmbeddingFailure.objects.filter(model_version=model_version).count(),
+        failed=EmbeddingFailure.objects.filter(model_version=model_version).exclude(Exists(has_vector)).count(),
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "hnsw_index_build",
     "hnsw_index_drop",
     "image_embed",
+    "index_batch_fail",
     "index_batch_run",
     "index_coverage",
     "index_job_cancel",
@@ -52,6 +53,11 @@ class VectorsInUse(Exception):
     """The active version's vectors serve every query and cannot be deleted."""
 
 
+class IndexInfrastructureError(Exception):
+    """A batch cannot be embedded here at all (the model does not load, the storage has no local
+    files): never a fact about its images. The task retries, then the job fails with the reason."""
+
+
 # --- embedding images ---------------------------------------------------------------------------
 
 
@@ -64,7 +70,9 @@ def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]
     for image in images:
         try:
             path = image.image.path
-        except (ValueError, NotImplementedError) as exc:  # no file, or storage without local paths
+        except NotImplementedError as exc:  # the storage, not the image: every image would "fail"
+            raise IndexInfrastructureError(f"The media storage has no local files to embed from ({exc}).") from exc
+        except ValueError as exc:  # this row has no file
             failures[image.pk] = f"The image file cannot be opened ({exc})."
             continue
         readable.append(image)
@@ -137,11 +145,21 @@ def image_embed(*, image_id: int) -> list[int]:
     for version in model_versions_written():
         try:
             vectors, failures = _images_embed(model_version=version, images=[image])
-        except ModelLoadError as exc:
+        except (ModelLoadError, IndexInfrastructureError) as exc:
             logger.warning("Image %s not embedded for version %s: %s", image_id, version.pk, exc)
             continue
         with transaction.atomic():
-            _embeddings_write(model_version=version, images=[image], vectors=vectors, failures=failures)
+            # As a batch does: the image and product read again, locked, so the price and category
+            # copied are today's, and a batch writing the same image waits (one vector or one failure).
+            locked = (
+                ProductImage.objects.filter(pk=image_id)
+                .select_related("product")
+                .select_for_update(of=("self", "product"), no_key=True)
+                .first()
+            )
+            if locked is None:
+                return written
+            _embeddings_write(model_version=version, images=[locked], vectors=vectors, failures=failures)
         written.append(version.pk)
     return written
 
@@ -233,7 +251,8 @@ def index_batch_run(*, batch_id: int) -> bool:
 
     Safe to run twice (the upsert writes the same rows; the job's counts move only the first time
     the batch finishes) and concurrently with other batches. Images that cannot be read are recorded
-    as failures with their reason; the rest are embedded. A model that fails to load fails the job.
+    as failures with their reason; the rest are embedded. A model that fails to load, or storage
+    without local files, raises IndexInfrastructureError: the task retries, then fails the job.
     """
     batch = IndexBatch.objects.select_related("job__model_version").filter(pk=batch_id).first()
     if batch is None or batch.job.status != IndexJob.Status.RUNNING:
@@ -260,18 +279,19 @@ def index_batch_run(*, batch_id: int) -> bool:
     try:
         vectors, failures = _images_embed(model_version=version, images=images)
     except ModelLoadError as exc:
-        _job_fail(job_id=batch.job_id, error=f"The model could not be loaded: {exc}")
-        return False
+        raise IndexInfrastructureError(f"The model could not be loaded: {exc}") from exc
     return _batch_write(batch=batch, vectors=vectors, failures=failures)
 
 
-def index_batch_give_up(*, batch_id: int, reason: str) -> bool:
-    """Record every image of an unfinished batch as failed with `reason` and finish the batch, so
-    its job still completes (called when the batch's task fails for good)."""
-    batch = IndexBatch.objects.select_related("job__model_version").filter(pk=batch_id).first()
-    if batch is None or batch.finished_at is not None or batch.job.status != IndexJob.Status.RUNNING:
+def index_batch_fail(*, batch_id: int, reason: str) -> bool:
+    """Fail the job of a batch whose task failed for good (retries used up, or an error in the model
+    call or the database). Nothing is recorded against its images: the fault was not theirs, and a
+    job of "failed" images must never finish complete and activate a version without vectors."""
+    batch = IndexBatch.objects.filter(pk=batch_id).first()
+    if batch is None or batch.finished_at is not None:
         return False
-    return _batch_write(batch=batch, vectors={}, failures=dict.fromkeys(batch.image_ids, reason[:2000]))
+    _job_fail(job_id=batch.job_id, error=f"Batch {batch.number} could not be embedded: {reason}")
+    return True
 
 
 def _batch_write(*, batch: IndexBatch, vectors: dict[int, np.ndarray], failures: dict[int, str]) -> bool:
@@ -343,17 +363,20 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
     except Exception as exc:
         _job_fail(job_id=job.pk, error=f"Building the HNSW index failed: {exc}")
         raise
-    version = job.model_version
-    serving = ServingState.objects.filter(model_version=version).first()
-    if serving is not None and serving.auto_activate and not serving.is_active:
-        # Before the job reads "done", so whoever waits for "done" sees the switch too.
-        try:
-            model_version_activate(model_version=version)
-        except ActivationRefused as exc:
-            logger.warning("Model version %s not auto-activated: %s", version.pk, exc)
-    IndexJob.objects.filter(pk=job.pk, status=IndexJob.Status.BUILDING_INDEX).update(
-        status=IndexJob.Status.DONE, finished_at=timezone.now()
-    )
+    with transaction.atomic():
+        # The job row lock orders this against a cancel during the build: a cancelled job activates nothing.
+        if not IndexJob.objects.select_for_update().filter(pk=job.pk, status=IndexJob.Status.BUILDING_INDEX).exists():
+            job.refresh_from_db()
+            return job
+        version = job.model_version
+        serving = ServingState.objects.filter(model_version=version).first()
+        if serving is not None and serving.auto_activate and not serving.is_active:
+            # Before the job reads "done", so whoever waits for "done" sees the switch too.
+            try:
+                model_version_activate(model_version=version)  # a savepoint: a refusal undoes only itself
+            except ActivationRefused as exc:
+                logger.warning("Model version %s not auto-activated: %s", version.pk, exc)
+        IndexJob.objects.filter(pk=job.pk).update(status=IndexJob.Status.DONE, finished_at=timezone.now())
     job.refresh_from_db()
     return job
 
@@ -409,24 +432,40 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
 
 
 def hnsw_index_drop(*, model_version: ModelVersion) -> None:
-    """Drop the version's HNSW index if it exists (concurrently outside a transaction)."""
-    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{hnsw_index_name(model_version.pk)}"')
+    """Drop the version's HNSW index if it exists, CONCURRENTLY. Called inside a transaction (the
+    admin's delete runs in one), the drop waits for the commit: a plain DROP INDEX would lock the
+    embeddings table, and with it every search, until then."""
+    name = hnsw_index_name(model_version.pk)
+
+    def drop() -> None:
+        # Still in a transaction only where on_commit callbacks run early (TestCase): plain DROP there.
+        concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
+
+    if connection.in_atomic_block:
+        transaction.on_commit(drop)
+    else:
+        drop()
 
 
 # --- serving: training that activates when done, and switching models ----------------------------
 
 
 def model_version_train_start(
-    *, architecture: str | None = None, variant: str | None = None, overrides: dict | None = None,
+    *,
+    architecture: str | None = None,
+    variant: str | None = None,
+    overrides: dict | None = None,
     auto_activate: bool = False,
+    enqueue: bool = True,
 ) -> ModelVersion:
-    """Queue a training run (ml.services.model_version_create); with `auto_activate`, the catalogue is
-    indexed once it is trained and the version serves when its vectors cover it. Raises ValueError
-    for bad hyperparameters, before anything is recorded."""
+    """Queue a training run (ml.services.model_version_create; with `enqueue` False nothing is queued:
+    the caller trains it itself); with `auto_activate`, the catalogue is indexed once it is trained
+    and the version serves when its vectors cover it. Raises ValueError for bad hyperparameters,
+    before anything is recorded."""
     with transaction.atomic():  # the training task is enqueued after this commits, with the state
-        version = model_version_create(architecture=architecture, variant=variant, overrides=overrides)
+        version = model_version_create(architecture=architecture, variant=variant, overrides=overrides, enqueue=enqueue)
         ServingState.objects.create(model_version=version, auto_activate=auto_activate)
     return version
 
@@ -447,8 +486,9 @@ HNSW_BUILD_LOCK = 0x4C4B  # pg_advisory_lock(key, version id) while a version's 
 def model_version_activate(*, model_version: ModelVersion, force: bool = False) -> ModelVersion:
     """Make `model_version` the one every query uses, in one transaction.
 
-    Allowed only for a succeeded version whose vectors cover the catalogue (every image embedded or
-    recorded as unreadable), unless `force` (which skips only the coverage check). Other versions are
+    Allowed only for a succeeded version whose vectors cover the catalogue: every image embedded or
+    recorded as unreadable, and at most settings.ACTIVATION_MAX_FAILED_FRACTION of them unreadable
+    (so a version without vectors never serves), unless `force` (which skips only the coverage check). Other versions are
     deactivated in the same transaction, so requests see either the old or the new version, never
     both. Raises ActivationRefused with the reason.
     """
@@ -466,11 +506,12 @@ def model_version_activate(*, model_version: ModelVersion, force: bool = False) 
             )
         if not force:
             coverage = index_coverage(model_version=version)
-            if not coverage.complete:
+            bound = settings.ACTIVATION_MAX_FAILED_FRACTION
+            if not coverage.activatable(max_failed_fraction=bound):
                 raise ActivationRefused(
                     f"Model version #{version.pk} has vectors for {coverage.embedded:,} of {coverage.total_images:,} "
-                    f"images ({coverage.failed:,} unreadable, {coverage.missing:,} missing). Reindex it first, "
-                    "or force the activation."
+                    f"images ({coverage.failed:,} unreadable, {coverage.failed_fraction:.1%}; at most {bound:.1%} "
+                    f"may be; {coverage.missing:,} missing). Reindex it first, or force the activation."
                 )
         list(ServingState.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk))
         ServingState.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)

@@ -7,12 +7,13 @@ services are idempotent, so running a task twice writes the same rows once.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from . import services
+from . import repair, services
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +27,28 @@ RETRY = {
 }
 
 
+# A model that does not load or a storage without local files may be fixed within minutes (a
+# volume mounted late); past these retries the job fails with the reason.
+INFRASTRUCTURE_RETRIES = 3
+
+
 class IndexBatchTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Retries used up, or an error not worth retrying: record the batch's images as failed with
-        # the reason, so the job still finishes (and says why) instead of running forever.
+        # Retries used up, or an error not worth retrying: the job fails and says why, instead of
+        # running forever, and nothing is recorded against the batch's images (it was not their fault).
         batch_id = args[0] if args else kwargs.get("batch_id")
         try:
-            services.index_batch_give_up(batch_id=batch_id, reason=f"Indexing failed: {type(exc).__name__}: {exc}")
-        except Exception:  # the database may be what failed; the batch then stays for a reindex
+            services.index_batch_fail(batch_id=batch_id, reason=f"{type(exc).__name__}: {exc}")
+        except Exception:  # the database may be what failed; the repair task then requeues the batch
             logger.exception("Could not record the failure of index batch %s", batch_id)
 
 
-@shared_task(base=IndexBatchTask, **RETRY)
-def index_batch_task(batch_id: int) -> bool:
-    return services.index_batch_run(batch_id=batch_id)
+@shared_task(base=IndexBatchTask, bind=True, **RETRY)
+def index_batch_task(self, batch_id: int) -> bool:
+    try:
+        return services.index_batch_run(batch_id=batch_id)
+    except services.IndexInfrastructureError as exc:
+        raise self.retry(exc=exc, countdown=10 * 2**self.request.retries, max_retries=INFRASTRUCTURE_RETRIES) from exc
 
 
 @shared_task(**RETRY)
@@ -50,3 +59,9 @@ def index_job_finish_task(job_id: int) -> None:
 @shared_task(**RETRY)
 def image_embed_task(image_id: int) -> list[int]:
     return services.image_embed(image_id=image_id)
+
+
+@shared_task(**RETRY)
+def lifecycle_repair_task() -> dict:
+    """Celery beat's periodic repair (settings.CELERY_BEAT_SCHEDULE): see search.repair."""
+    return asdict(repair.lifecycle_repair())

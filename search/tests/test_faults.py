@@ -35,7 +35,7 @@ from catalog.models import ProductImage
 from config.celery import app
 from ml.models import ModelVersion
 from ml.runtime import forget
-from search import services
+from search import services, tasks
 from search.models import ImageEmbedding, IndexBatch, IndexJob, ServingState
 from search.selectors import SimilarItems, model_version_is_active, product_similar
 
@@ -170,11 +170,18 @@ class PrivateBrokerMixin:
         cls.redis = RedisServer()
         cls.redis.start()
         cls._old_broker = app.conf.broker_url
+        # Celery reads CELERY_BROKER_URL from the environment before its own setting: both must change.
+        cls._old_env = os.environ.get("CELERY_BROKER_URL")
+        os.environ["CELERY_BROKER_URL"] = cls.redis.url
         app.conf.broker_url = cls.redis.url
         app._after_fork()  # drop pooled connections to the old broker (what Celery does after a fork)
 
     @classmethod
     def tearDownClass(cls):
+        if cls._old_env is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = cls._old_env
         app.conf.broker_url = cls._old_broker
         app._after_fork()
         cls.redis.cleanup()
@@ -396,7 +403,7 @@ class ModelFileFaultTests(TestCase):
                 broken = self.broken_version(how)
                 with self.captureOnCommitCallbacks(execute=False):
                     job = services.index_job_start(model_version=broken)
-                services.index_batch_run(batch_id=job.batches.first().pk)
+                tasks.index_batch_task.apply(args=[job.batches.first().pk])  # retried, then the job fails
                 job.refresh_from_db()
                 self.assertEqual(job.status, IndexJob.Status.FAILED)
                 self.assertIn("could not be loaded", job.error)

@@ -78,7 +78,8 @@ class IndexJobTests(IndexingTestCase):
         self.assertFalse(services._batch_write(batch=batch, vectors=vectors, failures=failures))
         self.assertFalse(ImageEmbedding.objects.filter(model_version=self.version).exists())
 
-    def test_a_batch_whose_task_fails_for_good_is_recorded_as_failed_and_the_job_finishes(self):
+    def test_a_batch_whose_task_fails_for_good_fails_the_job_and_blames_no_image(self):
+        serving_set(self.version, auto_activate=True)
         job = self.start()
         first, *rest = job.batches.order_by("number")
         tasks.index_batch_task.on_failure(RuntimeError("decoder crashed"), "task-id", (first.pk,), {}, None)
@@ -86,9 +87,10 @@ class IndexJobTests(IndexingTestCase):
             tasks.index_batch_task.apply(args=[batch.pk]).get()
         tasks.index_job_finish_task.apply(args=[job.pk]).get()
         job.refresh_from_db()
-        self.assertEqual((job.status, job.done, job.failed), (IndexJob.Status.DONE, 4, 2))
-        reasons = set(EmbeddingFailure.objects.filter(image_id__in=first.image_ids).values_list("reason", flat=True))
-        self.assertEqual(reasons, {"Indexing failed: RuntimeError: decoder crashed"})
+        self.assertEqual(job.status, IndexJob.Status.FAILED)
+        self.assertIn("Batch 0 could not be embedded: RuntimeError: decoder crashed", job.error)
+        self.assertFalse(EmbeddingFailure.objects.exists())
+        self.assertFalse(model_version_is_active(model_version=self.version))
 
     def test_batch_task_run_twice_leaves_the_same_rows(self):
         job = self.start()
@@ -131,10 +133,12 @@ class IndexJobTests(IndexingTestCase):
         broken = model_version_create(dim=8)
         with self.captureOnCommitCallbacks(execute=False):
             job = services.index_job_start(model_version=broken)
-        tasks.index_batch_task.apply(args=[job.batches.first().pk]).get()
+        result = tasks.index_batch_task.apply(args=[job.batches.first().pk])  # retried, then failed
+        self.assertIsInstance(result.result, services.IndexInfrastructureError)
         job.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.FAILED)
         self.assertIn("could not be loaded", job.error)
+        self.assertFalse(EmbeddingFailure.objects.filter(model_version=broken).exists())
 
     def test_a_new_job_cancels_the_unfinished_one(self):
         old = self.start()
@@ -224,7 +228,8 @@ class ActivationTests(TestCase):
         for p in (self.query, self.x, self.y):
             self.put_b(p, [1, 2, 3])
         services.hnsw_index_build(model_version=self.b)
-        self.assertEqual(services.model_version_vectors_delete(model_version=self.b), 3)
+        with self.captureOnCommitCallbacks(execute=True):  # the index is dropped after the commit
+            self.assertEqual(services.model_version_vectors_delete(model_version=self.b), 3)
         self.assertFalse(ImageEmbedding.objects.filter(model_version=self.b).exists())
         self.assertFalse(hnsw_index_exists(model_version=self.b))
         self.assertEqual(ImageEmbedding.objects.filter(model_version=self.a).count(), 3)

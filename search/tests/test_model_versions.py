@@ -80,6 +80,29 @@ class CommandTests(TestCase):
         self.assertEqual(ModelVersion.objects.get().status, ModelVersion.Status.QUEUED)
 
 
+class ForegroundTrainingTests(TestCase):
+    """Issue 14: the foreground command trains in this process and queues no task for a worker."""
+
+    def setUp(self):
+        self.addCleanup(shutil.rmtree, settings.MODELS_ROOT, ignore_errors=True)
+        tiny_catalogue()
+        purge_queue("training")
+        self.addCleanup(purge_queue, "training")
+
+    def test_train_model_in_the_foreground_queues_no_training_task(self):
+        with self.captureOnCommitCallbacks(execute=True):
+            call_command("train_model", "--architecture", "classifier", "--variant", "softmax", "--epochs", "1",
+                         "--image-size", "16", "--dim", "8", "--batch-size", "8", stdout=io.StringIO())
+        version = ModelVersion.objects.get()
+        self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
+        self.assertEqual(queue_length("training"), 0)  # no worker gets a copy to train beside it
+        self.assertEqual(version.task_id, "foreground")
+
+    def test_background_still_queues_one_task(self):
+        with self.captureOnCommitCallbacks(execute=True):
+            call_command("train_model", "--background", "--epochs", "1", stdout=io.StringIO())
+        self.assertEqual(queue_length("training"), 1)
+
 
 @override_settings(CELERY_TASK_ALWAYS_EAGER=False)
 class AdminPermissionTests(TestCase):

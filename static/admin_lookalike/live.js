@@ -38,7 +38,7 @@
         set("index_text", `job #${job.id} ${job.status}: ${job.done} embedded, ${job.failed} failed of ${job.total}`);
       }
       if (data.coverage) {
-        set("coverage_text", `Coverage: ${data.coverage.embedded} of ${data.coverage.total} images have vectors` + (data.coverage.failed ? `, ${data.coverage.failed} unreadable.` : "."));
+        set("coverage_text", `Coverage: ${data.coverage.embedded} of ${data.coverage.total} images have vectors` + (data.coverage.failed ? `, ${data.coverage.failed} unreadable (${data.coverage.failed_percent}%).` : "."));
       }
       panel.dataset.status = data.status;
       panel.dataset.indexStatus = job ? job.status : "";

@@ -7,9 +7,9 @@ from ml import hparams as hp
 from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS
 from ml.models import ModelVersion
 from ml.services import model_version_train
-from ml.tasks import model_version_train_task
-from search.models import ServingState
-from search.services import index_job_start, model_version_train_start
+from search.models import IndexJob, ServingState
+from search.repair import lifecycle_repair
+from search.services import model_version_train_start
 
 # `make run` on first start: a model good enough to show similar items within minutes on 2 cores.
 DEMO_EPOCHS = 2
@@ -57,22 +57,19 @@ class Command(BaseCommand):
         parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
 
     def _demo_resume(self) -> bool:
-        """make run starts fresh workers, so nothing of an interrupted demo is still running:
-        queue it again (training resumes from its checkpoint; indexing embeds only what is missing).
+        """make run starts fresh workers, so nothing of an interrupted demo is still running: the
+        lifecycle repair (search.repair, what Celery beat runs) sends again whatever was lost
+        (training resumes from its checkpoint; indexing embeds only what is missing).
         Returns True when a model is active or on its way."""
+        for line in lifecycle_repair(stale_after=0).lines():
+            self.stdout.write(line)
         if ServingState.objects.filter(is_active=True).exists():
             self.stdout.write("A model is active; not training another.")
             return True
-        resumed = False
-        for version in ModelVersion.objects.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]):
-            model_version_train_task.delay(version.pk)
-            self.stdout.write(f"Resuming the training of model version {version.pk}.")
-            resumed = True
-        for version in ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED, serving__auto_activate=True):
-            index_job_start(model_version=version, only_missing=True)
-            self.stdout.write(f"Resuming the indexing of model version {version.pk}; it activates when done.")
-            resumed = True
-        return resumed
+        return (
+            ModelVersion.objects.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).exists()
+            or IndexJob.objects.filter(status__in=IndexJob.UNFINISHED, model_version__serving__auto_activate=True).exists()
+        )
 
     def handle(self, *args, architecture, variant, activate, background, demo, **options):
         if demo:
@@ -86,8 +83,9 @@ class Command(BaseCommand):
                 "precision")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         try:
+            # In the foreground this process trains it: a queued task too would train it twice.
             version = model_version_train_start(
-                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate
+                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate, enqueue=background
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
