@@ -55,7 +55,7 @@ def load_model(path: str | os.PathLike):
 
 def input_tensors(n: int, image_size: int) -> np.ndarray:
     """n Fashion-MNIST train images as model input (float32 [n, s, s, 3]); random pixels without the data."""
-    from ml.preprocess import arrays_to_input
+    from ml.preprocess import Framing, arrays_to_input
 
     try:
         from catalog.fashion_mnist import load_split
@@ -63,7 +63,7 @@ def input_tensors(n: int, image_size: int) -> np.ndarray:
         images = load_split("train")[0][:n]
     except FileNotFoundError:
         images = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    return np.asarray(arrays_to_input(images, image_size), np.float32)
+    return np.asarray(arrays_to_input(images, image_size, Framing(enabled=False)), np.float32)
 
 
 def measure_predict(model_path: str | os.PathLike, n: int, batches=PREDICT_BATCHES, repeats: int = 1) -> list[dict]:

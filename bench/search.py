@@ -195,14 +195,14 @@ def measure_photo_stages(version, payloads) -> dict:
     from search.selectors import nearest_products
 
     embedder = embedder_for(version)
-    stages = {"read_image": [], "embed_and_guess_pil": [], "nearest_products": []}
+    stages = {"read_image": [], "embed_and_guess_bytes": [], "nearest_products": []}
     for _name, data, _ in payloads:
         t = time.perf_counter()
         info = read_image(data, max_bytes=10 * 2**20)
         stages["read_image"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        vector, _guess = embedder.embed_and_guess_pil(info.image)
-        stages["embed_and_guess_pil"].append(time.perf_counter() - t)
+        vector, _guess = embedder.embed_and_guess_bytes(info.data)
+        stages["embed_and_guess_bytes"].append(time.perf_counter() - t)
         t = time.perf_counter()
         nearest_products(model_version_id=version.pk, vector=vector, k=K)
         stages["nearest_products"].append(time.perf_counter() - t)
