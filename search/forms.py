@@ -5,13 +5,16 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from catalog.forms import KeywordFilterForm
 from catalog.images import ImageInfo, InvalidImage, read_image
 from catalog.models import Category
 
 ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
 
 
-class PhotoSearchForm(forms.Form):
+class PhotoSearchForm(KeywordFilterForm):
+    """A photo, and optionally a category, words (q) and a price range that the results must match."""
+
     image = forms.FileField(
         label="Photo",
         help_text="JPEG, PNG, WebP or GIF.",
@@ -30,6 +33,7 @@ class PhotoSearchForm(forms.Form):
         error_messages={"invalid_choice": "There is no category “%(value)s”."},
     )
     k = forms.IntegerField(label="Results", required=False, min_value=1)
+    field_order = ["image", "category", "q", "min_price", "max_price", "k"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -38,6 +42,8 @@ class PhotoSearchForm(forms.Form):
         self.fields["k"].widget.attrs["placeholder"] = settings.SEARCH_DEFAULT_K
         max_mb = settings.SEARCH_UPLOAD_MAX_BYTES / 1e6
         self.fields["image"].help_text = f"JPEG, PNG, WebP or GIF, up to {max_mb:.0f} MB."
+        self.fields["q"].label = "Words"
+        self.order_fields(self.field_order)
 
     def clean_image(self) -> ImageInfo:
         upload = self.cleaned_data["image"]

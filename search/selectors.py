@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.db.models.functions import Cast
 from pgvector.django import L2Distance, VectorField
 
+from catalog.keyword_search import Match, product_keyword_match
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
 
@@ -66,6 +67,7 @@ def nearest_products(
     category_id: int | None = None,
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
+    products: QuerySet[Product] | Sequence[int] | None = None,
     exact: bool = False,
 ) -> list[Neighbour]:
     """The k products nearest to `vector` under one model version, closest first, each product once
@@ -74,7 +76,8 @@ def nearest_products(
     Uses the version's partial HNSW index: the ORDER BY casts to vector(D) and filters by
     model_version_id exactly as the index does, and pgvector 0.8's iterative scan
     (relaxed_order) keeps filtered queries returning k rows. `exact=True` orders by the uncast column,
-    which no index matches: a sequential scan, for checking recall.
+    which no index matches: a sequential scan, for checking recall. `products` (a queryset, run as a
+    subquery, or ids) keeps only those products: a filter inside the vector query, like category.
     """
     vector = np.asarray(vector, dtype=np.float32)
     dim = int(vector.shape[0])
@@ -87,6 +90,8 @@ def nearest_products(
         rows = rows.filter(price__gte=min_price)
     if max_price is not None:
         rows = rows.filter(price__lte=max_price)
+    if products is not None:
+        rows = rows.filter(product_id__in=products.order_by().values("pk") if isinstance(products, QuerySet) else list(products))
     column = F("embedding") if exact else Cast("embedding", VectorField(dimensions=dim))
     rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
     limit = k * 2  # most products have one image; a product's extra images may crowd others out
@@ -223,12 +228,22 @@ class PhotoSearch:
     model_version: ModelVersion
     items: list[SimilarProduct]
     guess: CategoryGuess | None
+    match: str = Match.ALL  # how the words matched (catalog.keyword_search.Match)
 
 
-def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = None) -> PhotoSearch:
+def photo_search(
+    *,
+    image: Image.Image,
+    k: int = 8,
+    category: Category | None = None,
+    query: str = "",
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+) -> PhotoSearch:
     """The k products most similar to an uploaded photo (an RGB PIL image, already validated and
-    EXIF-oriented), optionally within a category, plus the model's category guess when it has a
-    classifier head. Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
+    EXIF-oriented), optionally within a category, a price range and the products matching the words
+    `query` (keyword_neighbours), plus the model's category guess when it has a classifier head.
+    Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
     """
     from ml.runtime import embedder_for
 
@@ -250,10 +265,40 @@ def photo_search(*, image: Image.Image, k: int = 8, category: Category | None = 
         guess = CategoryGuess(
             label=label, probability=float(probability), category=Category.objects.filter(name__iexact=label).first()
         )
-    neighbours = nearest_products(
-        model_version_id=version.pk, vector=vector, k=k, category_id=category.pk if category else None
-    )
-    return PhotoSearch(model_version=version, items=_products_with_images(neighbours), guess=guess)
+    filters = {"category_id": category.pk if category else None, "min_price": min_price, "max_price": max_price}
+    match = Match.ALL
+    if query.strip():
+        words = product_keyword_match(query=query, category=category, min_price=min_price, max_price=max_price)
+        match = words.match
+        neighbours = keyword_neighbours(model_version_id=version.pk, vector=vector, k=k, products=words.products, **filters)
+    else:
+        neighbours = nearest_products(model_version_id=version.pk, vector=vector, k=k, **filters)
+    return PhotoSearch(model_version=version, items=_products_with_images(neighbours), guess=guess, match=match)
+
+
+HYBRID_EXACT_BELOW = 2000
+
+
+def keyword_neighbours(
+    *,
+    model_version_id: int,
+    vector: Sequence[float] | np.ndarray,
+    k: int,
+    products: QuerySet[Product],
+    exact_below: int = HYBRID_EXACT_BELOW,
+    **filters,
+) -> list[Neighbour]:
+    """The k products among `products` (those matching a keyword search) nearest to `vector`.
+
+    Few matches (at most `exact_below`): their ids are read and their vectors ranked exactly, through
+    the product index, which is faster than walking the HNSW graph past thousands of non-matches
+    (pgvector's iterative scan gives up after hnsw.max_scan_tuples). Many: the HNSW query with the
+    keyword query as a subquery filter, and the iterative scan keeps k rows coming.
+    """
+    ids = list(products.order_by().values_list("pk", flat=True)[: exact_below + 1])
+    if len(ids) <= exact_below:
+        return nearest_products(model_version_id=model_version_id, vector=vector, k=k, products=ids, exact=True, **filters)
+    return nearest_products(model_version_id=model_version_id, vector=vector, k=k, products=products, **filters)
 
 
 # --- coverage -----------------------------------------------------------------------------------
