@@ -5,9 +5,13 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+import dataclasses
+
 from catalog.forms import KeywordFilterForm
 from catalog.images import ImageInfo, InvalidImage, read_image
 from catalog.models import Category
+
+from .crop import BadCrop, crop_check, crop_parse
 
 ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
 
@@ -33,7 +37,9 @@ class PhotoSearchForm(KeywordFilterForm):
         error_messages={"invalid_choice": "There is no category “%(value)s”."},
     )
     k = forms.IntegerField(label="Results", required=False, min_value=1)
-    field_order = ["image", "category", "q", "min_price", "max_price", "k"]
+    # Set by the page's crop box (x,y,w,h in pixels of the photo as shown); empty: the whole photo.
+    crop = forms.CharField(label="Crop", required=False, max_length=100, widget=forms.HiddenInput)
+    field_order = ["image", "category", "q", "min_price", "max_price", "k", "crop"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,6 +63,28 @@ class PhotoSearchForm(KeywordFilterForm):
 
     def clean_k(self) -> int:
         return self.cleaned_data.get("k") or settings.SEARCH_DEFAULT_K
+
+    def clean_crop(self):
+        raw = self.cleaned_data.get("crop") or ""
+        if not raw.strip():
+            return None
+        try:
+            return crop_parse(raw)
+        except BadCrop as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean(self):
+        data = super().clean()
+        info, crop = data.get("image"), data.get("crop")
+        if info is not None and crop is not None:
+            try:
+                crop_check(crop, width=info.width, height=info.height)
+            except BadCrop as exc:
+                self.add_error("crop", str(exc))
+            else:
+                # The search (and the thumbnail shown back) use only the boxed part.
+                data["image"] = dataclasses.replace(info, image=info.image.crop(crop.box), width=crop.w, height=crop.h)
+        return data
 
     def first_error(self) -> str:
         for field, errors in self.errors.items():
