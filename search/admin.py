@@ -82,3 +82,5 @@ class EmbeddingFailureAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+from . import admin_duplicates  # noqa: E402,F401  (registers the near-duplicates page)

@@ -113,3 +113,30 @@ class CropBrowserTests(BrowserTestCase):
         titles = self.search()
         self.assertTrue(titles[0].startswith("Triangle"), titles)
         self.assertNotEqual(titles, self.whole)
+
+
+class NearDuplicatesAdminBrowserTests(BrowserTestCase):
+    def test_admin_sees_pairs_side_by_side_and_opens_either_product(self):
+        from django.contrib.auth import get_user_model
+
+        from search import services
+
+        from .factories import model_version_create, product_with_vectors
+
+        version = model_version_create(dim=2, active=True)
+        for i in range(6):
+            product_with_vectors(model_version=version, vectors=[[float(i), 0.0]], title=f"Point {i}")
+        product_with_vectors(model_version=version, vectors=[[3.01, 0.0]], title="Point 3 listed twice")
+        services.hnsw_index_build(model_version=version)
+        get_user_model().objects.create_superuser("admin", "admin@example.com", "a-long-test-password")
+        self.open("/admin/login/?next=/admin/search/nearduplicate/")
+        self.find("#id_username").send_keys("admin")
+        self.driver.find_element(By.ID, "id_password").send_keys("a-long-test-password" + Keys.ENTER)
+        self.assertEqual(self.find("[data-pair-count]").text, "1 pair within 0.2500.")
+        [row] = self.all("tr[data-pair]")
+        self.assertEqual(len(row.find_elements(By.TAG_NAME, "img")), 2)
+        self.assertIn("0.0100", row.text)
+        self.shot("admin-near-duplicates")
+        self.click_and_wait(row.find_element(By.LINK_TEXT, "Point 3 listed twice"))
+        self.assertIn("/admin/catalog/product/", self.driver.current_url)
+        self.assertEqual(self.find("#id_title").get_attribute("value"), "Point 3 listed twice")
