@@ -78,6 +78,7 @@ class CropSearchTests(TestCase):
     def test_page_shows_the_boxed_part(self):
         response = self.client.post(PAGE, {"image": upload(self.photo), "crop": "64,0,64,64"})
         self.assertContains(response, "the boxed part, 64×64 px")
+        self.assertContains(response, '<input type="hidden" name="crop" value="">')  # the next photo starts whole
         self.assertTrue(response.context["result"].items[0].product.title.startswith("triangle"))
 
     def test_bad_crops_are_json_400s_that_say_what_is_wrong(self):

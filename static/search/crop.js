@@ -52,7 +52,6 @@
         if (Math.max(W, H) <= 64) img.style.width = Math.max(W, H) < 32 ? "256px" : "320px";
         else img.style.width = "";
         root.hidden = false;
-        form.classList.add("has-crop");  // the crop box replaces the small preview
         crop = {x: 0, y: 0, w: W, h: H};
         render();
       };
