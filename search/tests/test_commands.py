@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote
 
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun
@@ -21,7 +21,6 @@ from django.db import connection, connections
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.urls import reverse
 
-from config.database import database_url
 from config.celery import app
 from ml.models import ModelVersion
 from search.models import ImageEmbedding, IndexJob
@@ -185,8 +184,13 @@ class ExitStatusTests(TransactionTestCase):
     """The real `manage.py` process, on the test database: a refusal exits 1 with the message on stderr."""
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
-        url = urlsplit(database_url(settings.BASE_DIR))
-        test_url = urlunsplit(url._replace(path="/" + connection.settings_dict["NAME"]))
+        params = connection.get_connection_params()  # the test database, as this process reaches it
+        auth = f"{quote(params.get('user', ''))}:{quote(str(params.get('password', '')))}"
+        host = params.get("host", "")
+        if host.startswith("/"):  # a Unix socket folder (the embedded server)
+            test_url = f"postgresql://{auth}@/{params['dbname']}?host={quote(host)}"
+        else:
+            test_url = f"postgresql://{auth}@{host}:{params.get('port', 5432)}/{params['dbname']}"
         env = {**os.environ, "DATABASE_URL": test_url, "TF_CPP_MIN_LOG_LEVEL": "3"}
         return subprocess.run(
             [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120
