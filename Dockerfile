@@ -12,6 +12,7 @@ RUN useradd --create-home lookalike && mkdir -p /data/media /data/models /app/st
  && chown -R lookalike /data /app/staticfiles
 USER lookalike
 # The same (manifest) storage as at run time, DEBUG off: a plain collect would leave no manifest.
-RUN DEBUG=0 SECRET_KEY=build-only DATABASE_URL=postgres://unused/unused CACHE_URL=locmem:// python manage.py collectstatic --noinput -v 0
+# django-admin, not manage.py: collecting static files needs no database, so none is started.
+RUN DEBUG=0 SECRET_KEY=build-only CACHE_URL=locmem:// django-admin collectstatic --noinput -v 0 --settings config.settings --pythonpath .
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60"]

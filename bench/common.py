@@ -55,12 +55,15 @@ def bench_env(*, quick: bool) -> dict[str, str]:
 
 
 def configure(*, quick: bool) -> None:
-    """Point this process at the bench database and start Django (the embedded server starts too)."""
+    """Point this process at the bench database, start it (the embedded server) and Django."""
     for key, value in bench_env(quick=quick).items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
+    from config.database import database_ensure
+
+    database_ensure()  # the settings start no database themselves
     django.setup()
     from django.core.management import call_command
 

@@ -148,12 +148,14 @@ def _machine_light(tf) -> dict:
 def clone_version(base):
     """A new succeeded version with the base's files: what a retrained model looks like to indexing."""
     from ml.models import ModelVersion
+    from search.models import ServingState
 
     clone = ModelVersion.objects.create(
         architecture=base.architecture, hparams=base.hparams, epochs=base.epochs, epoch=base.epoch,
         status=ModelVersion.Status.SUCCEEDED, dim=base.dim, image_size=base.image_size,
-        label_names=base.label_names, metrics={"bench_clone_of": base.pk}, auto_activate=True,
+        label_names=base.label_names, metrics={"bench_clone_of": base.pk},
     )
+    ServingState.objects.create(model_version=clone, auto_activate=True)
     clone.workdir.mkdir(parents=True, exist_ok=True)
     for name in ("embedder.keras", "meta.json"):
         shutil.copy2(base.workdir / name, clone.workdir / name)
@@ -208,7 +210,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
     from django.db import connection
 
     from search.models import ImageEmbedding, IndexBatch, IndexJob
-    from search.selectors import hnsw_index_name
+    from search.selectors import hnsw_index_name, model_version_is_active
     from search.services import index_job_start
 
     procs = start_workers(quick=quick, workers=workers, concurrency=concurrency, tf_threads=tf_threads)
@@ -268,7 +270,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
         "total_seconds": round(t_total, 2),
         "hnsw_index_bytes": index_bytes,
         "vectors": ImageEmbedding.objects.filter(model_version=version).count(),
-        "activated": version.is_active,
+        "activated": model_version_is_active(model_version=version),
         "postgres": {"maintenance_work_mem": mwm, "max_parallel_maintenance_workers": mpmw},
     }
 
@@ -343,7 +345,7 @@ def vectors_tidy(keep) -> int:
     from search.services import model_version_vectors_delete
 
     deleted = 0
-    for version in ModelVersion.objects.filter(is_active=False).exclude(pk=keep.pk):
+    for version in ModelVersion.objects.exclude(serving__is_active=True).exclude(pk=keep.pk):
         if version.embeddings.exists():
             deleted += model_version_vectors_delete(model_version=version)
     with connection.cursor() as cursor:
@@ -377,7 +379,7 @@ def main(argv=None) -> int:
     from catalog.models import ProductImage
     from ml.models import ModelVersion
 
-    base = ModelVersion.objects.filter(is_active=True).first() or bench_model_version()
+    base = ModelVersion.objects.filter(serving__is_active=True).first() or bench_model_version()
     if base is None:
         print("No trained model in the bench database: run bench/setup_data.py first.", file=sys.stderr)
         return 1

@@ -61,7 +61,7 @@ def ensure_model(epochs: int):
 def ensure_indexed(version) -> None:
     """Index in this process (Celery in eager mode) when the version's vectors or index are missing."""
     from config.celery import app
-    from search.selectors import hnsw_index_exists, index_coverage
+    from search.selectors import hnsw_index_exists, index_coverage, model_version_is_active
     from search.services import index_job_start, model_version_activate
 
     coverage = index_coverage(model_version=version)
@@ -71,8 +71,7 @@ def ensure_indexed(version) -> None:
         started = time.monotonic()
         index_job_start(model_version=version, only_missing=coverage.embedded > 0)
         log(f"indexed in {time.monotonic() - started:.0f} s")
-    version.refresh_from_db()
-    if not version.is_active:
+    if not model_version_is_active(model_version=version):
         model_version_activate(model_version=version)
         log(f"activated version {version.pk}")
 

@@ -20,6 +20,7 @@ from PIL import Image
 from . import fashion_mnist
 from .images import InvalidImage, read_image
 from .models import Category, Product, ProductImage, product_image_path
+from .signals import images_bulk_added
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 CHUNK = 2000
@@ -53,6 +54,7 @@ def _fake_price(index: int) -> Decimal:
 class FashionMnistImport:
     created: int = 0
     skipped: int = 0
+    notices: list[str] = field(default_factory=list)  # from images_bulk_added receivers (e.g. indexing queued)
 
 
 def fashion_mnist_import(
@@ -65,7 +67,8 @@ def fashion_mnist_import(
     """Import Fashion-MNIST images as products (one per image, category = class name).
 
     SKUs are `FM-<split>-<index>`, so running it again imports only what is missing. Products are
-    written in bulk, CHUNK at a time, each chunk in one transaction.
+    written in bulk, CHUNK at a time, each chunk in one transaction. Bulk writes send no post_save:
+    when images were added, `catalog.signals.images_bulk_added` says so (search then indexes them).
     """
     images, labels = fashion_mnist.load_split(split, directory)
     if limit is not None:
@@ -115,6 +118,9 @@ def fashion_mnist_import(
         result.created += len(chunk)
         if progress:
             progress(len(chunk))
+    if result.created:
+        responses = images_bulk_added.send(sender=ProductImage, count=result.created)
+        result.notices = [notice for _, notice in responses if notice]
     return result
 
 

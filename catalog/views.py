@@ -103,17 +103,11 @@ def api_product_list(request):
 
 
 def _similar_context(request, pk: int, k: int) -> dict:
-    from search.selectors import product_similar  # search depends on catalog, not the other way round
-
+    """The product, and how many similar items its template asks search for (the similar_items tag)."""
     product = get_object_or_404(Product.objects.browsable(), pk=pk)
     same_category = request.GET.get("same_category") == "1"
     more_url = reverse("catalog:product_more_like_this", args=[product.pk]) + ("?same_category=1" if same_category else "")
-    return {
-        "product": product,
-        "similar": product_similar(product=product, k=k, same_category=same_category),
-        "same_category": same_category,
-        "more_url": more_url,
-    }
+    return {"product": product, "similar_k": k, "same_category": same_category, "more_url": more_url}
 
 
 def product_detail_view(request, pk: int):

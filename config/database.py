@@ -1,10 +1,22 @@
-"""Where the database is: DATABASE_URL, or an embedded PostgreSQL 18 + pgvector under var/."""
+"""Where the database is: DATABASE_URL, or an embedded PostgreSQL 18 + pgvector under var/.
+
+The settings only read DATABASE_URL. The entry points that need a database (manage.py, the WSGI
+app, the Celery app, config.demo, the pytest plugin) call `database_ensure()` before Django loads
+its settings: it starts the embedded server when DATABASE_URL is unset and sets DATABASE_URL to it,
+so this process and the children it starts share one server.
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def embedded_pgdata() -> Path:
+    return Path(os.environ.get("LOOKALIKE_PGDATA", BASE_DIR / "var" / "pgdata"))
 
 
 def embedded_database_url(data_dir: Path) -> str:
@@ -22,8 +34,11 @@ def embedded_database_url(data_dir: Path) -> str:
     return server.get_uri()
 
 
-def database_url(base_dir: Path) -> str:
+def database_ensure() -> str:
+    """DATABASE_URL when set; else start (or reuse) the embedded server, set DATABASE_URL to it and
+    return it. The one function every entry point calls."""
     url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    return embedded_database_url(Path(os.environ.get("LOOKALIKE_PGDATA", base_dir / "var" / "pgdata")))
+    if not url:
+        url = embedded_database_url(embedded_pgdata())
+        os.environ["DATABASE_URL"] = url
+    return url

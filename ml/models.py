@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+
+
+def artifacts_folder_new() -> str:
+    return uuid.uuid4().hex
 
 
 class ModelVersion(models.Model):
-    """One training run and the embedding model it produced: what queries rank by when active."""
+    """One training run and the embedding model it produced, with its figures. Whether it serves
+    queries is search's business (search.models.ServingState)."""
 
     class Architecture(models.TextChoices):
         AUTOENCODER = "autoencoder", "Convolutional autoencoder"
@@ -38,11 +43,12 @@ class ModelVersion(models.Model):
     image_size = models.PositiveIntegerField(null=True, blank=True)
     label_names = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
-    is_active = models.BooleanField(default=False)
-    auto_activate = models.BooleanField(
-        default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
-    )
     task_id = models.CharField(max_length=64, blank=True)
+    artifacts_folder = models.CharField(
+        max_length=64, unique=True, default=artifacts_folder_new, editable=False,
+        help_text="Folder under MODELS_ROOT: unique across databases, unlike the id (versions made before "
+        "it existed keep their version-<id> folder).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -51,13 +57,7 @@ class ModelVersion(models.Model):
         ordering = ["-id"]
         permissions = [
             ("train_modelversion", "Can start training a model"),
-            ("reindex_modelversion", "Can reindex the catalogue with a model"),
-            ("activate_modelversion", "Can activate a model for search"),
             ("cancel_modelversion", "Can cancel training or indexing"),
-        ]
-        constraints = [
-            # At most one active version: two admins activating at once cannot both win.
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"),
         ]
 
     def __str__(self) -> str:
@@ -69,12 +69,8 @@ class ModelVersion(models.Model):
 
     @property
     def workdir(self) -> Path:
-        """Checkpoints, the final embedder.keras, meta.json and TensorBoard logs."""
-        return Path(settings.MODELS_ROOT) / f"version-{self.pk}"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.workdir / "tensorboard"
+        """The version's files: checkpoints, the exported embedder, meta.json, TensorBoard logs (ml.artifacts)."""
+        return Path(settings.MODELS_ROOT) / self.artifacts_folder
 
     @property
     def is_finished(self) -> bool:

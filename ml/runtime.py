@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from ml.artifacts import meta_check
+
 if TYPE_CHECKING:
     from ml.inference import Embedder
     from ml.models import ModelVersion
@@ -14,13 +16,18 @@ _lock = threading.Lock()
 
 
 def embedder_for(model_version: ModelVersion) -> Embedder:
-    """The version's Embedder, loaded on first use in this process. Raises ml.inference.ModelLoadError."""
+    """The version's Embedder, loaded on first use in this process. Raises ml.artifacts.ModelLoadError,
+    also when its meta.json disagrees with the row (dim, image size, labels)."""
     with _lock:
         embedder = _cache.get(model_version.pk)
         if embedder is None:
             from ml.inference import Embedder  # TensorFlow loads here, on first use
 
             embedder = Embedder.load(model_version.workdir)
+            meta_check(
+                embedder.meta, path=embedder.path, dim=model_version.dim, image_size=model_version.image_size,
+                label_names=model_version.label_names,
+            )
             _cache[model_version.pk] = embedder
         return embedder
 

@@ -8,12 +8,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
+from catalog import fashion_mnist
 from catalog.models import Category, ProductImage
 
+from . import hparams as hp
+from . import tasks
+from .metrics import knn, pixel_baseline, retrieval_metrics
 from .models import ModelVersion
+from .runtime import embedder_for
+from .signals import model_version_trained
 
 logger = logging.getLogger(__name__)
 EVALUATION_QUERIES = ("holdout", "fashion-mnist-test")
@@ -37,8 +45,6 @@ def catalogue_images() -> CatalogueImages:
     categories = list(Category.objects.order_by("id").values_list("id", "name"))
     index = {pk: i for i, (pk, _) in enumerate(categories)}
     rows = ProductImage.objects.order_by("id").values_list("image", "product_id", "product__category_id")
-    from django.core.files.storage import default_storage
-
     paths, labels, groups = [], [], []
     for name, product_id, category_id in rows.iterator(chunk_size=5000):
         paths.append(default_storage.path(name))
@@ -48,17 +54,12 @@ def catalogue_images() -> CatalogueImages:
 
 
 def model_version_create(
-    *, architecture: str, variant: str | None = None, overrides: dict[str, Any] | None = None, auto_activate: bool = False
+    *, architecture: str, variant: str | None = None, overrides: dict[str, Any] | None = None
 ) -> ModelVersion:
     """Check the hyperparameters, record a queued version and enqueue its training after commit."""
-    from . import hparams as hp
-    from .tasks import model_version_train_task
-
     params = hp.defaults(architecture, variant, **(overrides or {})).validate(architecture)
-    version = ModelVersion.objects.create(
-        architecture=architecture, hparams=params.to_dict(), epochs=params.epochs, auto_activate=auto_activate
-    )
-    transaction.on_commit(lambda: model_version_train_task.delay(version.pk))
+    version = ModelVersion.objects.create(architecture=architecture, hparams=params.to_dict(), epochs=params.epochs)
+    transaction.on_commit(lambda: tasks.model_version_train_task.delay(version.pk))
     return version
 
 
@@ -104,10 +105,10 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     """Train (or resume) a queued/running version on the catalogue's images, then evaluate it.
 
     Safe to call again after a crash: training resumes from the last epoch checkpoint in the
-    version's workdir, and a finished version is left as it is.
+    version's workdir, and a finished version is left as it is. A version that succeeds is
+    announced with ml.signals.model_version_trained (search indexes it there when asked to).
     """
-    from . import hparams as hp
-    from .training import train
+    from .training import train  # TensorFlow loads here, only in the process that trains
 
     version = ModelVersion.objects.get(pk=model_version.pk)
     if version.is_finished:
@@ -151,10 +152,7 @@ def model_version_train(*, model_version: ModelVersion, extra_callbacks: tuple =
     version = _finish(
         version, ModelVersion.Status.SUCCEEDED, metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1)}
     )
-    if version.auto_activate:
-        from search.services import index_job_start
-
-        index_job_start(model_version=version)
+    model_version_trained.send(sender=ModelVersion, model_version=version)
     return version
 
 
@@ -185,11 +183,8 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
     fashion-mnist-test: the 10,000 Fashion-MNIST test images query the whole catalogue (meant for the
     train split loaded as the catalogue). Relevance = same category. Stores the figures on the record.
     """
-    from catalog import fashion_mnist
-    from ml.input import split_by_group
-    from ml.metrics import pixel_baseline, retrieval_metrics
-    from ml.preprocess import arrays_to_input
-    from ml.runtime import embedder_for
+    from .input import split_by_group  # TensorFlow loads with these two: only when evaluating
+    from .preprocess import arrays_to_input
 
     if k < 1:
         raise ValueError(f"k must be positive. Received: k={k}")
@@ -240,8 +235,6 @@ def _flat(images: np.ndarray) -> np.ndarray:
 
 
 def _precision_at(cat_v: np.ndarray, cat_y: np.ndarray, q_v: np.ndarray, q_y: np.ndarray, k: int) -> float:
-    from ml.metrics import knn
-
     idx, _ = knn(cat_v, q_v, min(k, len(cat_v)))
     return float((cat_y[idx] == q_y[:, None]).mean())
 
@@ -249,15 +242,11 @@ def _precision_at(cat_v: np.ndarray, cat_y: np.ndarray, q_v: np.ndarray, q_y: np
 def _resize_pixels(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1:3] == (size, size):
         return images
-    from PIL import Image
-
     return np.stack([np.asarray(Image.fromarray(img).resize((size, size))) for img in images])
 
 
 def _load_pixels(paths: list[str], *, size: int) -> np.ndarray:
     """Catalogue images as grayscale uint8 [n, size, size], for the raw-pixel baseline."""
-    from PIL import Image
-
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:

@@ -1,7 +1,7 @@
 from celery import shared_task
 
+from . import services
 from .models import ModelVersion
-from .services import model_version_train
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3)
@@ -11,4 +11,4 @@ def model_version_train_task(self, model_version_id: int) -> str:
     if version is None:
         return "missing"
     ModelVersion.objects.filter(pk=model_version_id).update(task_id=self.request.id or "")
-    return model_version_train(model_version=version).status
+    return services.model_version_train(model_version=version).status

@@ -1,17 +1,12 @@
 """Training: build, fit with a checkpoint every epoch (resuming from it), log, export.
 
-A workdir holds everything about one run:
-    checkpoint.keras  the training model and optimizer after the last complete epoch
-    state.json        epochs done, history, seconds spent, the run's architecture and hparams
-    tensorboard/      scalars, weight histograms, autoencoder reconstructions, embedding projector
-    embedder.keras    the final embedding model (written when all epochs are done)
-    meta.json         what inference needs to use it (ml.inference.Embedder.load)
+A workdir holds everything about one run; ml/artifacts.py owns its layout (checkpoint, state,
+TensorBoard logs, the exported embedder and its meta.json).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -26,17 +21,13 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ml.architectures import ARCHITECTURES, Built, build, float32_embedder
+from ml.artifacts import CHECKPOINT, TENSORBOARD, checkpoint_save, embedder_save, state_read
 from ml.hparams import HParams
 from ml.input import make_balanced_dataset, make_dataset, split_by_group
 from ml.metrics import retrieval_metrics
 from ml.precision import resolve
 from ml.preprocess import arrays_to_input, decode_and_resize
 
-CHECKPOINT = "checkpoint.keras"
-STATE = "state.json"
-EMBEDDER = "embedder.keras"
-META = "meta.json"
-TENSORBOARD = "tensorboard"
 PROJECTOR_SAMPLE = 500
 
 
@@ -163,8 +154,6 @@ def train(
         eval_v = _embed(embedder, eval_x)
         result.eval_metrics = retrieval_metrics(eval_v, labels[eval_idx], eval_v, labels[eval_idx],
                                                 exclude_self=True).to_dict()
-    result.embedder_path = workdir / EMBEDDER
-    _atomic_save(embedder, result.embedder_path)
     meta = {
         "architecture": architecture,
         "hparams": hp.to_dict(),
@@ -184,8 +173,7 @@ def train(
         "tensorflow_version": tf.__version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    result.meta_path = workdir / META
-    _atomic_write_text(result.meta_path, json.dumps(meta, indent=2))
+    result.embedder_path, result.meta_path = embedder_save(embedder, workdir, meta)
     return result
 
 
@@ -220,10 +208,9 @@ def _embed(embedder: keras.Model, x: np.ndarray) -> np.ndarray:
 
 
 def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
-    path = workdir / STATE
-    if not path.exists() or not (workdir / CHECKPOINT).exists():
+    state = state_read(workdir)
+    if state is None:
         return None
-    state = json.loads(path.read_text())
     # Through HParams, so a checkpoint from before a hyperparameter existed compares with its default.
     old = {k: v for k, v in HParams.from_dict(state["hparams"]).to_dict().items() if k != "epochs"}
     new = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
@@ -233,18 +220,6 @@ def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
             f"use an empty workdir. Received: architecture={architecture!r}, hparams={hp.to_dict()}"
         )
     return state
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 class _Checkpoint(keras.callbacks.Callback):
@@ -274,11 +249,10 @@ class _Checkpoint(keras.callbacks.Callback):
         self.epoch = epoch + 1
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        _atomic_save(self.model, self.workdir / CHECKPOINT)
-        _atomic_write_text(self.workdir / STATE, json.dumps({
+        checkpoint_save(self.model, self.workdir, {
             "architecture": self.architecture, "hparams": self.hp.to_dict(), "epoch": self.epoch,
             "history": self.history, "train_seconds": self.seconds,
-        }, indent=2))
+        })
 
 
 def _metadata(plugin: str, data_class: int) -> bytes:

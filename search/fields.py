@@ -7,9 +7,9 @@ from pgvector.django import VectorField as _PgVectorField
 
 
 def vector_text(vector: np.ndarray) -> str:
-    """pgvector's text form of a 1-D float vector. '%.9g' gives every float32 back exactly, and
-    formats a 128-d vector about 5x faster than pgvector-python's str(float(v)) per element,
-    which was a third of an index batch's database write (bench/indexing.py)."""
+    """pgvector's text form of a 1-D float vector. '%.9g' gives every float32 back exactly, and one
+    C-level format per vector is much faster than pgvector-python's str(float(v)) per element, a
+    large share of an index batch's database write (bench/indexing.py measures it)."""
     values = np.asarray(vector, dtype=np.float32).tolist()
     return "[" + ",".join(["%.9g"] * len(values)) % tuple(values) + "]"
 

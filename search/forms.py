@@ -1,19 +1,35 @@
-"""The photo-search form: used by the search page and the JSON API alike."""
+"""The photo-search form (used by the search page and the JSON API alike), the one check of `k`,
+and the admin's training form with the serving choice."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from django import forms
 from django.conf import settings
 
-import dataclasses
-
 from catalog.forms import KeywordFilterForm
 from catalog.images import ImageInfo, InvalidImage, read_image
 from catalog.models import Category
+from ml.forms import TrainForm
 
 from .crop import BadCrop, crop_check, crop_parse
 
 ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
+
+
+def k_parse(raw: str | int | None) -> int:
+    """How many results were asked for: SEARCH_DEFAULT_K when not given, else a whole number from 1 to
+    SEARCH_MAX_K. The one check of k, for the pages and the API. Raises ValueError saying why."""
+    if raw in (None, ""):
+        return settings.SEARCH_DEFAULT_K
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"k must be a whole number between 1 and {settings.SEARCH_MAX_K}. Received: {raw!r}") from None
+    if not 1 <= k <= settings.SEARCH_MAX_K:
+        raise ValueError(f"k must be between 1 and {settings.SEARCH_MAX_K}. Received: {k}")
+    return k
 
 
 class PhotoSearchForm(KeywordFilterForm):
@@ -36,16 +52,15 @@ class PhotoSearchForm(KeywordFilterForm):
         empty_label="All categories",
         error_messages={"invalid_choice": "There is no category “%(value)s”."},
     )
-    k = forms.IntegerField(label="Results", required=False, min_value=1)
+    k = forms.CharField(label="Results", required=False, widget=forms.NumberInput(attrs={"min": 1}))
     # Set by the page's crop box (x,y,w,h in pixels of the photo as shown); empty: the whole photo.
     crop = forms.CharField(label="Crop", required=False, max_length=100, widget=forms.HiddenInput)
     field_order = ["image", "category", "q", "min_price", "max_price", "k", "crop"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Built here, not at import, so the bounds follow settings (and override_settings in tests).
-        self.fields["k"] = forms.IntegerField(label="Results", required=False, min_value=1, max_value=settings.SEARCH_MAX_K)
-        self.fields["k"].widget.attrs["placeholder"] = settings.SEARCH_DEFAULT_K
+        # Here, not at import, so the bounds follow settings (and override_settings in tests).
+        self.fields["k"].widget.attrs.update(max=settings.SEARCH_MAX_K, placeholder=settings.SEARCH_DEFAULT_K)
         max_mb = settings.SEARCH_UPLOAD_MAX_BYTES / 1e6
         self.fields["image"].help_text = f"JPEG, PNG, WebP or GIF, up to {max_mb:.0f} MB."
         self.fields["q"].label = "Words"
@@ -62,7 +77,10 @@ class PhotoSearchForm(KeywordFilterForm):
             raise forms.ValidationError(str(exc)) from exc
 
     def clean_k(self) -> int:
-        return self.cleaned_data.get("k") or settings.SEARCH_DEFAULT_K
+        try:
+            return k_parse(self.cleaned_data.get("k"))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean_crop(self):
         raw = self.cleaned_data.get("crop") or ""
@@ -91,3 +109,12 @@ class PhotoSearchForm(KeywordFilterForm):
             label = self.fields[field].label if field in self.fields else ""
             return f"{label}: {errors[0]}" if label and field != "image" else errors[0]
         return "The request was not valid."
+
+
+class TrainServeForm(TrainForm):
+    """TrainForm plus what happens once trained: index the catalogue and switch search to it."""
+
+    auto_activate = forms.BooleanField(
+        required=False, initial=True, label="Index and activate when trained",
+        help_text="Reindex the catalogue after training and switch search to this model once its vectors cover it.",
+    )

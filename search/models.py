@@ -1,13 +1,42 @@
-"""Vectors in PostgreSQL: one embedding per (product image, model version), and reindex jobs."""
+"""Vectors in PostgreSQL: one embedding per (product image, model version), reindex jobs, and which
+version serves."""
 
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models import Q
 
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
 from search.fields import VectorField
+
+
+class ServingState(models.Model):
+    """Whether a model version serves every query (at most one does), and whether it should once
+    its vectors cover the catalogue. A version without a row neither serves nor auto-activates.
+
+    Changed only through search.services (model_version_train_start, model_version_activate).
+    """
+
+    model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, primary_key=True, related_name="serving")
+    is_active = models.BooleanField(default=False)
+    auto_activate = models.BooleanField(
+        default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
+    )
+
+    class Meta:
+        permissions = [
+            ("reindex_modelversion", "Can reindex the catalogue with a model"),
+            ("activate_modelversion", "Can activate a model for search"),
+        ]
+        constraints = [
+            # At most one active version: two admins activating at once cannot both win.
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_serving_model_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Version {self.model_version_id}: {'active' if self.is_active else 'inactive'}"
 
 
 class ImageEmbedding(models.Model):
@@ -16,7 +45,7 @@ class ImageEmbedding(models.Model):
     `embedding` has no fixed dimension so versions of different sizes share the table; each version
     gets its own partial HNSW index on `(embedding::vector(D))` (see search.services.hnsw_index_build).
     product, category and price are copied from the product so filtered queries read one table;
-    search.signals keeps them in sync.
+    search.receivers keeps them in sync.
     """
 
     image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings", db_index=False)
@@ -61,17 +90,16 @@ class IndexJob(models.Model):
     """One reindex of the catalogue for a model version: batches, progress, then the HNSW index."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
+        RUNNING = "running"  # from the start: index_job_start queues every batch as it creates the job
         BUILDING_INDEX = "building_index", "Building index"
         DONE = "done"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.BUILDING_INDEX)
+    UNFINISHED = (Status.RUNNING, Status.BUILDING_INDEX)
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="index_jobs")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
     total = models.PositiveIntegerField(default=0, help_text="Images to embed.")
     done = models.PositiveIntegerField(default=0, help_text="Images embedded.")
     failed = models.PositiveIntegerField(default=0, help_text="Images that could not be read.")

@@ -1,4 +1,5 @@
-"""Reading vectors: nearest products by L2 distance, similar items, photo search, index coverage."""
+"""Reading vectors: which version serves, nearest products by L2 distance, similar items, photo
+search, index coverage."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Cast
 from pgvector.django import L2Distance, VectorField
 
 from catalog.keyword_search import Match, product_keyword_match
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
+from ml.runtime import embedder_for
 
-from .models import EmbeddingFailure, ImageEmbedding, IndexJob
+from .models import EmbeddingFailure, ImageEmbedding, IndexJob, ServingState
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,7 +47,20 @@ def hnsw_index_name(model_version_id: int) -> str:
 
 def active_model_version() -> ModelVersion | None:
     """The version every query uses right now (read it once per request and pass it on)."""
-    return ModelVersion.objects.filter(is_active=True).first()
+    return ModelVersion.objects.filter(serving__is_active=True).first()
+
+
+def model_version_is_active(*, model_version: ModelVersion) -> bool:
+    return ServingState.objects.filter(model_version=model_version, is_active=True).exists()
+
+
+def model_versions_written() -> QuerySet[ModelVersion]:
+    """The succeeded versions new images must be embedded for: the active one and any being indexed."""
+    return (
+        ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED)
+        .filter(Q(serving__is_active=True) | Q(index_jobs__status__in=IndexJob.UNFINISHED))
+        .distinct()
+    )
 
 
 # --- nearest neighbours -------------------------------------------------------------------------
@@ -174,6 +189,23 @@ def _products_with_images(neighbours: list[Neighbour]) -> list[SimilarProduct]:
     return items
 
 
+def index_job_status(job: IndexJob) -> dict:
+    """A reindex job's progress as JSON-ready data: what the admin's list, version page, dashboard and
+    their live updates all show."""
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "status_display": job.get_status_display(),
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "fraction": job.progress_fraction,
+        "percent": round(100 * job.progress_fraction, 1),
+        "finished": job.is_finished,
+        "error": job.error,
+    }
+
+
 def index_progress(*, model_version: ModelVersion) -> IndexProgress | None:
     """Progress of the version's running reindex job, if one runs."""
     job = IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).order_by("-id").first()
@@ -249,8 +281,6 @@ def photo_search(
     `query` (keyword_neighbours), plus the model's category guess when it has a classifier head.
     Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
     """
-    from ml.runtime import embedder_for
-
     version = active_model_version()
     if version is None:
         raise NoActiveModel("Photo search is not available yet: no model is active.")
@@ -344,12 +374,19 @@ def index_coverage(*, model_version: ModelVersion) -> Coverage:
     )
 
 
-def hnsw_index_exists(*, model_version: ModelVersion) -> bool:
-    """Whether the version's HNSW index exists and is valid (usable by queries)."""
+def hnsw_index_valid(*, model_version: ModelVersion) -> bool | None:
+    """True: the version's HNSW index exists and queries can use it; False: a half-built (invalid) one
+    is left from an interrupted CREATE INDEX CONCURRENTLY; None: there is none. Raw SQL: the ORM does
+    not read pg_index."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
             [hnsw_index_name(model_version.pk)],
         )
         row = cursor.fetchone()
-    return bool(row and row[0])
+    return None if row is None else bool(row[0])
+
+
+def hnsw_index_exists(*, model_version: ModelVersion) -> bool:
+    """Whether the version's HNSW index exists and is valid (usable by queries)."""
+    return hnsw_index_valid(model_version=model_version) is True

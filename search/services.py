@@ -1,4 +1,5 @@
-"""Writing vectors: reindex jobs, batch embedding, HNSW indexes, and switching the active model."""
+"""Writing vectors and serving: reindex jobs, batch embedding, HNSW indexes, starting a training
+run that serves when done, and switching the active model."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from collections.abc import Sequence
 import numpy as np
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from catalog.models import Product, ProductImage
+from ml.artifacts import ModelLoadError
 from ml.models import ModelVersion
 from ml.runtime import embedder_for
+from ml.services import model_version_create
 
-from .models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
-from .selectors import Coverage, hnsw_index_name, index_coverage
+from . import tasks
+from .models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob, ServingState
+from .selectors import Coverage, hnsw_index_name, hnsw_index_valid, index_coverage, model_versions_written
 
 __all__ = [
     "ActivationRefused",
@@ -31,6 +35,8 @@ __all__ = [
     "index_job_finish",
     "index_job_start",
     "model_version_activate",
+    "model_version_train_start",
+    "model_version_trained_index",
     "model_version_vectors_delete",
     "product_embeddings_sync",
 ]
@@ -47,12 +53,6 @@ class VectorsInUse(Exception):
 
 
 # --- embedding images ---------------------------------------------------------------------------
-
-
-def _model_load_error() -> type[Exception]:
-    from ml.inference import ModelLoadError  # TensorFlow loads with it: only when embedding
-
-    return ModelLoadError
 
 
 def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
@@ -133,16 +133,11 @@ def image_embed(*, image_id: int) -> list[int]:
     image = ProductImage.objects.select_related("product").filter(pk=image_id).first()
     if image is None:
         return []
-    versions = list(
-        ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED)
-        .filter(Q(is_active=True) | Q(index_jobs__status__in=IndexJob.UNFINISHED))
-        .distinct()
-    )
     written = []
-    for version in versions:
+    for version in model_versions_written():
         try:
             vectors, failures = _images_embed(model_version=version, images=[image])
-        except _model_load_error() as exc:
+        except ModelLoadError as exc:
             logger.warning("Image %s not embedded for version %s: %s", image_id, version.pk, exc)
             continue
         with transaction.atomic():
@@ -170,10 +165,7 @@ def product_embeddings_sync(*, product: Product) -> int:
 def index_missing_for_serving_versions() -> list[IndexJob]:
     """Embed images that bypassed the post_save signal (bulk imports) for the versions that serve or
     are being indexed: the active one and any with an unfinished job. Returns the jobs started."""
-    versions = ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED).filter(
-        Q(is_active=True) | Q(index_jobs__status__in=IndexJob.UNFINISHED)
-    ).distinct()
-    return [index_job_start(model_version=version, only_missing=True) for version in versions]
+    return [index_job_start(model_version=version, only_missing=True) for version in model_versions_written()]
 
 
 def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) -> IndexJob:
@@ -186,8 +178,6 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
     The active version keeps serving queries throughout. Raises ValueError when the
     version did not succeed.
     """
-    from . import tasks
-
     if model_version.status != ModelVersion.Status.SUCCEEDED:
         raise ValueError(
             f"Only a succeeded model version can be indexed. Received: version #{model_version.pk} "
@@ -245,8 +235,6 @@ def index_batch_run(*, batch_id: int) -> bool:
     the batch finishes) and concurrently with other batches. Images that cannot be read are recorded
     as failures with their reason; the rest are embedded. A model that fails to load fails the job.
     """
-    from . import tasks
-
     batch = IndexBatch.objects.select_related("job__model_version").filter(pk=batch_id).first()
     if batch is None or batch.job.status != IndexJob.Status.RUNNING:
         return False
@@ -271,7 +259,7 @@ def index_batch_run(*, batch_id: int) -> bool:
     images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product").order_by("id"))
     try:
         vectors, failures = _images_embed(model_version=version, images=images)
-    except _model_load_error() as exc:
+    except ModelLoadError as exc:
         _job_fail(job_id=batch.job_id, error=f"The model could not be loaded: {exc}")
         return False
     return _batch_write(batch=batch, vectors=vectors, failures=failures)
@@ -288,8 +276,6 @@ def index_batch_give_up(*, batch_id: int, reason: str) -> bool:
 
 def _batch_write(*, batch: IndexBatch, vectors: dict[int, np.ndarray], failures: dict[int, str]) -> bool:
     """Write a batch's results and count it once; the last batch sends the job's finish message."""
-    from . import tasks
-
     job, version = batch.job, batch.job.model_version
     with transaction.atomic():
         # The job row lock orders this write against a cancel or "delete vectors" that began during
@@ -358,8 +344,8 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
         _job_fail(job_id=job.pk, error=f"Building the HNSW index failed: {exc}")
         raise
     version = job.model_version
-    version.refresh_from_db()
-    if version.auto_activate and not version.is_active:
+    serving = ServingState.objects.filter(model_version=version).first()
+    if serving is not None and serving.auto_activate and not serving.is_active:
         # Before the job reads "done", so whoever waits for "done" sees the switch too.
         try:
             model_version_activate(model_version=version)
@@ -406,11 +392,7 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
         if not concurrently:
             # Django's deferred FK checks would otherwise block CREATE INDEX ("pending trigger events").
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", [name]
-        )
-        row = cursor.fetchone()
-        if row is not None and not row[0]:
+        if hnsw_index_valid(model_version=model_version) is False:
             cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
         # HNSW builds fast only while the graph fits in maintenance_work_mem (Postgres' default, 64 MB,
         # holds about 75k 128-d vectors): raise it for this session's build, then put it back.
@@ -433,7 +415,28 @@ def hnsw_index_drop(*, model_version: ModelVersion) -> None:
         cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{hnsw_index_name(model_version.pk)}"')
 
 
-# --- switching models ---------------------------------------------------------------------------
+# --- serving: training that activates when done, and switching models ----------------------------
+
+
+def model_version_train_start(
+    *, architecture: str, variant: str | None = None, overrides: dict | None = None, auto_activate: bool = False
+) -> ModelVersion:
+    """Queue a training run (ml.services.model_version_create); with `auto_activate`, the catalogue is
+    indexed once it is trained and the version serves when its vectors cover it. Raises ValueError
+    for bad hyperparameters, before anything is recorded."""
+    with transaction.atomic():  # the training task is enqueued after this commits, with the state
+        version = model_version_create(architecture=architecture, variant=variant, overrides=overrides)
+        ServingState.objects.create(model_version=version, auto_activate=auto_activate)
+    return version
+
+
+def model_version_trained_index(*, model_version: ModelVersion) -> IndexJob | None:
+    """After training succeeded: index the catalogue with a version that is to auto-activate
+    (index_job_finish then activates it). Returns the job, or None when it was not asked for."""
+    if not ServingState.objects.filter(model_version=model_version, auto_activate=True).exists():
+        return None
+    return index_job_start(model_version=model_version)
+
 
 
 ACTIVATION_LOCK = 0x4C4B_0001  # pg_advisory_xact_lock key for model_version_activate
@@ -468,10 +471,9 @@ def model_version_activate(*, model_version: ModelVersion, force: bool = False) 
                     f"images ({coverage.failed:,} unreadable, {coverage.missing:,} missing). Reindex it first, "
                     "or force the activation."
                 )
-        list(ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk))
-        ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
-        ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
-    model_version.is_active = True
+        list(ServingState.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk))
+        ServingState.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+        ServingState.objects.update_or_create(model_version=version, defaults={"is_active": True})
     return model_version
 
 
@@ -482,7 +484,7 @@ def model_version_vectors_delete(*, model_version: ModelVersion) -> int:
     """
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
-        if version.is_active:
+        if ServingState.objects.select_for_update().filter(model_version=version, is_active=True).exists():
             raise VectorsInUse(
                 f"Model version #{version.pk} is active: activate another version before deleting its vectors."
             )

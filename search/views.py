@@ -18,7 +18,7 @@ from catalog.images import ImageInfo
 from catalog.models import Product
 from config.ratelimit import rate_limit_check
 
-from .forms import PhotoSearchForm
+from .forms import PhotoSearchForm, k_parse
 from .selectors import (
     SearchUnavailable,
     SimilarItems,
@@ -119,18 +119,6 @@ def _error(message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def _parse_k(raw: str | None) -> int:
-    if raw in (None, ""):
-        return settings.SEARCH_DEFAULT_K
-    try:
-        k = int(raw)
-    except ValueError:
-        raise ValueError(f"k must be a whole number between 1 and {settings.SEARCH_MAX_K}. Received: {raw!r}") from None
-    if not 1 <= k <= settings.SEARCH_MAX_K:
-        raise ValueError(f"k must be between 1 and {settings.SEARCH_MAX_K}. Received: {k}")
-    return k
-
-
 def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
     return {
         "id": item.product.pk,
@@ -146,7 +134,7 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
     if request.method not in ("GET", "HEAD"):
         return _error("Use GET.", 405)
     try:
-        k = _parse_k(request.GET.get("k"))
+        k = k_parse(request.GET.get("k"))
     except ValueError as exc:
         return _error(str(exc), 400)
     product = Product.objects.browsable().filter(pk=pk).first()
@@ -173,10 +161,6 @@ def api_search(request: HttpRequest) -> JsonResponse:
     """POST /api/search (multipart: image; optional k, category slug, q, min_price, max_price)"""
     if request.method != "POST":
         return _error("Use POST with a multipart form: image, and optionally k and category.", 405)
-    try:
-        _parse_k(request.POST.get("k"))
-    except ValueError as exc:
-        return _error(str(exc), 400)
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return _error(form.first_error(), 400)

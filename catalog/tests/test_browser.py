@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from config.celery import app
 from ml.models import ModelVersion
+from search.selectors import model_version_is_active
 from search.tests.factories import COLORS, SHAPES, category_create, index_and_activate, product_create, shape_png
 from search.tests.tiny_model import LABEL_NAMES, tiny_model_version
 
@@ -357,7 +358,7 @@ class AdminModelTests(BrowserTestCase):
         self.click_and_wait(self.find("form[action$='/activate/'] button"))
         self.assertIn("is now active", self.find(".messagelist").text)
         version = ModelVersion.objects.get()
-        self.assertTrue(version.is_active)
+        self.assertTrue(model_version_is_active(model_version=version))
 
         self.open("/admin/ml/modelversion/dashboard/")
         row = self.find(".lk-versions tbody tr")

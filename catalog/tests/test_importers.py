@@ -39,10 +39,10 @@ class FashionMnistImportTests(TestCase):
         self.assertEqual(ProductImage.objects.count(), 15)
 
     def test_new_images_are_queued_for_the_active_model(self):
-        from ml.models import ModelVersion
         from search.models import IndexJob
+        from search.tests.factories import model_version_create
 
-        active = ModelVersion.objects.create(architecture="classifier", status=ModelVersion.Status.SUCCEEDED, is_active=True)
+        active = model_version_create(active=True)
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
             output = self.load(limit=5)
         job = IndexJob.objects.get(model_version=active)

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from ml.models import ModelVersion
 from search.models import IndexJob
+from search.selectors import model_version_is_active
 from search.tests.factories import model_version_create, product_with_vectors
 
 ACTIONS = ("reindex", "activate", "cancel", "delete_vectors")
@@ -36,7 +37,7 @@ class ModelVersionActionAccessTests(TestCase):
 
     def assertNothingChanged(self):
         self.assertEqual(ModelVersion.objects.count(), 2)
-        self.assertFalse(ModelVersion.objects.filter(is_active=True).exists())
+        self.assertFalse(ModelVersion.objects.filter(serving__is_active=True).exists())
         self.assertFalse(ModelVersion.objects.filter(cancel_requested=True).exists())
         self.assertFalse(IndexJob.objects.exists())
         self.assertEqual(self.version.embeddings.count(), 1)
@@ -69,7 +70,7 @@ class ModelVersionActionAccessTests(TestCase):
         self.assertEqual(self.post(user_with("c", "cancel_modelversion"), "cancel").status_code, 302)
         self.assertEqual(IndexJob.objects.get().status, IndexJob.Status.CANCELLED)
         self.assertEqual(self.post(user_with("a", "activate_modelversion"), "activate").status_code, 302)
-        self.assertTrue(ModelVersion.objects.get(pk=self.version.pk).is_active)
+        self.assertTrue(model_version_is_active(model_version=self.version))
         with self.captureOnCommitCallbacks(execute=False):
             self.assertEqual(self.post(user_with("t", "train_modelversion"), "train").status_code, 302)
         self.assertEqual(ModelVersion.objects.count(), 3)

@@ -23,6 +23,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django  # noqa: E402
 
+from config.database import database_ensure  # noqa: E402
+
+database_ensure()  # the settings start no database themselves
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import shutil
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image, ImageDraw
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
 from search import services
-from search.models import ImageEmbedding, IndexJob
+from search.models import ImageEmbedding, IndexJob, ServingState
 
 _counter = itertools.count(1)
 SHAPES = ("square", "circle", "triangle", "bar")
@@ -68,18 +67,27 @@ def product_create(*, category: Category | None = None, images: Sequence[bytes] 
     return product
 
 
-def model_version_create(*, dim: int = 3, active: bool = False, **fields) -> ModelVersion:
-    """A version without model files (its workdir is emptied: ids repeat between test runs)."""
+def model_version_create(*, dim: int = 3, active: bool = False, auto_activate: bool = False, **fields) -> ModelVersion:
+    """A version without model files; `active` makes it the serving one (as a forced activation would)."""
     version = ModelVersion.objects.create(
         architecture=fields.pop("architecture", ModelVersion.Architecture.CLASSIFIER),
         status=fields.pop("status", ModelVersion.Status.SUCCEEDED),
         dim=dim,
         image_size=fields.pop("image_size", 16),
-        is_active=active,
         **fields,
     )
-    shutil.rmtree(version.workdir, ignore_errors=True)
+    if active or auto_activate:
+        serving_set(version, is_active=active, auto_activate=auto_activate)
     return version
+
+
+def serving_set(version: ModelVersion, **state) -> ServingState:
+    """Set a version's serving flags directly (is_active, auto_activate), as a test's given state."""
+    return ServingState.objects.update_or_create(model_version=version, defaults=state)[0]
+
+
+def active_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(serving__is_active=True).first()
 
 
 def embedding_put(*, image: ProductImage, model_version: ModelVersion, vector: Sequence[float]) -> ImageEmbedding:

@@ -24,8 +24,9 @@ from django.urls import reverse
 from config.celery import app
 from ml.models import ModelVersion
 from search.models import ImageEmbedding, IndexJob
+from search.selectors import model_version_is_active
 
-from .factories import COLORS, SHAPES, embedding_put, model_version_create, product_create, shape_png
+from .factories import COLORS, SHAPES, embedding_put, model_version_create, product_create, serving_set, shape_png
 from .tiny_model import tiny_model_version
 
 
@@ -60,14 +61,12 @@ class ActivateModelTests(AdminMessageMixin, TestCase):
         self.assertEqual(refused.exception.returncode, 1)
         self.assertIn("has vectors for 1 of 2 images", str(refused.exception))
         self.assertEqual(str(refused.exception), self.admin_error("activate", self.version.pk))
-        self.version.refresh_from_db()
-        self.assertFalse(self.version.is_active)
+        self.assertFalse(model_version_is_active(model_version=self.version))
 
     def test_force_activates(self):
         out, _ = run("activate_model", str(self.version.pk), "--force")
         self.assertIn(f"Model version #{self.version.pk} is now active", out)
-        self.version.refresh_from_db()
-        self.assertTrue(self.version.is_active)
+        self.assertTrue(model_version_is_active(model_version=self.version))
 
     def test_a_failed_version_is_refused_even_with_force(self):
         failed = model_version_create(status=ModelVersion.Status.FAILED)
@@ -95,7 +94,7 @@ class ReindexTests(AdminMessageMixin, TestCase):
 
     def test_only_missing_and_the_active_version_by_default(self):
         embedding_put(image=self.products[0].images.get(), model_version=self.version, vector=[0, 0, 1])
-        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
+        serving_set(self.version, is_active=True)
         run("reindex", "--only-missing")
         self.assertEqual(IndexJob.objects.get(model_version=self.version).total, 2)
 

@@ -17,7 +17,7 @@ from django.urls import reverse
 from search import services
 from search.duplicates import _NEAREST_OTHER_PRODUCTS, duplicate_pairs, duplicate_threshold_default
 
-from .factories import model_version_create, product_with_vectors
+from .factories import model_version_create, product_with_vectors, serving_set
 
 PAGE = reverse("admin:search_nearduplicate_changelist")
 
@@ -95,8 +95,7 @@ class FindDuplicatesCommandTests(DuplicatesTestCase):
             self.run_command("--threshold", "-1")
         with self.assertRaisesMessage(CommandError, "There is no model version #999999."):
             self.run_command("--model-version", "999999")
-        self.version.is_active = False
-        self.version.save()
+        serving_set(self.version, is_active=False)
         with self.assertRaisesMessage(CommandError, "No model version is active"):
             self.run_command()
 
@@ -129,8 +128,7 @@ class NearDuplicateAdminTests(DuplicatesTestCase):
 
     def test_no_active_model(self):
         self.login()
-        self.version.is_active = False
-        self.version.save()
+        serving_set(self.version, is_active=False)
         self.assertContains(self.client.get(PAGE), "No model is active")
 
     def test_needs_permission_to_view_products(self):

@@ -36,8 +36,8 @@ from config.celery import app
 from ml.models import ModelVersion
 from ml.runtime import forget
 from search import services
-from search.models import ImageEmbedding, IndexBatch, IndexJob
-from search.selectors import SimilarItems, product_similar
+from search.models import ImageEmbedding, IndexBatch, IndexJob, ServingState
+from search.selectors import SimilarItems, model_version_is_active, product_similar
 
 from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, model_version_create, product_create, product_with_vectors, shape_image, shape_png
 from .tiny_model import tiny_model_version
@@ -313,8 +313,8 @@ model_version_train(model_version=ModelVersion.objects.get(pk=int(os.environ["VE
     def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint(self):
         import keras
 
+        from ml.artifacts import STATE
         from ml.services import model_version_create, model_version_train
-        from ml.training import STATE
 
         for shape, color in zip(SHAPES[:3], COLORS, strict=False):
             category = category_create(shape.title())
@@ -403,7 +403,7 @@ class ModelFileFaultTests(TestCase):
                 self.assertIn("embedder.keras" if how != "bad meta" else "meta.json", job.error)
                 with self.assertRaisesMessage(services.ActivationRefused, "Reindex it first"):
                     services.model_version_activate(model_version=broken)
-                self.assertEqual(list(ModelVersion.objects.filter(is_active=True)), [self.active])
+                self.assertEqual(list(ModelVersion.objects.filter(serving__is_active=True)), [self.active])
                 self.search_works()
 
     def test_the_active_models_file_going_bad_after_loading_does_not_stop_search(self):
@@ -416,7 +416,7 @@ class ModelFileFaultTests(TestCase):
         self.assertIn("could not be loaded", response.json()["error"])
         self.assertEqual(product_similar(product=self.products[0], k=3).state, SimilarItems.READY)
         self.assertEqual(self.client.get(reverse("search:api_product_similar", args=[self.products[0].pk])).status_code, 200)
-        self.assertTrue(ModelVersion.objects.get(pk=self.active.pk).is_active)
+        self.assertTrue(model_version_is_active(model_version=self.active))
 
 
 def _upload(data: bytes):
@@ -523,14 +523,14 @@ class ConcurrentActivationTests(TransactionTestCase):
             for thread in threads:
                 thread.join(timeout=30)
             self.assertEqual(statuses, [302, 302])
-            self.assertEqual(ModelVersion.objects.filter(is_active=True).count(), 1)
-        active = ModelVersion.objects.get(is_active=True)
+            self.assertEqual(ModelVersion.objects.filter(serving__is_active=True).count(), 1)
+        active = ModelVersion.objects.get(serving__is_active=True)
         self.assertIn(active.pk, (a.pk, b.pk))
 
     def test_racing_activations_at_the_service_never_fail_or_leave_two_active(self):
         versions = [model_version_create(dim=3) for _ in range(2)]
         for round_ in range(10):
-            ModelVersion.objects.update(is_active=False)
+            ServingState.objects.update(is_active=False)
             barrier = threading.Barrier(2)
             errors = []
 
@@ -549,4 +549,4 @@ class ConcurrentActivationTests(TransactionTestCase):
             for thread in threads:
                 thread.join(timeout=30)
             self.assertEqual(errors, [], f"round {round_}")
-            self.assertEqual(ModelVersion.objects.filter(is_active=True).count(), 1)
+            self.assertEqual(ModelVersion.objects.filter(serving__is_active=True).count(), 1)

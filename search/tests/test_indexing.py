@@ -11,9 +11,9 @@ from catalog.models import ProductImage
 from ml.models import ModelVersion
 from search import services, tasks
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
-from search.selectors import hnsw_index_exists, index_coverage, product_similar
+from search.selectors import hnsw_index_exists, index_coverage, model_version_is_active, product_similar
 
-from .factories import COLORS, SHAPES, model_version_create, product_create, product_with_vectors, shape_png
+from .factories import COLORS, SHAPES, model_version_create, product_create, product_with_vectors, serving_set, shape_png
 from .tiny_model import tiny_model_version
 
 
@@ -105,7 +105,7 @@ class IndexJobTests(IndexingTestCase):
         self.assertEqual((job.done, job.batches_done), (2, 1))  # counted once
 
     def test_embedding_an_image_twice_upserts_one_row(self):
-        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
+        serving_set(self.version, is_active=True)
         image = self.products[0].images.get()
         services.image_embed(image_id=image.pk)
         first = ImageEmbedding.objects.get(image=image)
@@ -145,10 +145,9 @@ class IndexJobTests(IndexingTestCase):
         self.assertEqual(new.status, IndexJob.Status.RUNNING)
 
     def test_auto_activate_switches_when_the_job_is_done(self):
-        ModelVersion.objects.filter(pk=self.version.pk).update(auto_activate=True)
+        serving_set(self.version, auto_activate=True)
         self.run_all(self.start())
-        self.version.refresh_from_db()
-        self.assertTrue(self.version.is_active)
+        self.assertTrue(model_version_is_active(model_version=self.version))
 
     def test_cancelled_job_batches_do_nothing(self):
         job = services.index_job_cancel(job=self.start())
@@ -204,14 +203,12 @@ class ActivationTests(TestCase):
         self.assertEqual(similar.model_version, self.b)
         self.assertEqual([i.product for i in similar.items], [self.y, self.x])
         self.assertEqual([i.distance for i in similar.items], [1.0, 5.0])
-        self.assertEqual(list(ModelVersion.objects.filter(is_active=True)), [self.b])
+        self.assertEqual(list(ModelVersion.objects.filter(serving__is_active=True)), [self.b])
 
     def test_force_activates_without_coverage(self):
         services.model_version_activate(model_version=self.b, force=True)
-        self.b.refresh_from_db()
-        self.a.refresh_from_db()
-        self.assertTrue(self.b.is_active)
-        self.assertFalse(self.a.is_active)
+        self.assertTrue(model_version_is_active(model_version=self.b))
+        self.assertFalse(model_version_is_active(model_version=self.a))
 
     def test_refuses_a_version_that_did_not_succeed_even_with_force(self):
         failed = model_version_create(status=ModelVersion.Status.FAILED)
@@ -235,7 +232,7 @@ class ActivationTests(TestCase):
 
 class SignalTests(IndexingTestCase):
     def test_new_image_is_embedded_for_the_active_version_after_commit(self):
-        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
+        serving_set(self.version, is_active=True)
         with mock.patch.object(tasks.image_embed_task, "delay") as delay:
             with self.captureOnCommitCallbacks(execute=True):
                 product = product_create(images=[shape_png("triangle")])
@@ -252,8 +249,8 @@ class SignalTests(IndexingTestCase):
         delay.assert_not_called()
 
     def test_raw_fixture_loads_are_skipped(self):
-        ModelVersion.objects.filter(pk=self.version.pk).update(is_active=True)
-        from search.signals import product_image_saved
+        serving_set(self.version, is_active=True)
+        from search.receivers import product_image_saved
 
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
             product_image_saved(ProductImage, instance=ProductImage.objects.first(), created=True, raw=True)

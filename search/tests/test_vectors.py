@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from search import services
 from search.fields import vector_text
-from search.models import ImageEmbedding
+from search.models import ImageEmbedding, ServingState
 from search.selectors import SimilarItems, hnsw_index_exists, nearest_products, product_similar
 
 from .factories import category_create, model_version_create, product_create, product_with_vectors, products_bulk
@@ -90,7 +90,7 @@ class DistanceTests(TestCase):
                 item.image_url, item.product.category.name  # noqa: B018
 
     def test_no_active_model(self):
-        type(self.version).objects.update(is_active=False)
+        ServingState.objects.update(is_active=False)
         self.assertEqual(product_similar(product=self.query).state, SimilarItems.NO_MODEL)
 
     def test_not_indexed_product_reports_progress_of_running_job(self):

@@ -12,9 +12,8 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog.models import Product, ProductImage
-from ml.models import ModelVersion
 from search import services
-from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
+from search.models import EmbeddingFailure, ImageEmbedding, IndexJob, ServingState
 
 from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, model_version_create, product_create, shape_image, shape_png
 from .tiny_model import LABEL_NAMES, tiny_model_version
@@ -110,7 +109,7 @@ class PhotoSearchPageTests(SearchTestCase):
         self.assertEqual(response.status_code, 403)
 
     def test_no_active_model_is_a_503_message(self):
-        ModelVersion.objects.update(is_active=False)
+        ServingState.objects.update(is_active=False)
         self.assertContains(self.client.get(self.url), "no model is active")
         response = self.client.post(self.url, {"image": upload(shape_png())})
         self.assertContains(response, "no model is active", status_code=503)
@@ -146,7 +145,7 @@ class ApiTests(SearchTestCase):
             self.assertIn("k must be", response.json()["error"])
 
     def test_product_similar_without_active_model_is_503(self):
-        ModelVersion.objects.update(is_active=False)
+        ServingState.objects.update(is_active=False)
         response = self.client.get(reverse("search:api_product_similar", args=[self.products[0].pk]))
         self.assertEqual(response.status_code, 503)
         self.assertIn("no model is active", response.json()["error"])
@@ -182,7 +181,7 @@ class ApiTests(SearchTestCase):
         self.assertIn("error", response.json())
 
     def test_search_without_active_model_is_503(self):
-        ModelVersion.objects.update(is_active=False)
+        ServingState.objects.update(is_active=False)
         self.assertApiError({"image": upload(shape_png())}, 503, "no model is active")
 
 
@@ -203,7 +202,7 @@ class ProductPageTests(SearchTestCase):
         self.assertContains(self.client.get(fresh.get_absolute_url()), "indexed 12,000 of 60,000")
 
     def test_no_model(self):
-        ModelVersion.objects.update(is_active=False)
+        ServingState.objects.update(is_active=False)
         self.assertContains(self.client.get(self.products[0].get_absolute_url()), "once a model has been trained")
 
 

@@ -12,7 +12,7 @@ from django.test import TransactionTestCase, override_settings
 from config.celery import app
 from search import services
 from search.models import ImageEmbedding, IndexJob
-from search.selectors import SimilarItems, hnsw_index_exists, index_coverage, product_similar
+from search.selectors import SimilarItems, hnsw_index_exists, index_coverage, model_version_is_active, product_similar
 
 from .factories import COLORS, SHAPES, product_create, shape_png
 from .tiny_model import tiny_model_version
@@ -63,8 +63,7 @@ class WorkerReindexTests(TransactionTestCase):
         self.assertEqual(ImageEmbedding.objects.filter(model_version=version).count(), 8)
         self.assertTrue(index_coverage(model_version=version).complete)
         self.assertTrue(hnsw_index_exists(model_version=version))
-        version.refresh_from_db()
-        self.assertTrue(version.is_active)  # auto_activate: the finished job switched queries to it
+        self.assertTrue(model_version_is_active(model_version=version))  # auto_activate: the finished job switched queries to it
         similar = product_similar(product=products[0], k=3)
         self.assertEqual((similar.state, len(similar.items)), (SimilarItems.READY, 3))
 

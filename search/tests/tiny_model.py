@@ -10,7 +10,7 @@ import numpy as np
 
 from ml.models import ModelVersion
 
-from .factories import COLORS, SHAPES, shape_image
+from .factories import COLORS, SHAPES, serving_set, shape_image
 
 IMAGE_SIZE = 16
 LABEL_NAMES = ["Square", "Circle", "Triangle", "Bar"]
@@ -33,7 +33,7 @@ def tiny_model_train(workdir: Path) -> int:
 _trained: Path | None = None
 
 
-def tiny_model_version(**fields) -> ModelVersion:
+def tiny_model_version(*, auto_activate: bool = False, **fields) -> ModelVersion:
     """A succeeded ModelVersion whose workdir holds the tiny model (trained once per test process)."""
     global _trained
     version = ModelVersion.objects.create(
@@ -53,5 +53,7 @@ def tiny_model_version(**fields) -> ModelVersion:
     dim = json.loads((version.workdir / "meta.json").read_text())["dim"]
     ModelVersion.objects.filter(pk=version.pk).update(dim=dim)
     version.refresh_from_db()
+    if auto_activate:
+        serving_set(version, auto_activate=True)
     return version
 

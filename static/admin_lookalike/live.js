@@ -5,7 +5,7 @@
 (function () {
   "use strict";
   const pct = (f) => `${Math.round((f || 0) * 1000) / 10}%`;
-  const BUSY_JOB = ["queued", "running", "building_index"];
+  const BUSY_JOB = ["running", "building_index"];
 
   function watch(panel, onFinished) {
     const $ = (k) => panel.querySelector(`[data-k="${k}"]`);

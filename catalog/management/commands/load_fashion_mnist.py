@@ -33,9 +33,5 @@ class Command(BaseCommand):
                 f"({rate:.0f} products/s)."
             )
         )
-        if result.created:
-            # Bulk writes send no post_save: embed the new images for the model(s) serving search.
-            from search.services import index_missing_for_serving_versions
-
-            for job in index_missing_for_serving_versions():
-                self.stdout.write(f"Indexing {job.total} new images for model version {job.model_version_id}.")
+        for notice in result.notices:
+            self.stdout.write(notice)

@@ -13,6 +13,11 @@ def _figure(version: ModelVersion, key: str) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
 
+def _is_active(version: ModelVersion) -> bool:
+    serving = getattr(version, "serving", None)  # search.ServingState; no row: neither active nor to be
+    return bool(serving and serving.is_active)
+
+
 class Command(BaseCommand):
     help = "List model versions: id, architecture, status, holdout P@1/P@10, index coverage, active."
 
@@ -22,7 +27,7 @@ class Command(BaseCommand):
     def handle(self, *args, limit: int, **options):
         header = ("id", "architecture", "status", "P@1", "P@10", "coverage", "active")
         rows = []
-        for version in ModelVersion.objects.order_by("-id")[:limit]:
+        for version in ModelVersion.objects.select_related("serving").order_by("-id")[:limit]:
             if version.status == ModelVersion.Status.SUCCEEDED:
                 c = index_coverage(model_version=version)
                 coverage = f"{c.fraction:.0%} ({c.embedded:,} + {c.failed:,} unreadable of {c.total_images:,})"
@@ -31,7 +36,7 @@ class Command(BaseCommand):
             architecture = version.architecture + (f" ({version.variant})" if version.variant else "")
             rows.append(
                 (str(version.pk), architecture, version.status, _figure(version, "precision_at_1"),
-                 _figure(version, "precision_at_10"), coverage, "yes" if version.is_active else "")
+                 _figure(version, "precision_at_10"), coverage, "yes" if _is_active(version) else "")
             )
         if not rows:
             self.stdout.write("No model versions yet: train one with `manage.py train_model`.")

@@ -1,16 +1,20 @@
-"""Keeping vectors in step with the catalogue (receivers are connected in SearchConfig.ready)."""
+"""search listening to the layers below it (connected in SearchConfig.ready): vectors kept in step
+with the catalogue, bulk imports indexed, trained versions indexed and activated when asked."""
 
 from __future__ import annotations
 
 import logging
 
 from django.db import transaction
+from django.db.models.signals import post_save
 
 from catalog.models import Product, ProductImage
+from catalog.signals import images_bulk_added
 from ml.models import ModelVersion
+from ml.signals import model_version_trained
 
 from . import services, tasks
-from .models import ImageEmbedding, IndexJob
+from .models import ImageEmbedding, IndexJob, ServingState
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ def product_image_saved(sender, instance: ProductImage, created: bool, raw: bool
             product_id=product.pk, category_id=product.category_id, price=product.price
         )
     wanted = (
-        ModelVersion.objects.filter(is_active=True).exists()
+        ServingState.objects.filter(is_active=True).exists()
         or IndexJob.objects.filter(status__in=IndexJob.UNFINISHED).exists()
     )
     if wanted:
@@ -48,8 +52,19 @@ def product_saved(sender, instance: Product, created: bool, raw: bool = False, *
     services.product_embeddings_sync(product=instance)
 
 
-def connect() -> None:
-    from django.db.models.signals import post_save
+def images_bulk_imported(sender, count: int, **kwargs) -> str | None:
+    """Bulk imports send no post_save: embed their images for the version(s) serving search."""
+    jobs = services.index_missing_for_serving_versions()
+    return "\n".join(f"Indexing {job.total} new images for model version {job.model_version_id}." for job in jobs) or None
 
+
+def version_trained(sender, model_version: ModelVersion, **kwargs) -> None:
+    """A version that is to auto-activate is indexed now; it activates when its vectors cover the catalogue."""
+    services.model_version_trained_index(model_version=model_version)
+
+
+def connect() -> None:
     post_save.connect(product_image_saved, sender=ProductImage, dispatch_uid="search.product_image_saved")
     post_save.connect(product_saved, sender=Product, dispatch_uid="search.product_saved")
+    images_bulk_added.connect(images_bulk_imported, dispatch_uid="search.images_bulk_imported")
+    model_version_trained.connect(version_trained, dispatch_uid="search.version_trained")

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml.models import ModelVersion
 from ml.services import EVALUATION_QUERIES, TrainingError, model_version_evaluate
+from search.selectors import active_model_version
 
 ROW = "{:<28} {:>7} {:>7} {:>7} {:>9}"
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         if k < 1:
             raise CommandError(f"--k must be positive. Received: {k}")
         if version is None:
-            model_version = ModelVersion.objects.filter(is_active=True).first()
+            model_version = active_model_version()
             if model_version is None:
                 raise CommandError("No model version is active; pass --version ID (see the admin's model list).")
         else:

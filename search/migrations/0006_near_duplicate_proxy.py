@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('catalog', '0002_product_search'),
-        ('search', '0003_embedding_field_fast_text'),
+        ('search', '0005_index_job_status_never_queued'),
     ]
 
     operations = [

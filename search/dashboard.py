@@ -1,5 +1,6 @@
-"""Selectors for the admin's model dashboard: versions with their figures, coverage and a 2-D map of
-the catalogue's embeddings (PCA with numpy), drawn as inline SVG like ml/plots.py.
+"""Selectors for the admin's model dashboard: versions with their figures, whether they serve,
+coverage and a 2-D map of the catalogue's embeddings (PCA with numpy), drawn as inline SVG like
+ml/plots.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from django.db.models import Count
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from .models import ModelVersion
+from catalog.models import Category, ProductImage
+from ml.models import ModelVersion
+
+from .models import EmbeddingFailure, ImageEmbedding, IndexJob
+from .selectors import index_job_status
 
 MAP_SAMPLE = 2000
 # Tableau 10: distinguishable, and readable on white.
@@ -33,6 +38,7 @@ class VersionRow:
     total_images: int
     index_job: dict | None
     loss_sparkline: SafeString
+    is_active: bool = False
 
     @property
     def coverage_fraction(self) -> float:
@@ -41,8 +47,6 @@ class VersionRow:
     @property
     def busy(self) -> bool:
         """Training or indexing is under way: the row's progress bars poll for updates."""
-        from search.models import IndexJob
-
         job_busy = self.index_job is not None and self.index_job["status"] in IndexJob.UNFINISHED
         return not self.version.is_finished or job_busy
 
@@ -57,10 +61,7 @@ def dashboard_versions(*, limit: int = 50) -> list[VersionRow]:
 
     Five queries whatever the number of versions.
     """
-    from catalog.models import ProductImage
-    from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
-
-    versions = list(ModelVersion.objects.order_by("-id")[:limit])
+    versions = list(ModelVersion.objects.select_related("serving").order_by("-id")[:limit])
     ids = [v.pk for v in versions]
     total_images = ProductImage.objects.count()
     embedded = dict(
@@ -86,11 +87,9 @@ def dashboard_versions(*, limit: int = 50) -> list[VersionRow]:
                 embedded=embedded.get(v.pk, 0),
                 failed=failed.get(v.pk, 0),
                 total_images=total_images,
-                index_job=None if job is None else {
-                    "id": job.pk, "status": job.status, "total": job.total, "done": job.done, "failed": job.failed,
-                    "fraction": job.progress_fraction,
-                },
+                index_job=None if job is None else index_job_status(job),
                 loss_sparkline=loss_sparkline_svg(v.loss_history),
+                is_active=bool(getattr(v, "serving", None) and v.serving.is_active),
             )
         )
     return rows
@@ -172,9 +171,6 @@ def embedding_map(*, model_version: ModelVersion, sample: int = MAP_SAMPLE, seed
     """A fixed random sample (≤ `sample`) of the version's image vectors projected to 2-D by PCA,
     with each point's category. None when the version has no vectors.
     """
-    from catalog.models import Category
-    from search.models import ImageEmbedding
-
     rows = ImageEmbedding.objects.filter(model_version=model_version)
     ids = np.fromiter(rows.order_by("id").values_list("id", flat=True).iterator(chunk_size=20000), dtype=np.int64)
     if ids.size == 0:

@@ -1,9 +1,14 @@
+"""Training from the command line (ml.services), and with --activate / --demo what serves after it:
+so it lives in search, the layer that knows both."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ml import hparams as hp
 from ml.models import ModelVersion
-from ml.services import model_version_create, model_version_train
+from ml.services import model_version_train
 from ml.tasks import model_version_train_task
+from search.models import ServingState
+from search.services import index_job_start, model_version_train_start
 
 # `make run` on first start: a model good enough to show similar items within minutes on 2 cores.
 DEMO_EPOCHS = 2
@@ -53,9 +58,7 @@ class Command(BaseCommand):
         """make run starts fresh workers, so nothing of an interrupted demo is still running:
         queue it again (training resumes from its checkpoint; indexing embeds only what is missing).
         Returns True when a model is active or on its way."""
-        from search.services import index_job_start
-
-        if ModelVersion.objects.filter(is_active=True).exists():
+        if ServingState.objects.filter(is_active=True).exists():
             self.stdout.write("A model is active; not training another.")
             return True
         resumed = False
@@ -63,7 +66,7 @@ class Command(BaseCommand):
             model_version_train_task.delay(version.pk)
             self.stdout.write(f"Resuming the training of model version {version.pk}.")
             resumed = True
-        for version in ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED, auto_activate=True):
+        for version in ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED, serving__auto_activate=True):
             index_job_start(model_version=version, only_missing=True)
             self.stdout.write(f"Resuming the indexing of model version {version.pk}; it activates when done.")
             resumed = True
@@ -81,7 +84,7 @@ class Command(BaseCommand):
                 "precision")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         try:
-            version = model_version_create(
+            version = model_version_train_start(
                 architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate
             )
         except ValueError as exc:
