@@ -14,10 +14,11 @@ install: $(VENV)/.installed
 system-deps:
 	bash .ci/system-deps
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt config/pg_trgm_embedded.py
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(PY) -m config.pg_trgm_embedded  # keyword search's typo fallback needs pg_trgm; the embedded server lacks it
 	touch $@
 
 ## Debian packages the demo needs (python3-venv, Fashion-MNIST, Redis); the browser is for tests only.

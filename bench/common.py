@@ -205,10 +205,10 @@ def machine() -> dict:
             "gpu": None, "note": "CPU shared with other engineers' test runs: see load_average"}
 
 
-def write_report(name: str, *, quick: bool, argv: list[str], started: float, load: dict, **body) -> Path:
+def write_report(name: str, *, quick: bool, argv: list[str], started: float, load: dict, script: str | None = None, **body) -> Path:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([f"python bench/{name}.py", *argv]),
+        "command": " ".join([f"python bench/{script or name}.py", *argv]),
         "machine": machine(),
         "versions": versions(),
         "wall_seconds": round(time.monotonic() - started, 1),

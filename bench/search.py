@@ -7,10 +7,14 @@ nearest_products, k=10), the selector's wall time, and the full request GET
 NumPy brute force is what simple reverse-image-search demos do: every vector in each process's
 memory, a full distance computation per query. Photo search: POST /api/search with Fashion-MNIST
 test images (28 x 28 PNG) and with the same images enlarged to 800 x 800 JPEG (a phone photo's size
-after the browser) through the test Client, plus its stages (decode+model, database).
+after the browser) through the test Client, plus its stages (decode+model, database). Issue 16:
+keyword search (database time of a results page, and GET /api/products), photo + words (POST
+/api/search with q, end to end) and the near-duplicate scan (search.duplicates); --only-16 runs
+just those.
 
     python bench/search.py             # 60k catalogue (bench/setup_data.py, bench/indexing.py first)
     python bench/search.py --quick     # 5k catalogue (bench/setup_data.py --quick)
+    python bench/search.py --only-16   # keyword search, photo + words, find_duplicates only
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from bench.common import LoadSampler, configure, percentiles_ms, static_collect,
 EF_SEARCH = (20, 40, 100, 200)
 K = 10
 TARGETS = {"hnsw_p50_db_ms": 3.0, "recall_at_10": 0.98, "speedup_vs_exact": 10.0, "photo_p50_ms": 150.0}
+# Issue 16: keyword search, photo + words, near-duplicates.
+TARGETS_16 = {"keyword_p50_db_ms": 20.0, "hybrid_p50_ms": 60.0, "duplicates_s": 120.0}
 
 
 def log(message: str) -> None:
@@ -209,6 +215,152 @@ def measure_photo_stages(version, payloads) -> dict:
     return {k: percentiles_ms(v[1:]) for k, v in stages.items()}
 
 
+def keyword_queries(n: int, seed: int) -> list[dict]:
+    """What shoppers type at a Fashion-MNIST shop: category words (thousands of matches each), two
+    words, a SKU, typos (full text finds nothing: the trigram fallback), with and without filters."""
+    from catalog.models import Category, Product
+
+    rng = random.Random(seed)
+    words = ["dress", "sneaker", "ankle boot", "bag", "shirt", "coat", "trouser", "pullover", "sandal", "t-shirt"]
+    typos = ["sneakr", "trousr", "pulover", "sandl", "dres", "ankel boot"]
+    skus = list(Product.objects.order_by("?").values_list("sku", flat=True)[:50])
+    slugs = list(Category.objects.values_list("slug", flat=True))
+    out = []
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:
+            params = {"q": rng.choice(words)}
+        elif kind == 1:
+            params = {"q": rng.choice(words), "min_price": "20", "max_price": str(rng.choice((60, 100, 150)))}
+        elif kind == 2:
+            params = {"q": rng.choice(skus)}
+        elif kind == 3:
+            params = {"q": rng.choice(typos)}
+        else:
+            params = {"q": f"{rng.choice(words)} {rng.randint(0, 59999)}", "category": rng.choice(slugs)}
+        out.append({"kind": ("words", "words + price", "sku", "typo", "words + number + category")[kind], "params": params})
+    return out
+
+
+def measure_keyword(client, queries: list[dict]) -> dict:
+    """Database time of what a results page reads (the keyword choice, the count, a page of 48 and
+    its images: catalog.keyword_search.product_search + Paginator), and GET /api/products end to end."""
+    from django.core.paginator import Paginator
+
+    from catalog.forms import ProductSearchForm
+    from catalog.keyword_search import product_search
+
+    def page_db(params) -> float:
+        form = ProductSearchForm(params)
+        assert form.is_valid(), form.errors
+        data = form.cleaned_data
+        with db_timed() as timer:
+            results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
+            page = Paginator(results.products, 48).get_page(1)
+            [p.primary_image for p in page.object_list]
+        return timer.seconds
+
+    for q in queries[:5]:  # warm-up
+        page_db(q["params"])
+    by_kind: dict[str, list[float]] = {}
+    db_all, request_all, errors = [], [], 0
+    for q in queries:
+        seconds = page_db(q["params"])
+        db_all.append(seconds)
+        by_kind.setdefault(q["kind"], []).append(seconds)
+        t = time.perf_counter()
+        response = client.get("/api/products", q["params"])
+        request_all.append(time.perf_counter() - t)
+        errors += response.status_code != 200
+    return {
+        "db": percentiles_ms(db_all),
+        "request": {**percentiles_ms(request_all), "errors": errors},
+        "db_by_kind": {kind: percentiles_ms(v) for kind, v in by_kind.items()},
+    }
+
+
+def measure_hybrid(client, payloads, seed: int) -> dict:
+    """POST /api/search with a photo and words (+ a price range on half of them), end to end."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    rng = random.Random(seed)
+    words = ["dress", "sneaker", "boot", "bag", "shirt", "coat", "trouser", "pullover", "sandal", "top"]
+    seconds, errors, returned = [], 0, []
+    pngs = [p for p in payloads if p[0].endswith(".png")]
+    for i, (name, data, content_type) in enumerate([pngs[0]] + pngs):
+        form = {"image": SimpleUploadedFile(name, data, content_type=content_type), "k": K, "q": rng.choice(words)}
+        if i % 2:
+            form.update(min_price="20", max_price="120")
+        t = time.perf_counter()
+        response = client.post("/api/search", form)
+        elapsed = time.perf_counter() - t
+        if i == 0:
+            continue  # warm-up
+        seconds.append(elapsed)
+        errors += response.status_code != 200
+        if response.status_code == 200:
+            returned.append(len(response.json()["results"]))
+    return {**percentiles_ms(seconds), "errors": errors, "mean_results": round(float(np.mean(returned)), 2) if returned else None}
+
+
+def measure_duplicates(version) -> dict:
+    from search.duplicates import duplicate_pairs, duplicate_threshold_default
+
+    t = time.perf_counter()
+    threshold = duplicate_threshold_default(model_version=version)
+    threshold_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pairs = duplicate_pairs(model_version=version, threshold=threshold)
+    pairs_s = time.perf_counter() - t
+    return {"threshold": threshold, "threshold_s": round(threshold_s, 2), "pairs_s": round(pairs_s, 2),
+            "total_s": round(threshold_s + pairs_s, 2), "pairs": len(pairs),
+            "closest": [round(p.distance, 4) for p in pairs[:5]]}
+
+
+def main_16(args, version, client, started: float) -> int:
+    """Issue 16's figures alone (--only-16): keyword search, photo + words, find_duplicates."""
+    from catalog.models import Product
+
+    with LoadSampler() as load:
+        products = Product.objects.count()
+        log(f"keyword search over {products} products")
+        keyword = measure_keyword(client, keyword_queries(args.queries or (100 if args.quick else 400), args.seed))
+        log("photo + words")
+        hybrid = measure_hybrid(client, photo_payloads(args.photos or (30 if args.quick else 100)), args.seed)
+        log("near-duplicates")
+        duplicates = measure_duplicates(version)
+    print_16(products, keyword, hybrid, duplicates)
+    targets = targets_16(keyword, hybrid, duplicates)
+    path = write_report(
+        "search_16", script="search", quick=args.quick, argv=sys.argv[1:], started=started, load=load.summary(),
+        catalogue={"products": products, "model_version": version.pk, "dim": version.dim},
+        keyword=keyword, hybrid=hybrid, duplicates=duplicates, targets=targets,
+    )
+    print(f"\nwall time {time.monotonic() - started:.0f} s; load {load.summary()}; wrote {path}")
+    return 0
+
+
+def print_16(products: int, keyword: dict, hybrid: dict, duplicates: dict) -> None:
+    print()
+    rows = [{"what": f"keyword page, db ({kind})", **v} for kind, v in keyword["db_by_kind"].items()]
+    rows.insert(0, {"what": "keyword page, db (all)", **keyword["db"]})
+    rows.append({"what": "GET /api/products (request)", **keyword["request"]})
+    rows.append({"what": "POST /api/search photo + words (request)", **hybrid})
+    print(table(rows, [("what", f"issue 16, {products} products", "s"), ("p50", "p50 ms", ".2f"),
+                       ("p95", "p95 ms", ".2f"), ("p99", "p99 ms", ".2f"), ("n", "n", "d")]))
+    print(f"find_duplicates: default threshold {duplicates['threshold']:.4f} in {duplicates['threshold_s']} s, "
+          f"{duplicates['pairs']} pairs in {duplicates['pairs_s']} s (total {duplicates['total_s']} s)")
+
+
+def targets_16(keyword: dict, hybrid: dict, duplicates: dict) -> dict:
+    values = {"keyword_p50_db_ms": keyword["db"]["p50"], "hybrid_p50_ms": hybrid["p50"], "duplicates_s": duplicates["total_s"]}
+    out = {}
+    for key, value in values.items():
+        out[key] = {"target": TARGETS_16[key], "value": value, "met": value is not None and value <= TARGETS_16[key]}
+        print(f"{key}: {value} (target {TARGETS_16[key]}) {'met' if out[key]['met'] else 'MISSED'}")
+    return out
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -217,6 +369,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, help="full requests per mode (default 200; 50 with --quick)")
     parser.add_argument("--photos", type=int, help="photo searches per size (default 100; 30 with --quick)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only-16", action="store_true", help="only issue 16's figures (keyword, photo + words, duplicates)")
     args = parser.parse_args(argv)
     configure(quick=args.quick)
     static_collect()
@@ -235,6 +388,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     started = time.monotonic()
+    if args.only_16:
+        return main_16(args, version, Client(), started)
     with LoadSampler() as load:
         products, _images, matrix = load_vectors(version)
         log(f"version {version.pk}: {len(products)} vectors of dim {matrix.shape[1]}")
@@ -273,6 +428,10 @@ def main(argv=None) -> int:
         payloads = photo_payloads(n_photos)
         photo = measure_photo(client, payloads)
         stages = measure_photo_stages(version, payloads[:60])
+        log("issue 16: keyword search, photo + words, near-duplicates")
+        keyword = measure_keyword(client, keyword_queries(n_queries, args.seed))
+        hybrid = measure_hybrid(client, payloads, args.seed)
+        duplicates = measure_duplicates(version)
 
     exact_p50 = rows[0]["db"]["p50"]
     for r in rows:
@@ -293,6 +452,8 @@ def main(argv=None) -> int:
     print(f"cold first request (model load): {photo['cold_first_request_ms']} ms")
     print(table([{"stage": k, **v} for k, v in stages.items()],
                 [("stage", "photo search stage", "s"), ("p50", "p50 ms", ".2f"), ("p95", "p95 ms", ".2f")]))
+
+    print_16(len(products), keyword, hybrid, duplicates)
 
     default = next(r for r in rows if r["ef_search"] == settings.HNSW_EF_SEARCH)
     ok_hnsw = [r for r in rows if r["ef_search"] and r["recall_at_10"] >= TARGETS["recall_at_10"]]
@@ -324,7 +485,8 @@ def main(argv=None) -> int:
         catalogue={"vectors": int(len(products)), "dim": int(matrix.shape[1]), "model_version": version.pk,
                    "table_bytes": total_bytes, "heap_bytes": heap_bytes, "hnsw_index_bytes": index_bytes},
         k=K, queries=len(queries), requests_per_mode=n_requests, similar=rows, photo_search=photo,
-        photo_stages=stages, targets=targets,
+        photo_stages=stages, targets={**targets, **targets_16(keyword, hybrid, duplicates)},
+        keyword=keyword, hybrid=hybrid, duplicates=duplicates,
     )
     print(f"\nwall time {time.monotonic() - started:.0f} s; load {load.summary()}; wrote {path}")
     return 0

@@ -19,4 +19,5 @@ def navigation(request):
     except Exception as exc:  # noqa: BLE001 - a cache or database outage must not take every page down
         logger.warning("Navigation categories unavailable: %s", exc)
         categories = []
-    return {"nav_categories": categories}
+    # The words of a keyword search stay in the header's box (a view may pass its own search_q).
+    return {"nav_categories": categories, "search_q": request.GET.get("q", "")[:200]}

@@ -5,6 +5,8 @@ import io
 import uuid
 from pathlib import PurePosixPath
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Prefetch
 from django.urls import reverse
@@ -39,12 +41,20 @@ class Product(models.Model):
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Weighted words of title and SKU (A), category name (B) and description (C), written by a
+    # database trigger on every insert or update (and when a category is renamed): see
+    # catalog/migrations/0002_product_search.py. A GeneratedField cannot read the category's name.
+    search_vector = SearchVectorField(null=True, editable=False)
 
     objects = ProductQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["category", "id"])]
+        indexes = [
+            models.Index(fields=["category", "id"]),
+            GinIndex(fields=["search_vector"], name="catalog_product_search_gin"),
+            GinIndex(fields=["title"], opclasses=["gin_trgm_ops"], name="catalog_product_title_trgm"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.title} ({self.sku})"

@@ -1,23 +1,105 @@
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from .models import Category, Product
-from .selectors import product_list
+from .forms import ProductSearchForm
+from .keyword_search import Match, product_search
+from .models import Product
 
 PAGE_SIZE = 48
 SIMILAR_ON_PAGE = 12  # fills rows of 6, 4, 3 and 2 columns alike
 MORE_LIKE_THIS = 48
+API_PAGE_SIZE = 24
+API_MAX_PAGE_SIZE = 100
 
 
 def product_list_view(request):
-    category = None
-    slug = request.GET.get("category", "").strip()
-    if slug:
-        category = get_object_or_404(Category, slug=slug)
-    paginator = Paginator(product_list(category=category), PAGE_SIZE)
+    """The catalogue, and keyword search over it: ?q=words&category=slug&min_price=&max_price=&page="""
+    form = ProductSearchForm(request.GET)
+    if not form.is_valid():
+        if "category" in form.errors:  # a stale category link: the page it named is gone
+            raise Http404(form.errors["category"][0])
+        context = {"form": form, "page": None, "q": request.GET.get("q", "")[:200], "error": form.first_error()}
+        return render(request, "catalog/product_list.html", context, status=400)
+    data = form.cleaned_data
+    results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
+    paginator = Paginator(results.products, PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    return render(request, "catalog/product_list.html", {"page": page, "category": category})
+    context = {
+        "form": form,
+        "page": page,
+        "category": data["category"],
+        "q": results.query,
+        "match": results.match,
+        "similar_words": results.match == Match.SIMILAR,
+        "min_price": data["min_price"],
+        "max_price": data["max_price"],
+        "filtered": bool(results.query or data["min_price"] is not None or data["max_price"] is not None),
+    }
+    return render(request, "catalog/product_list.html", context)
+
+
+def _json_error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _int_param(request, name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = request.GET.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number. Received: {raw[:50]!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bounds}. Received: {value}")
+    return value
+
+
+def api_product_list(request):
+    """GET /api/products?q=&category=&min_price=&max_price=&page=&page_size= : the catalogue page as JSON."""
+    if request.method not in ("GET", "HEAD"):
+        return _json_error("Use GET.", 405)
+    form = ProductSearchForm(request.GET)
+    if not form.is_valid():
+        return _json_error(form.first_error(), 400)
+    try:
+        number = _int_param(request, "page", 1, 1)
+        size = _int_param(request, "page_size", API_PAGE_SIZE, 1, API_MAX_PAGE_SIZE)
+    except ValueError as exc:
+        return _json_error(str(exc), 400)
+    data = form.cleaned_data
+    results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
+    paginator = Paginator(results.products, size)
+    try:
+        page = paginator.page(number)
+    except (EmptyPage, PageNotAnInteger):
+        return _json_error(f"There is no page {number}: the results have {paginator.num_pages} page(s).", 404)
+    ranked = results.match != Match.ALL
+    return JsonResponse(
+        {
+            "query": results.query,
+            "match": results.match,
+            "count": paginator.count,
+            "page": page.number,
+            "num_pages": paginator.num_pages,
+            "results": [
+                {
+                    "id": product.pk,
+                    "sku": product.sku,
+                    "title": product.title,
+                    "category": product.category.slug,
+                    "price": str(product.price) if product.price is not None else None,
+                    "url": request.build_absolute_uri(product.get_absolute_url()),
+                    "image_url": request.build_absolute_uri(product.primary_image.image.url) if product.primary_image else None,
+                    "rank": float(product.rank) if ranked else None,
+                }
+                for product in page.object_list
+            ],
+        }
+    )
 
 
 def _similar_context(request, pk: int, k: int) -> dict:

@@ -330,3 +330,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         else:
             messages.success(request, f"Deleted {deleted:,} vectors of model version #{pk}.")
         return self._back(pk)
+
+
+from . import admin_duplicates  # noqa: E402,F401  (registers the near-duplicates page)

@@ -3,12 +3,18 @@ and the admin's training form with the serving choice."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 from django import forms
 from django.conf import settings
 
+from catalog.forms import KeywordFilterForm
 from catalog.images import ImageInfo, InvalidImage, read_image
 from catalog.models import Category
 from ml.forms import TrainForm
+
+from .crop import BadCrop, crop_check, crop_parse
 
 ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
 
@@ -27,7 +33,9 @@ def k_parse(raw: str | int | None) -> int:
     return k
 
 
-class PhotoSearchForm(forms.Form):
+class PhotoSearchForm(KeywordFilterForm):
+    """A photo, and optionally a category, words (q) and a price range that the results must match."""
+
     image = forms.FileField(
         label="Photo",
         help_text="JPEG, PNG, WebP or GIF.",
@@ -46,6 +54,9 @@ class PhotoSearchForm(forms.Form):
         error_messages={"invalid_choice": "There is no category “%(value)s”."},
     )
     k = forms.CharField(label="Results", required=False, widget=forms.NumberInput(attrs={"min": 1}))
+    # Set by the page's crop box (x,y,w,h in pixels of the photo as shown); empty: the whole photo.
+    crop = forms.CharField(label="Crop", required=False, max_length=100, widget=forms.HiddenInput)
+    field_order = ["image", "category", "q", "min_price", "max_price", "k", "crop"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -53,6 +64,8 @@ class PhotoSearchForm(forms.Form):
         self.fields["k"].widget.attrs.update(max=settings.SEARCH_MAX_K, placeholder=settings.SEARCH_DEFAULT_K)
         max_mb = settings.SEARCH_UPLOAD_MAX_BYTES / 1e6
         self.fields["image"].help_text = f"JPEG, PNG, WebP or GIF, up to {max_mb:.0f} MB."
+        self.fields["q"].label = "Words"
+        self.order_fields(self.field_order)
 
     def clean_image(self) -> ImageInfo:
         upload = self.cleaned_data["image"]
@@ -69,6 +82,33 @@ class PhotoSearchForm(forms.Form):
             return k_parse(self.cleaned_data.get("k"))
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+    def clean_crop(self):
+        raw = self.cleaned_data.get("crop") or ""
+        if not raw.strip():
+            return None
+        try:
+            return crop_parse(raw)
+        except BadCrop as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean(self):
+        data = super().clean()
+        info, crop = data.get("image"), data.get("crop")
+        if info is not None and crop is not None:
+            try:
+                crop_check(crop, width=info.width, height=info.height)
+            except BadCrop as exc:
+                self.add_error("crop", str(exc))
+            else:
+                # The search (and the thumbnail shown back) use only the boxed part.
+                cropped = info.image.crop(crop.box)
+                # The model reads the file (ml.preprocess), so the crop becomes the file: a lossless PNG.
+                buffer = io.BytesIO()
+                cropped.save(buffer, format="PNG")
+                data["image"] = dataclasses.replace(info, image=cropped, width=crop.w, height=crop.h,
+                                                    data=buffer.getvalue())
+        return data
 
     def first_error(self) -> str:
         for field, errors in self.errors.items():

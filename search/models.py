@@ -147,3 +147,12 @@ class IndexBatch(models.Model):
 
     def __str__(self) -> str:
         return f"Batch {self.number} of job {self.job_id}"
+
+
+class NearDuplicate(Product):
+    """Products seen from the admin's near-duplicates page (search.duplicates); no table of its own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "near-duplicate product"
+        verbose_name_plural = "near-duplicate products"

@@ -91,7 +91,7 @@ def _page_error(request: HttpRequest, status: int, message: str) -> HttpResponse
 def photo_search_view(request: HttpRequest) -> HttpResponse:
     template = "search/photo_search.html"
     if request.method != "POST":
-        form = PhotoSearchForm(initial={"category": request.GET.get("category") or None})
+        form = PhotoSearchForm(initial={name: request.GET.get(name) or None for name in ("category", "q", "min_price", "max_price")})
         return render(request, template, {"form": form, "available": active_model_version() is not None})
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
@@ -99,12 +99,17 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     info = form.cleaned_data["image"]
     context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
     try:
-        context["result"] = photo_search(image=info, k=form.cleaned_data["k"], category=form.cleaned_data["category"])
+        context["result"] = photo_search(image=info, **_search_args(form))
     except SearchUnavailable as exc:
         context.update(available=False, unavailable=str(exc))
         return render(request, template, context, status=503)
-    context["category"] = form.cleaned_data["category"]
+    context.update(category=form.cleaned_data["category"], q=form.cleaned_data["q"], search_q=form.cleaned_data["q"])
     return render(request, template, context)
+
+
+def _search_args(form: PhotoSearchForm) -> dict:
+    data = form.cleaned_data
+    return {k: data[k] for k in ("k", "category", "min_price", "max_price")} | {"query": data["q"]}
 
 
 # --- JSON API -----------------------------------------------------------------------------------
@@ -153,21 +158,21 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
 # and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
 @upload_guard(api=True)
 def api_search(request: HttpRequest) -> JsonResponse:
-    """POST /api/search (multipart: image, optional k and category slug)"""
+    """POST /api/search (multipart: image; optional k, category slug, q, min_price, max_price)"""
     if request.method != "POST":
         return _error("Use POST with a multipart form: image, and optionally k and category.", 405)
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return _error(form.first_error(), 400)
     try:
-        result = photo_search(
-            image=form.cleaned_data["image"], k=form.cleaned_data["k"], category=form.cleaned_data["category"]
-        )
+        result = photo_search(image=form.cleaned_data["image"], **_search_args(form))
     except SearchUnavailable as exc:
         return _error(str(exc), 503)
     return JsonResponse(
         {
             "model_version": result.model_version.pk,
+            "query": form.cleaned_data["q"],
+            "match": result.match,
             "category_guess": (
                 {"label": result.guess.label, "probability": result.guess.probability} if result.guess else None
             ),

@@ -155,8 +155,12 @@ class ShopperTests(BrowserTestCase):
         self.assertEqual(active.text, "Skip to content")
         active.send_keys(Keys.ENTER)
         self.wait(lambda d: d.execute_script("return location.hash") == "#main")
-        # Tabbing on from the main content reaches the first product card's link.
+        # Tabbing on from the main content reaches the filters (category, min and max price, Apply),
+        # then the first product card's link.
         self.driver.switch_to.active_element.send_keys(Keys.TAB)
+        self.assertEqual(self.driver.switch_to.active_element.get_attribute("id"), "filter-category")
+        for _ in range(4):
+            self.driver.switch_to.active_element.send_keys(Keys.TAB)
         self.wait(lambda d: d.switch_to.active_element.get_attribute("href") or False)
         self.assertIn("/products/", self.driver.switch_to.active_element.get_attribute("href"))
 

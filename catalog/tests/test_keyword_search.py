@@ -1,0 +1,228 @@
+"""Keyword search on real PostgreSQL: full text with weights, the trigger-kept vector, the pg_trgm
+fallback, filters, the page and GET /api/products, and hostile input."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connection
+from django.test import TestCase
+from django.urls import reverse
+
+from catalog.keyword_search import Match, product_keyword_match, product_search
+from catalog.models import Category, Product
+from catalog.tests.factories import category_create, product_create
+
+LIST = reverse("catalog:product_list")
+API = reverse("catalog:api_product_list")
+
+
+class KeywordSearchTestCase(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.dresses = category_create("Dresses")
+        cls.shoes = category_create("Shoes")
+        cls.red_dress = product_create(category=cls.dresses, title="Red summer dress", price=Decimal("49.00"), sku="DR-RED-01")
+        cls.blue_dress = product_create(category=cls.dresses, title="Blue evening gown", price=Decimal("120.00"), description="A long dress for evenings.")
+        cls.sneaker = product_create(category=cls.shoes, title="Running sneaker", price=Decimal("80.00"), description="Red laces.")
+        cls.boot = product_create(category=cls.shoes, title="Ankle boot", price=Decimal("150.00"))
+
+    def setUp(self):
+        cache.clear()
+
+    def titles(self, **kwargs) -> list[str]:
+        return [p.title for p in product_search(**kwargs).products]
+
+
+class FullTextTests(KeywordSearchTestCase):
+    def test_title_words_outrank_description_words(self):
+        # "dress" is in the first title (weight A) and only in the second description (weight C).
+        self.assertEqual(self.titles(query="dress"), ["Red summer dress", "Blue evening gown"])
+
+    def test_category_name_is_searched(self):
+        results = product_search(query="shoes")
+        self.assertEqual(results.match, Match.WORDS)
+        self.assertEqual({p.title for p in results.products}, {"Running sneaker", "Ankle boot"})
+
+    def test_sku_is_searched_as_typed(self):
+        self.assertEqual(self.titles(query="DR-RED-01"), ["Red summer dress"])
+
+    def test_stemming_finds_plural_and_all_words_must_match(self):
+        self.assertEqual(self.titles(query="sneakers"), ["Running sneaker"])
+        self.assertEqual(self.titles(query="red dress"), ["Red summer dress"])  # the sneaker has only "red"
+
+    def test_websearch_syntax_excludes_words(self):
+        self.assertEqual(self.titles(query="red -dress"), ["Running sneaker"])
+
+    def test_vector_follows_edits_and_category_renames(self):
+        self.boot.title = "Chelsea boot"
+        self.boot.save()
+        self.assertEqual(self.titles(query="chelsea"), ["Chelsea boot"])
+        self.assertEqual(product_search(query="ankle").match, Match.SIMILAR)  # no longer a word of any product
+        Category.objects.filter(pk=self.shoes.pk).update(name="Footwear")
+        self.assertEqual({p.title for p in product_search(query="footwear").products}, {"Running sneaker", "Chelsea boot"})
+        self.assertNotEqual(product_search(query="shoes").match, Match.WORDS)
+
+    def test_bulk_created_products_are_searchable(self):
+        Product.objects.bulk_create([Product(sku="BULK-1", title="Woollen scarf", category=self.shoes)])
+        self.assertEqual(self.titles(query="scarf"), ["Woollen scarf"])
+
+    def test_full_text_uses_the_gin_index(self):
+        with connection.cursor() as cursor:
+            # Only the GIN bitmap scan is left enabled for the product table: on a few rows a full
+            # scan of any b-tree (e.g. the category index, with the match as a filter) can cost the same.
+            for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):
+                cursor.execute(f"SET LOCAL {setting} = off")
+            sql, params = product_search(query="dress").products.query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        self.assertIn("catalog_product_search_gin", plan)
+
+
+class TypoFallbackTests(KeywordSearchTestCase):
+    def test_a_misspelt_word_finds_similar_titles(self):
+        results = product_search(query="sneakr")
+        self.assertEqual(results.match, Match.SIMILAR)
+        self.assertEqual([p.title for p in results.products], ["Running sneaker"])
+
+    def test_fallback_only_when_full_text_finds_nothing(self):
+        self.assertEqual(product_search(query="sneaker").match, Match.WORDS)
+
+    def test_nothing_similar_is_an_empty_result(self):
+        results = product_search(query="xylophone")
+        self.assertEqual((results.match, list(results.products)), (Match.SIMILAR, []))
+
+    def test_fallback_uses_the_trigram_index(self):
+        with connection.cursor() as cursor:
+            for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):  # as above
+                cursor.execute(f"SET LOCAL {setting} = off")
+            sql, params = product_keyword_match(query="sneakr").products.query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        self.assertIn("catalog_product_title_trgm", plan)
+
+
+class FilterTests(KeywordSearchTestCase):
+    def test_category_and_price_filters_with_and_without_words(self):
+        self.assertEqual(self.titles(query="red", category=self.shoes), ["Running sneaker"])
+        self.assertEqual(self.titles(query="dress", max_price=Decimal("100")), ["Red summer dress"])
+        self.assertEqual(self.titles(min_price=Decimal("100"), max_price=Decimal("150")), ["Blue evening gown", "Ankle boot"])
+        self.assertEqual(self.titles(query="sneakr", min_price=Decimal("90")), [])
+
+    def test_keyword_match_narrows_a_given_queryset(self):
+        results = product_keyword_match(query="red", products=Product.objects.filter(price__lt=60))
+        self.assertEqual([p.pk for p in results.products], [self.red_dress.pk])
+
+
+class PageTests(KeywordSearchTestCase):
+    def test_results_page_ranks_and_keeps_the_words_in_the_header_box(self):
+        response = self.client.get(LIST, {"q": "dress"})
+        self.assertEqual([p.title for p in response.context["page"].object_list], ["Red summer dress", "Blue evening gown"])
+        self.assertContains(response, "Results for “dress”")
+        self.assertContains(response, 'name="q" value="dress"')
+
+    def test_the_header_box_is_on_every_page(self):
+        for url in (LIST, self.red_dress.get_absolute_url(), reverse("search:photo_search")):
+            self.assertContains(self.client.get(url), 'id="header-q"', msg_prefix=url)
+
+    def test_typo_page_says_it_shows_similar_words(self):
+        response = self.client.get(LIST, {"q": "sneakr"})
+        self.assertContains(response, "data-similar-words")
+        self.assertContains(response, "Running sneaker")
+
+    def test_pagination_keeps_the_words_and_filters(self):
+        for i in range(50):
+            product_create(category=self.dresses, title=f"Plain dress {i}", price=Decimal("30.00"), images=[])
+        response = self.client.get(LIST, {"q": "dress", "max_price": "60"})
+        self.assertEqual(response.context["page"].paginator.count, 51)
+        self.assertContains(response, 'href="?q=dress&amp;max_price=60&amp;page=2"')
+        second = self.client.get(LIST, {"q": "dress", "max_price": "60", "page": 2})
+        self.assertEqual(len(second.context["page"].object_list), 3)
+
+    def test_no_match_is_an_empty_state(self):
+        response = self.client.get(LIST, {"q": "xylophone"})
+        self.assertContains(response, "Nothing matches “xylophone”")
+
+    def test_query_count_is_fixed(self):
+        # navigation categories, EXISTS (full text or fallback), count, page of products, their images
+        with self.assertNumQueries(5):
+            self.client.get(LIST, {"q": "dress"})
+        for i in range(30):
+            product_create(category=self.dresses, title=f"Plain dress {i}")
+        cache.clear()
+        with self.assertNumQueries(6):  # + the category named by its slug
+            response = self.client.get(LIST, {"q": "dress", "category": "dresses", "min_price": "1"})
+        self.assertEqual(len(response.context["page"].object_list), 32)
+
+
+class HostileInputTests(KeywordSearchTestCase):
+    def assertRefused(self, params: dict, message: str) -> None:
+        page = self.client.get(LIST, params)
+        self.assertContains(page, message, status_code=400)
+        api = self.client.get(API, params)
+        self.assertEqual(api.status_code, 400)
+        self.assertIn(message, api.json()["error"])
+
+    def test_empty_and_blank_words_list_everything(self):
+        for q in ("", "   "):
+            self.assertEqual(self.client.get(API, {"q": q}).json()["count"], 4)
+
+    def test_ten_thousand_characters_are_refused(self):
+        self.assertRefused({"q": "a" * 10_000}, "at most 200 characters")
+
+    def test_nul_bytes_are_refused(self):
+        self.assertRefused({"q": "dress\x00"}, "Null characters are not allowed")
+
+    def test_bad_prices_are_refused(self):
+        self.assertRefused({"min_price": "-5"}, "greater than or equal to 0")
+        self.assertRefused({"max_price": "cheap"}, "Enter a price as a number")
+        self.assertRefused({"max_price": "NaN"}, "Enter a price as a number")
+        self.assertRefused({"min_price": "1e400"}, "less than or equal to 99999999")
+        self.assertRefused({"min_price": "90", "max_price": "10"}, "above the max price")
+
+    def test_sql_and_query_syntax_are_just_words(self):
+        for q in ("'; DROP TABLE catalog_product; --", "dress' OR 1=1 --", '!!! & | ( ) : * "', "the", "<->"):
+            response = self.client.get(API, {"q": q})
+            self.assertEqual(response.status_code, 200, q)
+        self.assertEqual(Product.objects.count(), 4)
+
+    def test_html_in_the_words_is_escaped(self):
+        response = self.client.get(LIST, {"q": "<script>alert(1)</script>"})
+        self.assertEqual(response.status_code, 200)
+        self.assertNotContains(response, "<script>alert(1)</script>")
+        self.assertContains(response, "&lt;script&gt;alert(1)&lt;/script&gt;")
+
+    def test_unknown_category(self):
+        self.assertEqual(self.client.get(LIST, {"category": "nope"}).status_code, 404)
+        response = self.client.get(API, {"category": "nope"})
+        self.assertEqual((response.status_code, response.json()["error"]), (400, "Category: There is no category “nope”."))
+
+
+class ApiTests(KeywordSearchTestCase):
+    def test_same_results_as_the_page_with_fields(self):
+        body = self.client.get(API, {"q": "red", "category": "shoes", "max_price": "100"}).json()
+        self.assertEqual((body["query"], body["match"], body["count"], body["page"], body["num_pages"]), ("red", "words", 1, 1, 1))
+        [item] = body["results"]
+        self.assertEqual(
+            {k: item[k] for k in ("id", "sku", "title", "category", "price")},
+            {"id": self.sneaker.pk, "sku": self.sneaker.sku, "title": "Running sneaker", "category": "shoes", "price": "80.00"},
+        )
+        self.assertTrue(item["url"].endswith(self.sneaker.get_absolute_url()))
+        self.assertIn("/media/", item["image_url"])
+        self.assertGreater(item["rank"], 0)
+
+    def test_paging(self):
+        body = self.client.get(API, {"page_size": 3, "page": 2}).json()
+        self.assertEqual((body["count"], body["num_pages"], [r["title"] for r in body["results"]]), (4, 2, ["Ankle boot"]))
+        self.assertIsNone(body["results"][0]["rank"])
+        self.assertEqual(self.client.get(API, {"page": 3, "page_size": 3}).status_code, 404)
+        for params in ({"page": "x"}, {"page": 0}, {"page_size": 101}, {"page_size": "-1"}):
+            self.assertEqual(self.client.get(API, params).status_code, 400, params)
+
+    def test_query_count(self):
+        with self.assertNumQueries(4):  # EXISTS, count, products, images (the API has no navigation)
+            self.client.get(API, {"q": "dress"})
+
+    def test_get_only(self):
+        self.assertEqual(self.client.post(API).status_code, 405)
