@@ -338,6 +338,11 @@ def _histogram(rgb: np.ndarray, bins: int = 8) -> np.ndarray:
     return h / max(np.linalg.norm(h), 1e-6)
 
 
+def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared L2 distances [len(a), len(b)] without the [a, b, dim] intermediate."""
+    return (a ** 2).sum(1)[:, None] - 2.0 * a @ b.T + (b ** 2).sum(1)[None]
+
+
 def baselines(folder: Path, manifest: dict) -> dict:
     """Raw pixels (32x32 RGB, L2) and a colour histogram (8x8x8, Hellinger) joined to pixels, on
     the same photos, products ranked by their closest photo as the API does."""
@@ -359,14 +364,14 @@ def baselines(folder: Path, manifest: dict) -> dict:
                                                 lambda r: np.concatenate([_pixels(r), _histogram(r)]) / np.sqrt(2))):
         cv = np.stack([fn(p) for p in photos])
         qv = np.stack([fn(q) for q in queries])
-        d = ((qv[:, None, :] - cv[None]) ** 2).sum(-1)
+        d = _sq_distances(qv, cv)
         per_product = np.full((len(skus), len(skus)), np.inf)
         for p in range(len(skus)):
             per_product[:, p] = d[:, owner == p].min(1)
         order = np.argsort(per_product, 1)
         found = [list(row[:10]) for row in order]
         hits = _hits(found, list(range(len(skus))))
-        dd = ((cv[:, None, :] - cv[None]) ** 2).sum(-1)
+        dd = _sq_distances(cv, cv)
         neighbours = {}
         for p in range(len(skus)):
             row = dd[owner == p].min(0)

@@ -20,4 +20,7 @@ def navigation(request):
         logger.warning("Navigation categories unavailable: %s", exc)
         categories = []
     # The words of a keyword search stay in the header's box (a view may pass its own search_q).
-    return {"nav_categories": categories, "search_q": request.GET.get("q", "")[:200]}
+    words = request.GET.get("q", "")[:200]
+    # A refused query (control characters: config's request guard answers 400) is not echoed back.
+    words = "" if any(ord(c) < 32 or ord(c) == 127 for c in words) else words
+    return {"nav_categories": categories, "search_q": words}

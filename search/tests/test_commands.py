@@ -123,7 +123,7 @@ class ModelVersionsTableTests(TestCase):
             active=True, hparams={"variant": "cnn"}, metrics={"holdout": {"model": {"precision_at_1": 0.9321, "precision_at_10": 0.9}}}
         )
         embedding_put(image=product.images.first(), model_version=active, vector=[1, 0, 0])
-        failed = model_version_create(status=ModelVersion.Status.FAILED, architecture=ModelVersion.Architecture.AUTOENCODER)
+        failed = model_version_create(status=ModelVersion.Status.FAILED, architecture="autoencoder")
         out, _ = run("model_versions")
         lines = out.splitlines()
         self.assertEqual(lines[0].split(), ["id", "architecture", "status", "P@1", "P@10", "coverage", "active"])

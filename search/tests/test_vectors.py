@@ -68,9 +68,10 @@ class DistanceTests(TestCase):
         self.assertEqual(item.image.position, 1)  # the closest image is the one shown
         self.assertEqual(len(items), 4)
 
-    def test_query_uses_the_first_image_of_a_product_with_several(self):
-        multi = product_with_vectors(model_version=self.version, vectors=[[1, 1, 1], [0, 0, 0]])
-        self.assertEqual(product_similar(product=multi, k=1).items[0].product, self.far)
+    def test_query_is_the_mean_of_a_products_photos(self):
+        # Each photo alone is nearest to "query"/"same" ([0, 0, 0]); their mean [1, 0, 0] is "near".
+        multi = product_with_vectors(model_version=self.version, vectors=[[0, 0, 2], [2, 0, -2]])
+        self.assertEqual(product_similar(product=multi, k=1).items[0].product, self.near)
 
     def test_same_category_only(self):
         other = product_with_vectors(model_version=self.version, vectors=[[0, 0, 0.1]], category=self.query.category)
