@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import connections
 from django.test import override_settings
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -91,7 +91,17 @@ class BrowserTestCase(StaticLiveServerTestCase):
         """Click a link or button and wait until the next page has replaced this one."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        self.wait(EC.staleness_of(old), message="the page did not change")
+
+        def gone(_driver) -> bool:
+            # Chromium may answer "node does not belong to the document" instead of a stale
+            # reference while the next page replaces this one: gone all the same.
+            try:
+                old.is_enabled()
+            except (StaleElementReferenceException, WebDriverException):
+                return True
+            return False
+
+        self.wait(gone, message="the page did not change")
 
     def shot(self, name: str) -> None:
         self.driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
