@@ -9,7 +9,9 @@ from django.test import TestCase
 
 from catalog.tests.factories import category_create, product_create, shape_png
 from ml.models import ModelVersion
-from ml.services import model_version_cancel, model_version_create, model_version_train
+from ml.services import (
+    TrainingError, model_version_cancel, model_version_create, model_version_evaluate, model_version_train,
+)
 
 def queue_length(name: str) -> int:
     """Messages waiting on a queue of the real (test) broker."""
@@ -56,6 +58,37 @@ class TrainingRunTests(TestCase):
         for figures in (holdout["model"], holdout["pixels"]):
             self.assertTrue(0.0 <= figures["precision_at_1"] <= 1.0)
         self.assertTrue((version.workdir / "embedder.keras").exists())
+
+    def test_the_holdout_is_recorded_and_products_added_later_never_join_it(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            version = model_version_create(architecture="classifier", variant="softmax",
+                                           overrides={**TINY, "epochs": 1, "eval_fraction": 0.3})
+        version = model_version_train(model_version=version)
+        self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
+        split = version.metrics["split"]
+        held = set(split["image_ids"])
+        self.assertTrue(held)
+        before = version.metrics["holdout"]["queries"]
+        self.assertEqual(before, len(held))
+        # Products imported after training: before the fix the split was recomputed over the
+        # catalogue, so they (and images that trained) could fall into the holdout.
+        for i in range(6):
+            product_create(category=category_create("Square"), images=[shape_png("circle", size=16, offset=i % 3 - 1)])
+        figures = model_version_evaluate(model_version=version, queries="holdout")
+        self.assertEqual(figures["queries"], before)
+        self.assertEqual(set(ModelVersion.objects.get(pk=version.pk).metrics["split"]["image_ids"]), held)
+
+    def test_eval_fraction_zero_means_no_holdout_and_says_so(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            version = model_version_create(architecture="classifier", variant="softmax",
+                                           overrides={**TINY, "epochs": 1, "eval_fraction": 0.0})
+        version = model_version_train(model_version=version)
+        self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
+        self.assertEqual(version.metrics["split"]["image_ids"], [])
+        self.assertIn("No holdout", version.metrics["holdout"]["note"])
+        self.assertNotIn("model", version.metrics["holdout"])
+        with self.assertRaisesRegex(TrainingError, "no holdout"):
+            model_version_evaluate(model_version=version, queries="holdout")
 
     def test_a_finished_run_is_not_trained_again(self):
         with self.captureOnCommitCallbacks(execute=False):
