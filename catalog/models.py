@@ -9,6 +9,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Prefetch
+from django.db.models.functions import Upper
 from django.urls import reverse
 from PIL import Image
 
@@ -54,6 +55,7 @@ class Product(models.Model):
             models.Index(fields=["category", "id"]),
             GinIndex(fields=["search_vector"], name="catalog_product_search_gin"),
             GinIndex(fields=["title"], opclasses=["gin_trgm_ops"], name="catalog_product_title_trgm"),
+            models.Index(Upper("sku"), name="catalog_product_sku_upper"),  # a SKU typed in any case
         ]
 
     def __str__(self) -> str:

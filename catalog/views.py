@@ -24,7 +24,7 @@ def product_list_view(request):
         return render(request, "catalog/product_list.html", context, status=400)
     data = form.cleaned_data
     results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
-    paginator = Paginator(results.products, PAGE_SIZE)
+    paginator = Paginator(results.pages(), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     context = {
         "form": form,
@@ -32,6 +32,7 @@ def product_list_view(request):
         "category": data["category"],
         "q": results.query,
         "match": results.match,
+        "more_than_count": getattr(paginator.object_list, "capped", False),  # "1,000+ products"
         "similar_words": results.match == Match.SIMILAR,
         "min_price": data["min_price"],
         "max_price": data["max_price"],
@@ -72,17 +73,19 @@ def api_product_list(request):
         return _json_error(str(exc), 400)
     data = form.cleaned_data
     results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
-    paginator = Paginator(results.products, size)
+    paginator = Paginator(results.pages(), size)
     try:
         page = paginator.page(number)
     except (EmptyPage, PageNotAnInteger):
-        return _json_error(f"There is no page {number}: the results have {paginator.num_pages} page(s).", 404)
+        more = " (the first ones of more matches: narrow the words or filters)" if getattr(paginator.object_list, "capped", False) else ""
+        return _json_error(f"There is no page {number}: the results have {paginator.num_pages} page(s){more}.", 404)
     ranked = results.match != Match.ALL
     return JsonResponse(
         {
             "query": results.query,
             "match": results.match,
             "count": paginator.count,
+            "count_exact": not getattr(paginator.object_list, "capped", False),  # False: at least `count` match
             "page": page.number,
             "num_pages": paginator.num_pages,
             "results": [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from unittest import mock
+
 from django.core.cache import cache
 from django.db import connection
 from django.test import TestCase
@@ -78,6 +80,73 @@ class FullTextTests(KeywordSearchTestCase):
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
         self.assertIn("catalog_product_search_gin", plan)
+
+
+class SkuTests(KeywordSearchTestCase):
+    def test_a_sku_in_any_case_finds_that_product_alone(self):
+        product_create(category=self.dresses, title="Green dress", description="Goes with DR-RED-01.")
+        for typed in ("DR-RED-01", "dr-red-01", " Dr-Red-01 "):
+            results = product_search(query=typed)
+            self.assertEqual((results.match, [p.title for p in results.products]), (Match.SKU, ["Red summer dress"]), typed)
+        self.assertEqual(self.client.get(API, {"q": "dr-red-01"}).json()["match"], "sku")
+
+    def test_a_sku_outside_the_filters_is_not_found_by_sku(self):
+        results = product_search(query="dr-red-01", category=self.shoes)
+        self.assertNotEqual(results.match, Match.SKU)
+        self.assertEqual(list(results.products), [])
+
+    def test_a_word_that_is_no_sku_goes_to_full_text(self):
+        self.assertEqual(product_search(query="red").match, Match.WORDS)
+        self.assertEqual(product_search(query="red dress").match, Match.WORDS)  # two words are never a SKU
+
+    def test_sku_lookup_uses_the_upper_index(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            sql, params = Product.objects.filter(sku__iexact="dr-red-01").query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        self.assertIn("catalog_product_sku_upper", plan)
+
+
+class RankedPagesTests(KeywordSearchTestCase):
+    @classmethod
+    def setUpTestData(cls):
+        super().setUpTestData()
+        for i in range(5):
+            product_create(category=cls.dresses, title=f"Dress {i}", description="dress " * i, images=[])
+
+    def test_pages_are_the_ranked_matches_in_order(self):
+        results = product_search(query="dress")
+        every = [(p.pk, p.rank) for p in results.products]
+        pages = results.pages()
+        self.assertEqual([(p.pk, p.rank) for p in pages[0:3]] + [(p.pk, p.rank) for p in pages[3:10]], every)
+        self.assertEqual(pages[1].pk, every[1][0])
+        self.assertEqual((pages.count(), pages.capped), (len(every), False))
+
+    def test_a_page_reads_its_rows_by_id_with_category_and_images(self):
+        pages = product_search(query="dress").pages()
+        with self.assertNumQueries(2):  # the ranked ids with the rows, their images
+            page = pages[0:4]
+            [(p.category.name, p.primary_image) for p in page]
+
+    def test_counts_stop_at_the_cap_and_pages_beyond_are_not_offered(self):
+        pages = product_search(query="dress").pages(count_up_to=3)
+        self.assertEqual((pages.count(), pages.capped), (3, True))
+        with mock.patch("catalog.keyword_search.COUNT_UP_TO", 3):
+            response = self.client.get(LIST, {"q": "dress"})
+            self.assertContains(response, "3+ products")
+            body = self.client.get(API, {"q": "dress", "page_size": 2}).json()
+            self.assertEqual((body["count"], body["count_exact"], body["num_pages"]), (3, False, 2))
+            missing = self.client.get(API, {"q": "dress", "page_size": 2, "page": 3})
+            self.assertEqual(missing.status_code, 404)
+            self.assertIn("narrow the words", missing.json()["error"])
+        body = self.client.get(API, {"q": "dress"}).json()
+        self.assertEqual((body["count"], body["count_exact"]), (7, True))
+
+    def test_the_typo_fallback_is_paged_the_same_way(self):
+        results = product_search(query="dres")
+        self.assertEqual(results.match, Match.SIMILAR)
+        self.assertEqual([p.pk for p in results.pages()[0:20]], [p.pk for p in results.products])
 
 
 class TypoFallbackTests(KeywordSearchTestCase):
