@@ -20,6 +20,18 @@ LIST = reverse("catalog:product_list")
 API = reverse("catalog:api_product_list")
 
 
+def bitmap_plan(queryset) -> str:
+    """EXPLAIN of `queryset` with only bitmap scans left enabled: on a few rows a full scan of any
+    b-tree (e.g. the category index, with the match as a filter) can cost the same as the index
+    the query is meant to use."""
+    with connection.cursor() as cursor:
+        for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):
+            cursor.execute(f"SET LOCAL {setting} = off")
+        sql, params = queryset.query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 class KeywordSearchTestCase(TestCase):
     @classmethod
     def setUpTestData(cls):
@@ -71,15 +83,7 @@ class FullTextTests(KeywordSearchTestCase):
         self.assertEqual(self.titles(query="scarf"), ["Woollen scarf"])
 
     def test_full_text_uses_the_gin_index(self):
-        with connection.cursor() as cursor:
-            # Only the GIN bitmap scan is left enabled for the product table: on a few rows a full
-            # scan of any b-tree (e.g. the category index, with the match as a filter) can cost the same.
-            for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):
-                cursor.execute(f"SET LOCAL {setting} = off")
-            sql, params = product_search(query="dress").products.query.sql_with_params()
-            cursor.execute("EXPLAIN " + sql, params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        self.assertIn("catalog_product_search_gin", plan)
+        self.assertIn("catalog_product_search_gin", bitmap_plan(product_search(query="dress").products))
 
 
 class SkuTests(KeywordSearchTestCase):
@@ -100,12 +104,7 @@ class SkuTests(KeywordSearchTestCase):
         self.assertEqual(product_search(query="red dress").match, Match.WORDS)  # two words are never a SKU
 
     def test_sku_lookup_uses_the_upper_index(self):
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            sql, params = Product.objects.filter(sku__iexact="dr-red-01").query.sql_with_params()
-            cursor.execute("EXPLAIN " + sql, params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        self.assertIn("catalog_product_sku_upper", plan)
+        self.assertIn("catalog_product_sku_upper", bitmap_plan(product_search(query="dr-red-01").products))
 
 
 class RankedPagesTests(KeywordSearchTestCase):
@@ -163,13 +162,7 @@ class TypoFallbackTests(KeywordSearchTestCase):
         self.assertEqual((results.match, list(results.products)), (Match.SIMILAR, []))
 
     def test_fallback_uses_the_trigram_index(self):
-        with connection.cursor() as cursor:
-            for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):  # as above
-                cursor.execute(f"SET LOCAL {setting} = off")
-            sql, params = product_keyword_match(query="sneakr").products.query.sql_with_params()
-            cursor.execute("EXPLAIN " + sql, params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        self.assertIn("catalog_product_title_trgm", plan)
+        self.assertIn("catalog_product_title_trgm", bitmap_plan(product_keyword_match(query="sneakr").products))
 
 
 class FilterTests(KeywordSearchTestCase):
