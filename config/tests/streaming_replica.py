@@ -255,6 +255,19 @@ def replicas_sweep() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def database_alias_add(alias: str, settings_dict: dict) -> None:
+    """Make `alias` a database of this test process (Django reads DATABASES once, at start)."""
+    configured = connections.configure_settings({"default": dict(connections["default"].settings_dict), alias: dict(settings_dict)})
+    connections.settings[alias] = configured[alias]
+
+
+def database_alias_remove(alias: str) -> None:
+    if alias in connections.settings:
+        connections[alias].close()
+        del connections[alias]
+        del connections.settings[alias]
+
+
 class StreamingReplicaMixin:
     """For a TransactionTestCase: `self.replica` streams from the test server, reachable as the alias
     `replica_test`, which is the one read replica the router uses (DATABASE_REPLICAS)."""
@@ -267,10 +280,7 @@ class StreamingReplicaMixin:
         cls.replica = StreamingReplica(connections["default"].settings_dict)
         try:
             cls.replica.start()
-            configured = connections.configure_settings(
-                {"default": dict(connections["default"].settings_dict), cls.replica_alias: cls.replica.settings_dict()}
-            )
-            connections.settings[cls.replica_alias] = configured[cls.replica_alias]
+            database_alias_add(cls.replica_alias, cls.replica.settings_dict())
             cls._replica_settings = override_settings(DATABASE_REPLICAS=[cls.replica_alias])
             cls._replica_settings.enable()
             super().setUpClass()
@@ -287,10 +297,7 @@ class StreamingReplicaMixin:
 
     @classmethod
     def _replica_remove(cls):
-        if cls.replica_alias in connections.settings:
-            connections[cls.replica_alias].close()
-            del connections[cls.replica_alias]
-            del connections.settings[cls.replica_alias]
+        database_alias_remove(cls.replica_alias)
         if getattr(cls, "_replica_settings", None) is not None:
             cls._replica_settings.disable()
             cls._replica_settings = None
