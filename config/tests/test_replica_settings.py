@@ -96,7 +96,9 @@ class RouterTests(SimpleTestCase):
         self.assertEqual(router.db_for_read(Product, instance=loaded_there), "default")  # not its database: the primary
         self.assertFalse(router.allow_migrate("replica_x", "catalog"))
         self.assertTrue(router.allow_migrate("default", "catalog"))
-        self.assertTrue(router.allow_relation(loaded_there, Product(pk=2)))
+        loaded_here = Product(pk=2)
+        loaded_here._state.db = "default"
+        self.assertTrue(router.allow_relation(loaded_there, loaded_here))  # the same rows
 
 
 class PrimaryAsItsOwnReplicaTests(TransactionTestCase):
