@@ -87,6 +87,7 @@ class ReplicaHealth:
     reason: str  # why it is not used ("" when usable), for the log and `config.demo --check-services`
     lag_seconds: float | None
     checked_at: float  # time.monotonic()
+    catching_up: bool = False  # only behind on what serves (just after an activation): logged as info
 
 
 _health: dict[str, ReplicaHealth] = {}
@@ -125,6 +126,8 @@ def _health_record(health: ReplicaHealth) -> None:
     if before is None or before.usable != health.usable or (not health.usable and before.reason != health.reason):
         if health.usable:
             logger.info("Read replica %s is in use (%.1f s behind).", health.alias, health.lag_seconds or 0.0)
+        elif health.catching_up:
+            logger.info("Read replica %s is not used until it catches up: %s.", health.alias, health.reason)
         else:
             logger.warning("Read replica %s is not used: %s. Its reads go to the primary.", health.alias, health.reason)
 
@@ -183,7 +186,8 @@ def _replica_check(alias: str, primary: _Primary, now: float) -> ReplicaHealth:
         _connection_drop(alias)
         return ReplicaHealth(alias, False, f"it cannot be read ({_first_line(exc)})", None, now)
     if states != primary.states:
-        return ReplicaHealth(alias, False, f"it has not caught up: it serves {states}, the primary {primary.states}", lag, now)
+        return ReplicaHealth(alias, False, f"it has not caught up: it serves {states}, the primary {primary.states}", lag, now,
+                             catching_up=True)
     return ReplicaHealth(alias, True, "", lag, now)
 
 
