@@ -3,6 +3,8 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from config.replicas import replica_reads
+
 from .forms import ProductSearchForm
 from .keyword_search import Match, product_search
 from .models import Product
@@ -14,6 +16,7 @@ API_PAGE_SIZE = 24
 API_MAX_PAGE_SIZE = 100
 
 
+@replica_reads
 def product_list_view(request):
     """The catalogue, and keyword search over it: ?q=words&category=slug&min_price=&max_price=&page="""
     form = ProductSearchForm(request.GET)
@@ -59,6 +62,7 @@ def _int_param(request, name: str, default: int, low: int, high: int | None = No
     return value
 
 
+@replica_reads
 def api_product_list(request):
     """GET /api/products?q=&category=&min_price=&max_price=&page=&page_size= : the catalogue page as JSON."""
     if request.method not in ("GET", "HEAD"):
@@ -113,12 +117,14 @@ def _similar_context(request, pk: int, k: int) -> dict:
     return {"product": product, "similar_k": k, "same_category": same_category, "more_url": more_url}
 
 
+@replica_reads
 def product_detail_view(request, pk: int):
     context = _similar_context(request, pk, SIMILAR_ON_PAGE)
     context["images"] = list(context["product"].images.all())
     return render(request, "catalog/product_detail.html", context)
 
 
+@replica_reads
 def product_more_like_this_view(request, pk: int):
     """The product's 48 nearest neighbours: where "More like this" on a product page leads."""
     return render(request, "catalog/product_similar.html", _similar_context(request, pk, MORE_LIKE_THIS))

@@ -42,3 +42,32 @@ def database_ensure() -> str:
         url = embedded_database_url(embedded_pgdata())
         os.environ["DATABASE_URL"] = url
     return url
+
+
+REPLICA_ALIAS_PREFIX = "replica"
+
+
+def replica_databases(urls: list[str], *, connect_timeout: int) -> dict[str, dict]:
+    """DATABASES entries for the read replicas in DATABASE_REPLICA_URLS: "replica1", "replica2", ...
+
+    Parsing only (no connection). A replica connects with a short `connect_timeout`, so one that
+    cannot be reached costs a request that much once per health check, not a hang; under the test
+    runner it mirrors the primary (TEST MIRROR: no test database is created on a read-only server).
+    Raises ValueError naming the entry that is not a PostgreSQL URL.
+    """
+    import dj_database_url
+
+    databases = {}
+    for number, url in enumerate(urls, start=1):
+        try:
+            config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        except Exception:  # noqa: BLE001 - dj_database_url raises its own errors for unknown schemes
+            config = {}
+        if config.get("ENGINE") != "django.db.backends.postgresql" or not config.get("NAME"):
+            raise ValueError(
+                f"DATABASE_REPLICA_URLS entry {number} must be a postgres:// URL with a database name. Received: {url!r}"
+            )
+        config["OPTIONS"] = {"connect_timeout": connect_timeout, **config.get("OPTIONS", {})}
+        config["TEST"] = {"MIRROR": "default"}
+        databases[f"{REPLICA_ALIAS_PREFIX}{number}"] = config
+    return databases

@@ -84,6 +84,44 @@ def check_services() -> int:
     except Exception as exc:  # noqa: BLE001 - any failure here is reported as is
         print(f"The database could not be started or reached: {exc}", file=sys.stderr)
         return 1
+    return replicas_report()
+
+
+def replicas_report() -> int:
+    """Say how each read replica in DATABASE_REPLICA_URLS stands. One that cannot be reached is not
+    an error (the site then reads from the primary); a URL that is not one is (exit 1)."""
+    from config.database import replica_databases
+
+    urls = [url.strip() for url in os.environ.get("DATABASE_REPLICA_URLS", "").split(",") if url.strip()]
+    try:
+        replicas = replica_databases(urls, connect_timeout=3)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    import psycopg2
+
+    for alias, db in replicas.items():
+        where = f"{alias} ({db['HOST'] or db['OPTIONS'].get('host', '')}/{db['NAME']})"
+        params = {"dbname": db["NAME"], "user": db["USER"], "password": db["PASSWORD"], "host": db["HOST"], "port": db["PORT"], **db["OPTIONS"]}
+        try:
+            conn = psycopg2.connect(**{key: value for key, value in params.items() if value not in ("", None)})
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())"
+                    )
+                    standby, since_replay = cursor.fetchone()
+            finally:
+                conn.close()
+        except psycopg2.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"Read replica {where}: not reachable ({first}); pages read from the primary until it is.")
+            continue
+        if not standby:
+            print(f"Read replica {where}: reachable, but not a standby; it is used only if it is the primary itself.")
+        else:
+            replayed = "no transaction replayed yet" if since_replay is None else f"last transaction replayed {float(since_replay):.1f} s ago"
+            print(f"Read replica {where}: a standby, {replayed}.")
     return 0
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .database import replica_databases
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -92,6 +94,38 @@ DATABASES = (
     {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)} if DATABASE_URL else {}
 )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds. Received: {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}. Received: {raw!r}")
+    return value
+
+
+# Read replicas (config/replicas.py): streaming standbys of DATABASE_URL's server, comma-separated.
+# Product pages, similar items, photo search and the catalogue read from one when it is up, caught
+# up with the primary's serving model version and index, and at most MAX_LAG seconds behind; every
+# write, the admin and the Celery tasks use the primary. Health is checked at most every
+# CHECK_SECONDS per process.
+DATABASE_REPLICA_MAX_LAG_SECONDS = env_float("DATABASE_REPLICA_MAX_LAG_SECONDS", 5.0)
+DATABASE_REPLICA_CHECK_SECONDS = env_float("DATABASE_REPLICA_CHECK_SECONDS", 1.0)
+DATABASE_REPLICA_CONNECT_TIMEOUT = int(env_float("DATABASE_REPLICA_CONNECT_TIMEOUT", 2, minimum=1))
+try:
+    _replicas = replica_databases(env_list("DATABASE_REPLICA_URLS", ""), connect_timeout=DATABASE_REPLICA_CONNECT_TIMEOUT)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+if DATABASES:  # replicas of no primary would be nothing to route
+    DATABASES.update(_replicas)
+DATABASE_REPLICAS = [alias for alias in DATABASES if alias != "default"]
+DATABASE_REPLICA_APPS = ("catalog", "ml", "search")  # the apps whose reads may go to a replica
+DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
 
 CACHES = {
     "default": (

@@ -7,6 +7,10 @@ class SearchConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import receivers  # models are ready only now
+        from config.replicas import replica_state_register
+
+        from . import receivers, replicas  # models are ready only now
 
         receivers.connect()
+        # A read replica serves search only once it has the primary's serving version and index.
+        replica_state_register(replicas.serving_state)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Cast
 from pgvector.django import L2Distance, VectorField
@@ -112,8 +112,9 @@ def nearest_products(
     column = F("embedding") if exact else Cast("embedding", VectorField(dimensions=dim))
     rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
     limit = k * 2  # most products have one image; a product's extra images may crowd others out
-    with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:
+    alias = rows.db  # the primary, or the request's read replica (config/replicas.py): the SET LOCAL goes with it
+    with transaction.atomic(using=alias, savepoint=False):
+        with connections[alias].cursor() as cursor:
             # SET LOCAL, for this transaction only; set_config takes parameters, SET does not.
             cursor.execute(
                 "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",

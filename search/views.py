@@ -17,6 +17,7 @@ from PIL import Image
 from catalog.images import ImageInfo
 from catalog.models import Product
 from config.ratelimit import rate_limit_check
+from config.replicas import replica_reads
 
 from .forms import PhotoSearchForm, k_parse
 from .selectors import (
@@ -88,6 +89,7 @@ def _page_error(request: HttpRequest, status: int, message: str) -> HttpResponse
 @upload_guard(api=False)
 @csrf_protect
 @require_http_methods(["GET", "HEAD", "POST"])
+@replica_reads  # inside the rate limit and CSRF check: a retry on the primary is not counted twice
 def photo_search_view(request: HttpRequest) -> HttpResponse:
     template = "search/photo_search.html"
     if request.method != "POST":
@@ -129,6 +131,7 @@ def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
     }
 
 
+@replica_reads
 def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
     """GET /api/products/<id>/similar?k=8&same_category=1"""
     if request.method not in ("GET", "HEAD"):
@@ -157,6 +160,7 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
 # Scripts POST here with no session or CSRF cookie, and the endpoint changes nothing (it reads,
 # and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
 @upload_guard(api=True)
+@replica_reads
 def api_search(request: HttpRequest) -> JsonResponse:
     """POST /api/search (multipart: image; optional k, category slug, q, min_price, max_price)"""
     if request.method != "POST":
