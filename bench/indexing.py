@@ -163,7 +163,8 @@ def clone_version(base):
     return clone
 
 
-def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: int | None) -> list[subprocess.Popen]:
+def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: int | None,
+                  pool: str = "prefork") -> list[subprocess.Popen]:
     from config.celery import app
 
     app.control.purge()
@@ -178,7 +179,7 @@ def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: in
     logs.mkdir(parents=True, exist_ok=True)
     for i in range(workers):
         cmd = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-Q", "embeddings",
-               "-c", str(concurrency), "-n", f"bench{i}@%h", "-l", "info",
+               "-c", str(concurrency), "-P", pool, "-n", f"bench{i}@%h", "-l", "info",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
         out = open(logs / f"celery-worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -190,7 +191,7 @@ def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: in
         # Up, and every pool process has imported TensorFlow (ml.workers, at process start): a
         # reindex in production finds its workers running, not starting.
         warm = all((logs / f"celery-worker-{i}.log").read_text(errors="replace").count("TensorFlow ready in")
-                   >= concurrency for i in range(workers))
+                   >= (concurrency if pool == "prefork" else 1) for i in range(workers))
         if warm and all(any(r.startswith(n) for r in replies) for n in names):
             return procs
         if any(p.poll() is not None for p in procs):
@@ -211,7 +212,8 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_threads: int | None, timeout: float) -> dict:
+def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_threads: int | None, timeout: float,
+                 pool: str = "prefork") -> dict:
     from django.conf import settings
     from django.db import connection
 
@@ -219,7 +221,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
     from search.selectors import hnsw_index_name, model_version_is_active
     from search.services import index_job_start
 
-    procs = start_workers(quick=quick, workers=workers, concurrency=concurrency, tf_threads=tf_threads)
+    procs = start_workers(quick=quick, workers=workers, concurrency=concurrency, tf_threads=tf_threads, pool=pool)
     log(f"{workers} worker(s) x {concurrency} process(es) ready")
     try:
         t0 = time.monotonic()
@@ -267,6 +269,7 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
         "batch_size": settings.EMBEDDING_BATCH_SIZE,
         "workers": workers,
         "concurrency": concurrency,
+        "pool": pool,
         "tf_threads_per_process": tf_threads or "config.celery default: cpu_count // concurrency",
         "embed_seconds": round(t_embedded, 2),
         "images_per_s": round(job.done / t_embedded, 1),
@@ -410,6 +413,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, help="images for (a) (default 20000, at most the catalogue)")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="-c per worker (CPU count)")
+    parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),
+                        help="Celery pool (prefork: a process per slot; threads: slots share one process and model)")
     parser.add_argument("--tf-threads", type=int, help="TF_NUM_INTRAOP/INTEROP_THREADS for each worker process "
                         "(default: TensorFlow's, every core)")
     parser.add_argument("--label", help="write bench/results/indexing_<label>.json (a variant's run)")
@@ -448,7 +453,12 @@ def main(argv=None) -> int:
     log(f"(b) pipeline: version {clone.pk} (copy of {base.pk}) over {catalogue} images")
     with LoadSampler() as load_b:
         pipeline = run_pipeline(clone, quick=args.quick, workers=args.workers, concurrency=args.concurrency,
-                                tf_threads=args.tf_threads, timeout=args.timeout)
+                                tf_threads=args.tf_threads, timeout=args.timeout, pool=args.pool)
+    # The CPU is shared: (a) again right after (b) says how much the machine changed meanwhile.
+    with LoadSampler() as load_a2:
+        log("(a) again, after the pipeline")
+        predict_after = measure_predict(base.workdir, min(catalogue, args.n or 20000) // 2, batches=(256,))
+    limit_after = max(r["images_per_s"] for r in predict_after)
     deleted = vectors_tidy(clone)
     ratio = pipeline["images_per_s"] / limit
     steady_ratio = pipeline["steady_images_per_s"] / limit
@@ -458,6 +468,8 @@ def main(argv=None) -> int:
          "ratio": ratio},
         {"what": "(b) steady state (after first batch)", "images_per_s": pipeline["steady_images_per_s"],
          "ratio": steady_ratio},
+        {"what": "(a) again after (b) (machine drift; b/a = (b) whole job / this)", "images_per_s": limit_after,
+         "ratio": pipeline["images_per_s"] / limit_after},
         {"what": "profile: one process, rows+embed_files+lock+write", "images_per_s": profile["images_per_s_single_process"],
          "ratio": (profile["images_per_s_single_process"] or 0) / limit},
     ]
@@ -473,8 +485,11 @@ def main(argv=None) -> int:
           f"target b/a >= 0.7: {'met' if ratio >= 0.7 else 'MISSED'} ({ratio:.2f})")
     path = write_report(
         "indexing" + (f"_{args.label}" if args.label else ""), quick=args.quick, argv=argv, started=started,
-        load={"predict": load_a.summary(), "profile": load_p.summary(), "pipeline": load_b.summary()},
-        catalogue=catalogue, predict=predict, profile=profile, pipeline=pipeline,
+        script="indexing",
+        load={"predict": load_a.summary(), "profile": load_p.summary(), "pipeline": load_b.summary(),
+              "predict_after": load_a2.summary()},
+        catalogue=catalogue, predict=predict, predict_after=predict_after,
+        ratio_to_predict_after=round(pipeline["images_per_s"] / limit_after, 3), profile=profile, pipeline=pipeline,
         limit_images_per_s=limit, ratio=round(ratio, 3), steady_ratio=round(steady_ratio, 3),
         target={"ratio": 0.7, "met": ratio >= 0.7}, vectors_deleted_from_older_versions=deleted,
     )

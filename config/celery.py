@@ -27,10 +27,21 @@ def tensorflow_threads_share(sender=None, **kwargs):
 
     TensorFlow sizes its pools to every core in every process, so `-c N` on N cores ran N x N
     compute threads, slower than one share per process (bench/indexing.py measures both). The pool
-    processes inherit this environment and import TensorFlow only on their first task.
+    processes inherit this environment (ml.workers imports TensorFlow in each as it starts).
     TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS set by hand win.
+
+    On a CPU machine run one process per core (`-c` = cores, Celery's default): each runs the model
+    on its one core while its two decode threads (Embedder.embed_files) read and decode the next
+    files, mostly waiting on I/O or holding the GIL, and the two processes' batches interleave, so
+    one process's database write overlaps the other's model call instead of leaving a core idle.
+    One process with every core for TensorFlow would leave cores idle during each write (the
+    reasoning; `bench/indexing.py --concurrency 1` measures it). On a GPU one process per GPU
+    (`-c 1`, compose) keeps the device fed.
     """
     concurrency = getattr(sender, "concurrency", None) or 1
-    threads = str(max(1, (os.cpu_count() or 1) // concurrency))
+    pool = str(getattr(sender, "pool_cls", "prefork") or "prefork").lower()
+    # Only prefork makes one process (one TensorFlow) per slot; threads and solo share one process.
+    processes = concurrency if "prefork" in pool or pool == "processes" else 1
+    threads = str(max(1, (os.cpu_count() or 1) // processes))
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", threads)

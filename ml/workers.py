@@ -131,6 +131,7 @@ def _detect() -> ComputeDevice:
 def on_worker_init(sender=None, **kwargs) -> None:
     """Detect the device before the pool starts; refuse to start without a GPU when one is required."""
     hostname = getattr(sender, "hostname", "?")
+    _state["pool"] = str(getattr(sender, "pool_cls", "") or "").lower()
     try:
         device, error = _detect(), ""
     except DeviceProbeError as exc:
@@ -178,6 +179,8 @@ def on_worker_ready(sender=None, **kwargs) -> None:
 
     threading.Thread(target=heartbeat, name="device-heartbeat", daemon=True).start()
     _state["hostname"] = hostname
+    if "thread" in _state.get("pool", ""):
+        on_worker_process_init()  # the threads pool sends no worker_process_init: its one process warms here
 
 
 def on_worker_process_init(sender=None, **kwargs) -> None:

@@ -21,6 +21,7 @@ __all__ = ["EMBEDDING_STORAGE_TYPE", "copy_binary", "embeddings_upsert"]
 # The type a vector is stored as: the one place to change for another storage (e.g. halfvec). The
 # temporary table always holds float32 `vector`s; the INSERT … SELECT casts them to this type.
 EMBEDDING_STORAGE_TYPE = "vector"
+STORAGE_TYPES = ("vector", "halfvec")  # pgvector types a float32 vector casts to
 
 LOAD_TABLE = "search_embedding_load"
 
@@ -66,6 +67,8 @@ def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int]
     rows in one order) with product, category and price read from the catalogue in the same
     statement; returns the rows written. `cursor` is a Django cursor inside a transaction whose
     caller has already locked the images and their products."""
+    if storage_type not in STORAGE_TYPES:  # it is spliced into the SQL
+        raise ValueError(f"storage_type must be one of {STORAGE_TYPES}. Received: storage_type={storage_type!r}")
     if len(image_ids) == 0:
         return 0
     order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")
