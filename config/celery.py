@@ -30,13 +30,11 @@ def tensorflow_threads_share(sender=None, **kwargs):
     processes inherit this environment (ml.workers imports TensorFlow in each as it starts).
     TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS set by hand win.
 
-    On a CPU machine run one process per core (`-c` = cores, Celery's default): each runs the model
-    on its one core while its two decode threads (Embedder.embed_files) read and decode the next
-    files, mostly waiting on I/O or holding the GIL, and the two processes' batches interleave, so
-    one process's database write overlaps the other's model call instead of leaving a core idle.
-    One process with every core for TensorFlow would leave cores idle during each write (the
-    reasoning; `bench/indexing.py --concurrency 1` measures it). On a GPU one process per GPU
-    (`-c 1`, compose) keeps the device fed.
+    On the 2-core bench machine, shared and loaded, one process (`-c 1`, as `make worker`, the
+    demo and compose run it) with TensorFlow on both cores and two decode threads beside it
+    (Embedder.embed_files) indexed faster than two processes with one TensorFlow thread each
+    (b/a 0.56 against 0.48 and 0.36, README "Indexing"); the threads pool was far slower. On a GPU,
+    one process per GPU keeps the device fed.
     """
     concurrency = getattr(sender, "concurrency", None) or 1
     pool = str(getattr(sender, "pool_cls", "prefork") or "prefork").lower()
