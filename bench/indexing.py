@@ -412,7 +412,8 @@ def main(argv=None) -> int:
                         "no Django, no database (e.g. on a GPU machine)")
     parser.add_argument("--n", type=int, help="images for (a) (default 20000, at most the catalogue)")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
-    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="-c per worker (CPU count)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="-c per worker (1, as make worker, the demo and compose run it; it measured best here)")
     parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),
                         help="Celery pool (prefork: a process per slot; threads: slots share one process and model)")
     parser.add_argument("--tf-threads", type=int, help="TF_NUM_INTRAOP/INTEROP_THREADS for each worker process "
