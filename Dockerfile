@@ -1,15 +1,30 @@
-# One image for the web server and the Celery workers.
-FROM python:3.11-slim-bookworm
+# Two images from one file:
+#   docker build --target gpu -t lookalike-gpu .   Celery workers and the trainer: TensorFlow with its
+#                                                  CUDA/cuDNN wheels (tensorflow[and-cuda], ~3 GB more)
+#   docker build -t lookalike .                    the web server and beat (the last stage, web): plain
+#                                                  tensorflow, which photo search runs on the CPU
+FROM python:3.11-slim-bookworm AS base
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/*
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
-COPY . .
+COPY requirements.txt requirements-gpu.txt ./
 RUN useradd --create-home lookalike && mkdir -p /data/media /data/models /app/staticfiles \
  && chown -R lookalike /data /app/staticfiles
+
+# Workers that embed and train on an NVIDIA GPU (compose reserves one and sets WORKER_REQUIRE_GPU=1,
+# so a worker that cannot use it refuses to start instead of computing on the CPU; ml/workers.py).
+FROM base AS gpu
+RUN pip install --no-cache-dir -r requirements-gpu.txt
+COPY . .
+USER lookalike
+ENV WORKER_REQUIRE_GPU=1
+CMD ["celery", "-A", "config", "worker", "-Q", "embeddings", "-c", "1", "-l", "info"]
+
+FROM base AS web
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
 USER lookalike
 # The same (manifest) storage as at run time, DEBUG off: a plain collect would leave no manifest.
 # django-admin, not manage.py: collecting static files needs no database, so none is started.

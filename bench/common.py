@@ -79,9 +79,12 @@ def static_collect() -> None:
 
 
 def subprocess_env(*, quick: bool) -> dict[str, str]:
+    """This process's environment with the bench defaults filled in: children (Celery workers,
+    gunicorn) use the same database, folders and Redis databases as this process, including ones
+    given in the environment (`CELERY_BROKER_URL=redis://127.0.0.1:6379/15 python bench/...`)."""
     env = dict(os.environ)
-    env.update(bench_env(quick=quick))
-    # Children must use the same server as this process even if DATABASE_URL was given.
+    for key, value in bench_env(quick=quick).items():
+        env.setdefault(key, value)
     return env
 
 

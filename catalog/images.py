@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
 _EXIF_ORIENTATION = 0x0112
 _TURNED = {5, 6, 7, 8}  # orientations that swap width and height
+_TRANSPOSED = {2, 3, 4, 5, 6, 7, 8}  # orientations exif_transpose turns or mirrors
 
 
 class InvalidImage(ValueError):
@@ -93,7 +94,9 @@ def read_image(data: bytes, *, max_bytes: int | None = None, draft: int | None =
     if img.width < 1 or img.height < 1:
         raise InvalidImage("The image has no pixels.")
     orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-    img = ImageOps.exif_transpose(img) or img
+    if orientation in _TRANSPOSED:
+        img = ImageOps.exif_transpose(img) or img
+    # else exif_transpose would only return a copy of the same pixels (a share of indexing's decode)
     width, height = full_size if orientation not in _TURNED else full_size[::-1]
     return ImageInfo(
         format=fmt,

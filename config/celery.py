@@ -27,10 +27,20 @@ def tensorflow_threads_share(sender=None, **kwargs):
 
     TensorFlow sizes its pools to every core in every process, so `-c N` on N cores ran N x N
     compute threads, slower than one share per process (bench/indexing.py measures both). The pool
-    processes inherit this environment and import TensorFlow only on their first task.
+    processes inherit this environment (ml.workers imports TensorFlow in each as it starts).
     TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS set by hand win.
+
+    On the 2-core bench machine, shared and loaded, one process (`-c 1`, as `make worker`, the
+    demo and compose run it) with TensorFlow on both cores and two decode threads beside it
+    (Embedder.embed_files) indexed faster than two processes with one TensorFlow thread each
+    (716 and 1,018 images/s against 713 and 535, README "Indexing"); the threads pool was far
+    slower. On a GPU,
+    one process per GPU keeps the device fed.
     """
     concurrency = getattr(sender, "concurrency", None) or 1
-    threads = str(max(1, (os.cpu_count() or 1) // concurrency))
+    pool = str(getattr(sender, "pool_cls", "prefork") or "prefork").lower()
+    # Only prefork makes one process (one TensorFlow) per slot; threads and solo share one process.
+    processes = concurrency if "prefork" in pool or pool == "processes" else 1
+    threads = str(max(1, (os.cpu_count() or 1) // processes))
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", threads)

@@ -213,6 +213,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 SEARCH_DEFAULT_K = 8
 SEARCH_MAX_K = 100
 EMBEDDING_BATCH_SIZE = int(os.environ.get("EMBEDDING_BATCH_SIZE", 256))
+# Used instead when every running embeddings worker reported a GPU (search.services.embedding_batch_size).
+EMBEDDING_BATCH_SIZE_GPU = int(os.environ.get("EMBEDDING_BATCH_SIZE_GPU", 1024))
 HNSW_EF_SEARCH = int(os.environ.get("HNSW_EF_SEARCH", 100))
 HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_work_mem while building
 

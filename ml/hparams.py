@@ -15,8 +15,9 @@ BACKBONES = ("vgg16", "mobilenet_v2", "resnet50")
 MINING = ("semi-hard", "hard")
 LR_SCHEDULES = ("constant", "cosine")
 POSITIVES = ("product", "category")
-# "auto": mixed_bfloat16 where the CPU/GPU computes bfloat16 natively, else float32 (ml.precision).
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+# "auto": mixed_float16 on a GPU with tensor cores, mixed_bfloat16 where the CPU computes bfloat16
+# natively, else float32 (ml.precision).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 MAX_DIM = 2000
 
 

@@ -18,7 +18,12 @@ import ml.losses  # noqa: F401  (and the losses)
 from ml.artifacts import ModelLoadError, embedder_load
 from ml.preprocess import Framing, arrays_to_input, bytes_to_input, file_to_input, model_input
 
-__all__ = ["Embedder", "ModelLoadError"]
+__all__ = ["DECODE_CHUNK", "Embedder", "ModelLoadError"]
+
+# embed_files decodes this many images while the model runs on the previous ones, in this many
+# threads (a worker process on 2 cores runs TensorFlow on 1: config.celery).
+DECODE_CHUNK = 64
+DECODE_THREADS = 2
 
 
 @dataclass
@@ -98,32 +103,47 @@ class Embedder:
         """float32 [n, dim] for decoded images [n, h, w(, 1|3)] in [0, 255]."""
         return self.predict_arrays(images, batch_size)[0]
 
-    def embed_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 64
+    def embed_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 64, *, chunk: int | None = None
                     ) -> tuple[np.ndarray, dict[int, str]]:
         """(vectors float32 [n, dim], failures {index: reason}). A missing, unreadable or corrupt
         file gets a zero row and an entry in failures (the reason catalog.images gives, as at
-        import); the others are embedded. Files are decoded in threads (Pillow releases the GIL)."""
+        import); the others are embedded.
+
+        Files are decoded `chunk` at a time (default: a quarter of batch_size, at least
+        DECODE_CHUNK) in DECODE_THREADS threads (file reads and Pillow release the GIL), the next
+        chunk while the model runs on this one (so does the model call)."""
         from concurrent.futures import ThreadPoolExecutor
 
         paths = [os.fspath(p) for p in paths]
         size, framing = self.image_size, self.framing
         vectors = np.zeros((len(paths), self.dim), np.float32)
+        failures: dict[int, str] = {}
+        step = max(1, min(chunk or max(DECODE_CHUNK, batch_size // 4), batch_size))
 
-        def one(path: str):
+        def one(i: int):
             try:
-                return file_to_input(path, size, framing), None
+                return file_to_input(paths[i], size, framing), None
             except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
                 return None, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
-        failures: dict[int, str] = {}
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            decoded = list(pool.map(one, paths))
-        ok = [i for i, (x, _) in enumerate(decoded) if x is not None]
-        for i, (_, reason) in enumerate(decoded):
-            if reason is not None:
-                failures[i] = reason
-        if ok:
-            vectors[ok] = self._predict(np.stack([decoded[i][0] for i in ok]), batch_size)["embedding"]
+        starts = list(range(0, len(paths), step))
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
+            def submit(start: int) -> list:
+                return [(i, pool.submit(one, i)) for i in range(start, min(start + step, len(paths)))]
+
+            pending = submit(starts[0]) if starts else []
+            for n in range(len(starts)):
+                current, pending = pending, (submit(starts[n + 1]) if n + 1 < len(starts) else [])
+                ok, inputs = [], []
+                for i, future in current:
+                    x, reason = future.result()
+                    if reason is None:
+                        ok.append(i)
+                        inputs.append(x)
+                    else:
+                        failures[i] = reason
+                if ok:
+                    vectors[ok] = self._predict(np.stack(inputs), batch_size)["embedding"]
         return vectors, failures
 
     def embed_and_guess_bytes(self, data: bytes) -> tuple[np.ndarray, tuple[str, float] | None]:

@@ -21,6 +21,7 @@ from . import hparams as hp
 from . import tasks
 from .architectures import defaults, get, recommend
 from .claims import model_version_claim
+from .devices import device_detect
 from .metrics import knn, pixel_baseline, retrieval_metrics
 from .models import ModelVersion
 from .runtime import embedder_for
@@ -232,10 +233,22 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
             logger.exception("Evaluation of model version %s failed", version.pk)
             metrics = {"error": str(exc)}
     version = _finish(
-        version, ModelVersion.Status.SUCCEEDED, metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1)}
+        version, ModelVersion.Status.SUCCEEDED,
+        metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1), "trained_on": _trained_on(params)},
     )
     model_version_trained.send(sender=ModelVersion, model_version=version)
     return version
+
+
+def _trained_on(params: hp.HParams) -> dict:
+    """The device this process trained on and the precision it trained in, for the admin."""
+    from ml.precision import resolve  # Keras: loaded here already, this process just trained
+
+    try:
+        return {**device_detect().to_dict(), "trained_precision": resolve(params.precision)}
+    except Exception as exc:  # noqa: BLE001 - a model that trained is not failed by its report
+        logger.warning("Could not tell which device trained: %s", exc)
+        return {}
 
 
 def _finish(version: ModelVersion, status: str, *, error: str = "", metrics: dict | None = None) -> ModelVersion:

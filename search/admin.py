@@ -20,6 +20,7 @@ from ml.plots import loss_curve_svg
 from ml.runtime import forget
 from ml.services import model_version_cancel, recommended_architecture
 
+from ml.workers import worker_devices
 from . import dashboard
 from .forms import TrainServeForm
 from .models import EmbeddingFailure, IndexJob
@@ -279,6 +280,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "map_svg": dashboard.embedding_map_svg(emap) if emap else None,
             "loss_curve": loss_curve_svg(version.loss_history) if version is not None else None,
             "can_train": request.user.has_perm(PERMISSIONS["train"]),
+            "workers": worker_devices(),
         }
         return TemplateResponse(request, "admin/ml/modelversion/dashboard.html", context)
 

@@ -4,6 +4,7 @@ run that serves when done, and switching the active model."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,10 +18,12 @@ from ml.artifacts import ModelLoadError
 from ml.models import ModelVersion
 from ml.runtime import embedder_for
 from ml.services import model_version_create
+from ml.workers import worker_devices
 
 from . import tasks
 from .models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob, ServingState
 from .selectors import Coverage, hnsw_index_name, hnsw_index_valid, index_coverage, model_versions_written
+from .vector_copy import embeddings_upsert
 
 __all__ = [
     "ActivationRefused",
@@ -79,7 +82,9 @@ def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]
         paths.append(path)
     vectors: dict[int, np.ndarray] = {}
     if paths:
-        array, file_failures = embedder.embed_files(paths, batch_size=max(1, min(len(paths), settings.EMBEDDING_BATCH_SIZE)))
+        # The task's batch is one model call's worth (its size follows the workers' device), decoded
+        # in parts while the model runs (ml.inference.embed_files).
+        array, file_failures = embedder.embed_files(paths, batch_size=len(paths))
         for index, reason in file_failures.items():
             failures[readable[index].pk] = str(reason) or "The image could not be read."
         ok = [i for i in range(len(readable)) if i not in file_failures]
@@ -95,32 +100,17 @@ def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]
     return vectors, failures
 
 
-def _embeddings_write(
-    *, model_version: ModelVersion, images: Sequence[ProductImage], vectors: dict[int, np.ndarray], failures: dict[int, str]
-) -> None:
-    """Upsert vectors and failure reasons for `images` (which must have product selected): idempotent."""
-    by_id = {image.pk: image for image in images}
-    rows = []
-    for image_id in sorted(vectors):  # a fixed order: concurrent upserts lock rows in the same order
-        image = by_id[image_id]
-        rows.append(
-            ImageEmbedding(
-                image_id=image_id,
-                model_version_id=model_version.pk,
-                product_id=image.product_id,
-                category_id=image.product.category_id,
-                price=image.product.price,
-                embedding=vectors[image_id],
-            )
-        )
-    if rows:
-        ImageEmbedding.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["image", "model_version"],
-            update_fields=["product", "category", "price", "embedding", "updated_at"],
-        )
-        EmbeddingFailure.objects.filter(model_version=model_version, image_id__in=list(vectors)).delete()
+def _embeddings_write(*, model_version: ModelVersion, vectors: dict[int, np.ndarray], failures: dict[int, str]) -> None:
+    """Upsert vectors and failure reasons for images that the caller has locked, with their products,
+    in this transaction (`_images_lock`): idempotent. The vectors go in with one binary COPY and one
+    INSERT … SELECT … ON CONFLICT (search.vector_copy), which copies product, category and price from
+    the locked rows; a failure rolls the caller's transaction back whole."""
+    if vectors:
+        embedded = sorted(vectors)  # a fixed order: concurrent upserts lock rows in the same order
+        with connection.cursor() as cursor:
+            embeddings_upsert(cursor=cursor, model_version_id=model_version.pk, image_ids=embedded,
+                              vectors=np.stack([vectors[i] for i in embedded]))
+        EmbeddingFailure.objects.filter(model_version=model_version, image_id__in=embedded).delete()
     if failures:
         EmbeddingFailure.objects.bulk_create(
             [EmbeddingFailure(image_id=i, model_version_id=model_version.pk, reason=failures[i][:2000]) for i in sorted(failures)],
@@ -130,6 +120,23 @@ def _embeddings_write(
         )
         # A vector from before the file went bad no longer describes the image.
         ImageEmbedding.objects.filter(model_version=model_version, image_id__in=list(failures)).delete()
+
+
+def _images_lock(*, image_ids: Sequence[int]) -> set[int]:
+    """Lock the images and their products (FOR NO KEY UPDATE, in image id order: the order every
+    writer takes them) for this transaction; returns the ids of the images that still exist.
+
+    Raw SQL: the ORM locks `of` related rows only while building model instances for them, which
+    costs more than the rest of a batch's write."""
+    if not image_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.id FROM catalog_productimage i JOIN catalog_product p ON p.id = i.product_id "
+            "WHERE i.id = ANY(%s) ORDER BY i.id FOR NO KEY UPDATE OF i, p",
+            [list(image_ids)],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def image_embed(*, image_id: int) -> list[int]:
@@ -151,15 +158,9 @@ def image_embed(*, image_id: int) -> list[int]:
         with transaction.atomic():
             # As a batch does: the image and product read again, locked, so the price and category
             # copied are today's, and a batch writing the same image waits (one vector or one failure).
-            locked = (
-                ProductImage.objects.filter(pk=image_id)
-                .select_related("product")
-                .select_for_update(of=("self", "product"), no_key=True)
-                .first()
-            )
-            if locked is None:
+            if not _images_lock(image_ids=[image_id]):
                 return written
-            _embeddings_write(model_version=version, images=[locked], vectors=vectors, failures=failures)
+            _embeddings_write(model_version=version, vectors=vectors, failures=failures)
         written.append(version.pk)
     return written
 
@@ -186,6 +187,16 @@ def index_missing_for_serving_versions() -> list[IndexJob]:
     return [index_job_start(model_version=version, only_missing=True) for version in model_versions_written()]
 
 
+def embedding_batch_size() -> int:
+    """Images per indexing task: settings.EMBEDDING_BATCH_SIZE, or EMBEDDING_BATCH_SIZE_GPU when every
+    running worker on the embeddings queue reported a GPU (ml.workers): larger batches keep a GPU
+    busy and cost fewer database round trips per image."""
+    workers = [w for w in worker_devices() if w.alive and "embeddings" in w.queues]
+    if workers and all(w.device is not None and w.device.is_gpu for w in workers):
+        return settings.EMBEDDING_BATCH_SIZE_GPU
+    return settings.EMBEDDING_BATCH_SIZE
+
+
 def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) -> IndexJob:
     """Start reindexing the catalogue for `model_version`; returns the job.
 
@@ -201,7 +212,7 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
             f"Only a succeeded model version can be indexed. Received: version #{model_version.pk} "
             f"with status {model_version.status!r}."
         )
-    size = settings.EMBEDDING_BATCH_SIZE
+    size = embedding_batch_size()
     with transaction.atomic():
         IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).update(
             status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
@@ -264,10 +275,13 @@ def index_batch_run(*, batch_id: int) -> bool:
             transaction.on_commit(lambda: tasks.index_job_finish_task.delay(batch.job_id))
         return False
     version = batch.job.model_version
+    started = time.perf_counter()
     # Counted (and committed) before the work: a batch whose worker dies every time, e.g. an image
     # that crashes the decoder, is given up after INDEX_BATCH_MAX_ATTEMPTS instead of looping.
-    IndexBatch.objects.filter(pk=batch.pk).update(attempts=F("attempts") + 1)
-    batch.refresh_from_db(fields=["attempts"])
+    # Raw SQL: the ORM's update() returns no values, and the count is needed (one round trip, not two).
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE search_indexbatch SET attempts = attempts + 1 WHERE id = %s RETURNING attempts", [batch.pk])
+        batch.attempts = cursor.fetchone()[0]
     if batch.attempts > settings.INDEX_BATCH_MAX_ATTEMPTS:
         logger.error("Batch %s given up after %s attempts", batch.pk, batch.attempts - 1)
         reason = (
@@ -275,12 +289,24 @@ def index_batch_run(*, batch_id: int) -> bool:
             "(the worker was lost each time); reindex with only missing images to try again."
         )
         return _batch_write(batch=batch, vectors={}, failures=dict.fromkeys(batch.image_ids, reason))
-    images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product").order_by("id"))
+    # Only what the model needs (the product's category and price are read under the write's lock);
+    # the dimensions too, or ImageField's post_init would load each deferred one with its own query.
+    images = list(ProductImage.objects.filter(pk__in=batch.image_ids).only("id", "image", "width", "height").order_by("id"))
+    read = time.perf_counter()
     try:
         vectors, failures = _images_embed(model_version=version, images=images)
     except ModelLoadError as exc:
         raise IndexInfrastructureError(f"The model could not be loaded: {exc}") from exc
-    return _batch_write(batch=batch, vectors=vectors, failures=failures)
+    embedded = time.perf_counter()
+    written = _batch_write(batch=batch, vectors=vectors, failures=failures)
+    done = time.perf_counter()
+    # One line per batch (bench/indexing.py reads them for its per-stage profile of the real run).
+    logger.info(
+        "Index batch %s of job %s: %d embedded, %d failed; ms rows=%.1f embed=%.1f write=%.1f total=%.1f",
+        batch.number, batch.job_id, len(vectors), len(failures), 1000 * (read - started),
+        1000 * (embedded - read), 1000 * (done - embedded), 1000 * (done - started),
+    )
+    return written
 
 
 def index_batch_fail(*, batch_id: int, reason: str) -> bool:
@@ -298,22 +324,20 @@ def _batch_write(*, batch: IndexBatch, vectors: dict[int, np.ndarray], failures:
     """Write a batch's results and count it once; the last batch sends the job's finish message."""
     job, version = batch.job, batch.job.model_version
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            # No wait for the WAL flush at commit: a batch lost in a crash just after it is lost with
+            # its finished_at, so it is redone (redelivery, or the repair task's requeue).
+            cursor.execute("SET LOCAL synchronous_commit = off")
         # The job row lock orders this write against a cancel or "delete vectors" that began during
         # the model call: if the job stopped running, nothing is written.
         if not IndexJob.objects.select_for_update().filter(pk=job.pk, status=IndexJob.Status.RUNNING).exists():
             return False
-        # Images (and products) are read again, locked: one deleted during the model call is dropped,
-        # and a price or category saved meanwhile is copied as it is now.
-        images = list(
-            ProductImage.objects.filter(pk__in=batch.image_ids)
-            .select_related("product")
-            .select_for_update(of=("self", "product"), no_key=True)
-            .order_by("id")
-        )
-        live = {image.pk for image in images}
+        # Images (and products) are locked: one deleted during the model call is dropped, and a price
+        # or category saved meanwhile is copied as it is now.
+        live = _images_lock(image_ids=batch.image_ids)
         vectors = {k: v for k, v in vectors.items() if k in live}
         failures = {k: v for k, v in failures.items() if k in live}
-        _embeddings_write(model_version=version, images=images, vectors=vectors, failures=failures)
+        _embeddings_write(model_version=version, vectors=vectors, failures=failures)
         first_finish = IndexBatch.objects.filter(pk=batch.pk, finished_at__isnull=True).update(
             finished_at=timezone.now(), embedded=len(vectors), failed=len(failures)
         )
@@ -321,7 +345,7 @@ def _batch_write(*, batch: IndexBatch, vectors: dict[int, np.ndarray], failures:
             IndexJob.objects.filter(pk=job.pk).update(
                 done=F("done") + len(vectors),
                 failed=F("failed") + len(failures),
-                total=F("total") - (len(batch.image_ids) - len(images)),
+                total=F("total") - (len(batch.image_ids) - len(live)),
                 batches_done=F("batches_done") + 1,
             )
             # The row lock held since the start orders concurrent batches: exactly one sees the last.

@@ -70,3 +70,19 @@ class FramingTests(unittest.TestCase):
         self.assertTrue(all(v >= 240 for v in framing.background))
         self.assertEqual(Framing.from_dict(framing.to_dict()), framing)
         self.assertFalse(Framing.from_dict(None).enabled)  # a version from before framing
+
+
+class UnframedFastPathTests(unittest.TestCase):
+    def test_an_image_already_square_at_the_model_size_gives_the_general_paths_pixels(self):
+        from ml.framing import _square
+
+        rgb = np.random.default_rng(3).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+        general = np.asarray(_square(Image.fromarray(rgb), (0, 0, 28, 28), (0, 0, 0), 0)
+                             .resize((28, 28), Image.Resampling.BILINEAR))
+        fast, mask = frame_with_mask(rgb, 28, Framing(enabled=False))
+        np.testing.assert_array_equal(fast, general)
+        self.assertEqual(mask.shape, (28, 28))
+        self.assertIsNot(fast, rgb)  # a copy: the caller may write to it
+        # Any other size still takes the general path (padding, resize).
+        self.assertEqual(frame(rgb[:20], 28, Framing(enabled=False)).shape, (28, 28, 3))
+

@@ -188,6 +188,21 @@ class InferenceTests(unittest.TestCase):
         self.assertEqual(vectors.shape, (5, self.embedder.dim))
         np.testing.assert_allclose(vectors[[0, 2, 3]], self.embedder.embed_arrays(self.images[:3]), atol=1e-4)
 
+    def test_files_decoded_while_the_model_runs_give_the_vectors_of_one_pass(self):
+        files = Path(self._tmp.name) / "prefetch"
+        files.mkdir(exist_ok=True)
+        paths = []
+        for i in range(7):
+            paths.append(files / f"{i}.png")
+            Image.fromarray(self.images[i]).save(paths[-1])
+        paths.insert(3, files / "missing.png")
+        whole, whole_failures = self.embedder.embed_files(paths, batch_size=8, chunk=8)
+        parts, part_failures = self.embedder.embed_files(paths, batch_size=8, chunk=3)  # 3 + 3 + 2, the miss in the middle
+        self.assertEqual(sorted(whole_failures), [3])
+        self.assertEqual(part_failures, whole_failures)
+        np.testing.assert_allclose(parts, whole, atol=1e-5)
+        np.testing.assert_array_equal(parts[3], 0)
+
     def test_pil_and_array_paths_agree_and_guess_a_category(self):
         img = Image.fromarray(self.images[0])
         np.testing.assert_allclose(self.embedder.embed_pil(img), self.embedder.embed_arrays(self.images[:1])[0],

@@ -1,0 +1,220 @@
+"""Every Celery worker says which device it embeds and trains on.
+
+At start (Celery's worker_init, before the pool forks) a worker detects its device in a fresh
+interpreter (ml.devices.device_probe: the main process stays free of TensorFlow and CUDA), logs it,
+and refuses to start when WORKER_REQUIRE_GPU=1 and no GPU is usable: it exits with status 3 and says
+why. Once it consumes (worker_ready) it records the device under its host name in the Django cache,
+refreshed every HEARTBEAT_SECONDS, removed at a clean shutdown; the admin's model dashboard lists
+the records (`worker_devices`). Connected in MlConfig.ready(), so `celery -A config worker` gets them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from django.core.cache import cache
+
+from ml.devices import ComputeDevice, DeviceProbeError, device_detect, device_probe
+
+__all__ = ["EXIT_NO_GPU", "WorkerDevice", "connect", "worker_device_forget", "worker_device_record", "worker_devices"]
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_KEY = "lookalike:worker-devices"
+HEARTBEAT_SECONDS = 60
+STALE_AFTER = 3 * HEARTBEAT_SECONDS  # a record not refreshed for this long: the worker is gone
+KEEP_SECONDS = 7 * 24 * 3600  # how long the registry outlives its last write
+EXIT_NO_GPU = 3
+
+_state: dict = {"device": None, "error": "", "stop": None}
+
+
+def gpu_required() -> bool:
+    return os.environ.get("WORKER_REQUIRE_GPU", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class WorkerDevice:
+    hostname: str
+    queues: list[str]
+    device: ComputeDevice | None
+    error: str
+    pid: int
+    started_at: float
+    seen_at: float
+
+    @property
+    def alive(self) -> bool:
+        return time.time() - self.seen_at <= STALE_AFTER
+
+    @property
+    def seen_at_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.seen_at, tz=timezone.utc)
+
+    @property
+    def describe(self) -> str:
+        return self.device.describe() if self.device else f"unknown ({self.error})"
+
+
+# --- the registry in the cache (one key: the cache API lists no keys) ----------------------------
+
+
+def _registry_update(change) -> None:
+    """Read-modify-write the registry under a short lock (cache.add is atomic), so two workers
+    starting at once do not drop each other's record."""
+    lock = f"{REGISTRY_KEY}:lock"
+    deadline = time.monotonic() + 5
+    while not cache.add(lock, os.getpid(), timeout=10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        registry = cache.get(REGISTRY_KEY) or {}
+        change(registry)
+        cache.set(REGISTRY_KEY, registry, timeout=KEEP_SECONDS)
+    finally:
+        cache.delete(lock)
+
+
+def worker_device_record(*, hostname: str, queues: list[str], device: ComputeDevice | None, error: str = "",
+                         started_at: float | None = None) -> None:
+    """Record (or refresh) a worker's device under its host name."""
+    now = time.time()
+
+    def change(registry: dict) -> None:
+        previous = registry.get(hostname) or {}
+        registry[hostname] = {
+            "queues": sorted(queues), "device": device.to_dict() if device else None, "error": error,
+            "pid": os.getpid(), "started_at": started_at or previous.get("started_at") or now, "seen_at": now,
+        }
+
+    _registry_update(change)
+
+
+def worker_device_forget(*, hostname: str) -> None:
+    _registry_update(lambda registry: registry.pop(hostname, None))
+
+
+def worker_devices() -> list[WorkerDevice]:
+    """The workers that recorded their device, the ones still alive first, then by host name."""
+    try:
+        registry = cache.get(REGISTRY_KEY) or {}
+    except Exception:  # noqa: BLE001 - the admin page still renders without the cache
+        logger.warning("The worker registry could not be read from the cache", exc_info=True)
+        return []
+    rows = [
+        WorkerDevice(
+            hostname=host, queues=list(r.get("queues") or []),
+            device=ComputeDevice.from_dict(r["device"]) if r.get("device") else None,
+            error=r.get("error", ""), pid=int(r.get("pid") or 0), started_at=float(r.get("started_at") or 0),
+            seen_at=float(r.get("seen_at") or 0),
+        )
+        for host, r in registry.items()
+    ]
+    return sorted(rows, key=lambda w: (not w.alive, w.hostname))
+
+
+# --- Celery signal receivers ---------------------------------------------------------------------
+
+
+def _detect() -> ComputeDevice:
+    if "tensorflow" in sys.modules:
+        # TensorFlow is already here (a test worker in a test process): nothing left to protect.
+        return device_detect()
+    return device_probe()
+
+
+def on_worker_init(sender=None, **kwargs) -> None:
+    """Detect the device before the pool starts; refuse to start without a GPU when one is required."""
+    hostname = getattr(sender, "hostname", "?")
+    _state["pool"] = str(getattr(sender, "pool_cls", "") or "").lower()
+    try:
+        device, error = _detect(), ""
+    except DeviceProbeError as exc:
+        device, error = None, str(exc)
+    _state.update(device=device, error=error)
+    if device is not None:
+        logger.info("Worker %s embeds and trains on %s", hostname, device.describe())
+    else:
+        logger.error("Worker %s could not detect its compute device: %s", hostname, error)
+    if gpu_required() and (device is None or not device.is_gpu):
+        why = device.note if device is not None else error
+        message = (
+            f"Worker {hostname} refuses to start: WORKER_REQUIRE_GPU=1 but no GPU is usable ({why}). "
+            "Start it on a machine with an NVIDIA GPU and the GPU image (Dockerfile target gpu, compose "
+            "device reservation), or unset WORKER_REQUIRE_GPU to run on the CPU."
+        )
+        logger.critical(message)
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_NO_GPU)  # not an Exception: Celery's signal dispatch does not swallow it
+
+
+def on_worker_ready(sender=None, **kwargs) -> None:
+    """Record the device under the host name, and keep the record fresh while the worker runs."""
+    hostname = getattr(sender, "hostname", None) or "?"
+    try:
+        queues = sorted(sender.app.amqp.queues.consume_from)
+    except AttributeError:
+        queues = []
+    started = time.time()
+
+    def record() -> None:
+        try:
+            worker_device_record(hostname=hostname, queues=queues, device=_state["device"], error=_state["error"],
+                                 started_at=started)
+        except Exception:  # noqa: BLE001 - the cache being down must not stop the worker
+            logger.warning("Could not record the device of worker %s in the cache", hostname, exc_info=True)
+
+    record()
+    stop = threading.Event()
+    _state["stop"] = stop
+
+    def heartbeat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            record()
+
+    threading.Thread(target=heartbeat, name="device-heartbeat", daemon=True).start()
+    _state["hostname"] = hostname
+    if "thread" in _state.get("pool", ""):
+        on_worker_process_init()  # the threads pool sends no worker_process_init: its one process warms here
+
+
+def on_worker_process_init(sender=None, **kwargs) -> None:
+    """A pool process (after the fork) imports TensorFlow and Keras in the background at once, so
+    its first batch or training run does not wait for the import (seconds on a busy CPU)."""
+
+    def warm() -> None:
+        started = time.monotonic()
+        try:
+            import ml.inference  # noqa: F401 - TensorFlow, Keras and the custom layers
+        except Exception:  # noqa: BLE001 - the first task then reports the error itself
+            logger.warning("Importing TensorFlow in a pool process failed", exc_info=True)
+            return
+        logger.info("Pool process %s: TensorFlow ready in %.1f s", os.getpid(), time.monotonic() - started)
+
+    threading.Thread(target=warm, name="tensorflow-import", daemon=True).start()
+
+
+def on_worker_shutdown(sender=None, **kwargs) -> None:
+    stop = _state.get("stop")
+    if stop is not None:
+        stop.set()
+    hostname = _state.get("hostname")
+    if hostname:
+        try:
+            worker_device_forget(hostname=hostname)
+        except Exception:  # noqa: BLE001
+            logger.warning("Could not remove the device record of worker %s", hostname, exc_info=True)
+
+
+def connect() -> None:
+    from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+
+    worker_init.connect(on_worker_init, dispatch_uid="ml.workers.on_worker_init")
+    worker_process_init.connect(on_worker_process_init, dispatch_uid="ml.workers.on_worker_process_init")
+    worker_ready.connect(on_worker_ready, dispatch_uid="ml.workers.on_worker_ready")
+    worker_shutdown.connect(on_worker_shutdown, dispatch_uid="ml.workers.on_worker_shutdown")
