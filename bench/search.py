@@ -74,12 +74,15 @@ def db_timed():
 def load_vectors(version):
     """(product ids, image ids, float32 [n, dim]) for the version: what the NumPy demo keeps in RAM."""
     from search.models import ImageEmbedding
+    from search.selectors import version_storage
+    from search.storage import vector_array
 
+    column = version_storage(model_version=version).column
     rows = list(ImageEmbedding.objects.filter(model_version=version).order_by("id")
-                .values_list("product_id", "image_id", "embedding"))
+                .values_list("product_id", "image_id", column))
     products = np.array([r[0] for r in rows], np.int64)
     images = np.array([r[1] for r in rows], np.int64)
-    matrix = np.stack([np.asarray(r[2], np.float32) for r in rows])
+    matrix = np.stack([vector_array(r[2]) for r in rows])
     return products, images, matrix
 
 
