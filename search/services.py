@@ -427,6 +427,9 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
         # HNSW builds fast only while the graph fits in maintenance_work_mem (Postgres' default, 64 MB,
         # holds about 75k 128-d vectors): raise it for this session's build, then put it back.
         cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)", [settings.HNSW_BUILD_MEMORY])
+        notices = getattr(connection.connection, "notices", None)  # psycopg2 keeps the last 50
+        if notices is not None:
+            notices.clear()
         try:
             # dim and pk are integers from the database; DDL takes no parameters.
             cursor.execute(
@@ -435,7 +438,20 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
             )
         finally:
             cursor.execute("RESET maintenance_work_mem")
+    _hnsw_memory_warn(name=name, notices=list(notices or []))
     return name
+
+
+def _hnsw_memory_warn(*, name: str, notices: list[str]) -> None:
+    """pgvector says (a NOTICE) when the graph outgrew maintenance_work_mem and the rest of the
+    build went to disk, many times slower: at 1M vectors that is most of the build. Say what to set."""
+    for notice in notices:
+        if "no longer fits into maintenance_work_mem" in notice:
+            logger.warning(
+                "HNSW index %s: %s Raise HNSW_BUILD_MEMORY (now %s) to at least the index size for the next build "
+                "(about 0.6 GB per million 128-d halfvec vectors, 0.85 GB as vector; docs/scaling.md).",
+                name, notice.strip().removeprefix("NOTICE:").strip(), settings.HNSW_BUILD_MEMORY,
+            )
 
 
 def hnsw_index_drop(*, model_version: ModelVersion) -> None:

@@ -241,3 +241,15 @@ class HalfvecMigrationTests(TransactionTestCase):
         self.assertEqual(
             [n.image_id for n in nearest_products(model_version_id=version.pk, vector=[0.25, -1.5], k=1)], [image.pk]
         )
+
+
+class HnswBuildMemoryTests(TestCase):
+    def test_a_graph_that_outgrows_maintenance_work_mem_is_logged_with_what_to_set(self):
+        version = halfvec_version(dim=2)
+        rng = np.random.default_rng(1)
+        products_bulk(model_version=version, vectors=rng.normal(size=(4000, 2)).astype(np.float32),
+                      categories=[category_create("Many")])
+        with override_settings(HNSW_BUILD_MEMORY="1MB"), self.assertLogs("search.services", "WARNING") as logs:
+            services.hnsw_index_build(model_version=version)
+        self.assertIn("Raise HNSW_BUILD_MEMORY (now 1MB)", logs.output[0])
+        self.assertIn("no longer fits into maintenance_work_mem", logs.output[0])
