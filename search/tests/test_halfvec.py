@@ -253,3 +253,17 @@ class HnswBuildMemoryTests(TestCase):
             services.hnsw_index_build(model_version=version)
         self.assertIn("Raise HNSW_BUILD_MEMORY (now 1MB)", logs.output[0])
         self.assertIn("no longer fits into maintenance_work_mem", logs.output[0])
+
+
+class AdminStorageTests(TestCase):
+    def test_the_version_page_says_how_its_vectors_are_stored(self):
+        from django.contrib.auth import get_user_model
+        from django.urls import reverse
+
+        admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+        self.client.force_login(admin)
+        version = halfvec_version(dim=2)
+        page = self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk]))
+        self.assertContains(page, "halfvec (float16)")
+        services.model_version_storage_set(model_version=version, storage="vector")
+        self.assertContains(self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk])), "vector (float32)")
