@@ -449,7 +449,7 @@ def _hnsw_memory_warn(*, name: str, notices: list[str]) -> None:
         if "no longer fits into maintenance_work_mem" in notice:
             logger.warning(
                 "HNSW index %s: %s Raise HNSW_BUILD_MEMORY (now %s) to at least the index size for the next build "
-                "(about 0.6 GB per million 128-d halfvec vectors, 0.85 GB as vector; docs/scaling.md).",
+                "(measured: 1.1 GB per million 128-d halfvec vectors, 1.3 GB as vector; docs/scaling.md).",
                 name, notice.strip().removeprefix("NOTICE:").strip(), settings.HNSW_BUILD_MEMORY,
             )
 
