@@ -304,6 +304,15 @@ def halfvec_twin(version):
     return twin
 
 
+def twin_remove(twin) -> None:
+    """The twin has no model files: left behind, it would be the newest succeeded version, which
+    bench/setup_data.py and bench/indexing.py take for the bench model."""
+    from search.services import model_version_vectors_delete
+
+    model_version_vectors_delete(model_version=twin)
+    twin.delete()
+
+
 def test_queries(version) -> tuple[np.ndarray, np.ndarray]:
     """The Fashion-MNIST test images through the version's model: (vectors, category ids)."""
     from catalog.fashion_mnist import CLASS_NAMES, load_split
@@ -408,6 +417,7 @@ def storage_main(args) -> int:
         retrieval["queries_exact"] = int(len(test_vectors))
         retrieval["queries_hnsw"] = n_hnsw
         max_abs_error = float(np.abs(half_matrix - matrix).max())
+        twin_remove(twin)
 
     print()
     print(table([{"design": k, **{m: mib(v[m]) for m in ("heap_bytes", "hnsw_bytes", "total_bytes")}, "build": v["hnsw_build_s"]}
