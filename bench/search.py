@@ -15,6 +15,8 @@ just those.
     python bench/search.py             # 60k catalogue (bench/setup_data.py, bench/indexing.py first)
     python bench/search.py --quick     # 5k catalogue (bench/setup_data.py --quick)
     python bench/search.py --only-16   # keyword search, photo + words, find_duplicates only
+    python bench/search.py --storage   # issue 15: vector against halfvec on the 60k catalogue (bench/vectors.py)
+    python bench/search.py --vectors 1000000   # issue 15: similar items at a million vectors (bench/vectors.py)
 """
 
 from __future__ import annotations
@@ -72,12 +74,15 @@ def db_timed():
 def load_vectors(version):
     """(product ids, image ids, float32 [n, dim]) for the version: what the NumPy demo keeps in RAM."""
     from search.models import ImageEmbedding
+    from search.selectors import version_storage
+    from search.storage import vector_array
 
+    column = version_storage(model_version=version).column
     rows = list(ImageEmbedding.objects.filter(model_version=version).order_by("id")
-                .values_list("product_id", "image_id", "embedding"))
+                .values_list("product_id", "image_id", column))
     products = np.array([r[0] for r in rows], np.int64)
     images = np.array([r[1] for r in rows], np.int64)
-    matrix = np.stack([np.asarray(r[2], np.float32) for r in rows])
+    matrix = np.stack([vector_array(r[2]) for r in rows])
     return products, images, matrix
 
 
@@ -370,7 +375,20 @@ def main(argv=None) -> int:
     parser.add_argument("--photos", type=int, help="photo searches per size (default 100; 30 with --quick)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only-16", action="store_true", help="only issue 16's figures (keyword, photo + words, duplicates)")
+    parser.add_argument("--storage", action="store_true", help="issue 15: vector against halfvec at 60k (bench/vectors.py)")
+    parser.add_argument("--vectors", type=int, help="issue 15: N mixture vectors in their own database (bench/vectors.py)")
+    parser.add_argument("--build-memory", default="2GB", help="with --storage/--vectors: maintenance_work_mem for HNSW builds")
+    parser.add_argument("--build-workers", type=int, default=1, help="with --vectors: max_parallel_maintenance_workers")
+    parser.add_argument("--components", type=int, default=8, help="with --vectors: mixture components per category")
+    parser.add_argument("--exact-queries", type=int, default=20, help="with --vectors: queries for the database's exact scan")
+    parser.add_argument("--retrieval-hnsw", type=int, default=2000, help="with --storage: test queries through each HNSW index")
+    parser.add_argument("--rebuild", action="store_true", help="with --vectors: rebuild (and time) indexes already there")
     args = parser.parse_args(argv)
+    if args.storage or args.vectors:
+        from bench import vectors
+
+        args.queries = args.queries or (400 if args.storage else 300)
+        return vectors.storage_main(args) if args.storage else vectors.million_main(args)
     configure(quick=args.quick)
     static_collect()
     from django.conf import settings

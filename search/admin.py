@@ -34,6 +34,7 @@ from .services import (
     model_version_train_start,
     model_version_vectors_delete,
 )
+from .storage import STORAGE_CHOICES, VECTOR
 
 # What each button needs: training and cancelling are ml's permissions, serving ones are search's.
 PERMISSIONS = {
@@ -155,7 +156,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = [
         "architecture", "hparams", "status", "cancel_requested", "epoch", "epochs", "step", "steps_per_epoch",
         "loss_history", "metrics", "dim", "image_size", "label_names", "error", "is_active", "auto_activate",
-        "task_id", "created_at", "started_at", "finished_at", "workdir_path",
+        "vector_storage", "task_id", "created_at", "started_at", "finished_at", "workdir_path",
     ]
     change_form_template = "admin/ml/modelversion/change_form.html"
     change_list_template = "admin/ml/modelversion/change_list.html"
@@ -192,6 +193,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def auto_activate(self, obj):
         serving = getattr(obj, "serving", None)
         return bool(serving and serving.auto_activate)
+
+    @admin.display(description="Vector storage")
+    def vector_storage(self, obj):
+        serving = getattr(obj, "serving", None)  # no serving state: its vectors, if any, are float32
+        return dict(STORAGE_CHOICES)[serving.storage if serving else VECTOR.name]
 
     @admin.display(description="Training")
     def training(self, obj):

@@ -16,7 +16,8 @@ from catalog.models import Category, ProductImage
 from ml.models import ModelVersion
 
 from .models import EmbeddingFailure, ImageEmbedding, IndexJob
-from .selectors import index_job_status
+from .selectors import index_job_status, version_storage
+from .storage import vector_array
 
 MAP_SAMPLE = 2000
 # Tableau 10: distinguishable, and readable on white.
@@ -176,9 +177,10 @@ def embedding_map(*, model_version: ModelVersion, sample: int = MAP_SAMPLE, seed
     if ids.size == 0:
         return None
     chosen = ids if ids.size <= sample else np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
-    picked = list(ImageEmbedding.objects.filter(id__in=chosen.tolist()).order_by("id").values_list("embedding", "category_id"))
+    column = version_storage(model_version=model_version).column
+    picked = list(ImageEmbedding.objects.filter(id__in=chosen.tolist()).order_by("id").values_list(column, "category_id"))
     names = dict(Category.objects.values_list("id", "name"))
-    vectors = np.stack([np.asarray(vector, dtype=np.float32) for vector, _ in picked])
+    vectors = np.stack([vector_array(vector) for vector, _ in picked])
     coords, explained = pca_2d(vectors)
     return EmbeddingMap(
         model_version=model_version,

@@ -21,6 +21,7 @@ from catalog.models import Product, ProductImage
 from ml.models import ModelVersion
 
 from .models import ImageEmbedding
+from .selectors import version_storage
 
 THRESHOLD_FRACTION = 0.25
 THRESHOLD_SAMPLE = 500
@@ -39,16 +40,17 @@ class DuplicatePair:
 
 
 # Raw SQL: the ORM cannot say LATERAL. Each query image probes the version's partial HNSW index (the
-# ORDER BY casts to vector(D) and the WHERE names the version as a constant, exactly as the index
-# does); the iterative scan skips the image's own product and keeps returning rows.
+# ORDER BY casts to vector(D) or halfvec(D), as the version's storage says, and the WHERE names the
+# version as a constant, exactly as the index does); the iterative scan skips the image's own
+# product and keeps returning rows.
 _NEAREST_OTHER_PRODUCTS = """
 SELECT a.product_id, a.image_id, n.product_id, n.image_id, n.distance
 FROM search_imageembedding a
 CROSS JOIN LATERAL (
-    SELECT b.product_id, b.image_id, b.embedding::vector({dim}) <-> a.embedding::vector({dim}) AS distance
+    SELECT b.product_id, b.image_id, {b} <-> {a} AS distance
     FROM search_imageembedding b
     WHERE b.model_version_id = {version} AND b.product_id <> a.product_id
-    ORDER BY b.embedding::vector({dim}) <-> a.embedding::vector({dim})
+    ORDER BY {b} <-> {a}
     LIMIT {limit}
 ) n
 WHERE a.model_version_id = {version} AND a.id = ANY(%s)
@@ -56,7 +58,10 @@ WHERE a.model_version_id = {version} AND a.id = ANY(%s)
 
 
 def _nearest_other(*, model_version: ModelVersion, dim: int, ids: list[int], limit: int) -> list[tuple]:
-    sql = _NEAREST_OTHER_PRODUCTS.format(dim=int(dim), version=int(model_version.pk), limit=int(limit))
+    storage = version_storage(model_version=model_version)
+    sql = _NEAREST_OTHER_PRODUCTS.format(
+        a=storage.sql(dim, alias="a"), b=storage.sql(dim, alias="b"), version=int(model_version.pk), limit=int(limit)
+    )
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
@@ -69,9 +74,10 @@ def _nearest_other(*, model_version: ModelVersion, dim: int, ids: list[int], lim
 def _version_dim_of(model_version: ModelVersion) -> int | None:
     if model_version.dim:
         return int(model_version.dim)
+    column = version_storage(model_version=model_version).column  # a name from search.storage, not input
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT vector_dims(embedding) FROM search_imageembedding WHERE model_version_id = %s LIMIT 1", [model_version.pk]
+            f"SELECT vector_dims({column}) FROM search_imageembedding WHERE model_version_id = %s LIMIT 1", [model_version.pk]
         )
         row = cursor.fetchone()
     return row[0] if row else None

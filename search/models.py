@@ -3,13 +3,15 @@ version serves."""
 
 from __future__ import annotations
 
+import numpy as np
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
-from search.fields import VectorField
+from search.fields import HalfVectorField, VectorField
+from search.storage import STORAGE_CHOICES, STORAGES, VECTOR, VectorStorage, vector_array
 
 
 class ServingState(models.Model):
@@ -23,6 +25,12 @@ class ServingState(models.Model):
     is_active = models.BooleanField(default=False)
     auto_activate = models.BooleanField(
         default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
+    )
+    # Fixed once the version has vectors (search.services.version_storage_ensure). The default is
+    # what every version had before halfvec: new versions get settings.VECTOR_STORAGE explicitly.
+    storage = models.CharField(
+        max_length=8, choices=STORAGE_CHOICES, default=VECTOR.name,
+        help_text="How the version's vectors are stored: float32 vector or float16 halfvec.",
     )
 
     class Meta:
@@ -38,12 +46,19 @@ class ServingState(models.Model):
     def __str__(self) -> str:
         return f"Version {self.model_version_id}: {'active' if self.is_active else 'inactive'}"
 
+    @property
+    def vector_storage(self) -> VectorStorage:
+        return STORAGES[self.storage]
+
 
 class ImageEmbedding(models.Model):
     """An image's vector under one model version.
 
-    `embedding` has no fixed dimension so versions of different sizes share the table; each version
-    gets its own partial HNSW index on `(embedding::vector(D))` (see search.services.hnsw_index_build).
+    The vector is in `embedding` (float32 vector) or `embedding_half` (float16 halfvec), as the
+    version's ServingState.storage says (search.storage); the other column is NULL. Neither has a
+    fixed dimension, so versions of different sizes share the table; each version gets its own
+    partial HNSW index on `(embedding::vector(D))` or `(embedding_half::halfvec(D))` (see
+    search.services.hnsw_index_build).
     product, category and price are copied from the product so filtered queries read one table;
     search.receivers keeps them in sync.
     """
@@ -53,12 +68,18 @@ class ImageEmbedding(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="+", db_index=False)
     price = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
-    embedding = VectorField()
+    embedding = VectorField(null=True)
+    embedding_half = HalfVectorField(null=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["image", "model_version"], name="one_embedding_per_image_and_version"),
+            models.CheckConstraint(
+                condition=Q(embedding__isnull=False, embedding_half__isnull=True)
+                | Q(embedding__isnull=True, embedding_half__isnull=False),
+                name="one_vector_column_per_embedding",
+            ),
         ]
         indexes = [
             models.Index(fields=["model_version", "product"], name="search_emb_version_product"),
@@ -67,6 +88,11 @@ class ImageEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"Image {self.image_id} under version {self.model_version_id}"
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The stored vector as float32, whichever column holds it."""
+        return vector_array(self.embedding if self.embedding is not None else self.embedding_half)
 
 
 class EmbeddingFailure(models.Model):

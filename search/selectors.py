@@ -13,8 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
-from django.db.models.functions import Cast
-from pgvector.django import L2Distance, VectorField
+from pgvector.django import L2Distance
 
 from catalog.keyword_search import Match, product_keyword_match
 from catalog.models import Category, Product, ProductImage
@@ -22,6 +21,7 @@ from ml.models import ModelVersion
 from ml.runtime import embedder_for
 
 from .models import EmbeddingFailure, ImageEmbedding, IndexJob, ServingState
+from .storage import STORAGES, VECTOR, VectorStorage, vector_array
 
 if TYPE_CHECKING:
     from catalog.images import ImageInfo
@@ -46,8 +46,22 @@ def hnsw_index_name(model_version_id: int) -> str:
 
 
 def active_model_version() -> ModelVersion | None:
-    """The version every query uses right now (read it once per request and pass it on)."""
-    return ModelVersion.objects.filter(serving__is_active=True).first()
+    """The version every query uses right now (read it once per request and pass it on), with its
+    vector storage read in the same query (version_storage)."""
+    return ModelVersion.objects.filter(serving__is_active=True).annotate(vector_storage_name=F("serving__storage")).first()
+
+
+def version_storage(*, model_version: ModelVersion | int) -> VectorStorage:
+    """How the version's vectors are stored (search.storage). Free for a version read by
+    active_model_version; one query otherwise. A version without a serving state has its vectors,
+    if any, in the float32 column: that is where they were before halfvec."""
+    if isinstance(model_version, ModelVersion):
+        name = getattr(model_version, "vector_storage_name", None)
+        if name is not None:
+            return STORAGES[name]
+        model_version = model_version.pk
+    state = ServingState.objects.filter(model_version_id=model_version).only("storage").first()
+    return state.vector_storage if state is not None else VECTOR
 
 
 def model_version_is_active(*, model_version: ModelVersion) -> bool:
@@ -85,14 +99,16 @@ def nearest_products(
     products: QuerySet[Product] | Sequence[int] | None = None,
     exact: bool = False,
     max_scan_tuples: int | None = None,
+    storage: VectorStorage | None = None,
 ) -> list[Neighbour]:
     """The k products nearest to `vector` under one model version, closest first, each product once
     (by its closest image).
 
-    Uses the version's partial HNSW index: the ORDER BY casts to vector(D) and filters by
-    model_version_id exactly as the index does, and pgvector 0.8's iterative scan
-    (relaxed_order) keeps filtered queries returning k rows. `exact=True` orders by the uncast column,
-    which no index matches: a sequential scan, for checking recall. `products` (a queryset, run as a
+    Uses the version's partial HNSW index: the ORDER BY casts the version's column to vector(D) or
+    halfvec(D) (its `storage`, looked up when not given) and filters by model_version_id exactly as
+    the index does, and pgvector 0.8's iterative scan (relaxed_order) keeps filtered queries
+    returning k rows. `exact=True` orders by the uncast column, which no index matches: a sequential
+    scan, for checking recall. `products` (a queryset, run as a
     subquery, or ids) keeps only those products: a filter inside the vector query, like category.
     `max_scan_tuples` bounds how far the iterative scan walks (pgvector's default is 20,000).
     """
@@ -109,7 +125,9 @@ def nearest_products(
         rows = rows.filter(price__lte=max_price)
     if products is not None:
         rows = rows.filter(product_id__in=products.order_by().values("pk") if isinstance(products, QuerySet) else list(products))
-    column = F("embedding") if exact else Cast("embedding", VectorField(dimensions=dim))
+    if storage is None:
+        storage = version_storage(model_version=model_version_id)
+    column = F(storage.column) if exact else storage.cast(dim)
     rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
     limit = k * 2  # most products have one image; a product's extra images may crowd others out
     alias = rows.db  # the primary, or the request's read replica (config/replicas.py): the SET LOCAL goes with it
@@ -226,8 +244,9 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
     version = active_model_version()
     if version is None:
         return SimilarItems(state=SimilarItems.NO_MODEL)
+    storage = version_storage(model_version=version)
     vectors = list(
-        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk).values_list("embedding", flat=True)
+        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk).values_list(storage.column, flat=True)
     )
     vector = product_vector(vectors) if vectors else None
     if vector is None:
@@ -243,6 +262,7 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
         exclude_product_id=product.pk,
         category_id=product.category_id if same_category else None,
         exact=exact,
+        storage=storage,
     )
     return SimilarItems(state=SimilarItems.READY, items=_products_with_images(neighbours), model_version=version)
 
@@ -250,7 +270,7 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
 def product_vector(vectors) -> np.ndarray:
     """One query vector for a product: the mean of its photos' vectors, back to unit length when
     they have it (the normalised models' vectors do)."""
-    stacked = np.asarray([np.asarray(v, np.float32) for v in vectors])
+    stacked = np.asarray([vector_array(v) for v in vectors])
     mean = stacked.mean(axis=0)
     norms = np.linalg.norm(stacked, axis=1)
     if np.allclose(norms, 1.0, atol=1e-3):
@@ -313,7 +333,12 @@ def photo_search(
         guess = CategoryGuess(
             label=label, probability=float(probability), category=Category.objects.filter(name__iexact=label).first()
         )
-    filters = {"category_id": category.pk if category else None, "min_price": min_price, "max_price": max_price}
+    filters = {
+        "category_id": category.pk if category else None,
+        "min_price": min_price,
+        "max_price": max_price,
+        "storage": version_storage(model_version=version),
+    }
     match = Match.ALL
     if query.strip():
         words = product_keyword_match(query=query, category=category, min_price=min_price, max_price=max_price)

@@ -22,7 +22,8 @@ from ml.workers import worker_devices
 
 from . import tasks
 from .models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob, ServingState
-from .selectors import Coverage, hnsw_index_name, hnsw_index_valid, index_coverage, model_versions_written
+from .selectors import Coverage, hnsw_index_name, hnsw_index_valid, index_coverage, model_versions_written, version_storage
+from .storage import VECTOR, VectorStorage, storage_named
 from .vector_copy import embeddings_upsert
 
 __all__ = [
@@ -39,10 +40,12 @@ __all__ = [
     "index_job_finish",
     "index_job_start",
     "model_version_activate",
+    "model_version_storage_set",
     "model_version_train_start",
     "model_version_trained_index",
     "model_version_vectors_delete",
     "product_embeddings_sync",
+    "version_storage_ensure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,13 +106,15 @@ def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]
 def _embeddings_write(*, model_version: ModelVersion, vectors: dict[int, np.ndarray], failures: dict[int, str]) -> None:
     """Upsert vectors and failure reasons for images that the caller has locked, with their products,
     in this transaction (`_images_lock`): idempotent. The vectors go in with one binary COPY and one
-    INSERT … SELECT … ON CONFLICT (search.vector_copy), which copies product, category and price from
-    the locked rows; a failure rolls the caller's transaction back whole."""
+    INSERT … SELECT … ON CONFLICT (search.vector_copy) into the version's storage column (vector or
+    halfvec, search.storage), which copies product, category and price from the locked rows; a
+    failure rolls the caller's transaction back whole."""
     if vectors:
+        storage = version_storage_ensure(model_version=model_version)
         embedded = sorted(vectors)  # a fixed order: concurrent upserts lock rows in the same order
         with connection.cursor() as cursor:
             embeddings_upsert(cursor=cursor, model_version_id=model_version.pk, image_ids=embedded,
-                              vectors=np.stack([vectors[i] for i in embedded]))
+                              vectors=np.stack([vectors[i] for i in embedded]), storage=storage)
         EmbeddingFailure.objects.filter(model_version=model_version, image_id__in=embedded).delete()
     if failures:
         EmbeddingFailure.objects.bulk_create(
@@ -214,6 +219,7 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
         )
     size = embedding_batch_size()
     with transaction.atomic():
+        version_storage_ensure(model_version=model_version)  # fixed before any batch writes
         IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).update(
             status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
         )
@@ -410,12 +416,12 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
 # version at run time, as partial expression indexes, and CONCURRENTLY.
 
 
-def _version_dim(model_version: ModelVersion) -> int | None:
+def _version_dim(model_version: ModelVersion, storage: VectorStorage) -> int | None:
     if model_version.dim:
         return int(model_version.dim)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT vector_dims(embedding) FROM search_imageembedding WHERE model_version_id = %s LIMIT 1",
+        cursor.execute(  # the column is a name from search.storage, not input
+            f"SELECT vector_dims({storage.column}) FROM search_imageembedding WHERE model_version_id = %s LIMIT 1",
             [model_version.pk],
         )
         row = cursor.fetchone()
@@ -423,14 +429,16 @@ def _version_dim(model_version: ModelVersion) -> int | None:
 
 
 def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
-    """Create the version's partial HNSW index on (embedding::vector(D)) vector_l2_ops; returns its name.
+    """Create the version's partial HNSW index on (embedding::vector(D)) vector_l2_ops, or for a
+    halfvec version on (embedding_half::halfvec(D)) halfvec_l2_ops (search.storage); returns its name.
 
     CONCURRENTLY when called outside a transaction (workers), so the table keeps taking reads and
     writes; inside one (tests, shell in atomic) it falls back to a plain CREATE INDEX. A half-built
     (invalid) index left by an interrupted build is dropped and rebuilt. Returns None when the version
     has no vectors and no known dimension.
     """
-    dim = _version_dim(model_version)
+    storage = version_storage(model_version=model_version.pk)
+    dim = _version_dim(model_version, storage)
     if dim is None:
         return None
     name = hnsw_index_name(model_version.pk)
@@ -444,15 +452,31 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
         # HNSW builds fast only while the graph fits in maintenance_work_mem (Postgres' default, 64 MB,
         # holds about 75k 128-d vectors): raise it for this session's build, then put it back.
         cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)", [settings.HNSW_BUILD_MEMORY])
+        notices = getattr(connection.connection, "notices", None)  # psycopg2 keeps the last 50
+        if notices is not None:
+            notices.clear()
         try:
             # dim and pk are integers from the database; DDL takes no parameters.
             cursor.execute(
                 f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON search_imageembedding '
-                f"USING hnsw ((embedding::vector({int(dim)})) vector_l2_ops) WHERE model_version_id = {int(model_version.pk)}"
+                f"USING hnsw (({storage.sql(dim)}) {storage.opclass}) WHERE model_version_id = {int(model_version.pk)}"
             )
         finally:
             cursor.execute("RESET maintenance_work_mem")
+    _hnsw_memory_warn(name=name, notices=list(notices or []))
     return name
+
+
+def _hnsw_memory_warn(*, name: str, notices: list[str]) -> None:
+    """pgvector says (a NOTICE) when the graph outgrew maintenance_work_mem and the rest of the
+    build went to disk, many times slower: at 1M vectors that is most of the build. Say what to set."""
+    for notice in notices:
+        if "no longer fits into maintenance_work_mem" in notice:
+            logger.warning(
+                "HNSW index %s: %s Raise HNSW_BUILD_MEMORY (now %s) to at least the index size for the next build "
+                "(measured: 1.1 GB per million 128-d halfvec vectors, 1.3 GB as vector; docs/scaling.md).",
+                name, notice.strip().removeprefix("NOTICE:").strip(), settings.HNSW_BUILD_MEMORY,
+            )
 
 
 def hnsw_index_drop(*, model_version: ModelVersion) -> None:
@@ -483,14 +507,17 @@ def model_version_train_start(
     overrides: dict | None = None,
     auto_activate: bool = False,
     enqueue: bool = True,
+    storage: str | None = None,
 ) -> ModelVersion:
     """Queue a training run (ml.services.model_version_create; with `enqueue` False nothing is queued:
     the caller trains it itself); with `auto_activate`, the catalogue is indexed once it is trained
-    and the version serves when its vectors cover it. Raises ValueError for bad hyperparameters,
-    before anything is recorded."""
+    and the version serves when its vectors cover it. Its vectors are stored as `storage` (vector or
+    halfvec; settings.VECTOR_STORAGE by default). Raises ValueError for bad hyperparameters or
+    storage, before anything is recorded."""
+    chosen = storage_named(storage or settings.VECTOR_STORAGE)
     with transaction.atomic():  # the training task is enqueued after this commits, with the state
         version = model_version_create(architecture=architecture, variant=variant, overrides=overrides, enqueue=enqueue)
-        ServingState.objects.create(model_version=version, auto_activate=auto_activate)
+        ServingState.objects.create(model_version=version, auto_activate=auto_activate, storage=chosen.name)
     return version
 
 
@@ -561,3 +588,42 @@ def model_version_vectors_delete(*, model_version: ModelVersion) -> int:
         EmbeddingFailure.objects.filter(model_version=version).delete()
     hnsw_index_drop(model_version=version)
     return deleted
+
+
+# --- vector storage (search.storage) -------------------------------------------------------------
+
+
+def version_storage_ensure(*, model_version: ModelVersion) -> VectorStorage:
+    """The version's vector storage, recorded on its serving state (created if missing) so it stays
+    fixed once vectors are written. A version without a serving state gets settings.VECTOR_STORAGE,
+    unless it already has float32 vectors (written before halfvec existed): those stay vector.
+    The writers call this before writing a version's vectors and write to `storage.column`."""
+    state = ServingState.objects.filter(model_version=model_version).only("storage").first()
+    if state is not None:
+        return state.vector_storage
+    legacy = ImageEmbedding.objects.filter(model_version=model_version, embedding__isnull=False).exists()
+    chosen = VECTOR if legacy else storage_named(settings.VECTOR_STORAGE)
+    state, _ = ServingState.objects.get_or_create(model_version=model_version, defaults={"storage": chosen.name})
+    return state.vector_storage
+
+
+def model_version_storage_set(*, model_version: ModelVersion, storage: str) -> VectorStorage:
+    """Store the version's vectors as `storage` ("vector" or "halfvec") from now on. Allowed only
+    while it has no vectors and no unfinished reindex job (delete its vectors first): its vectors
+    and its HNSW index are all of one type. Raises ValueError with the reason."""
+    chosen = storage_named(storage)
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        state, _ = ServingState.objects.select_for_update().get_or_create(model_version=version)
+        if state.storage == chosen.name:
+            return chosen
+        if ImageEmbedding.objects.filter(model_version=version).exists():
+            raise ValueError(
+                f"Model version #{version.pk} already stores its vectors as {state.storage}: delete its vectors "
+                f"before storing them as {chosen.name}."
+            )
+        if IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED).exists():
+            raise ValueError(f"Model version #{version.pk} is being indexed: cancel the job before changing its storage.")
+        state.storage = chosen.name
+        state.save(update_fields=["storage"])
+    return chosen

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EMBEDDING_STORAGE_TYPE", "copy_binary", "embeddings_upsert"]
+from .storage import HALFVEC, VECTOR, VectorStorage
 
-# The type a vector is stored as: the one place to change for another storage (e.g. halfvec). The
-# temporary table always holds float32 `vector`s; the INSERT … SELECT casts them to this type.
-EMBEDDING_STORAGE_TYPE = "vector"
-STORAGE_TYPES = ("vector", "halfvec")  # pgvector types a float32 vector casts to
+__all__ = ["copy_binary", "embeddings_upsert"]
+
+HALF_MAX = 65504.0  # the largest float16: a halfvec cannot hold more
 
 LOAD_TABLE = "search_embedding_load"
 
@@ -62,15 +61,19 @@ def copy_binary(image_ids: Sequence[int], vectors: np.ndarray) -> bytes:
 
 
 def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int], vectors: np.ndarray,
-                      storage_type: str = EMBEDDING_STORAGE_TYPE) -> int:
+                      storage: VectorStorage = VECTOR) -> int:
     """Upsert (image, model_version) rows for `image_ids` (sorted, so concurrent writers lock embedding
     rows in one order) with product, category and price read from the catalogue in the same
-    statement; returns the rows written. `cursor` is a Django cursor inside a transaction whose
-    caller has already locked the images and their products."""
-    if storage_type not in STORAGE_TYPES:  # it is spliced into the SQL
-        raise ValueError(f"storage_type must be one of {STORAGE_TYPES}. Received: storage_type={storage_type!r}")
+    statement; returns the rows written. The temporary table always holds float32 `vector`s; the
+    INSERT … SELECT casts them to the version's storage and writes its column (search.storage), the
+    other column NULL. `cursor` is a Django cursor inside a transaction whose caller has already
+    locked the images and their products."""
+    if storage not in (VECTOR, HALFVEC):  # its names are spliced into the SQL
+        raise ValueError(f"storage must be search.storage.VECTOR or HALFVEC. Received: storage={storage!r}")
     if len(image_ids) == 0:
         return 0
+    if storage is HALFVEC and np.nanmax(np.abs(np.asarray(vectors, np.float32)), initial=0.0) > HALF_MAX:
+        raise ValueError(f"A halfvec holds values up to ±{HALF_MAX:g}; this vector has larger ones.")
     order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")
     ids = [int(image_ids[i]) for i in order]
     data = copy_binary(ids, np.asarray(vectors)[order])
@@ -91,8 +94,8 @@ def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int]
         f"""
         WITH loaded AS (DELETE FROM {LOAD_TABLE} RETURNING image_id, embedding)
         INSERT INTO search_imageembedding
-            (image_id, model_version_id, product_id, category_id, price, embedding, updated_at)
-        SELECT l.image_id, %s, i.product_id, p.category_id, p.price, l.embedding::{storage_type}, now()
+            (image_id, model_version_id, product_id, category_id, price, {storage.column}, updated_at)
+        SELECT l.image_id, %s, i.product_id, p.category_id, p.price, l.embedding::{storage.name}, now()
         FROM loaded l
         JOIN catalog_productimage i ON i.id = l.image_id
         JOIN catalog_product p ON p.id = i.product_id
@@ -102,7 +105,8 @@ def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int]
         ORDER BY l.image_id
         ON CONFLICT (image_id, model_version_id) DO UPDATE SET
             product_id = EXCLUDED.product_id, category_id = EXCLUDED.category_id, price = EXCLUDED.price,
-            embedding = EXCLUDED.embedding, updated_at = EXCLUDED.updated_at
+            embedding = EXCLUDED.embedding, embedding_half = EXCLUDED.embedding_half,
+            updated_at = EXCLUDED.updated_at
         """,
         [model_version_id, ids],
     )

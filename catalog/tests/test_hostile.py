@@ -193,8 +193,9 @@ class BadCatalogueDataIndexingTests(TestCase):
         self.assertTrue(reasons[corrupt.pk] and reasons[truncated.pk])
         # The PIL fallback gives the numbers the photo-search path (also PIL) gives for the same image.
         embedder = embedder_for(self.version)
-        stored = np.asarray(ImageEmbedding.objects.get(image=webp, model_version=self.version).embedding)
-        np.testing.assert_allclose(stored, embedder.embed_pil(webp_source), atol=1e-4)
+        stored = ImageEmbedding.objects.get(image=webp, model_version=self.version).vector
+        # Within float16's rounding (halfvec storage, the default): 2^-11 of a unit vector's values.
+        np.testing.assert_allclose(stored, embedder.embed_pil(webp_source), atol=1e-3)
 
     def test_a_file_repaired_on_disk_is_embedded_by_the_next_reindex(self):
         image = self.image_create(shape_png(), "r.png")

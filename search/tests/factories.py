@@ -14,6 +14,7 @@ from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
 from search import services
 from search.models import ImageEmbedding, IndexJob, ServingState
+from search.selectors import version_storage
 
 _counter = itertools.count(1)
 SHAPES = ("square", "circle", "triangle", "bar")
@@ -98,7 +99,8 @@ def embedding_put(*, image: ProductImage, model_version: ModelVersion, vector: S
         product=product,
         category_id=product.category_id,
         price=product.price,
-        embedding=np.asarray(vector, np.float32),  # as the indexing services write it
+        # as the indexing services write it, in the column of the version's storage
+        **{version_storage(model_version=model_version).column: np.asarray(vector, np.float32)},
     )
 
 
@@ -125,6 +127,7 @@ def products_bulk(*, model_version: ModelVersion, vectors: Sequence[Sequence[flo
     images = ProductImage.objects.bulk_create(
         ProductImage(product=p, image=f"products/none/{p.sku}.png", width=16, height=16, sha256="0" * 64) for p in products
     )
+    column = version_storage(model_version=model_version).column
     ImageEmbedding.objects.bulk_create(
         ImageEmbedding(
             image=image,
@@ -132,7 +135,7 @@ def products_bulk(*, model_version: ModelVersion, vectors: Sequence[Sequence[flo
             product=product,
             category_id=product.category_id,
             price=product.price,
-            embedding=list(vector),
+            **{column: list(vector)},
         )
         for image, product, vector in zip(images, products, vectors, strict=True)
     )

@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from search import services
 from search.duplicates import _NEAREST_OTHER_PRODUCTS, duplicate_pairs, duplicate_threshold_default
+from search.selectors import version_storage
 
 from .factories import model_version_create, product_with_vectors, serving_set
 
@@ -62,7 +63,8 @@ class DuplicatePairsTests(DuplicatesTestCase):
         self.assertEqual(seen[-1], (13, 13))
 
     def test_each_probe_uses_the_hnsw_index(self):
-        sql = _NEAREST_OTHER_PRODUCTS.format(dim=2, version=self.version.pk, limit=5)
+        storage = version_storage(model_version=self.version)
+        sql = _NEAREST_OTHER_PRODUCTS.format(a=storage.sql(2, alias="a"), b=storage.sql(2, alias="b"), version=self.version.pk, limit=5)
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_seqscan = off")
             cursor.execute("EXPLAIN " + sql, [[1, 2, 3]])

@@ -53,7 +53,7 @@ class IndexJobTests(IndexingTestCase):
         self.assertTrue(index_coverage(model_version=self.version).complete)
         self.assertTrue(hnsw_index_exists(model_version=self.version))
         row = ImageEmbedding.objects.filter(model_version=self.version).first()
-        self.assertEqual(len(row.embedding), self.version.dim)
+        self.assertEqual(len(row.vector), self.version.dim)
 
     def test_an_image_deleted_during_the_model_call_is_dropped_and_the_job_finishes(self):
         job = self.start()
@@ -96,10 +96,10 @@ class IndexJobTests(IndexingTestCase):
         job = self.start()
         batch = job.batches.order_by("number").first()
         tasks.index_batch_task.apply(args=[batch.pk]).get()
-        first = list(ImageEmbedding.objects.order_by("id").values_list("id", "image_id", "embedding"))
+        first = [(r.id, r.image_id, r.vector) for r in ImageEmbedding.objects.order_by("id")]
         # Redelivered (ack lost after the commit): the batch is recognised as finished.
         self.assertFalse(tasks.index_batch_task.apply(args=[batch.pk]).get())
-        second = list(ImageEmbedding.objects.order_by("id").values_list("id", "image_id", "embedding"))
+        second = [(r.id, r.image_id, r.vector) for r in ImageEmbedding.objects.order_by("id")]
         self.assertEqual([r[:2] for r in first], [r[:2] for r in second])
         for a, b in zip(first, second, strict=True):
             np.testing.assert_allclose(a[2], b[2], rtol=1e-5)
@@ -114,7 +114,7 @@ class IndexJobTests(IndexingTestCase):
         services.image_embed(image_id=image.pk)
         second = ImageEmbedding.objects.get(image=image)
         self.assertEqual(first.pk, second.pk)
-        np.testing.assert_allclose(first.embedding, second.embedding, rtol=1e-5)
+        np.testing.assert_allclose(first.vector, second.vector, rtol=1e-5)
 
     def test_corrupt_image_is_marked_failed_and_the_others_are_indexed(self):
         bad = product_create(images=[shape_png("circle")]).images.get()

@@ -10,6 +10,7 @@ from ml.services import model_version_train
 from search.models import IndexJob, ServingState
 from search.repair import lifecycle_repair
 from search.services import model_version_train_start
+from search.storage import STORAGES
 
 # `make run` on first start: a model good enough to show similar items within minutes on 2 cores.
 DEMO_EPOCHS = 2
@@ -55,6 +56,8 @@ class Command(BaseCommand):
         parser.add_argument("--activate", action="store_true", help="index the catalogue afterwards and activate")
         parser.add_argument("--background", action="store_true", help="queue it for a Celery worker and return")
         parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
+        parser.add_argument("--storage", choices=sorted(STORAGES),
+                            help="how its vectors are stored: halfvec (float16) or vector (float32); default VECTOR_STORAGE")
 
     def _demo_resume(self) -> bool:
         """make run starts fresh workers, so nothing of an interrupted demo is still running: the
@@ -71,7 +74,7 @@ class Command(BaseCommand):
             or IndexJob.objects.filter(status__in=IndexJob.UNFINISHED, model_version__serving__auto_activate=True).exists()
         )
 
-    def handle(self, *args, architecture, variant, activate, background, demo, **options):
+    def handle(self, *args, architecture, variant, activate, background, demo, storage=None, **options):
         if demo:
             if self._demo_resume():
                 return
@@ -85,7 +88,8 @@ class Command(BaseCommand):
         try:
             # In the foreground this process trains it: a queued task too would train it twice.
             version = model_version_train_start(
-                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate, enqueue=background
+                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate, enqueue=background,
+                storage=storage,
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
