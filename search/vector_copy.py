@@ -16,11 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .fields import vector_check
 from .storage import HALFVEC, VECTOR, VectorStorage
 
 __all__ = ["copy_binary", "embeddings_upsert"]
-
-HALF_MAX = 65504.0  # the largest float16: a halfvec cannot hold more
 
 LOAD_TABLE = "search_embedding_load"
 
@@ -72,8 +71,8 @@ def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int]
         raise ValueError(f"storage must be search.storage.VECTOR or HALFVEC. Received: storage={storage!r}")
     if len(image_ids) == 0:
         return 0
-    if storage is HALFVEC and np.nanmax(np.abs(np.asarray(vectors, np.float32)), initial=0.0) > HALF_MAX:
-        raise ValueError(f"A halfvec holds values up to ±{HALF_MAX:g}; this vector has larger ones.")
+    if storage is HALFVEC:  # float16's range (copy_binary refuses NaN and infinity for both)
+        vector_check(np.nan_to_num(np.asarray(vectors, np.float32), nan=0.0, posinf=0.0, neginf=0.0), half=True)
     order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")
     ids = [int(image_ids[i]) for i in order]
     data = copy_binary(ids, np.asarray(vectors)[order])

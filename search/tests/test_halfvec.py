@@ -95,7 +95,7 @@ class HalfvecRowsTests(TestCase):
     def test_the_write_path_writes_halfvec_and_rounds_to_float16(self):
         image = self.near.images.get()
         value = np.array([0.1, 1 / 3, 2.0], np.float32)
-        services._embeddings_write(model_version=self.version, images=[image], vectors={image.pk: value}, failures={})
+        services._embeddings_write(model_version=self.version, vectors={image.pk: value}, failures={})
         row = ImageEmbedding.objects.get(image=image, model_version=self.version)
         self.assertIsNone(row.embedding)
         np.testing.assert_array_equal(row.vector, value.astype(np.float16).astype(np.float32))

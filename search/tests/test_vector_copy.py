@@ -28,6 +28,7 @@ class CopyWriteTests(TestCase):
     @classmethod
     def setUpTestData(cls):
         cls.version = model_version_create(dim=4)
+        services.model_version_storage_set(model_version=cls.version, storage="vector")  # float32: exact floats
         cls.products = [product_create(images=[shape_png("circle")], price=p) for p in (10, 20, 30)]
         Product.objects.filter(pk=cls.products[2].pk).update(price=None)
         cls.images = list(ProductImage.objects.order_by("id"))
@@ -138,9 +139,9 @@ class BatchTransactionTests(TestCase):
         services._images_embed(model_version=self.version, images=list(ProductImage.objects.all()))  # model loaded
         # Before the model: batch + job + version, attempts (UPDATE … RETURNING), image rows. The
         # transaction (a savepoint here, BEGIN/COMMIT in a worker): synchronous_commit, job lock, image
-        # + product lock, temporary table, COPY, upsert, stale failures, batch finished, job counts,
-        # job refresh. None of them per image.
-        with self.captureOnCommitCallbacks(execute=False), self.assertNumQueries(15):
+        # + product lock, the version's vector storage, temporary table, COPY, upsert, stale failures,
+        # batch finished, job counts, job refresh. None of them per image.
+        with self.captureOnCommitCallbacks(execute=False), self.assertNumQueries(16):
             self.assertTrue(services.index_batch_run(batch_id=batch.pk))
 
     def test_each_batch_logs_its_stage_times(self):
@@ -149,3 +150,26 @@ class BatchTransactionTests(TestCase):
             services.index_batch_run(batch_id=batch.pk)
         line = next(m for m in logs.output if "Index batch 0 of job" in m)
         self.assertRegex(line, r"4 embedded, 0 failed; ms rows=[\d.]+ embed=[\d.]+ write=[\d.]+ total=[\d.]+")
+
+
+class HalfvecCopyTests(TestCase):
+    """The COPY path into a halfvec version: its column, rounded once; a value float16 cannot hold
+    refuses the batch before anything is written."""
+
+    def test_halfvec_rows_and_refusal(self):
+        from search.storage import HALFVEC
+
+        version = model_version_create(dim=3)
+        images = [product_create().images.get() for _ in range(2)]
+        value = np.array([0.1, 1 / 3, 2.0], np.float32)
+        with transaction.atomic(), connection.cursor() as cursor:
+            written = embeddings_upsert(cursor=cursor, model_version_id=version.pk, image_ids=[images[0].pk],
+                                        vectors=value[None], storage=HALFVEC)
+        self.assertEqual(written, 1)
+        row = ImageEmbedding.objects.get(image=images[0], model_version=version)
+        self.assertIsNone(row.embedding)
+        np.testing.assert_array_equal(row.vector, value.astype(np.float16).astype(np.float32))
+        with self.assertRaisesMessage(ValueError, "within ±65504"), transaction.atomic(), connection.cursor() as cursor:
+            embeddings_upsert(cursor=cursor, model_version_id=version.pk, image_ids=[images[1].pk],
+                              vectors=np.array([[0.0, 1e6, 0.0]], np.float32), storage=HALFVEC)
+        self.assertFalse(ImageEmbedding.objects.filter(image=images[1]).exists())
