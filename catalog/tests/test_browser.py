@@ -91,6 +91,10 @@ class BrowserTestCase(StaticLiveServerTestCase):
         """Click a link or button and wait until the next page has replaced this one."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
+        self.wait_replaced(old, "the page did not change")
+
+    def wait_replaced(self, old, message: str) -> None:
+        """Wait until the page holding `old` (its html element) is gone."""
 
         def gone(_driver) -> bool:
             # Chromium may answer "node does not belong to the document" instead of a stale
@@ -101,7 +105,7 @@ class BrowserTestCase(StaticLiveServerTestCase):
                 return True
             return False
 
-        self.wait(gone, message="the page did not change")
+        self.wait(gone, message=message)
 
     def shot(self, name: str) -> None:
         self.driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
@@ -363,6 +367,13 @@ class AdminModelTests(BrowserTestCase):
         self.click_and_wait(self.find("form[action$='/reindex/'] button"))
         self.assertIn("Reindex job", self.find(".messagelist").text)
         self.wait_for_text("#lk-live [data-k=index_text]", "done: 16 embedded, 0 failed of 16", 90)
+        self.wait_for_text("#lk-live [data-k=coverage_text]", "Coverage: 16 of 16", WAIT)
+        # The page reloads itself half a second after it sees the job finish (live.js), which could
+        # land after the activation below and take its message with it: load it afresh (the job is
+        # done, so this one does not reload).
+        html = self.driver.find_element(By.TAG_NAME, "html")
+        self.driver.refresh()
+        self.wait_replaced(html, "the page did not reload")
         self.wait_for_text("#lk-live [data-k=coverage_text]", "Coverage: 16 of 16", WAIT)
 
         self.click_and_wait(self.find("form[action$='/activate/'] button"))
