@@ -10,8 +10,11 @@ from __future__ import annotations
 import io
 import os
 import struct
+import time
 import uuid
 import zlib
+from types import SimpleNamespace
+from unittest import mock
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -252,6 +255,12 @@ class RateLimitTests(UploadTestCase):
     def setUp(self):
         # A fresh address per test: the Redis counters outlive the test and other runs share them.
         self.addr = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+        # One moment in the middle of a window for the whole test: the limit counts per fixed minute,
+        # and a slow run that crossed a minute boundary started counting again.
+        now = (time.time() // 60) * 60 + 30
+        patcher = mock.patch("config.ratelimit.time", SimpleNamespace(time=lambda: now))  # that module's clock only
+        patcher.start()
+        self.addCleanup(patcher.stop)
 
     def search(self, url, addr=None, **extra):
         return self.client.post(url, {"image": upload(shape_png())}, REMOTE_ADDR=addr or self.addr, **extra)
