@@ -24,7 +24,7 @@ class ViewAugment:
     shift: float = 0.08  # of the side, either way
     rotation: float = 15.0  # degrees, either way
     flip: bool = True
-    brightness: tuple[float, float] = (0.75, 1.25)
+    brightness: tuple[float, float] = (0.7, 1.3)
     contrast: tuple[float, float] = (0.85, 1.15)
     blur_share: float = 0.0
 
@@ -51,6 +51,16 @@ def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, sp
     b = tf.shape(images)[0]
     size = tf.cast(tf.shape(images)[1], tf.float32)
     background = tf.reshape(tf.cast(background, tf.float32), [1, 1, 1, 3])
+
+    # Light: brightness (gain) and contrast about the item's mean, on the item only: framing gives
+    # every background the catalogue's colour, so at query time it is the item whose exposure varies
+    # (where framing found no background, the mask is the whole image). No hue change.
+    gain = gen.uniform([b, 1, 1, 1], *spec.brightness)
+    contrast = gen.uniform([b, 1, 1, 1], *spec.contrast)
+    area = tf.reduce_sum(masks, axis=[1, 2, 3], keepdims=True) * 3.0 + 1e-3
+    mean = tf.reduce_sum(images * masks, axis=[1, 2, 3], keepdims=True) / area
+    lit = ((images - mean) * contrast + mean) * gain
+    images = lit * masks + images * (1.0 - masks)
 
     # Another background: a plain colour, light or dark, grey or tinted (hue of the background only).
     swap = gen.uniform([b, 1, 1, 1]) < spec.background_share
@@ -80,12 +90,6 @@ def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, sp
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
     )
     images = shifted + fill
-
-    # Light: brightness (gain) and contrast about each image's mean; no hue change.
-    gain = gen.uniform([b, 1, 1, 1], *spec.brightness)
-    contrast = gen.uniform([b, 1, 1, 1], *spec.contrast)
-    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    images = ((images - mean) * contrast + mean) * gain
 
     if spec.blur_share > 0:
         kernel = tf.constant([1.0, 2.0, 1.0]) / 4.0

@@ -29,6 +29,7 @@ BORDER = 0.04  # the outer 4% of each side is where the background is read
 PLAIN_SHARE = 0.6  # at least this share of the border must match the fitted background
 MIN_THRESHOLD = 22.0  # an item differs from its background by more than this (8-bit levels)
 GREY_CHROMA = 12.0  # an image whose pixels differ between channels by less than this is grey-scale
+MAX_EXPOSURE_GAIN = 1.8  # the most a light background read as under-exposed brightens the item
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Framing:
 
     enabled: bool = True
     background: tuple[int, int, int] | None = None
+    exposure: bool = False  # undo a darker exposure, read from how dark the background came out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +54,8 @@ class Framing:
             return cls(enabled=False)
         background = data.get("background")
         return cls(enabled=bool(data.get("enabled", True)),
-                   background=tuple(int(v) for v in background) if background is not None else None)
+                   background=tuple(int(v) for v in background) if background is not None else None,
+                   exposure=bool(data.get("exposure", False)))  # versions trained before it: off
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
         plane = bg.plane
     if grey and bg.plain and box != (0, 0, img.height, img.width):
         a = _stretch(a, plane, 1.0 - background)
+    elif framing.exposure and framing.background is not None and bg.plain and box != (0, 0, img.height, img.width):
+        a = a * _exposure_gain(bg.colour, framing.background)
     # The background becomes the catalogue's colour (the plane itself where no colour is known).
     fill = target[None, None, :] if framing.background is not None else plane
     a = a * (1.0 - background[..., None]) + fill * background[..., None]
@@ -216,6 +221,19 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
 def _luma(colour) -> float:
     r, g, b = (float(v) for v in colour)
     return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _exposure_gain(photo_background, catalogue_background) -> float:
+    """How much brighter the photo would be had its (light) background come out as light as the
+    catalogue's: a plain light background photographed grey says the shot is under-exposed, and the
+    item is as dark as the background is. 1 where the two are of opposite polarity (a dark backdrop
+    says nothing about the exposure) or the photo is the brighter (a white background cannot come
+    out brighter than white, so over-exposure cannot be read from it). Bounded, so that a backdrop
+    that really is grey is not taken for a photo shot in the dark."""
+    photo, catalogue = _luma(photo_background), _luma(catalogue_background)
+    if catalogue <= 128 or photo <= 96 or photo >= catalogue:
+        return 1.0
+    return float(min(catalogue / photo, MAX_EXPOSURE_GAIN))
 
 
 def _stretch(a: np.ndarray, plane: np.ndarray, item: np.ndarray) -> np.ndarray:
@@ -245,4 +263,4 @@ def catalogue_framing(images: Iterable[np.ndarray]) -> Framing:
     if not colours:
         return Framing(enabled=True, background=None)
     colour = np.clip(np.median(np.stack(colours), axis=0), 0, 255)
-    return Framing(enabled=True, background=tuple(int(round(v)) for v in colour))
+    return Framing(enabled=True, background=tuple(int(round(v)) for v in colour), exposure=True)

@@ -146,7 +146,7 @@ class DeepRanking(Architecture):
     summary = ("Learns what makes each product look like itself (its other photos and augmented views that "
                "keep colour) plus its category; similar items share kind, colour and pattern. Best on photo "
                "catalogues (bench/photos.py).")
-    defaults = dict(image_size=64, dim=128, batch_size=128, lr=3e-3, epochs=24, margin=0.2, mining="semi-hard",
+    defaults = dict(image_size=64, dim=128, batch_size=128, lr=3e-3, epochs=100, margin=0.2, mining="semi-hard",
                     positives="product", triplet_weight=0.0, aux_weight=1.0, colour_weight=1.0, category_share=0.3,
                     colour_share=0.3, width=32, augment=True)
 

@@ -86,3 +86,37 @@ class UnframedFastPathTests(unittest.TestCase):
         # Any other size still takes the general path (padding, resize).
         self.assertEqual(frame(rgb[:20], 28, Framing(enabled=False)).shape, (28, 28, 3))
 
+
+class ExposureTests(unittest.TestCase):
+    """A light background photographed grey says the photo is under-exposed: the item is brightened
+    by as much (Framing.exposure, on for versions trained since)."""
+
+    framing = Framing(enabled=True, background=(244, 244, 244), exposure=True)
+
+    def item(self, photo: np.ndarray) -> np.ndarray:
+        return frame(photo, 32, self.framing)[12:20, 12:20].astype(float).mean(axis=(0, 1))  # inside the red
+
+    def test_a_darker_photo_gives_the_item_its_colour_back(self):
+        normal = self.item(item_photo(bg=(244, 244, 244)))
+        darker = (item_photo(bg=(244, 244, 244)) * 0.6).astype(np.uint8)
+        np.testing.assert_allclose(self.item(darker), normal, atol=8)
+        plain = frame(darker, 32, Framing(enabled=True, background=(244, 244, 244)))[12:20, 12:20].mean(axis=(0, 1))
+        self.assertGreater(np.abs(plain - normal).max(), 40)  # without it the item stays 40% darker
+
+    def test_a_dark_backdrop_or_a_brighter_photo_is_left_as_it_is(self):
+        without = Framing(enabled=True, background=(244, 244, 244))
+        on_dark = item_photo(bg=(30, 30, 30))  # a dark backdrop says nothing of the exposure
+        brighter = np.clip(item_photo(bg=(244, 244, 244)).astype(float) * 1.2, 0, 255).astype(np.uint8)  # white stays white
+        for photo in (on_dark, brighter):
+            np.testing.assert_array_equal(frame(photo, 32, self.framing), frame(photo, 32, without))
+
+    def test_the_gain_is_bounded(self):
+        very_dark = (item_photo(bg=(244, 244, 244)) * 0.42).astype(np.uint8)  # background 102: gain 1.8 at most
+        self.assertLess(self.item(very_dark)[0], 200 * 0.42 * 1.8 + 4)
+
+    def test_versions_trained_before_keep_their_pixels(self):
+        old = Framing.from_dict({"enabled": True, "background": [244, 244, 244]})
+        self.assertFalse(old.exposure)
+        darker = (item_photo(bg=(244, 244, 244)) * 0.6).astype(np.uint8)
+        np.testing.assert_array_equal(frame(darker, 32, old), frame(darker, 32, Framing(enabled=True, background=(244, 244, 244))))
+        self.assertTrue(Framing.from_dict(self.framing.to_dict()).exposure)
