@@ -222,3 +222,17 @@ def write_report(name: str, *, quick: bool, argv: list[str], started: float, loa
     path = RESULTS / f"{name}{'_quick' if quick else ''}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return path
+
+
+class DbTimer:
+    """Sums the round-trip time of every SQL statement run while it is installed."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, execute, sql, params, many, context):
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds += time.perf_counter() - t

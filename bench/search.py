@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import LoadSampler, configure, percentiles_ms, static_collect, table, write_report  # noqa: E402
+from bench.common import DbTimer, LoadSampler, configure, percentiles_ms, static_collect, table, write_report  # noqa: E402
 
 EF_SEARCH = (20, 40, 100, 200)
 K = 10
@@ -46,20 +46,6 @@ TARGETS_16 = {"keyword_p50_db_ms": 20.0, "hybrid_p50_ms": 60.0, "duplicates_s": 
 
 def log(message: str) -> None:
     print(f"[search {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class DbTimer:
-    """Sums the round-trip time of every SQL statement run while it is installed."""
-
-    def __init__(self):
-        self.seconds = 0.0
-
-    def __call__(self, execute, sql, params, many, context):
-        t = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            self.seconds += time.perf_counter() - t
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, LoadSampler, configure, percentiles_ms, table, write_report
+from bench.common import ROOT, DbTimer, LoadSampler, configure, percentiles_ms, table, write_report
 
 K = 10
 SOURCE = ROOT / "var" / "bench-scale-source.npz"
@@ -52,18 +52,6 @@ def log(message: str) -> None:
 
 
 # --- measuring helpers ---------------------------------------------------------------------------
-
-
-class DbTimer:
-    def __init__(self):
-        self.seconds = 0.0
-
-    def __call__(self, execute, sql, params, many, context):
-        t = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            self.seconds += time.perf_counter() - t
 
 
 def similar_run(version_id: int, storage, queries: list[tuple[int, np.ndarray]], *, ef: int | None, exact: bool = False,
