@@ -148,7 +148,7 @@ class DeepRanking(Architecture):
                "catalogues (bench/photos.py).")
     defaults = dict(image_size=64, dim=128, batch_size=128, lr=3e-3, epochs=100, margin=0.2, mining="semi-hard",
                     positives="product", triplet_weight=0.0, aux_weight=1.0, colour_weight=1.0, category_share=0.3,
-                    colour_share=0.3, width=32, augment=True)
+                    colour_share=0.3, width=48, augment=True)
 
     def validate(self, hp: HParams) -> HParams:
         hp.validate()  # a backbone is this architecture's to use
