@@ -72,13 +72,13 @@ class KeywordResults:
     products: QuerySet[Product]  # every match, ranked, best first (photo + words narrows by it)
     match: str  # a Match constant
     query: str
-    rank: Expression | None = None  # how `products` are ranked; None: by id
+    rank: Expression | None = None  # how `products` are ranked among many; None: by id, or one SKU
     rows: QuerySet[Product] | None = None  # what a page reads its rows from (the filters, not the words)
 
     def pages(self, count_up_to: int | None = None) -> QuerySet[Product] | RankedPages:
         """What a results page paginates: the QuerySet itself when nothing is ranked (the whole
         catalogue, counted exactly, or one SKU), ranked pages otherwise."""
-        if self.rank is None or self.match == Match.SKU:
+        if self.rank is None:
             return self.products
         ranked = self.products.select_related(None).prefetch_related(None)
         return RankedPages(ranked, self.rows, self.rank, COUNT_UP_TO if count_up_to is None else count_up_to)
@@ -117,8 +117,8 @@ def product_keyword_match(
     if SKU_LIKE.fullmatch(query):
         sku = products.filter(sku__iexact=query)  # catalog_product_sku_upper
         if sku.exists():
-            exact = Value(1.0, output_field=FloatField())
-            return KeywordResults(products=sku.annotate(rank=exact), match=Match.SKU, query=query, rank=exact)
+            # One row, ranked 1: paginated as it is (no `rank` for RankedPages).
+            return KeywordResults(products=sku.annotate(rank=Value(1.0, output_field=FloatField())), match=Match.SKU, query=query)
     tsquery = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
     words = products.filter(search_vector=tsquery)
     if words.exists():
