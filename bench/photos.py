@@ -49,8 +49,16 @@ def log(message: str) -> None:
     print(f"[photos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def environment(quick: bool) -> dict[str, str]:
-    tag = "bench-photos-quick" if quick else "bench-photos"
+DEFAULT_SEED = 7
+
+
+def _tag(quick: bool, seed: int) -> str:
+    """var/ folders of this run: another seed (another catalogue) gets its own database and files."""
+    return ("bench-photos-quick" if quick else "bench-photos") + ("" if seed == DEFAULT_SEED else f"-seed{seed}")
+
+
+def environment(quick: bool, seed: int = DEFAULT_SEED) -> dict[str, str]:
+    tag = _tag(quick, seed)
     return {
         "LOOKALIKE_PGDATA": str(ROOT / "var" / f"{tag}-pgdata"),
         "MEDIA_ROOT": str(ROOT / "var" / f"{tag}-media"),
@@ -65,8 +73,8 @@ def environment(quick: bool) -> dict[str, str]:
     }
 
 
-def django_setup(quick: bool) -> None:
-    for key, value in environment(quick).items():
+def django_setup(quick: bool, seed: int = DEFAULT_SEED) -> None:
+    for key, value in environment(quick, seed).items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -139,7 +147,7 @@ def train_default(epochs: int | None) -> dict:
     return info
 
 
-def index_with_worker(version_id: int, quick: bool) -> float:
+def index_with_worker(version_id: int, quick: bool, seed: int = DEFAULT_SEED) -> float:
     """Index through a real Celery worker on the embeddings queue, then activate."""
     from ml.models import ModelVersion
     from search.models import IndexJob
@@ -149,8 +157,7 @@ def index_with_worker(version_id: int, quick: bool) -> float:
     version = ModelVersion.objects.get(pk=version_id)
     if model_version_is_active(model_version=version):
         return 0.0
-    env = dict(os.environ)
-    env.update(environment(quick))
+    env = {**environment(quick, seed), **os.environ}  # what django_setup set, or the caller's own
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
@@ -484,23 +491,24 @@ def plot(result: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="another catalogue (its own var/ folders)")
     parser.add_argument("--quick", action="store_true", help="120 products, 4 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="override the default epochs (not for figures)")
     parser.add_argument("--skip-input-check", action="store_true")
+    parser.add_argument("--label", help="write bench/results/photos_<label>.json (another catalogue's run, e.g. --seed 8)")
     args = parser.parse_args(argv)
     if args.quick:
         args.products, args.epochs = 120, args.epochs or 4
     started = time.monotonic()
-    folder = ROOT / "var" / ("bench-photos-quick-catalogue" if args.quick else "bench-photos-catalogue")
+    folder = ROOT / "var" / f"{_tag(args.quick, args.seed)}-catalogue"
     with LoadSampler() as load:
         manifest = generate(folder, args.products, args.seed)
-        django_setup(args.quick)
+        django_setup(args.quick, args.seed)
         import_seconds = import_catalogue(folder)
         log(f"imported in {import_seconds:.0f} s")
         trained = train_default(args.epochs)
         log(f"trained: {trained}")
-        index_seconds = index_with_worker(trained["version"], args.quick)
+        index_seconds = index_with_worker(trained["version"], args.quick, args.seed)
         scores = score_api(folder, manifest, None)
         base = baselines(folder, manifest)
         check = None if args.skip_input_check else input_check(folder, manifest, trained["architecture"],
@@ -528,7 +536,7 @@ def main(argv=None) -> int:
             "input_epoch_ratio": {"target": 1.3, "measured": check["ratio"] if check else None},
         },
     }
-    path = write_report("photos", quick=args.quick, argv=sys.argv[1:] if argv is None else argv, started=started,
+    path = write_report("photos" + (f"_{args.label}" if args.label else ""), quick=args.quick, argv=sys.argv[1:] if argv is None else argv, started=started,
                         load=load.summary(), **result)
     plot(result, path.with_suffix(".png"))
     rows = [{"name": "Lookalike", **scores["held_out"], **scores["similar"]}] + [

@@ -212,9 +212,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 # Similar items and indexing
 SEARCH_DEFAULT_K = 8
 SEARCH_MAX_K = 100
-EMBEDDING_BATCH_SIZE = int(os.environ.get("EMBEDDING_BATCH_SIZE", 256))
+# Images per indexing task: four model calls of the device's batch (ml.devices), so each call's files
+# are decoded while the model runs the previous one, and the database is written once per 1,024.
+EMBEDDING_BATCH_SIZE = int(os.environ.get("EMBEDDING_BATCH_SIZE", 1024))
 # Used instead when every running embeddings worker reported a GPU (search.services.embedding_batch_size).
-EMBEDDING_BATCH_SIZE_GPU = int(os.environ.get("EMBEDDING_BATCH_SIZE_GPU", 1024))
+EMBEDDING_BATCH_SIZE_GPU = int(os.environ.get("EMBEDDING_BATCH_SIZE_GPU", 4096))
 HNSW_EF_SEARCH = int(os.environ.get("HNSW_EF_SEARCH", 100))
 HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_work_mem while building
 # How new model versions store their vectors (search.storage): halfvec (float16) halves the rows and

@@ -25,8 +25,8 @@ __all__ = [
     "device_detect", "device_probe",
 ]
 
-# Images per model call and per indexing task. A GPU does a 28-64 px batch of 1,024 in about the
-# time a CPU does 256, and fewer, larger tasks cut the per-batch database round trips.
+# Images per model call (an indexing task is four of them: settings.EMBEDDING_BATCH_SIZE[_GPU]). A GPU
+# does a 28-64 px batch of 1,024 in about the time a CPU does 256.
 CPU_EMBEDDING_BATCH_SIZE = 256
 GPU_EMBEDDING_BATCH_SIZE = 1024
 
@@ -42,7 +42,7 @@ class ComputeDevice:
     compute_capability: str | None  # GPU only, e.g. "8.9"
     gpus: int  # GPUs TensorFlow can use
     precision: str  # the dtype policy precision="auto" trains under here (ml.precision)
-    embedding_batch_size: int  # images per model call and per indexing task that suit this device
+    embedding_batch_size: int  # images per model call that suit this device
     tensorflow: str
     built_with_cuda: bool  # False: this TensorFlow has no GPU support at all (e.g. plain `tensorflow`
     #                         on a machine without the CUDA wheels of `tensorflow[and-cuda]`)

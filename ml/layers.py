@@ -115,3 +115,19 @@ class Compose(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "shares": list(self.shares)}
+
+
+def vector_parts(model: keras.Model) -> list[dict] | None:
+    """The layout of a model's served vector when a Compose layer named "embedding" made it:
+    [{"name": the part's source layer, "size": its width, "share": its squared weight}, ...] in
+    vector order (search.query_weights weighs them per use); None for a vector of one part."""
+    try:
+        layer = model.get_layer("embedding")
+    except ValueError:
+        return None
+    if not isinstance(layer, Compose):
+        return None
+    sources = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+    shares = [1.0 - sum(layer.shares), *layer.shares]
+    return [{"name": tensor._keras_history.operation.name, "size": int(tensor.shape[-1]), "share": round(float(s), 6)}
+            for tensor, s in zip(sources, shares, strict=True)]

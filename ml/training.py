@@ -27,6 +27,7 @@ from ml.colour import product_colours
 from ml.framing import Framing, catalogue_framing
 from ml.hparams import HParams
 from ml.input import FramedImages, decode_once
+from ml.layers import vector_parts
 from ml.metrics import retrieval_metrics
 from ml.precision import resolve
 from ml.preprocess import decode, to_rgb
@@ -48,6 +49,7 @@ class TrainResult:
     eval_metrics: dict[str, Any] | None = field(default=None)  # holdout figures
     failures: dict[int, str] = field(default_factory=dict)  # image index -> why it could not be decoded
     holdout: dict[str, Any] = field(default_factory=dict)  # {"relevance", "indices"}: what eval figures used
+    vector_parts: list[dict] | None = None  # the served vector's parts (ml.layers.vector_parts), if several
 
 
 def train(
@@ -166,6 +168,7 @@ def train(
         return result
 
     embedder = float32_embedder(architecture, hp, built, catalogue)
+    result.vector_parts = vector_parts(embedder)
     vectors = _embed(embedder, sample)
     names = [label_names[i] for i in labels[np.sort(sample_idx)]]
     _write_projector(workdir / TENSORBOARD, vectors, names, sample)
@@ -181,6 +184,7 @@ def train(
         "framing": framing.to_dict(),
         "label_names": label_names,
         "has_classifier_head": built.has_classifier_head,
+        "vector_parts": result.vector_parts,
         "flip_average": hp.flip_average,
         "trained_precision": resolve(hp.precision),  # the exported embedder is float32
         "epochs_completed": epochs_done,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet, Subquery
 from pgvector.django import L2Distance
 
 from catalog.keyword_search import Match, product_keyword_match
@@ -21,6 +21,7 @@ from ml.models import ModelVersion
 from ml.runtime import embedder_for
 
 from .models import EmbeddingFailure, ImageEmbedding, IndexJob, ServingState
+from .query_weights import PHOTO, SIMILAR, query_vector
 from .storage import STORAGES, VECTOR, VectorStorage, vector_array
 
 if TYPE_CHECKING:
@@ -87,6 +88,22 @@ class Neighbour:
     distance: float
 
 
+class AnyOf(Func):
+    """`column = ANY(ARRAY(subquery))`, a condition: the subquery runs once, as an InitPlan, and its
+    ids are looked up in the column's index."""
+
+    template = "%(expressions)s"
+    arg_joiner = " = ANY(ARRAY("
+    output_field = BooleanField()
+
+    def __init__(self, column: str, queryset: QuerySet):
+        super().__init__(F(column), Subquery(queryset))
+
+    def as_sql(self, compiler, connection, **extra):
+        sql, params = super().as_sql(compiler, connection, **extra)
+        return f"{sql}))", params
+
+
 def nearest_products(
     *,
     model_version_id: int,
@@ -100,6 +117,7 @@ def nearest_products(
     exact: bool = False,
     max_scan_tuples: int | None = None,
     storage: VectorStorage | None = None,
+    rank_vector: Sequence[float] | np.ndarray | None = None,
 ) -> list[Neighbour]:
     """The k products nearest to `vector` under one model version, closest first, each product once
     (by its closest image).
@@ -111,6 +129,8 @@ def nearest_products(
     scan, for checking recall. `products` (a queryset, run as a
     subquery, or ids) keeps only those products: a filter inside the vector query, like category.
     `max_scan_tuples` bounds how far the iterative scan walks (pgvector's default is 20,000).
+    `rank_vector` (search.query_weights): rank by the distance to it instead, and still report the
+    distance to `vector`.
     """
     vector = np.asarray(vector, dtype=np.float32)
     dim = int(vector.shape[0])
@@ -123,12 +143,23 @@ def nearest_products(
         rows = rows.filter(price__gte=min_price)
     if max_price is not None:
         rows = rows.filter(price__lte=max_price)
-    if products is not None:
+    if isinstance(products, QuerySet) and exact:
+        # product_id = ANY(ARRAY(subquery)): the matches are read once and their rows fetched through
+        # the product index, where IN (subquery) hash-joins them against a scan of every vector of the
+        # version (at 60k, 6,000 matches: 16 ms against 35).
+        rows = rows.filter(AnyOf("product_id", products.order_by().values("pk")))
+    elif products is not None:
         rows = rows.filter(product_id__in=products.order_by().values("pk") if isinstance(products, QuerySet) else list(products))
     if storage is None:
         storage = version_storage(model_version=model_version_id)
     column = F(storage.column) if exact else storage.cast(dim)
-    rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
+    if rank_vector is None:
+        rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
+        columns = ("product_id", "image_id", "distance", "distance")
+    else:
+        rows = rows.annotate(rank=L2Distance(column, np.asarray(rank_vector, dtype=np.float32)),
+                             distance=L2Distance(F(storage.column), vector)).order_by("rank")
+        columns = ("product_id", "image_id", "rank", "distance")
     limit = k * 2  # most products have one image; a product's extra images may crowd others out
     alias = rows.db  # the primary, or the request's read replica (config/replicas.py): the SET LOCAL goes with it
     with transaction.atomic(using=alias, savepoint=False):
@@ -141,16 +172,16 @@ def nearest_products(
             if max_scan_tuples is not None:
                 cursor.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", [str(int(max_scan_tuples))])
         while True:
-            found = list(rows.values_list("product_id", "image_id", "distance")[:limit])
-            best: dict[int, Neighbour] = {}
-            for product_id, image_id, distance in found:
-                if product_id not in best or distance < best[product_id].distance:
-                    best[product_id] = Neighbour(product_id, image_id, float(distance))
+            found = list(rows.values_list(*columns)[:limit])
+            best: dict[int, tuple[float, Neighbour]] = {}
+            for product_id, image_id, rank, distance in found:
+                if product_id not in best or rank < best[product_id][0]:
+                    best[product_id] = (float(rank), Neighbour(product_id, image_id, float(distance)))
             if len(best) >= k or len(found) < limit:
                 break
             limit *= 4
     # relaxed_order may return rows slightly out of order: sort here.
-    return sorted(best.values(), key=lambda n: (n.distance, n.product_id))[:k]
+    return [n for _, n in sorted(best.values(), key=lambda r: (r[0], r[1].product_id))[:k]]
 
 
 # --- similar items on a product page ------------------------------------------------------------
@@ -263,6 +294,7 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
         category_id=product.category_id if same_category else None,
         exact=exact,
         storage=storage,
+        rank_vector=query_vector(vector, version.metrics.get("vector_parts"), SIMILAR),
     )
     return SimilarItems(state=SimilarItems.READY, items=_products_with_images(neighbours), model_version=version)
 
@@ -338,6 +370,7 @@ def photo_search(
         "min_price": min_price,
         "max_price": max_price,
         "storage": version_storage(model_version=version),
+        "rank_vector": query_vector(vector, version.metrics.get("vector_parts"), PHOTO),
     }
     match = Match.ALL
     if query.strip():

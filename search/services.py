@@ -69,27 +69,38 @@ class IndexInfrastructureError(Exception):
 
 def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Run the model once over `images`: ({image_id: vector}, {image_id: reason}). Raises ModelLoadError."""
+    return _image_files_embed(model_version=model_version, files=[(image.pk, image.image.name) for image in images])
+
+
+def _image_files_embed(*, model_version: ModelVersion, files: Sequence[tuple[int, str]]
+                       ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """_images_embed for (image id, stored file name) rows: a batch reads just these two columns
+    (model instances cost more per row than the database read)."""
     embedder = embedder_for(model_version)
+    field = ProductImage._meta.get_field("image")
     failures: dict[int, str] = {}
-    readable: list[ProductImage] = []
+    readable: list[int] = []
     paths: list[str] = []
-    for image in images:
+    for pk, name in files:
+        if not name:  # as FieldFile.path says it
+            failures[pk] = f"The image file cannot be opened (The '{field.name}' attribute has no file associated with it.)."
+            continue
         try:
-            path = image.image.path
+            path = field.storage.path(name)
         except NotImplementedError as exc:  # the storage, not the image: every image would "fail"
             raise IndexInfrastructureError(f"The media storage has no local files to embed from ({exc}).") from exc
-        except ValueError as exc:  # this row has no file
-            failures[image.pk] = f"The image file cannot be opened ({exc})."
+        except ValueError as exc:  # a name the storage refuses
+            failures[pk] = f"The image file cannot be opened ({exc})."
             continue
-        readable.append(image)
+        readable.append(pk)
         paths.append(path)
     vectors: dict[int, np.ndarray] = {}
     if paths:
-        # The task's batch is one model call's worth (its size follows the workers' device), decoded
-        # in parts while the model runs (ml.inference.embed_files).
+        # The task's batch in four model calls of the device's size (a task is 4 x 256 images on a CPU,
+        # 4 x 1,024 on a GPU), each decoded while the model runs the previous (ml.inference.embed_files).
         array, file_failures = embedder.embed_files(paths, batch_size=len(paths))
         for index, reason in file_failures.items():
-            failures[readable[index].pk] = str(reason) or "The image could not be read."
+            failures[readable[index]] = str(reason) or "The image could not be read."
         ok = [i for i in range(len(readable)) if i not in file_failures]
         # The contract allows either one row per path or one row per embedded path.
         if len(array) == len(readable):
@@ -99,7 +110,7 @@ def _images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]
         else:
             raise RuntimeError(f"The embedder returned {len(array)} vectors for {len(ok)} readable images.")
         for row, i in zip(rows, ok, strict=True):
-            vectors[readable[i].pk] = np.asarray(array[row], dtype=np.float32)
+            vectors[readable[i]] = np.asarray(array[row], dtype=np.float32)
     return vectors, failures
 
 
@@ -295,12 +306,11 @@ def index_batch_run(*, batch_id: int) -> bool:
             "(the worker was lost each time); reindex with only missing images to try again."
         )
         return _batch_write(batch=batch, vectors={}, failures=dict.fromkeys(batch.image_ids, reason))
-    # Only what the model needs (the product's category and price are read under the write's lock);
-    # the dimensions too, or ImageField's post_init would load each deferred one with its own query.
-    images = list(ProductImage.objects.filter(pk__in=batch.image_ids).only("id", "image", "width", "height").order_by("id"))
+    # Only what the model needs: the product's category and price are read under the write's lock.
+    files = list(ProductImage.objects.filter(pk__in=batch.image_ids).order_by("id").values_list("id", "image"))
     read = time.perf_counter()
     try:
-        vectors, failures = _images_embed(model_version=version, images=images)
+        vectors, failures = _image_files_embed(model_version=version, files=files)
     except ModelLoadError as exc:
         raise IndexInfrastructureError(f"The model could not be loaded: {exc}") from exc
     embedded = time.perf_counter()

@@ -149,6 +149,12 @@ class TrainingTests(unittest.TestCase):
             self.assertEqual(figures["relevance"], "product")
             chance = 1 / products
             self.assertGreater(figures["precision_at_1"], 10 * chance)
+            # The served vector's layout is recorded, for search.query_weights.
+            parts = json.loads(result.meta_path.read_text())["vector_parts"]
+            self.assertEqual(parts, result.vector_parts)
+            self.assertEqual([p["name"] for p in parts][:2], ["instance_embedding", "probabilities"])
+            self.assertEqual(sum(p["size"] for p in parts), result.dim)
+            self.assertAlmostEqual(sum(p["share"] for p in parts), 1.0, places=5)
 
     def test_bad_inputs_raise_value_error(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,76 @@
+"""Weighing a composed vector's parts per use: photo search and similar items rank by different
+questions over the same stored vectors, and still report the plain L2 distance."""
+
+from __future__ import annotations
+
+import numpy as np
+from django.test import SimpleTestCase, TestCase
+
+from search.query_weights import PHOTO, QUERY_WEIGHTS, SIMILAR, query_vector
+from search.selectors import nearest_products, product_similar
+
+from .factories import model_version_create, product_with_vectors
+
+# A 4-d vector in three parts: instance (2), category (1), colour group (1).
+PARTS = [{"name": "instance_embedding", "size": 2, "share": 0.4}, {"name": "probabilities", "size": 1, "share": 0.3},
+         {"name": "colours", "size": 1, "share": 0.3}]
+
+
+def unit(*values: float) -> list[float]:
+    v = np.asarray(values, np.float64)
+    return list(v / np.linalg.norm(v))
+
+
+class QueryVectorTests(SimpleTestCase):
+    def test_each_part_is_scaled_by_its_weight_for_the_use(self):
+        q = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+        w = QUERY_WEIGHTS[SIMILAR]
+        np.testing.assert_allclose(query_vector(q, PARTS, SIMILAR),
+                                   [w["instance_embedding"], 2 * w["instance_embedding"], 3 * w["probabilities"], 4 * w["colours"]])
+        self.assertEqual(query_vector(q, PARTS, PHOTO)[3], 4 * QUERY_WEIGHTS[PHOTO]["colours"])
+
+    def test_nothing_to_weigh_gives_none(self):
+        q = np.ones(4, np.float32)
+        self.assertIsNone(query_vector(q, None, SIMILAR))  # a version from before parts were recorded
+        self.assertIsNone(query_vector(q, [{"name": "instance_embedding", "size": 4, "share": 1.0}], SIMILAR))
+        self.assertIsNone(query_vector(np.ones(5, np.float32), PARTS, SIMILAR))  # a layout that does not fit
+        unknown = [{"name": "a", "size": 2, "share": 0.5}, {"name": "b", "size": 2, "share": 0.5}]
+        self.assertIsNone(query_vector(q, unknown, PHOTO))  # parts it has no weights for keep 1
+
+    def test_an_unknown_use_is_refused(self):
+        with self.assertRaisesMessage(ValueError, "use must be one of"):
+            query_vector(np.ones(4), PARTS, "browse")
+
+
+class WeightedRankingTests(TestCase):
+    """Stored vectors are unit length (as Compose makes them), so the weighted query re-weighs the
+    parts' agreement: similar items favour the category part, photo search the instance part."""
+
+    @classmethod
+    def setUpTestData(cls):
+        cls.version = model_version_create(dim=4, active=True, metrics={"vector_parts": PARTS})
+        cls.query = product_with_vectors(model_version=cls.version, vectors=[unit(1, 0, 1, 0)], title="query")
+        # Looks the same (instance part equal) but another category.
+        cls.twin = product_with_vectors(model_version=cls.version, vectors=[unit(1, 0, 0, 1)], title="twin")
+        # Same category, a different look.
+        cls.kin = product_with_vectors(model_version=cls.version, vectors=[unit(-0.3, 1, 1, 0)], title="kin")
+
+    def test_plain_order_and_distances_without_weights(self):
+        q = np.asarray(unit(1, 0, 1, 0), np.float32)
+        found = nearest_products(model_version_id=self.version.pk, vector=q, k=2, exclude_product_id=self.query.pk, exact=True)
+        self.assertEqual([n.product_id for n in found], [self.twin.pk, self.kin.pk])
+
+    def test_similar_items_put_the_same_category_first_and_report_plain_distances(self):
+        items = product_similar(product=self.query, k=2).items
+        self.assertEqual([i.product for i in items], [self.kin, self.twin])
+        q = np.asarray(unit(1, 0, 1, 0))
+        for item, stored in zip(items, [unit(-0.3, 1, 1, 0), unit(1, 0, 0, 1)], strict=True):
+            self.assertAlmostEqual(item.distance, float(np.linalg.norm(q - np.asarray(stored))), places=5)
+
+    def test_photo_ranking_weighs_the_instance_part(self):
+        q = np.asarray(unit(1, 0, 1, 0), np.float32)
+        weighted = query_vector(q, PARTS, PHOTO)
+        found = nearest_products(model_version_id=self.version.pk, vector=q, k=2, exclude_product_id=self.query.pk,
+                                 exact=True, rank_vector=weighted)
+        self.assertEqual([n.product_id for n in found], [self.twin.pk, self.kin.pk])
+        self.assertAlmostEqual(found[0].distance, 1.0, places=5)  # |q - twin| for unit vectors with q . twin = 0.5
