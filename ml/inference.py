@@ -20,8 +20,7 @@ from ml.preprocess import Framing, arrays_to_input, bytes_to_input, file_to_inpu
 
 __all__ = ["DECODE_CHUNK", "Embedder", "ModelLoadError"]
 
-# embed_files decodes this many images while the model runs on the previous ones, in this many
-# threads (a worker process on 2 cores runs TensorFlow on 1: config.celery).
+# embed_files decodes at least this many images while the model runs on the previous ones.
 DECODE_CHUNK = 64
 # One decoding thread on a 2-core machine: two, beside TensorFlow's own threads, oversubscribed the
 # cores and made decode + model slower than decoding first and running the model after (measured in

@@ -12,7 +12,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from ml.models import ModelVersion
@@ -24,6 +24,7 @@ from ml.workers import worker_devices
 from . import dashboard
 from .forms import TrainServeForm
 from .models import EmbeddingFailure, IndexJob
+from .query_weights import PHOTO, QUERY_WEIGHTS, SIMILAR
 from .selectors import index_coverage, index_job_status, model_version_is_active
 from .services import (
     ActivationRefused,
@@ -156,7 +157,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = [
         "architecture", "hparams", "status", "cancel_requested", "epoch", "epochs", "step", "steps_per_epoch",
         "loss_history", "metrics", "dim", "image_size", "label_names", "error", "is_active", "auto_activate",
-        "vector_storage", "task_id", "created_at", "started_at", "finished_at", "workdir_path",
+        "vector_storage", "vector_layout", "task_id", "created_at", "started_at", "finished_at", "workdir_path",
     ]
     change_form_template = "admin/ml/modelversion/change_form.html"
     change_list_template = "admin/ml/modelversion/change_list.html"
@@ -198,6 +199,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def vector_storage(self, obj):
         serving = getattr(obj, "serving", None)  # no serving state: its vectors, if any, are float32
         return dict(STORAGE_CHOICES)[serving.storage if serving else VECTOR.name]
+
+    @admin.display(description="Vector and its weights per use")
+    def vector_layout(self, obj):
+        """The served vector's parts (ml.layers.vector_parts) and how photo search and similar items
+        weigh each (search.query_weights)."""
+        parts = (obj.metrics or {}).get("vector_parts")
+        if not parts:
+            return "One part: every dimension counts the same for photo search and similar items."
+        names = {"instance_embedding": "this product's look", "probabilities": "category", "colours": "colour group"}
+        return format_html_join(
+            format_html("<br>"), "{}: {} dims, share {} · photo search ×{} · similar items ×{}",
+            ((names.get(p["name"], p["name"]), p["size"], f"{p['share']:.2f}",
+              QUERY_WEIGHTS[PHOTO].get(p["name"], 1.0), QUERY_WEIGHTS[SIMILAR].get(p["name"], 1.0)) for p in parts),
+        )
 
     @admin.display(description="Training")
     def training(self, obj):

@@ -74,3 +74,18 @@ class WeightedRankingTests(TestCase):
                                  exact=True, rank_vector=weighted)
         self.assertEqual([n.product_id for n in found], [self.twin.pk, self.kin.pk])
         self.assertAlmostEqual(found[0].distance, 1.0, places=5)  # |q - twin| for unit vectors with q . twin = 0.5
+
+
+class AdminLayoutTests(TestCase):
+    def test_the_version_page_says_how_each_use_weighs_the_parts(self):
+        from django.contrib.auth import get_user_model
+        from django.urls import reverse
+
+        self.client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+        version = model_version_create(dim=4, metrics={"vector_parts": PARTS})
+        page = self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk]))
+        self.assertContains(page, "category: 1 dims, share 0.30 · photo search ×1.0 · similar items ×1.5")
+        self.assertContains(page, "colour group: 1 dims, share 0.30 · photo search ×0.0 · similar items ×1.0")
+        plain = model_version_create(dim=4)
+        self.assertContains(self.client.get(reverse("admin:ml_modelversion_change", args=[plain.pk])),
+                            "One part: every dimension counts the same")
