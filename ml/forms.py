@@ -28,7 +28,14 @@ class TrainForm(forms.Form):
         help_text="auto: bfloat16 arithmetic where the CPU or GPU has it (about twice as fast), else float32.",
     )
 
-    OVERRIDES = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "precision")
+    framing = forms.ChoiceField(
+        choices=[("", "—"), ("on", "on"), ("off", "off")], required=False,
+        help_text="Crop each image to its item on the catalogue's background before the model sees it "
+                  "(default: on, except the Fashion-MNIST-sized classifier). On copes with off-centre, "
+                  "smaller and inverted photos.",
+    )
+
+    OVERRIDES = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "precision", "framing")
 
     def clean(self):
         data = super().clean()
@@ -45,4 +52,7 @@ class TrainForm(forms.Form):
         return self.cleaned_data.get("architecture") or None
 
     def overrides(self) -> dict:
-        return {k: self.cleaned_data[k] for k in self.OVERRIDES if self.cleaned_data.get(k) not in (None, "")}
+        out = {k: self.cleaned_data[k] for k in self.OVERRIDES if self.cleaned_data.get(k) not in (None, "")}
+        if "framing" in out:
+            out["framing"] = out["framing"] == "on"
+        return out

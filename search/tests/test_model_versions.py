@@ -79,6 +79,19 @@ class CommandTests(TestCase):
         self.assertEqual(len(callbacks), 1)
         self.assertEqual(ModelVersion.objects.get().status, ModelVersion.Status.QUEUED)
 
+    def test_framing_can_be_chosen_on_the_command_line_and_in_the_form(self):
+        from ml.forms import TrainForm
+
+        with self.captureOnCommitCallbacks(execute=False):
+            call_command("train_model", "--background", "--architecture", "classifier", "--framing", "on", stdout=io.StringIO())
+        self.assertIs(ModelVersion.objects.get().hparams["framing"], True)  # the classifier's default is off
+        form = TrainForm({"architecture": "deep_ranking", "framing": "off"})
+        self.assertTrue(form.is_valid(), form.errors)
+        self.assertEqual(form.overrides(), {"framing": False})
+        self.assertFalse(TrainForm({"framing": "maybe"}).is_valid())
+        with self.assertRaises(CommandError):
+            call_command("train_model", "--framing", "maybe")
+
 
 class ForegroundTrainingTests(TestCase):
     """Issue 14: the foreground command trains in this process and queues no task for a worker."""

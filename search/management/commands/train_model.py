@@ -53,6 +53,9 @@ class Command(BaseCommand):
                             help="local ImageNet weights file for --backbone (nothing is downloaded)")
         parser.add_argument("--precision", choices=hp.PRECISIONS,
                             help="arithmetic while training (default auto: bfloat16 where the CPU/GPU has it)")
+        parser.add_argument("--framing", choices=("on", "off"),
+                            help="crop each image to its item before the model sees it (default: on, except "
+                                 "the Fashion-MNIST-sized classifier)")
         parser.add_argument("--activate", action="store_true", help="index the catalogue afterwards and activate")
         parser.add_argument("--background", action="store_true", help="queue it for a Celery worker and return")
         parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
@@ -85,6 +88,8 @@ class Command(BaseCommand):
         keys = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights",
                 "precision")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
+        if options.get("framing"):
+            overrides["framing"] = options["framing"] == "on"
         try:
             # In the foreground this process trains it: a queued task too would train it twice.
             version = model_version_train_start(
