@@ -92,16 +92,12 @@ class AnyOf(Func):
     """`column = ANY(ARRAY(subquery))`, a condition: the subquery runs once, as an InitPlan, and its
     ids are looked up in the column's index."""
 
-    template = "%(expressions)s"
-    arg_joiner = " = ANY(ARRAY("
+    template = "%(expressions)s))"
+    arg_joiner = " = ANY(ARRAY("  # column, subquery
     output_field = BooleanField()
 
     def __init__(self, column: str, queryset: QuerySet):
         super().__init__(F(column), Subquery(queryset))
-
-    def as_sql(self, compiler, connection, **extra):
-        sql, params = super().as_sql(compiler, connection, **extra)
-        return f"{sql}))", params
 
 
 def nearest_products(

@@ -178,13 +178,18 @@ class InferenceTests(unittest.TestCase):
     def tearDownClass(cls):
         cls._tmp.cleanup()
 
-    def test_corrupt_file_is_reported_and_the_rest_embed(self):
-        files = Path(self._tmp.name) / "files"
+    def _png_files(self, folder: str, n: int) -> list[Path]:
+        """The first n test images as PNG files in a folder of the class's temporary directory."""
+        files = Path(self._tmp.name) / folder
         files.mkdir(exist_ok=True)
-        paths = []
-        for i in range(3):
-            paths.append(files / f"{i}.png")
-            Image.fromarray(self.images[i]).save(paths[-1])
+        paths = [files / f"{i}.png" for i in range(n)]
+        for path, image in zip(paths, self.images, strict=False):
+            Image.fromarray(image).save(path)
+        return paths
+
+    def test_corrupt_file_is_reported_and_the_rest_embed(self):
+        paths = self._png_files("files", 3)
+        files = paths[0].parent
         (files / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
         paths.insert(1, files / "bad.jpg")
         paths.append(files / "missing.png")
@@ -195,13 +200,8 @@ class InferenceTests(unittest.TestCase):
         np.testing.assert_allclose(vectors[[0, 2, 3]], self.embedder.embed_arrays(self.images[:3]), atol=1e-4)
 
     def test_files_decoded_while_the_model_runs_give_the_vectors_of_one_pass(self):
-        files = Path(self._tmp.name) / "prefetch"
-        files.mkdir(exist_ok=True)
-        paths = []
-        for i in range(7):
-            paths.append(files / f"{i}.png")
-            Image.fromarray(self.images[i]).save(paths[-1])
-        paths.insert(3, files / "missing.png")
+        paths = self._png_files("prefetch", 7)
+        paths.insert(3, paths[0].parent / "missing.png")
         whole, whole_failures = self.embedder.embed_files(paths, batch_size=8, chunk=8)
         parts, part_failures = self.embedder.embed_files(paths, batch_size=8, chunk=3)  # 3 + 3 + 2, the miss in the middle
         self.assertEqual(sorted(whole_failures), [3])
