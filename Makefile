@@ -38,9 +38,13 @@ test: system-deps install
 stop:
 	$(PY) -m config.demo --stop
 
-## A Celery worker for both queues (in production run one per queue; see docker-compose.yml).
+## Celery workers: embeddings (a process per core, at most 4: config/celery.py) and training (one
+## process on every core). In production run each where it belongs; see docker-compose.yml.
 worker: install
-	$(VENV)/bin/celery -A config worker -Q embeddings,training -c 1 -l info
+	trap 'kill 0' INT TERM; \
+	$(VENV)/bin/celery -A config worker -Q embeddings -c $$($(PY) -c 'import os; print(max(1, min(4, os.cpu_count() or 1)))') -n embeddings@%h -l info & \
+	$(VENV)/bin/celery -A config worker -Q training -c 1 -n training@%h -l info & \
+	wait
 
 bench-quick: install
 	$(PY) -m bench.retrieval --quick

@@ -21,6 +21,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+CPU_WORKER_PROCESSES = 4  # beyond this, each process's model and TensorFlow cost more memory than they add
+
+
+def cpu_worker_processes() -> int:
+    """Pool processes for an embeddings worker on CPUs: one per core, at most CPU_WORKER_PROCESSES."""
+    return max(1, min(CPU_WORKER_PROCESSES, os.cpu_count() or 1))
+
+
 @worker_init.connect
 def tensorflow_threads_share(sender=None, **kwargs):
     """Give each pool process an equal share of the cores for TensorFlow's thread pools.
@@ -30,12 +38,13 @@ def tensorflow_threads_share(sender=None, **kwargs):
     processes inherit this environment (ml.workers imports TensorFlow in each as it starts).
     TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS set by hand win.
 
-    On the 2-core bench machine, shared and loaded, one process (`-c 1`, as `make worker`, the
-    demo and compose run it) with TensorFlow on both cores and two decode threads beside it
-    (Embedder.embed_files) indexed faster than two processes with one TensorFlow thread each
-    (716 and 1,018 images/s against 713 and 535, README "Indexing"); the threads pool was far
-    slower. On a GPU,
-    one process per GPU keeps the device fed.
+    On the 2-core bench machine an embeddings worker with two processes of one TensorFlow thread
+    each (`-c 2`) indexed Fashion-MNIST at 0.72 of the model's speed alone, one process with two
+    threads at 0.59 (README "Indexing"): while one process writes its batch to PostgreSQL, the
+    other runs the model. So CPU embeddings workers run one process per core, at most
+    CPU_WORKER_PROCESSES (`cpu_worker_processes()`: make worker, the demo, bench/indexing.py); the
+    threads pool was far slower. On a GPU, one process per GPU keeps the device fed (compose), and a
+    training worker runs one process with every core (`-c 1`).
     """
     concurrency = getattr(sender, "concurrency", None) or 1
     pool = str(getattr(sender, "pool_cls", "prefork") or "prefork").lower()

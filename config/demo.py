@@ -191,10 +191,14 @@ def demo() -> int:
     username, password = admin_login()
 
     children: list[subprocess.Popen] = []
-    celery = [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "warning", "-c", "1"]
-    say("Celery workers: queue 'embeddings' and queue 'training'")
-    children.append(subprocess.Popen([*celery, "-Q", "embeddings", "-n", "embeddings@%h"], cwd=BASE_DIR))
-    children.append(subprocess.Popen([*celery, "-Q", "training", "-n", "training@%h"], cwd=BASE_DIR))
+    from config.celery import cpu_worker_processes
+
+    celery = [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "warning"]
+    processes = cpu_worker_processes()
+    say(f"Celery workers: queue 'embeddings' ({processes} processes) and queue 'training' (one)")
+    children.append(subprocess.Popen([*celery, "-Q", "embeddings", "-c", str(processes), "-n", "embeddings@%h"],
+                                     cwd=BASE_DIR))
+    children.append(subprocess.Popen([*celery, "-Q", "training", "-c", "1", "-n", "training@%h"], cwd=BASE_DIR))
     say("Celery beat: the lifecycle repair every few minutes")
     children.append(subprocess.Popen(beat_command(), cwd=BASE_DIR))
     say("Default model: trained and indexed in the background on first run")

@@ -16,7 +16,7 @@ from PIL import Image
 import ml.layers  # noqa: F401  (registers the custom layers for loading)
 import ml.losses  # noqa: F401  (and the losses)
 from ml.artifacts import ModelLoadError, embedder_load
-from ml.preprocess import Framing, arrays_to_input, bytes_to_input, file_to_input, model_input
+from ml.preprocess import Framing, arrays_to_input, bytes_to_input, model_input, png_as_is
 
 __all__ = ["DECODE_CHUNK", "Embedder", "ModelLoadError"]
 
@@ -35,6 +35,7 @@ class Embedder:
     path: Path
     # Traced once per Embedder (per process) with a [None, ...] signature: any batch size reuses them.
     _forward: Any = field(default=None, init=False, repr=False, compare=False)
+    _forward_png: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embedder":
@@ -77,6 +78,9 @@ class Embedder:
             result["probabilities"] = (out["probabilities"] + mirrored["probabilities"]) / 2
         return result
 
+    def _model_fn(self, t: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._forward_flip_average(t) if self.flip_average else self.model(t, training=False)
+
     def _predict(self, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         if len(x) == 0:
             return {"embedding": np.zeros((0, self.dim), np.float32)}
@@ -84,16 +88,32 @@ class Embedder:
             # A compiled graph, not eager layer-by-layer calls (about 1.5x slower on CPU), and not
             # predict() (which retraces for odd batch sizes): bench/indexing.py measures the difference.
             size = self.image_size
-            self._forward = tf.function(
-                self._forward_flip_average if self.flip_average else (lambda t: self.model(t, training=False)),
-                input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-            )
+            self._forward = tf.function(self._model_fn, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        return self._batched(self._forward, np.asarray(x, np.float32), batch_size)
+
+    @staticmethod
+    def _batched(forward, x, batch_size: int) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(x), batch_size):
-            part = self._forward(tf.convert_to_tensor(x[start:start + batch_size], tf.float32))
+            part = forward(tf.convert_to_tensor(x[start:start + batch_size]))
             for key, value in part.items():
                 out.setdefault(key, []).append(np.asarray(value, np.float32))
         return {key: np.concatenate(value) for key, value in out.items()}
+
+    def _predict_png(self, files: list[bytes], batch_size: int) -> dict[str, np.ndarray]:
+        """_predict for PNG files whose pixels are the model input (ml.preprocess.png_as_is),
+        decoded inside the graph: no Python per image. Raises tf.errors.InvalidArgumentError
+        when one of them does not decode (the caller then takes each through the contract)."""
+        if self._forward_png is None:
+            size = self.image_size
+
+            def forward(data: tf.Tensor) -> dict[str, tf.Tensor]:
+                pixels = tf.map_fn(lambda one: tf.ensure_shape(tf.io.decode_png(one, channels=3), [size, size, 3]),
+                                   data, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+                return self._model_fn(tf.cast(pixels, tf.float32))
+
+            self._forward_png = tf.function(forward, input_signature=[tf.TensorSpec([None], tf.string)])
+        return self._batched(self._forward_png, np.array(files, dtype=object), batch_size)
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
         """(vectors [n, dim], class probabilities [n, classes] or None) for decoded images
@@ -111,9 +131,13 @@ class Embedder:
         file gets a zero row and an entry in failures (the reason catalog.images gives, as at
         import); the others are embedded.
 
-        Files are decoded `chunk` at a time (default: a quarter of batch_size, at least
+        Files are read and decoded `chunk` at a time (default: a quarter of batch_size, at least
         DECODE_CHUNK) in DECODE_THREADS threads (file reads and Pillow release the GIL), the next
-        chunk while the model runs on this one (so does the model call)."""
+        chunk while the model runs on this one (so does the model call). A PNG that is its own model
+        input (ml.preprocess.png_as_is: a Fashion-MNIST-sized catalogue's every file) is only read
+        there and decoded inside the model's graph, which gives the same pixels at a fraction of
+        Pillow's cost per image; where one of those does not decode, each of them goes through the
+        contract, which gives its reason."""
         from concurrent.futures import ThreadPoolExecutor
 
         paths = [os.fspath(p) for p in paths]
@@ -122,13 +146,16 @@ class Embedder:
         failures: dict[int, str] = {}
         step = max(1, min(chunk or max(DECODE_CHUNK, batch_size // 4), batch_size))
 
-        def decode(indices: range) -> list[tuple[int, np.ndarray | None, str | None]]:
+        def decode(indices: range) -> list[tuple[int, np.ndarray | bytes | None, str | None]]:
+            # (index, model input, None), (index, PNG bytes for the graph, None) or (index, None, reason)
             out = []
             for i in indices:
                 try:
-                    out.append((i, file_to_input(paths[i], size, framing), None))
+                    with open(paths[i], "rb") as f:
+                        data = f.read()
+                    out.append((i, data if png_as_is(data, size, framing) else bytes_to_input(data, size, framing), None))
                 except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
-                    out.append((i, None, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"))
+                    out.append((i, None, _reason(exc)))
             return out
 
         starts = list(range(0, len(paths), step))
@@ -142,13 +169,26 @@ class Embedder:
             for n in range(len(starts)):
                 current, pending = pending, (submit(starts[n + 1]) if n + 1 < len(starts) else [])
                 decoded = sorted((item for future in current for item in future.result()), key=lambda item: item[0])
-                ok, inputs = [], []
+                ok, inputs, png_ok, pngs = [], [], [], []
                 for i, x, reason in decoded:
-                    if reason is None:
+                    if reason is not None:
+                        failures[i] = reason
+                    elif isinstance(x, bytes):
+                        png_ok.append(i)
+                        pngs.append(x)
+                    else:
                         ok.append(i)
                         inputs.append(x)
-                    else:
-                        failures[i] = reason
+                if pngs:
+                    try:
+                        vectors[png_ok] = self._predict_png(pngs, batch_size)["embedding"]
+                    except tf.errors.InvalidArgumentError:  # one of them is damaged: each the whole way
+                        for i, data in zip(png_ok, pngs, strict=True):
+                            try:
+                                inputs.append(bytes_to_input(data, size, framing))
+                                ok.append(i)
+                            except Exception as exc:  # noqa: BLE001
+                                failures[i] = _reason(exc)
                 if ok:
                     vectors[ok] = self._predict(np.stack(inputs), batch_size)["embedding"]
         return vectors, failures
@@ -178,3 +218,7 @@ class Embedder:
         best = int(np.argmax(probs))
         return self.label_names[best], float(probs[best])
 
+
+def _reason(exc: Exception) -> str:
+    """A file's failure reason: InvalidImage's (a ValueError) as it is, any other error with its type."""
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"

@@ -17,6 +17,7 @@ A version trained before framing existed has no framing in its metadata and gets
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ml.framing import Framing, frame, frame_with_mask, work_size
 
 __all__ = [
     "Framing", "arrays_to_input", "bytes_to_input", "decode", "draft_size", "file_to_input", "model_input",
-    "to_rgb",
+    "png_as_is", "to_rgb",
 ]
 
 
@@ -70,6 +71,37 @@ def file_to_input(path: str | os.PathLike, image_size: int, framing: Framing) ->
     """An image file -> model input. Raises OSError (unreadable file) or InvalidImage."""
     with open(path, "rb") as f:
         return bytes_to_input(f.read(), image_size, framing)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that change nothing in the pixels read_image gives: Pillow applies no colour management
+# (gAMA, cHRM, sRGB, iCCP, sBIT) and keeps resolution and time (pHYs, tIME) as metadata only.
+# Anything else (tRNS transparency, a palette, eXIf or text that may hold an orientation) goes the
+# whole way through read_image.
+_PNG_NEUTRAL = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"tIME"})
+
+
+def png_as_is(data: bytes, image_size: int, framing: Framing) -> bool:
+    """Whether the contract leaves this file's pixels as they are: an 8-bit grey or RGB PNG of
+    image_size x image_size, with no transparency, palette, EXIF or text, for a model without
+    framing. Its decoded pixels (grey repeated to RGB) are then the model input, which any PNG
+    decoder gives alike, so indexing may decode such files inside TensorFlow's graph
+    (ml.inference.Embedder.embed_files; tests compare it with read_image pixel for pixel). A
+    Fashion-MNIST-sized catalogue is all such files. Reads only the chunk headers."""
+    if framing.enabled or len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return False
+    width, height, depth, colour, _, _, _ = struct.unpack_from(">IIBBBBB", data, 16)
+    if width != image_size or height != image_size or depth != 8 or colour not in (0, 2):
+        return False
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind not in _PNG_NEUTRAL:
+            return False
+        if kind == b"IEND":
+            return True
+        at += 12 + length
+    return False  # no IEND: a truncated file, for read_image to explain
 
 
 def arrays_to_input(images: np.ndarray, image_size: int, framing: Framing) -> np.ndarray:

@@ -9,7 +9,9 @@ from PIL import Image
 
 from ml.augment import StatelessRandom, ViewAugment, augment_views
 from ml.input import Augment, balanced_order, decode_once, make_balanced_dataset, make_dataset, split_by_group
-from ml.preprocess import Framing, arrays_to_input, bytes_to_input, decode, draft_size, file_to_input, model_input
+from ml.preprocess import (
+    Framing, arrays_to_input, bytes_to_input, decode, draft_size, file_to_input, model_input, png_as_is,
+)
 from ml.tests import shapes_dataset
 
 FRAMED = Framing(enabled=True, background=(0, 0, 0))
@@ -30,6 +32,35 @@ class PreprocessTests(unittest.TestCase):
             out = model_input(self.images[0], 16, framing)
             self.assertEqual((out.shape, out.dtype), ((16, 16, 3), np.float32))
             self.assertTrue((out >= 0).all() and (out <= 255).all())
+
+    def test_png_as_is_only_where_the_contract_keeps_the_pixels(self):
+        from PIL import PngImagePlugin
+
+        unframed = Framing(enabled=False)
+        rgb = Image.fromarray(self.images[0])
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Raw profile type exif", "orientation")
+        as_is = {"rgb": _encode(rgb, "PNG"), "grey": _encode(rgb.convert("L"), "PNG"),
+                 "with a resolution": _encode(rgb, "PNG", dpi=(72, 72))}
+        not_as_is = {
+            "transparent": _encode(rgb.convert("RGBA"), "PNG"),
+            "grey with a transparent level": _encode(rgb.convert("L"), "PNG", transparency=0),
+            "palette": _encode(rgb.convert("P"), "PNG"),
+            "16-bit": _encode(Image.fromarray(self.images[0][..., 0].astype(np.uint16) * 257), "PNG"),
+            "text that may hold an orientation": _encode(rgb, "PNG", pnginfo=text),
+            "another size": _encode(rgb.resize((20, 20)), "PNG"),
+            "truncated": _encode(rgb, "PNG")[:-20],
+            "jpeg": _encode(rgb, "JPEG"),
+        }
+        for name, data in as_is.items():
+            self.assertTrue(png_as_is(data, 24, unframed), name)
+            self.assertFalse(png_as_is(data, 24, FRAMED), f"{name}, framed")
+            self.assertFalse(png_as_is(data, 16, unframed), f"{name}, another model size")
+            # As-is means it: the contract's input is the decoded pixels, grey repeated to RGB.
+            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
+            np.testing.assert_array_equal(bytes_to_input(data, 24, unframed), pixels)
+        for name, data in not_as_is.items():
+            self.assertFalse(png_as_is(data, 24, unframed), name)
 
     def test_grey_input_becomes_three_equal_channels(self):
         grey = self.images[1][..., 0]

@@ -199,6 +199,39 @@ class InferenceTests(unittest.TestCase):
         self.assertEqual(vectors.shape, (5, self.embedder.dim))
         np.testing.assert_allclose(vectors[[0, 2, 3]], self.embedder.embed_arrays(self.images[:3]), atol=1e-4)
 
+    def test_pngs_at_the_model_size_decode_in_the_graph_to_the_contract_vectors(self):
+        import dataclasses
+
+        from ml.preprocess import bytes_to_input, png_as_is
+
+        # Without framing, an 8-bit PNG of the model's size is its own input: TensorFlow decodes it in
+        # the model's graph; every other file goes the whole way through the contract, in one call.
+        unframed = dataclasses.replace(self.embedder, meta=json.loads(json.dumps({**self.embedder.meta, "framing": None})))
+        folder = Path(self._tmp.name) / "as-is"
+        folder.mkdir(exist_ok=True)
+        files = {"rgb.png": Image.fromarray(self.images[0]), "grey.png": Image.fromarray(self.images[1]).convert("L"),
+                 "rgba.png": Image.fromarray(self.images[2]).convert("RGBA"),
+                 "large.png": Image.fromarray(self.images[3]).resize((2 * SIZE, 2 * SIZE))}
+        for name, image in files.items():
+            image.save(folder / name)
+        good = (folder / "rgb.png").read_bytes()
+        at = good.index(b"IDAT") + 10
+        (folder / "damaged.png").write_bytes(good[:at] + bytes(b ^ 0x5A for b in good[at:at + 8]) + good[at + 8:])
+        names = ["rgb.png", "damaged.png", "rgba.png", "grey.png", "large.png"]
+        paths = [folder / name for name in names]
+        self.assertEqual([png_as_is(p.read_bytes(), SIZE, unframed.framing) for p in paths],
+                         [True, True, False, True, False])
+        for chunk in (8, 2):  # the damaged file with good ones in one graph call, then with one other
+            vectors, failures = unframed.embed_files(paths, batch_size=8, chunk=chunk)
+            self.assertEqual(sorted(failures), [1])
+            self.assertIn("damaged", failures[1])  # the contract's reason, as at import
+            contract = unframed._predict(np.stack([bytes_to_input(paths[i].read_bytes(), SIZE, unframed.framing)
+                                                   for i in (0, 2, 3, 4)]), 8)["embedding"]
+            np.testing.assert_allclose(vectors[[0, 2, 3, 4]], contract, atol=1e-5)
+        self.assertIsNotNone(unframed._forward_png)
+        vectors, failures = unframed.embed_files(paths[:1], batch_size=8)
+        np.testing.assert_allclose(vectors[0], contract[0], atol=1e-5)
+
     def test_files_decoded_while_the_model_runs_give_the_vectors_of_one_pass(self):
         paths = self._png_files("prefetch", 7)
         paths.insert(3, paths[0].parent / "missing.png")
