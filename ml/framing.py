@@ -111,6 +111,11 @@ def _item_box(distance: np.ndarray, threshold: float) -> tuple[int, int, int, in
     """(top, left, bottom, right) of the pixels that differ from the background, or None."""
     h, w = distance.shape
     fg = distance > threshold
+    # Without the specks a textured or graded background leaves above the threshold (an opening:
+    # what a 3 x 3 erosion keeps, grown back): they would stretch the box to the photo's edges.
+    solid = _opened(fg)
+    if solid.mean() >= 0.002:
+        fg = solid
     share = fg.mean()
     if share < 0.002 or share > 0.92:
         return None
@@ -122,6 +127,21 @@ def _item_box(distance: np.ndarray, threshold: float) -> tuple[int, int, int, in
     if (bottom - top) * (right - left) < 0.005 * h * w:
         return None
     return int(top), int(left), int(bottom), int(right)
+
+
+def _opened(mask: np.ndarray) -> np.ndarray:
+    """Morphological opening of a boolean mask with a 3 x 3 cross."""
+    eroded = mask.copy()
+    eroded[1:] &= mask[:-1]
+    eroded[:-1] &= mask[1:]
+    eroded[:, 1:] &= mask[:, :-1]
+    eroded[:, :-1] &= mask[:, 1:]
+    grown = eroded.copy()
+    grown[1:] |= eroded[:-1]
+    grown[:-1] |= eroded[1:]
+    grown[:, 1:] |= eroded[:, :-1]
+    grown[:, :-1] |= eroded[:, 1:]
+    return grown
 
 
 def _connected_to_border(low: np.ndarray) -> np.ndarray:
@@ -186,36 +206,46 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
     bg = estimate_background(a)
     distance = np.abs(a - bg.plane).max(axis=-1)
     box = _item_box(distance, bg.threshold) if bg.plain else None
-    if box is None:
+    whole = box is None
+    if whole:
         box = (0, 0, img.height, img.width)
         background = np.zeros_like(distance)
     else:
         background = _background_mask(distance, bg.threshold)
     target = np.asarray(framing.background if framing.background is not None else bg.colour, np.float32)
     grey = float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2
+    colour = tuple(int(round(v)) for v in np.clip(target, 0, 255))
+    side = max(box[2] - box[0], box[3] - box[1])
+    margin_px = side / max(image_size - 2, 1)  # one output pixel around the item
+
+    def squared(source: Image.Image, fill, scale: float = 1.0) -> np.ndarray:
+        """The item's square (found at working size) cut from `source` and resized to image_size."""
+        at = tuple(int(round(v * scale)) for v in box)
+        out = _square(source, at, fill, margin_px * scale).resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(out, np.float32)
+
+    # The item's pixels come from the decoded image, not the working copy: a small item in a large
+    # photo keeps its detail (the working copy is only where the item and background are found).
+    scale = rgb.shape[1] / img.width
+    pixels = squared(Image.fromarray(rgb), colour, scale)
+    # The background mask (1 = background; the padding around the photo counts as background) and
+    # the fitted background plane, in the same square.
+    background = squared(Image.fromarray(np.clip(background * 255 + 0.5, 0, 255).astype(np.uint8), "L"), 255) / 255.0
+    plane = np.stack([squared(Image.fromarray(bg.plane[..., c], "F"), float(bg.colour[c])) for c in range(3)], axis=-1)
     # A grey-scale catalogue has one polarity (light on dark, or dark on light): keep to it.
     invert = (grey and bg.plain and framing.background is not None
               and (_luma(bg.colour) > 128) != (_luma(framing.background) > 128))
     if invert:
-        a = 255.0 - a
-        plane = 255.0 - bg.plane
-    else:
-        plane = bg.plane
-    if grey and bg.plain and box != (0, 0, img.height, img.width):
-        a = _stretch(a, plane, 1.0 - background)
-    elif framing.exposure and framing.background is not None and bg.plain and box != (0, 0, img.height, img.width):
-        a = a * _exposure_gain(bg.colour, framing.background)
+        pixels = 255.0 - pixels
+        plane = 255.0 - plane
+    if grey and bg.plain and not whole:
+        pixels = _stretch(pixels, plane, 1.0 - background)
+    elif framing.exposure and framing.background is not None and bg.plain and not whole:
+        pixels = pixels * _exposure_gain(bg.colour, framing.background)
     # The background becomes the catalogue's colour (the plane itself where no colour is known).
     fill = target[None, None, :] if framing.background is not None else plane
-    a = a * (1.0 - background[..., None]) + fill * background[..., None]
-    work = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
-    mask = Image.fromarray(np.clip((1.0 - background) * 255 + 0.5, 0, 255).astype(np.uint8), "L")
-    side = max(box[2] - box[0], box[3] - box[1])
-    margin_px = side / max(image_size - 2, 1)  # one output pixel around the item
-    colour = tuple(int(round(v)) for v in np.clip(target, 0, 255))
-    work = _square(work, box, colour, margin_px).resize((image_size, image_size), Image.Resampling.BILINEAR)
-    mask = _square(mask, box, 0, margin_px).resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(work), np.asarray(mask, np.float32) / 255.0
+    pixels = pixels * (1.0 - background[..., None]) + fill * background[..., None]
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8), (1.0 - background).astype(np.float32)
 
 
 def _luma(colour) -> float:

@@ -40,6 +40,7 @@ class HParams:
     colour_weight: float = 0.0  # deep_ranking: weight of the colour head (colour groups from the photos, ml.colour)
     category_share: float = 0.0  # deep_ranking: how much category agreement counts in the vector (ml.layers.Compose)
     colour_share: float = 0.0  # and colour-group agreement
+    item_colour_share: float = 0.0  # and the item's measured colours (ml.layers.ItemColours)
     width: int = 32  # deep_ranking: filters of the first block (the others double)
     l2: float = 1e-4
     hidden_units: int = 120
@@ -82,6 +83,7 @@ class HParams:
         _float_in("colour_weight", self.colour_weight, 0.0, 1000.0)
         _float_in("category_share", self.category_share, 0.0, 0.45)
         _float_in("colour_share", self.colour_share, 0.0, 0.45)
+        _float_in("item_colour_share", self.item_colour_share, 0.0, 0.45)
         _float_in("l2", self.l2, 0.0, 10.0)
         _float_in("eval_fraction", self.eval_fraction, 0.0, 0.9)
         for name in ("augment", "flip_average", "framing"):

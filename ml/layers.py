@@ -89,6 +89,48 @@ def conv_block(x, filters: int, name: str, *, convs: int = 2, pool: bool = True)
 
 
 @keras.saving.register_keras_serializable(package="lookalike")
+class ItemColours(layers.Layer):
+    """The colours an item shows, measured, not learned: a distribution over bins^3 colour cells of
+    the pixels of a framed image [n, s, s, 3] (0-255) that differ from its background.
+
+    The background is the median of the image's outer ring (framing pads every item with a margin
+    of the catalogue's background colour); a pixel counts fully from `threshold` + 20 levels away
+    from it, not at all within `threshold`. Cells are soft (each pixel shares its count between
+    the nearest cell centres of each channel, as ml.colour does), and the image is first average-
+    pooled by `pool`, so the layer is cheap beside the network. Served as a part of the vector
+    (Compose, `item_colour_share`), it lets similar items rank by the colour a product's photos
+    show where the learned colour groups only say which cluster it is in. No weights."""
+
+    def __init__(self, bins: int = 4, pool: int = 2, threshold: float = 12.0, **kwargs):
+        super().__init__(**kwargs)
+        if bins < 2 or pool < 1:
+            raise ValueError(f"bins must be >= 2 and pool >= 1. Received: bins={bins}, pool={pool}")
+        self.bins, self.pool, self.threshold = int(bins), int(pool), float(threshold)
+
+    def call(self, images):
+        x = ops.cast(images, "float32")
+        if self.pool > 1:
+            x = ops.average_pool(x, self.pool, self.pool, padding="valid")
+        ring = ops.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)  # [n, border, 3]
+        background = ops.sort(ring, axis=1)[:, ring.shape[1] // 2]  # the median, per channel
+        distance = ops.max(ops.abs(x - background[:, None, None, :]), axis=-1)
+        weight = ops.clip((distance - self.threshold) / 20.0, 0.0, 1.0) + 1e-3  # an empty item: the whole image
+        at = ops.clip(x * (self.bins / 256.0) - 0.5, 0.0, self.bins - 1.0)
+        centres = ops.arange(self.bins, dtype="float32")
+        share = ops.relu(1.0 - ops.abs(at[..., None] - centres))  # [n, h, w, 3, bins]
+        red = share[..., 0, :] * weight[..., None]
+        counts = ops.einsum("nhwi,nhwj,nhwk->nijk", red, share[..., 1, :], share[..., 2, :])
+        counts = ops.reshape(counts, (-1, self.bins ** 3))
+        return counts / ops.sum(counts, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins ** 3)
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins, "pool": self.pool, "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
 class Compose(layers.Layer):
     """One unit vector from an instance embedding and class probabilities:
     [sqrt(1 - sum(shares)) * e, sqrt(share_1) * sqrt(p_1), ...]. Each probability part is in

@@ -207,7 +207,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         parts = (obj.metrics or {}).get("vector_parts")
         if not parts:
             return "One part: every dimension counts the same for photo search and similar items."
-        names = {"instance_embedding": "this product's look", "probabilities": "category", "colours": "colour group"}
+        names = {"instance_embedding": "this product's look", "probabilities": "category", "colours": "colour group",
+                 "item_colours": "measured colours"}
         return format_html_join(
             format_html("<br>"), "{}: {} dims, share {} · photo search ×{} · similar items ×{}",
             ((names.get(p["name"], p["name"]), p["size"], f"{p['share']:.2f}",

@@ -12,7 +12,10 @@ matters to the order).
   on a new photo in other light the head's guess misled more than it helped);
 - similar items asks "what looks like this?" (same kind, same colour): the category part half
   as much again, the instance part at 0.3, so kind and colour rank first and the look of the
-  product orders within them.
+  product orders within them; the item's measured colours (ml.layers.ItemColours, in versions
+  that serve them) weigh six times their small share, and the learned colour groups half, since
+  the groups are coarse (a catalogue's orange and yellow can share one) where the measured
+  colours are not.
 
 Measured on the photo benchmark (bench/photos.py, README "Photo catalogue"): photo search hit@1 0.878
 -> 0.901; similar items, same category 0.817 -> 0.912 and same category and colour 0.517 -> 0.557.
@@ -33,8 +36,8 @@ SIMILAR = "similar"
 
 # part name (ml.layers.vector_parts: the layer that feeds it) -> weight; parts not named keep 1.
 QUERY_WEIGHTS: dict[str, dict[str, float]] = {
-    PHOTO: {"instance_embedding": 2.0, "probabilities": 1.0, "colours": 0.0},
-    SIMILAR: {"instance_embedding": 0.3, "probabilities": 1.5, "colours": 1.0},
+    PHOTO: {"instance_embedding": 2.0, "probabilities": 1.0, "colours": 0.0, "item_colours": 0.0},
+    SIMILAR: {"instance_embedding": 0.3, "probabilities": 1.5, "colours": 0.5, "item_colours": 6.0},
 }
 
 

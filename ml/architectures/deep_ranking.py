@@ -44,7 +44,8 @@ def _backbone(name: str, weights: str | None, image_size: int):
 
 
 def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = None, num_products: int | None = None,
-                       num_colours: int | None = None, shares: tuple[float, float] = (0.0, 0.0), width: int = 32,
+                       num_colours: int | None = None, shares: tuple[float, float] = (0.0, 0.0),
+                       item_colour_share: float = 0.0, width: int = 32,
                        backbone: str | None = None, backbone_weights: str | None = None):
     """Seed 004's multi-scale network: a deep ConvNet branch for shape and pattern plus a shallow
     branch on the downsampled input for colour and coarse appearance, concatenated and projected
@@ -57,6 +58,8 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     `num_colours`, a colour-group head; with `num_products`, one proxy per product gives "instance"
     logits (training only). `shares` (category, colour): how much agreement of the two heads counts
     in the served vector (ml.layers.Compose); (0, 0) serves the instance embedding alone.
+    `item_colour_share`: how much the item's measured colours (ml.layers.ItemColours, no weights)
+    count in it.
 
     Returns the embedder, or with num_products (embedder, trainer outputs).
     """
@@ -64,7 +67,7 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     import keras
     from keras import layers
 
-    from ml.layers import Compose, CosineLogits, ImageNetPreprocess, L2Normalize, conv_block
+    from ml.layers import Compose, CosineLogits, ImageNetPreprocess, ItemColours, L2Normalize, conv_block
     from ml.precision import OUTPUT_DTYPE
 
     if not isinstance(image_size, int) or image_size < 8:
@@ -125,6 +128,9 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
         train_outputs["colours"] = colours
         parts.append(colours)
         part_shares.append(shares[1])
+    if item_colour_share > 0:
+        parts.append(ItemColours(name="item_colours", dtype=OUTPUT_DTYPE)(inputs))
+        part_shares.append(item_colour_share)
     if any(part_shares):
         embedding = Compose(tuple(part_shares), name="embedding", dtype=OUTPUT_DTYPE)([instance_embedding, *parts])
     else:
@@ -148,7 +154,7 @@ class DeepRanking(Architecture):
                "catalogues (bench/photos.py).")
     defaults = dict(image_size=64, dim=128, batch_size=128, lr=3e-3, epochs=100, margin=0.2, mining="semi-hard",
                     positives="product", triplet_weight=0.0, aux_weight=1.0, colour_weight=1.0, category_share=0.3,
-                    colour_share=0.3, width=48, augment=True)
+                    colour_share=0.3, item_colour_share=0.05, width=48, augment=True)
 
     def validate(self, hp: HParams) -> HParams:
         hp.validate()  # a backbone is this architecture's to use
@@ -185,7 +191,7 @@ class DeepRanking(Architecture):
             num_products=max(2, labels.n_products) if by_product else None,
             num_colours=max(2, int(labels.colours.max()) + 1) if colours else None,
             shares=(hp.category_share if head else 0.0, hp.colour_share if colours else 0.0),
-            width=hp.width, backbone=hp.backbone, backbone_weights=hp.backbone_weights,
+            item_colour_share=hp.item_colour_share, width=hp.width, backbone=hp.backbone, backbone_weights=hp.backbone_weights,
         )
         embedder, outputs = made if by_product else (made, {})
         if not by_product:

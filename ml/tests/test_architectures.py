@@ -33,7 +33,8 @@ class BuildTests(unittest.TestCase):
                 built = build(architecture, hp, LABELS)
                 out = built.embedder(_x(), training=False)
                 # deep_ranking serves the instance embedding with its category and colour-group parts.
-                expected = {"mlp": hp.hidden_units}.get(variant, 12 + 4 + 3 if architecture == "deep_ranking" else 12)
+                # (and the item's measured colours: 64 cells)
+                expected = {"mlp": hp.hidden_units}.get(variant, 12 + 4 + 3 + 64 if architecture == "deep_ranking" else 12)
                 self.assertEqual(tuple(out["embedding"].shape), (3, expected))
                 self.assertEqual(built.dim, expected)
                 self.assertEqual("probabilities" in out, built.has_classifier_head)
@@ -180,3 +181,46 @@ class HParamsTests(unittest.TestCase):
         photos = recommend(images=3000, products=1000, median_side=480, grey_share=0.05)
         self.assertEqual((photos.architecture, photos.overrides["image_size"]), ("deep_ranking", 64))
         self.assertIn("photos", photos.reason)
+
+
+class ItemColoursTests(unittest.TestCase):
+    """ml.layers.ItemColours: the measured colour part of a deep_ranking vector."""
+
+    @staticmethod
+    def _framed(item, background, size=32):
+        image = np.full((1, size, size, 3), background, np.float32)
+        image[:, 8:24, 10:22] = item
+        return image
+
+    def test_the_item_counts_and_its_background_does_not(self):
+        from ml.layers import ItemColours
+
+        layer = ItemColours()
+        red_on_white = np.asarray(layer(self._framed((200, 30, 30), (240, 240, 236))))[0]
+        red_on_dark = np.asarray(layer(self._framed((200, 30, 30), (30, 40, 60))))[0]
+        blue_on_white = np.asarray(layer(self._framed((40, 60, 200), (240, 240, 236))))[0]
+        self.assertEqual(red_on_white.shape, (64,))
+        self.assertAlmostEqual(float(red_on_white.sum()), 1.0, places=5)
+        affinity = lambda a, b: float(np.sqrt(a * b).sum())  # noqa: E731 - Bhattacharyya coefficient
+        self.assertGreater(affinity(red_on_white, red_on_dark), 0.98)
+        self.assertLess(affinity(red_on_white, blue_on_white), 0.1)
+        # Soft cells: a slightly darker red across a cell boundary (192) moves the histogram a little;
+        # with hard cells the two would share nothing.
+        darker = np.asarray(layer(self._framed((185, 30, 30), (240, 240, 236))))[0]
+        self.assertGreater(affinity(red_on_white, darker), 0.9)
+
+    def test_served_as_a_part_of_the_deep_ranking_vector(self):
+        from ml.layers import vector_parts
+
+        model = build_deep_ranking(image_size=SIZE, dim=8, num_classes=3, shares=(0.3, 0.0), item_colour_share=0.05)
+        parts = vector_parts(model)
+        self.assertEqual([(p["name"], p["size"]) for p in parts],
+                         [("instance_embedding", 8), ("probabilities", 3), ("item_colours", 64)])
+        self.assertAlmostEqual(parts[2]["share"], 0.05)
+        vectors = np.asarray(model(_x(3), training=False)["embedding"])
+        self.assertEqual(vectors.shape, (3, 75))
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "bins"):
+            from ml.layers import ItemColours
+
+            ItemColours(bins=1)

@@ -32,6 +32,25 @@ class FramingTests(unittest.TestCase):
         centred = frame(item_photo(), 32, Framing(enabled=False)).astype(float)
         self.assertGreater(np.abs(a - centred).mean(), 20.0)  # without framing the two differ a lot
 
+    def test_specks_on_the_background_do_not_stretch_the_frame(self):
+        photo = item_photo(size=(400, 300), box=(150, 100, 250, 220))
+        specked = photo.copy()
+        rng = np.random.default_rng(1)
+        ys, xs = rng.integers(0, 300, 1500), rng.integers(0, 400, 1500)  # a grainy backdrop: 1.2% of pixels
+        specked[ys, xs] = np.clip(specked[ys, xs].astype(int) - 60, 0, 255)
+        clean = frame(photo, 32, self.framing).astype(float)
+        self.assertLess(np.abs(frame(specked, 32, self.framing).astype(float) - clean).mean(), 6.0)
+
+    def test_a_small_item_keeps_the_detail_of_the_full_photo(self):
+        # A 1-pixel-wide stripe in a photo four times the working size: lost when the item is cut
+        # from the working copy, kept when it is cut from the decoded photo.
+        photo = np.asarray(Image.new("RGB", (800, 600), (240, 240, 236))).copy()
+        photo[200:400, 300:500] = (200, 30, 40)
+        photo[200:400, 398:402] = (40, 40, 200)
+        out = frame(photo, 96, self.framing).astype(int)
+        blue_over_red = (out[30:66, :, 2] - out[30:66, :, 0]).max()
+        self.assertGreater(blue_over_red, 60)  # 106 cut from the photo; -4 (no stripe) from the working copy
+
     def test_background_becomes_the_catalogue_colour(self):
         out, mask = frame_with_mask(item_photo(bg=(30, 30, 30)), 32, self.framing)
         self.assertTrue(np.allclose(out[0, 0], (240, 240, 236), atol=2))
