@@ -146,6 +146,13 @@ class Embedder:
         failures: dict[int, str] = {}
         step = max(1, min(chunk or max(DECODE_CHUNK, batch_size // 4), batch_size))
 
+        def contract(data: bytes) -> tuple[np.ndarray | None, str | None]:
+            """(model input, None) or (None, the reason the file cannot be used)."""
+            try:
+                return bytes_to_input(data, size, framing), None
+            except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
+                return None, _reason(exc)
+
         def decode(indices: range) -> list[tuple[int, np.ndarray | bytes | None, str | None]]:
             # (index, model input, None), (index, PNG bytes for the graph, None) or (index, None, reason)
             out = []
@@ -153,9 +160,10 @@ class Embedder:
                 try:
                     with open(paths[i], "rb") as f:
                         data = f.read()
-                    out.append((i, data if png_as_is(data, size, framing) else bytes_to_input(data, size, framing), None))
-                except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
+                except Exception as exc:  # noqa: BLE001 - a file that cannot be read is its failure reason
                     out.append((i, None, _reason(exc)))
+                    continue
+                out.append((i, data, None) if png_as_is(data, size, framing) else (i, *contract(data)))
             return out
 
         starts = list(range(0, len(paths), step))
@@ -184,11 +192,12 @@ class Embedder:
                         vectors[png_ok] = self._predict_png(pngs, batch_size)["embedding"]
                     except tf.errors.InvalidArgumentError:  # one of them is damaged: each the whole way
                         for i, data in zip(png_ok, pngs, strict=True):
-                            try:
-                                inputs.append(bytes_to_input(data, size, framing))
+                            x, reason = contract(data)
+                            if reason is None:
                                 ok.append(i)
-                            except Exception as exc:  # noqa: BLE001
-                                failures[i] = _reason(exc)
+                                inputs.append(x)
+                            else:
+                                failures[i] = reason
                 if ok:
                     vectors[ok] = self._predict(np.stack(inputs), batch_size)["embedding"]
         return vectors, failures
