@@ -24,7 +24,7 @@ class ViewAugment:
     shift: float = 0.08  # of the side, either way
     rotation: float = 15.0  # degrees, either way
     flip: bool = True
-    brightness: tuple[float, float] = (0.7, 1.3)
+    brightness: tuple[float, float] = (0.55, 1.4)  # down to a photo 40% darker than the catalogue, on a dark backdrop
     contrast: tuple[float, float] = (0.85, 1.15)
     blur_share: float = 0.0
 

@@ -4,9 +4,11 @@ Product photos are mostly one item on a plain background, at any scale and offse
 the background from the border pixels (a colour plane fitted to them, so gradients and vignetting
 count as background), takes the bounding box of the pixels that differ from it, crops to that box,
 pads it to a square and resizes it; it then replaces the background (what is connected to the
-border and close to the plane) with the catalogue's own background colour, and, for grey-scale
-images on the opposite background (a dark item on white where the catalogue has light items on
-black), inverts them. Where the background is not plain (a busy photo, a close-up that fills the
+border and close to the plane) with the catalogue's own background colour, and, in a grey-scale
+catalogue, inverts grey-scale images on the opposite background (a dark item on white where the
+catalogue has light items on black) and stretches their contrast. A colour catalogue does
+neither: a white product on a white backdrop, or a darker photo whose colours are faint, is a
+colour photo of that catalogue and keeps its light and dark. Where the background is not plain (a busy photo, a close-up that fills the
 frame), the whole photo is used, padded to a square.
 
 Deterministic and cheap (NumPy and Pillow at a working size a few times the model's input), so
@@ -29,6 +31,8 @@ BORDER = 0.04  # the outer 4% of each side is where the background is read
 PLAIN_SHARE = 0.6  # at least this share of the border must match the fitted background
 MIN_THRESHOLD = 22.0  # an item differs from its background by more than this (8-bit levels)
 GREY_CHROMA = 12.0  # an image whose pixels differ between channels by less than this is grey-scale
+STRICT_GREY_CHROMA = 8.0  # a grey-scale catalogue's image: 99% of its pixels differ by at most this
+GREYSCALE_SHARE = 0.9  # a catalogue is grey-scale when this share of its images is
 MAX_EXPOSURE_GAIN = 1.8  # the most a light background read as under-exposed brightens the item
 
 
@@ -44,6 +48,9 @@ class Framing:
     enabled: bool = True
     background: tuple[int, int, int] | None = None
     exposure: bool = False  # undo a darker exposure, read from how dark the background came out
+    # The catalogue is grey-scale (Fashion-MNIST): grey images keep its polarity and get their
+    # contrast stretched. None: a version from before this was measured, which did so in any catalogue.
+    greyscale: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +62,8 @@ class Framing:
         background = data.get("background")
         return cls(enabled=bool(data.get("enabled", True)),
                    background=tuple(int(v) for v in background) if background is not None else None,
-                   exposure=bool(data.get("exposure", False)))  # versions trained before it: off
+                   exposure=bool(data.get("exposure", False)),  # versions trained before it: off
+                   greyscale=None if data.get("greyscale") is None else bool(data["greyscale"]))
 
 
 @dataclass(frozen=True)
@@ -213,7 +221,10 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
     else:
         background = _background_mask(distance, bg.threshold)
     target = np.asarray(framing.background if framing.background is not None else bg.colour, np.float32)
-    grey = float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2
+    # Grey-scale treatment (polarity, stretch) is for grey-scale catalogues: in a colour one, a dim
+    # photo's faint colours would read as grey (versions from before greyscale was measured: any).
+    grey = (framing.greyscale is not False
+            and float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2)
     colour = tuple(int(round(v)) for v in np.clip(target, 0, 255))
     side = max(box[2] - box[0], box[3] - box[1])
     margin_px = side / max(image_size - 2, 1)  # one output pixel around the item
@@ -281,16 +292,29 @@ def _stretch(a: np.ndarray, plane: np.ndarray, item: np.ndarray) -> np.ndarray:
     return np.clip(plane + diff * gain, 0.0, 255.0)
 
 
+def strictly_grey(a: np.ndarray) -> bool:
+    """Whether an image (float RGB) is grey-scale: 99% of its pixels' channels within
+    STRICT_GREY_CHROMA of each other (a grey-scale file or scan; a photo of a white product has
+    its light's cast, its shadows' and JPEG's colour noise)."""
+    chroma = a.max(axis=-1) - a.min(axis=-1)
+    return float(np.percentile(chroma, 99)) <= STRICT_GREY_CHROMA
+
+
 def catalogue_framing(images: Iterable[np.ndarray]) -> Framing:
     """The conventions of a catalogue, from a sample of its images (uint8 RGB): its usual
-    background colour (the median over images whose background is plain)."""
-    colours = []
+    background colour (the median over images whose background is plain), and whether it is
+    grey-scale (GREYSCALE_SHARE of the images strictly grey)."""
+    colours, grey, n = [], 0, 0
     for rgb in images:
         img = _work_image(np.ascontiguousarray(rgb, dtype=np.uint8), 32)
-        bg = estimate_background(np.asarray(img, np.float32))
+        a = np.asarray(img, np.float32)
+        bg = estimate_background(a)
+        n += 1
+        grey += strictly_grey(a)
         if bg.plain:
             colours.append(bg.colour)
+    greyscale = n > 0 and grey >= GREYSCALE_SHARE * n
     if not colours:
-        return Framing(enabled=True, background=None)
+        return Framing(enabled=True, background=None, greyscale=greyscale)
     colour = np.clip(np.median(np.stack(colours), axis=0), 0, 255)
-    return Framing(enabled=True, background=tuple(int(round(v)) for v in colour), exposure=True)
+    return Framing(enabled=True, background=tuple(int(round(v)) for v in colour), exposure=True, greyscale=greyscale)

@@ -90,22 +90,56 @@ def conv_block(x, filters: int, name: str, *, convs: int = 2, pool: bool = True)
 
 @keras.saving.register_keras_serializable(package="lookalike")
 class ItemColours(layers.Layer):
-    """The colours an item shows, measured, not learned: a distribution over bins^3 colour cells of
-    the pixels of a framed image [n, s, s, 3] (0-255) that differ from its background.
+    """The colours an item shows, measured, not learned: a distribution over colour cells of the
+    pixels of a framed image [n, s, s, 3] (0-255) that differ from its background.
 
     The background is the median of the image's outer ring (framing pads every item with a margin
     of the catalogue's background colour); a pixel counts fully from `threshold` + 20 levels away
     from it, not at all within `threshold`. Cells are soft (each pixel shares its count between
-    the nearest cell centres of each channel, as ml.colour does), and the image is first average-
-    pooled by `pool`, so the layer is cheap beside the network. Served as a part of the vector
-    (Compose, `item_colour_share`), it lets similar items rank by the colour a product's photos
-    show where the learned colour groups only say which cluster it is in. No weights."""
+    the nearest cell centres, as ml.colour does), and the image is first average-pooled by `pool`,
+    so the layer is cheap beside the network. Served as a part of the vector (Compose,
+    `item_colour_share`), it lets similar items rank by the colour a product's photos show where the
+    learned colour groups only say which cluster it is in. No weights.
 
-    def __init__(self, bins: int = 4, pool: int = 2, threshold: float = 12.0, **kwargs):
+    space="rgb": bins^3 cells of the RGB cube. space="hue" (the default of new versions): cells of
+    hue (`hue_bins` round the colour wheel) x brightness (`value_bins` of max(r, g, b)) for the
+    coloured pixels, and `grey_bins` of brightness for the grey ones, a pixel sharing itself between
+    the two by its chroma (max - min: fully coloured from `chroma` + 32 levels, grey below `chroma`).
+    Shading, folds and light of another strength scale a pixel's channels together, which keeps its
+    hue and moves it across the RGB cube's cells: a shaded yellow lands in an orange's RGB cell but
+    keeps a yellow's hue."""
+
+    SPACES = ("rgb", "hue")
+
+    def __init__(self, bins: int = 4, pool: int = 2, threshold: float = 12.0, space: str = "rgb",
+                 hue_bins: int = 12, value_bins: int = 3, grey_bins: int = 6, chroma: float = 16.0, **kwargs):
         super().__init__(**kwargs)
-        if bins < 2 or pool < 1:
-            raise ValueError(f"bins must be >= 2 and pool >= 1. Received: bins={bins}, pool={pool}")
-        self.bins, self.pool, self.threshold = int(bins), int(pool), float(threshold)
+        if space not in self.SPACES:
+            raise ValueError(f"space must be one of {self.SPACES}. Received: space={space!r}")
+        if min(bins, hue_bins, value_bins, grey_bins) < 2 or pool < 1:
+            raise ValueError(f"bins, hue_bins, value_bins and grey_bins must be >= 2 and pool >= 1. Received: "
+                             f"bins={bins}, hue_bins={hue_bins}, value_bins={value_bins}, grey_bins={grey_bins}, "
+                             f"pool={pool}")
+        self.bins, self.pool, self.threshold, self.space = int(bins), int(pool), float(threshold), space
+        self.hue_bins, self.value_bins, self.grey_bins = int(hue_bins), int(value_bins), int(grey_bins)
+        self.chroma = float(chroma)
+
+    @property
+    def size(self) -> int:
+        if self.space == "rgb":
+            return self.bins ** 3
+        return self.hue_bins * self.value_bins + self.grey_bins
+
+    @staticmethod
+    def _soft(at, bins: int, circular: bool = False):
+        """[..., bins]: each value (in cell units) shared between its two nearest cell centres."""
+        centres = ops.arange(bins, dtype="float32")
+        if circular:
+            distance = ops.abs(at[..., None] - centres)
+            distance = ops.minimum(distance, bins - distance)
+        else:
+            distance = ops.abs(ops.clip(at, 0.0, bins - 1.0)[..., None] - centres)
+        return ops.relu(1.0 - distance)
 
     def call(self, images):
         x = ops.cast(images, "float32")
@@ -115,19 +149,38 @@ class ItemColours(layers.Layer):
         background = ops.sort(ring, axis=1)[:, ring.shape[1] // 2]  # the median, per channel
         distance = ops.max(ops.abs(x - background[:, None, None, :]), axis=-1)
         weight = ops.clip((distance - self.threshold) / 20.0, 0.0, 1.0) + 1e-3  # an empty item: the whole image
-        at = ops.clip(x * (self.bins / 256.0) - 0.5, 0.0, self.bins - 1.0)
-        centres = ops.arange(self.bins, dtype="float32")
-        share = ops.relu(1.0 - ops.abs(at[..., None] - centres))  # [n, h, w, 3, bins]
-        red = share[..., 0, :] * weight[..., None]
-        counts = ops.einsum("nhwi,nhwj,nhwk->nijk", red, share[..., 1, :], share[..., 2, :])
-        counts = ops.reshape(counts, (-1, self.bins ** 3))
+        counts = self._rgb(x, weight) if self.space == "rgb" else self._hue(x, weight)
         return counts / ops.sum(counts, axis=-1, keepdims=True)
 
+    def _rgb(self, x, weight):
+        share = self._soft(x * (self.bins / 256.0) - 0.5, self.bins)  # [n, h, w, 3, bins]
+        red = share[..., 0, :] * weight[..., None]
+        counts = ops.einsum("nhwi,nhwj,nhwk->nijk", red, share[..., 1, :], share[..., 2, :])
+        return ops.reshape(counts, (-1, self.bins ** 3))
+
+    def _hue(self, x, weight):
+        r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        top, bottom = ops.max(x, axis=-1), ops.min(x, axis=-1)
+        chroma = top - bottom
+        safe = ops.maximum(chroma, 1e-3)
+        from_red = (g - b) / safe
+        hue = ops.where(top == r, ops.where(from_red < 0, from_red + 6.0, from_red),
+                        ops.where(top == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))  # [0, 6)
+        coloured = ops.clip((chroma - self.chroma) / 32.0, 0.0, 1.0)
+        hues = self._soft(hue * (self.hue_bins / 6.0), self.hue_bins, circular=True)
+        values = self._soft(top * (self.value_bins / 256.0) - 0.5, self.value_bins)
+        greys = self._soft(top * (self.grey_bins / 256.0) - 0.5, self.grey_bins)
+        chromatic = ops.einsum("nhwi,nhwj->nij", hues * (weight * coloured)[..., None], values)
+        grey = ops.sum(greys * (weight * (1.0 - coloured))[..., None], axis=(1, 2))
+        return ops.concatenate([ops.reshape(chromatic, (-1, self.hue_bins * self.value_bins)), grey], axis=-1)
+
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.bins ** 3)
+        return (input_shape[0], self.size)
 
     def get_config(self):
-        return {**super().get_config(), "bins": self.bins, "pool": self.pool, "threshold": self.threshold}
+        return {**super().get_config(), "bins": self.bins, "pool": self.pool, "threshold": self.threshold,
+                "space": self.space, "hue_bins": self.hue_bins, "value_bins": self.value_bins,
+                "grey_bins": self.grey_bins, "chroma": self.chroma}
 
 
 @keras.saving.register_keras_serializable(package="lookalike")

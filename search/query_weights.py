@@ -10,12 +10,14 @@ matters to the order).
 - photo search asks "which product is this?": the instance part counts twice as much, and the
   colour-group part not at all (its groups are clusters of the catalogue's own colour histograms;
   on a new photo in other light the head's guess misled more than it helped);
-- similar items asks "what looks like this?" (same kind, same colour): the category part half
-  as much again, the instance part at 0.3, so kind and colour rank first and the look of the
-  product orders within them; the item's measured colours (ml.layers.ItemColours, in versions
-  that serve them) weigh six times their small share, and the learned colour groups half, since
-  the groups are coarse (a catalogue's orange and yellow can share one) where the measured
-  colours are not.
+- similar items asks "what looks like this?" (same kind, same colour): the category part twice
+  as much, the instance part at 0.3, so kind and colour rank first and the look of the product
+  orders within them; the item's measured colours (ml.layers.ItemColours, in versions that serve
+  them) weigh six times their small share, and the learned colour groups not at all: the groups
+  are coarse (a catalogue's orange and yellow can share one) where the measured hue cells are
+  not, and with them weighed the same-category share fell (seventh session, offline on seed 7's
+  vectors: category x1.5 / groups x0.5 gave same category 0.934 and category+colour 0.629,
+  category x2 / groups x0 0.972 and 0.635).
 
 Measured on the photo benchmark (bench/photos.py, README "Photo catalogue"): photo search hit@1 0.878
 -> 0.901; similar items, same category 0.817 -> 0.912 and same category and colour 0.517 -> 0.557.
@@ -37,7 +39,7 @@ SIMILAR = "similar"
 # part name (ml.layers.vector_parts: the layer that feeds it) -> weight; parts not named keep 1.
 QUERY_WEIGHTS: dict[str, dict[str, float]] = {
     PHOTO: {"instance_embedding": 2.0, "probabilities": 1.0, "colours": 0.0, "item_colours": 0.0},
-    SIMILAR: {"instance_embedding": 0.3, "probabilities": 1.5, "colours": 0.5, "item_colours": 6.0},
+    SIMILAR: {"instance_embedding": 0.3, "probabilities": 2.0, "colours": 0.0, "item_colours": 6.0},
 }
 
 

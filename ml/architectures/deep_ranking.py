@@ -43,9 +43,14 @@ def _backbone(name: str, weights: str | None, image_size: int):
     return net, mode
 
 
+# The measured-colour part of new versions: hue x brightness cells (ml.layers.ItemColours), which a
+# shaded or differently lit photo keeps, where RGB cells split it (README, "Photo catalogue").
+ITEM_COLOURS = {"space": "hue", "hue_bins": 16}
+
+
 def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = None, num_products: int | None = None,
                        num_colours: int | None = None, shares: tuple[float, float] = (0.0, 0.0),
-                       item_colour_share: float = 0.0, width: int = 32,
+                       item_colour_share: float = 0.0, item_colours: dict | None = None, width: int = 32,
                        backbone: str | None = None, backbone_weights: str | None = None):
     """Seed 004's multi-scale network: a deep ConvNet branch for shape and pattern plus a shallow
     branch on the downsampled input for colour and coarse appearance, concatenated and projected
@@ -59,7 +64,7 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     logits (training only). `shares` (category, colour): how much agreement of the two heads counts
     in the served vector (ml.layers.Compose); (0, 0) serves the instance embedding alone.
     `item_colour_share`: how much the item's measured colours (ml.layers.ItemColours, no weights)
-    count in it.
+    count in it; `item_colours`: that layer's arguments (ITEM_COLOURS when not given).
 
     Returns the embedder, or with num_products (embedder, trainer outputs).
     """
@@ -129,7 +134,8 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
         parts.append(colours)
         part_shares.append(shares[1])
     if item_colour_share > 0:
-        parts.append(ItemColours(name="item_colours", dtype=OUTPUT_DTYPE)(inputs))
+        options = ITEM_COLOURS if item_colours is None else item_colours
+        parts.append(ItemColours(name="item_colours", dtype=OUTPUT_DTYPE, **options)(inputs))
         part_shares.append(item_colour_share)
     if any(part_shares):
         embedding = Compose(tuple(part_shares), name="embedding", dtype=OUTPUT_DTYPE)([instance_embedding, *parts])

@@ -33,8 +33,8 @@ class BuildTests(unittest.TestCase):
                 built = build(architecture, hp, LABELS)
                 out = built.embedder(_x(), training=False)
                 # deep_ranking serves the instance embedding with its category and colour-group parts.
-                # (and the item's measured colours: 64 cells)
-                expected = {"mlp": hp.hidden_units}.get(variant, 12 + 4 + 3 + 64 if architecture == "deep_ranking" else 12)
+                # (and the item's measured colours: 16 hues x 3 brightnesses + 6 greys)
+                expected = {"mlp": hp.hidden_units}.get(variant, 12 + 4 + 3 + 54 if architecture == "deep_ranking" else 12)
                 self.assertEqual(tuple(out["embedding"].shape), (3, expected))
                 self.assertEqual(built.dim, expected)
                 self.assertEqual("probabilities" in out, built.has_classifier_head)
@@ -209,16 +209,51 @@ class ItemColoursTests(unittest.TestCase):
         darker = np.asarray(layer(self._framed((185, 30, 30), (240, 240, 236))))[0]
         self.assertGreater(affinity(red_on_white, darker), 0.9)
 
+    def test_hue_cells_keep_a_shaded_colour_apart_from_its_neighbour(self):
+        from ml.layers import ItemColours
+
+        affinity = lambda a, b: float(np.sqrt(a * b).sum())  # noqa: E731
+        histograms = {}
+        for space in ("rgb", "hue"):
+            layer = ItemColours(space=space)
+            histograms[space] = {name: np.asarray(layer(self._framed(rgb, (240, 240, 236))))[0] for name, rgb in {
+                "yellow": (232, 200, 40), "yellow in shadow": (144, 124, 25), "orange": (236, 124, 28),
+                "white": (236, 236, 230), "grey": (128, 128, 132), "black": (34, 34, 36)}.items()}
+        rgb, hue = histograms["rgb"], histograms["hue"]
+        self.assertEqual(hue["yellow"].shape, (12 * 3 + 6,))
+        self.assertAlmostEqual(float(hue["orange"].sum()), 1.0, places=5)
+        # Shade scales the channels together: it moves a yellow out of its RGB cell (into none of its
+        # own), where its hue stays, so the shaded yellow is nearer the lit one than an orange.
+        self.assertLess(affinity(rgb["yellow"], rgb["yellow in shadow"]), 0.05)
+        self.assertGreater(affinity(hue["yellow"], hue["yellow in shadow"]), 0.4)
+        self.assertGreater(affinity(hue["yellow"], hue["yellow in shadow"]),
+                           affinity(hue["orange"], hue["yellow in shadow"]) + 0.15)
+        # Greys have no hue: they fill the brightness cells only, which keep white, grey and black apart.
+        self.assertAlmostEqual(float(hue["grey"][-6:].sum()), 1.0, places=3)
+        self.assertLess(affinity(hue["white"], hue["grey"]), 0.1)
+        self.assertLess(affinity(hue["grey"], hue["black"]), 0.1)
+
+    def test_a_version_saved_before_the_hue_cells_keeps_the_rgb_cells(self):
+        from ml.layers import ItemColours
+
+        config = ItemColours(name="item_colours").get_config()
+        old = {k: v for k, v in config.items() if k not in ("space", "hue_bins", "value_bins", "grey_bins", "chroma")}
+        self.assertEqual(ItemColours.from_config(old).size, 64)
+        hue = ItemColours.from_config(ItemColours(space="hue", hue_bins=16).get_config())
+        self.assertEqual((hue.space, hue.size), ("hue", 16 * 3 + 6))
+        with self.assertRaisesRegex(ValueError, "space"):
+            ItemColours(space="lab")
+
     def test_served_as_a_part_of_the_deep_ranking_vector(self):
         from ml.layers import vector_parts
 
         model = build_deep_ranking(image_size=SIZE, dim=8, num_classes=3, shares=(0.3, 0.0), item_colour_share=0.05)
         parts = vector_parts(model)
         self.assertEqual([(p["name"], p["size"]) for p in parts],
-                         [("instance_embedding", 8), ("probabilities", 3), ("item_colours", 64)])
+                         [("instance_embedding", 8), ("probabilities", 3), ("item_colours", 54)])
         self.assertAlmostEqual(parts[2]["share"], 0.05)
         vectors = np.asarray(model(_x(3), training=False)["embedding"])
-        self.assertEqual(vectors.shape, (3, 75))
+        self.assertEqual(vectors.shape, (3, 65))
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         with self.assertRaisesRegex(ValueError, "bins"):
             from ml.layers import ItemColours

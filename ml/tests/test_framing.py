@@ -139,3 +139,41 @@ class ExposureTests(unittest.TestCase):
         darker = (item_photo(bg=(244, 244, 244)) * 0.6).astype(np.uint8)
         np.testing.assert_array_equal(frame(darker, 32, old), frame(darker, 32, Framing(enabled=True, background=(244, 244, 244))))
         self.assertTrue(Framing.from_dict(self.framing.to_dict()).exposure)
+
+
+class GreyscaleCatalogueTests(unittest.TestCase):
+    """Polarity and contrast stretching are for grey-scale catalogues (Framing.greyscale): in a colour
+    catalogue, a white product on a white backdrop stays white and a dim photo keeps its colours."""
+
+    colour = Framing(enabled=True, background=(244, 244, 244), exposure=True, greyscale=False)
+    legacy = Framing(enabled=True, background=(244, 244, 244), exposure=True)  # greyscale not measured
+
+    @staticmethod
+    def centre(framing: Framing, photo: np.ndarray) -> np.ndarray:
+        return frame(photo, 32, framing)[12:20, 12:20].astype(float).mean(axis=(0, 1))
+
+    def test_a_white_product_on_a_white_backdrop_stays_white(self):
+        shirt = item_photo(bg=(250, 250, 250), colour=(226, 226, 222), stripe=(226, 226, 222))
+        self.assertGreater(self.centre(self.colour, shirt).min(), 215)
+        # Read as a grey-scale image, its faint contrast was stretched (3x): a grey shirt.
+        self.assertLess(self.centre(self.legacy, shirt).max(), 190)
+
+    def test_a_dim_colour_photo_is_neither_inverted_nor_stretched(self):
+        purple = item_photo(bg=(200, 200, 196), box=(80, 60, 110, 100), colour=(118, 52, 150), stripe=(118, 52, 150))
+        dim = (purple * 0.6).astype(np.uint8)  # background 119: below the middle, faint colours
+        r, g, b = self.centre(self.colour, dim)
+        self.assertGreater(b, g + 25)  # still purple
+        r, g, b = self.centre(self.legacy, dim)
+        self.assertGreater(g, b)  # taken for a grey photo on a dark backdrop and inverted: green
+
+    def test_catalogue_framing_measures_whether_the_catalogue_is_grey_scale(self):
+        rng = np.random.default_rng(0)
+        grey = [np.repeat(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), 3, axis=2) for _ in range(10)]
+        self.assertTrue(catalogue_framing(grey).greyscale)
+        colour = [item_photo(bg=(250, 250, 250)) for _ in range(10)]
+        self.assertFalse(catalogue_framing(colour).greyscale)
+        # White products photographed on white: their light's slight cast makes them colour photos.
+        white = [item_photo(bg=(250, 250, 246), colour=(236, 236, 226), stripe=(236, 236, 226)) for _ in range(10)]
+        self.assertFalse(catalogue_framing(white).greyscale)
+        self.assertFalse(Framing.from_dict(catalogue_framing(colour).to_dict()).greyscale)
+        self.assertIsNone(Framing.from_dict({"enabled": True, "background": [0, 0, 0]}).greyscale)

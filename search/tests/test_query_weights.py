@@ -84,8 +84,8 @@ class AdminLayoutTests(TestCase):
         self.client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
         version = model_version_create(dim=4, metrics={"vector_parts": PARTS})
         page = self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk]))
-        self.assertContains(page, "category: 1 dims, share 0.30 · photo search ×1.0 · similar items ×1.5")
-        self.assertContains(page, "colour group: 1 dims, share 0.30 · photo search ×0.0 · similar items ×0.5")
+        self.assertContains(page, "category: 1 dims, share 0.30 · photo search ×1.0 · similar items ×2.0")
+        self.assertContains(page, "colour group: 1 dims, share 0.30 · photo search ×0.0 · similar items ×0.0")
         plain = model_version_create(dim=4)
         self.assertContains(self.client.get(reverse("admin:ml_modelversion_change", args=[plain.pk])),
                             "One part: every dimension counts the same")
