@@ -196,16 +196,21 @@ def machine() -> dict:
     except OSError:
         pass
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
                     break
     except OSError:
         pass
-    return {"platform": platform.platform(), "processor": cpu, "cpu_count": os.cpu_count(), "memory_gib": mem,
-            "gpu": None, "note": "CPU shared with other engineers' test runs: see load_average"}
+    # Time figures depend on these: TensorFlow trains in bfloat16 only with avx512_bf16 (ml.precision).
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"platform": platform.platform(), "processor": cpu, "cpu_flags": vector, "cpu_count": os.cpu_count(),
+            "memory_gib": mem, "gpu": None, "note": "CPU shared with other engineers' test runs: see load_average"}
 
 
 def write_report(name: str, *, quick: bool, argv: list[str], started: float, load: dict, script: str | None = None, **body) -> Path:
