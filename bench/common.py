@@ -195,18 +195,10 @@ def machine() -> dict:
             mem = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    cpu = platform.processor() or platform.machine()
-    flags: list[str] = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
+    from ml.devices import cpu_info
+
+    name, flags = cpu_info()
+    cpu = name or platform.processor() or platform.machine()
     # Time figures depend on these: TensorFlow trains in bfloat16 only with avx512_bf16 (ml.precision).
     vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return {"platform": platform.platform(), "processor": cpu, "cpu_flags": vector, "cpu_count": os.cpu_count(),

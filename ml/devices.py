@@ -70,15 +70,25 @@ class ComputeDevice:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _cpu_name() -> str:
+def cpu_info() -> tuple[str | None, list[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, []) where it cannot be read."""
+    name, flags = None, []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
+                if line.startswith("model name") and name is None:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    break
     except OSError:
         pass
-    return f"{platform.processor() or platform.machine()} x {os.cpu_count()}"
+    return name, flags
+
+
+def _cpu_name() -> str:
+    name = cpu_info()[0] or platform.processor() or platform.machine()
+    return f"{name} x {os.cpu_count()}"
 
 
 def device_detect() -> ComputeDevice:

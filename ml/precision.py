@@ -15,10 +15,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import keras
 
+from ml.devices import cpu_info
 from ml.hparams import PRECISIONS
 
 # The dtype every layer that produces a model output passes explicitly.
@@ -44,11 +44,7 @@ def hardware_bfloat16() -> bool:
     capability = gpu_compute_capability()
     if capability is not None:
         return capability >= (8, 0)
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    flags = cpu_info()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -50,7 +50,7 @@ ITEM_COLOURS = {"space": "hue", "hue_bins": 16}
 
 def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = None, num_products: int | None = None,
                        num_colours: int | None = None, shares: tuple[float, float] = (0.0, 0.0),
-                       item_colour_share: float = 0.0, item_colours: dict | None = None, width: int = 32,
+                       item_colour_share: float = 0.0, width: int = 32,
                        backbone: str | None = None, backbone_weights: str | None = None):
     """Seed 004's multi-scale network: a deep ConvNet branch for shape and pattern plus a shallow
     branch on the downsampled input for colour and coarse appearance, concatenated and projected
@@ -64,7 +64,7 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     logits (training only). `shares` (category, colour): how much agreement of the two heads counts
     in the served vector (ml.layers.Compose); (0, 0) serves the instance embedding alone.
     `item_colour_share`: how much the item's measured colours (ml.layers.ItemColours, no weights)
-    count in it; `item_colours`: that layer's arguments (ITEM_COLOURS when not given).
+    count in it (cells as ITEM_COLOURS says).
 
     Returns the embedder, or with num_products (embedder, trainer outputs).
     """
@@ -134,8 +134,7 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
         parts.append(colours)
         part_shares.append(shares[1])
     if item_colour_share > 0:
-        options = ITEM_COLOURS if item_colours is None else item_colours
-        parts.append(ItemColours(name="item_colours", dtype=OUTPUT_DTYPE, **options)(inputs))
+        parts.append(ItemColours(name="item_colours", dtype=OUTPUT_DTYPE, **ITEM_COLOURS)(inputs))
         part_shares.append(item_colour_share)
     if any(part_shares):
         embedding = Compose(tuple(part_shares), name="embedding", dtype=OUTPUT_DTYPE)([instance_embedding, *parts])
