@@ -195,7 +195,7 @@ def machine() -> dict:
             mem = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    from ml.devices import cpu_info
+    from ml.cpu import cpu_info
 
     name, flags = cpu_info()
     cpu = name or platform.processor() or platform.machine()

@@ -169,7 +169,7 @@ def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: in
 
     app.control.purge()
     env = subprocess_env(quick=quick)
-    env["LOG_LEVEL"] = "INFO"  # each batch's stage times (search.services), read by worker_stages()
+    env["LOG_LEVEL"] = "INFO"  # each batch's stage times (search.indexing.batches), read by worker_stages()
     if tf_threads:
         # TensorFlow sizes its thread pools to every core in every process: N processes on N cores
         # oversubscribe. These variables cap each worker process's pools.
@@ -218,8 +218,9 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
     from django.db import connection
 
     from search.models import ImageEmbedding, IndexBatch, IndexJob
-    from search.selectors import hnsw_index_name, model_version_is_active
-    from search.services import index_job_start
+    from search.serving.hnsw import hnsw_index_name
+    from search.serving.versions import model_version_is_active
+    from search.indexing.jobs import index_job_start
 
     procs = start_workers(quick=quick, workers=workers, concurrency=concurrency, tf_threads=tf_threads, pool=pool)
     log(f"{workers} worker(s) x {concurrency} process(es) ready")
@@ -295,8 +296,9 @@ def profile_batches(version, batches: int = 8) -> dict:
     from ml.models import ModelVersion
     from ml.preprocess import file_to_input, png_as_is
     from ml.runtime import embedder_for
-    from search import services
-    from search.vector_copy import copy_binary
+    from search.indexing.embedding import images_embed
+    from search.indexing.writes import embeddings_write, images_lock
+    from search.indexing.vector_copy import copy_binary
 
     size = settings.EMBEDDING_BATCH_SIZE
     ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True)[: size * (batches + 1)])
@@ -332,7 +334,7 @@ def profile_batches(version, batches: int = 8) -> dict:
             embedder._predict_png(files, size)  # PNGs that are their own model input, decoded in the graph
         t["graph_decode_model"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        vectors, failures = services._images_embed(model_version=version, images=images)  # as the task does
+        vectors, failures = images_embed(model_version=version, images=images)  # as the task does
         t["embed_files"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         copy_binary(sorted(vectors), np.stack([vectors[i] for i in sorted(vectors)]))
@@ -344,10 +346,10 @@ def profile_batches(version, batches: int = 8) -> dict:
                 fresh = ModelVersion.objects.create(architecture=version.architecture, status=version.status,
                                                     dim=version.dim, image_size=version.image_size)
                 t0 = time.perf_counter()
-                services._images_lock(image_ids=chunk)
+                images_lock(image_ids=chunk)
                 t["lock"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                services._embeddings_write(model_version=fresh, vectors=vectors, failures=failures)
+                embeddings_write(model_version=fresh, vectors=vectors, failures=failures)
                 t["write"] = time.perf_counter() - t0
                 raise Rollback
         except Rollback:
@@ -405,7 +407,7 @@ def vectors_tidy(keep) -> int:
     from django.db import connection
 
     from ml.models import ModelVersion
-    from search.services import model_version_vectors_delete
+    from search.serving.activation import model_version_vectors_delete
 
     deleted = 0
     for version in ModelVersion.objects.exclude(serving__is_active=True).exclude(pk=keep.pk):

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
 
     from catalog.fashion_mnist import load_split
     from catalog.models import Product
-    from search.selectors import active_model_version
+    from search.serving.versions import active_model_version
 
     version = active_model_version()
     if version is None:

@@ -151,8 +151,10 @@ def index_with_worker(version_id: int, quick: bool, seed: int = DEFAULT_SEED) ->
     """Index through a real Celery worker on the embeddings queue, then activate."""
     from ml.models import ModelVersion
     from search.models import IndexJob
-    from search.selectors import index_coverage, model_version_is_active
-    from search.services import index_job_start, model_version_activate
+    from search.indexing.progress import index_coverage
+    from search.serving.versions import model_version_is_active
+    from search.indexing.jobs import index_job_start
+    from search.serving.activation import model_version_activate
 
     version = ModelVersion.objects.get(pk=version_id)
     if model_version_is_active(model_version=version):

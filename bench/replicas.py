@@ -40,7 +40,8 @@ def catalogue(n: int, dim: int = 64):
     import numpy as np
 
     from ml.models import ModelVersion
-    from search import services
+    from search.serving.activation import model_version_activate
+    from search.serving.hnsw import hnsw_index_build
     from search.models import ServingState
     from search.tests.factories import category_create, model_version_create
 
@@ -70,8 +71,8 @@ def catalogue(n: int, dim: int = 64):
         for r, v in zip(rows, other, strict=True)
     )
     for version in versions:
-        services.hnsw_index_build(model_version=version)
-    services.model_version_activate(model_version=versions[0])
+        hnsw_index_build(model_version=version)
+    model_version_activate(model_version=versions[0])
     assert ServingState.objects.filter(is_active=True).count() == 1
     return versions, [p.pk for p in products]
 
@@ -90,7 +91,7 @@ def main() -> int:
 
     from config.replicas import replica_health, replica_health_forget
     from config.tests.streaming_replica import StreamingReplica, database_alias_add, database_alias_remove
-    from search import services
+    from search.serving.activation import model_version_activate
 
     setup_test_environment()
     versions, product_ids = catalogue(args.products)
@@ -135,13 +136,13 @@ def main() -> int:
             catch_up = []
             with override_settings(DATABASE_REPLICAS=[ALIAS], DATABASE_REPLICA_MAX_LAG_SECONDS=3600):
                 for i in range(args.switches):
-                    services.model_version_activate(model_version=versions[(i + 1) % 2])
+                    model_version_activate(model_version=versions[(i + 1) % 2])
                     t = time.perf_counter()
                     while not replica_health(refresh=True)[ALIAS].usable:
                         if time.perf_counter() - t > 30:
                             raise SystemExit("the replica did not catch up within 30 s")
                     catch_up.append(time.perf_counter() - t)
-                services.model_version_activate(model_version=versions[0])
+                model_version_activate(model_version=versions[0])
             results["catch_up_after_activation_ms"] = percentiles_ms(catch_up)
     finally:
         database_alias_remove(ALIAS)

@@ -60,7 +60,7 @@ def db_timed():
 def load_vectors(version):
     """(product ids, image ids, float32 [n, dim]) for the version: what the NumPy demo keeps in RAM."""
     from search.models import ImageEmbedding
-    from search.selectors import version_storage
+    from search.serving.versions import version_storage
     from search.storage import vector_array
 
     column = version_storage(model_version=version).column
@@ -88,7 +88,7 @@ def mode_settings(ef: int | None):
 
 def measure_selector(version, queries, vectors, *, exact: bool, ef: int | None) -> tuple[dict, dict, list[list[int]]]:
     """(database ms percentiles, selector ms percentiles, neighbour product ids per query)."""
-    from search.selectors import nearest_products
+    from search.queries.nearest import nearest_products
 
     db, wall, found = [], [], []
     with mode_settings(ef):
@@ -107,11 +107,12 @@ def measure_selector(version, queries, vectors, *, exact: bool, ef: int | None) 
 
 
 def measure_requests(client, queries, *, exact: bool, ef: int | None, n: int) -> dict:
-    from search import selectors, views
+    from search import views
+    from search.queries.similar import product_similar
 
     seconds, errors = [], 0
-    patch = mock.patch.object(views, "product_similar", partial(selectors.product_similar, exact=True)) if exact \
-        else mock.patch.object(views, "product_similar", selectors.product_similar)
+    patch = mock.patch.object(views, "product_similar", partial(product_similar, exact=True)) if exact \
+        else mock.patch.object(views, "product_similar", product_similar)
     with mode_settings(ef), patch:
         client.get(f"/api/products/{queries[0]}/similar?k={K}")
         for product_id in queries[:n]:
@@ -127,7 +128,7 @@ def explain(version, vector, product_id, *, exact: bool, ef: int | None) -> dict
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from search.selectors import nearest_products
+    from search.queries.nearest import nearest_products
 
     with mode_settings(ef), CaptureQueriesContext(connection) as captured:
         nearest_products(model_version_id=version.pk, vector=vector, k=K, exclude_product_id=product_id, exact=exact)
@@ -189,7 +190,7 @@ def measure_photo_stages(version, payloads) -> dict:
     """Where a photo search's time goes: decode+validate, preprocessing+model (one call), database."""
     from catalog.images import read_image
     from ml.runtime import embedder_for
-    from search.selectors import nearest_products
+    from search.queries.nearest import nearest_products
 
     embedder = embedder_for(version)
     stages = {"read_image": [], "embed_and_guess_bytes": [], "nearest_products": []}
@@ -295,7 +296,7 @@ def measure_hybrid(client, payloads, seed: int) -> dict:
 
 
 def measure_duplicates(version) -> dict:
-    from search.duplicates import duplicate_pairs, duplicate_threshold_default
+    from search.queries.duplicates import duplicate_pairs, duplicate_threshold_default
 
     t = time.perf_counter()
     threshold = duplicate_threshold_default(model_version=version)
@@ -381,7 +382,8 @@ def main(argv=None) -> int:
     from django.db import connection
     from django.test import Client
 
-    from search.selectors import active_model_version, hnsw_index_exists
+    from search.serving.hnsw import hnsw_index_exists
+    from search.serving.versions import active_model_version
 
     n_queries = args.queries or (100 if args.quick else 400)
     n_requests = args.requests or (50 if args.quick else 200)

@@ -61,8 +61,11 @@ def ensure_model(epochs: int):
 def ensure_indexed(version) -> None:
     """Index in this process (Celery in eager mode) when the version's vectors or index are missing."""
     from config.celery import app
-    from search.selectors import hnsw_index_exists, index_coverage, model_version_is_active
-    from search.services import index_job_start, model_version_activate
+    from search.indexing.progress import index_coverage
+    from search.serving.hnsw import hnsw_index_exists
+    from search.serving.versions import model_version_is_active
+    from search.indexing.jobs import index_job_start
+    from search.serving.activation import model_version_activate
 
     coverage = index_coverage(model_version=version)
     if not coverage.complete or not hnsw_index_exists(model_version=version):

@@ -61,7 +61,7 @@ def similar_run(version_id: int, storage, queries: list[tuple[int, np.ndarray]],
     from django.db import connection
     from django.test import override_settings
 
-    from search.selectors import nearest_products
+    from search.queries.nearest import nearest_products
 
     found, seconds = [], []
     with override_settings(HNSW_EF_SEARCH=ef or 100):
@@ -88,7 +88,7 @@ def plan_of(version_id: int, storage, vector: np.ndarray, product_id: int, *, ex
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from search.selectors import nearest_products
+    from search.queries.nearest import nearest_products
 
     with CaptureQueriesContext(connection) as captured:
         nearest_products(model_version_id=version_id, vector=vector, k=K, exclude_product_id=product_id, exact=exact,
@@ -187,8 +187,8 @@ def index_build(version, *, memory: str, workers: int | None = None, pgdata: Pat
     from django.db import connection
     from django.test import override_settings
 
-    from search.selectors import hnsw_index_name
-    from search.services import hnsw_index_build
+    from search.serving.hnsw import hnsw_index_name
+    from search.serving.hnsw import hnsw_index_build
 
     name = hnsw_index_name(version.pk)
     with connection.cursor() as cursor:
@@ -252,7 +252,7 @@ def precision_exact(matrix: np.ndarray, categories: np.ndarray, queries: np.ndar
 
 def precision_hnsw(version_id: int, storage, queries: np.ndarray, labels: np.ndarray, category_by_product: dict) -> dict:
     """P@1 and P@10 through the version's HNSW index (nearest_products, ef_search 100)."""
-    from search.selectors import nearest_products
+    from search.queries.nearest import nearest_products
 
     hits1, hits10 = [], []
     for q, label in zip(queries, labels):
@@ -268,7 +268,7 @@ def halfvec_twin(version):
     from django.db import connection
 
     from ml.models import ModelVersion
-    from search.services import model_version_storage_set
+    from search.serving.activation import model_version_storage_set
 
     twin = ModelVersion.objects.filter(hparams__halfvec_twin_of=version.pk).first()
     if twin is None:
@@ -295,7 +295,7 @@ def halfvec_twin(version):
 def twin_remove(twin) -> None:
     """The twin has no model files: left behind, it would be the newest succeeded version, which
     bench/setup_data.py and bench/indexing.py take for the bench model."""
-    from search.services import model_version_vectors_delete
+    from search.serving.activation import model_version_vectors_delete
 
     model_version_vectors_delete(model_version=twin)
     twin.delete()
@@ -319,7 +319,7 @@ def storage_main(args) -> int:
     configure(quick=False)
     from django.db import connection
 
-    from search.selectors import active_model_version, version_storage
+    from search.serving.versions import active_model_version, version_storage
     from search.storage import HALFVEC, VECTOR
 
     started = time.monotonic()
@@ -527,7 +527,7 @@ def copy_rows(version_id: int, storage, vectors: np.ndarray, categories: np.ndar
 
 def scale_versions(n: int, dim: int):
     from ml.models import ModelVersion
-    from search.services import model_version_storage_set
+    from search.serving.activation import model_version_storage_set
 
     out = {}
     for storage in ("vector", "halfvec"):
@@ -551,7 +551,7 @@ def million_main(args) -> int:
 
     from catalog.models import Category
     from search.models import ImageEmbedding
-    from search.selectors import hnsw_index_exists
+    from search.serving.hnsw import hnsw_index_exists
     from search.storage import STORAGES
 
     started = time.monotonic()

@@ -26,6 +26,7 @@ from decimal import Decimal
 from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramWordSimilarity
 from django.db.models import Expression, F, FloatField, QuerySet, Value
 
+from .filters import catalogue_filter
 from .models import Category, Product
 
 SEARCH_CONFIG = "english"
@@ -87,13 +88,9 @@ class KeywordResults:
 def _filtered(
     products: QuerySet[Product], *, category: Category | None, min_price: Decimal | None, max_price: Decimal | None
 ) -> QuerySet[Product]:
-    if category is not None:
-        products = products.filter(category=category)
-    if min_price is not None:
-        products = products.filter(price__gte=min_price)
-    if max_price is not None:
-        products = products.filter(price__lte=max_price)
-    return products
+    return products.filter(
+        catalogue_filter(category_id=category.pk if category else None, min_price=min_price, max_price=max_price)
+    )
 
 
 def product_keyword_match(

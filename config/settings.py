@@ -188,7 +188,7 @@ CELERY_TASK_ROUTES = {
     "search.tasks.*": {"queue": "embeddings"},
 }
 # A message a killed worker took is redelivered after the visibility timeout (Redis transport);
-# a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.services).
+# a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.indexing.batches).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
 INDEX_BATCH_MAX_ATTEMPTS = int(os.environ.get("INDEX_BATCH_MAX_ATTEMPTS", 12))
 # Celery beat runs the lifecycle repair (search/repair.py) every REPAIR_INTERVAL seconds; work that
@@ -215,7 +215,7 @@ SEARCH_MAX_K = 100
 # Images per indexing task: four model calls of the device's batch (ml.devices), so each call's files
 # are decoded while the model runs the previous one, and the database is written once per 1,024.
 EMBEDDING_BATCH_SIZE = int(os.environ.get("EMBEDDING_BATCH_SIZE", 1024))
-# Used instead when every running embeddings worker reported a GPU (search.services.embedding_batch_size).
+# Used instead when every running embeddings worker reported a GPU (search.indexing.embedding.embedding_batch_size).
 EMBEDDING_BATCH_SIZE_GPU = int(os.environ.get("EMBEDDING_BATCH_SIZE_GPU", 4096))
 HNSW_EF_SEARCH = int(os.environ.get("HNSW_EF_SEARCH", 100))
 HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_work_mem while building

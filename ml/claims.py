@@ -54,11 +54,19 @@ def model_version_claim(*, model_version_id: int) -> Iterator[bool]:
 
 def model_version_claimed(*, model_version_id: int) -> bool:
     """Whether some live session holds the version's training claim (a run is in progress)."""
+    return advisory_lock_held(key=TRAINING_LOCK, object_id=model_version_id)
+
+
+def advisory_lock_held(*, key: int, object_id: int) -> bool:
+    """Whether some live session of this database holds the two-key advisory lock (key, object_id).
+
+    Raw SQL: the ORM does not read pg_locks. A two-key lock shows its keys as classid and objid with
+    objsubid 2."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND classid = %s AND objid = %s AND objsubid = 2)",
-            [TRAINING_LOCK, int(model_version_id)],
+            [int(key), int(object_id)],
         )
         return bool(cursor.fetchone()[0])

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from ml.cpu import cpu_info
+
 __all__ = [
     "CPU_EMBEDDING_BATCH_SIZE", "ComputeDevice", "DeviceProbeError", "GPU_EMBEDDING_BATCH_SIZE",
     "device_detect", "device_probe",
@@ -68,22 +70,6 @@ class ComputeDevice:
     def from_dict(cls, values: dict) -> "ComputeDevice":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def cpu_info() -> tuple[str | None, list[str]]:
-    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, []) where it cannot be read."""
-    name, flags = None, []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name is None:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    return name, flags
 
 
 def _cpu_name() -> str:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import keras
 
-from ml.devices import cpu_info
+from ml.cpu import cpu_info
 from ml.hparams import PRECISIONS
 
 # The dtype every layer that produces a model output passes explicitly.

@@ -18,7 +18,7 @@ from catalog.images import InvalidImage, read_image
 from catalog.models import Category, ProductImage
 
 from . import hparams as hp
-from . import tasks
+from . import enqueue as messages
 from .architectures import defaults, get, recommend
 from .claims import model_version_claim
 from .devices import device_detect
@@ -114,7 +114,7 @@ def model_version_create(
     version = ModelVersion.objects.create(architecture=architecture, hparams=params.to_dict(), epochs=params.epochs,
                                           metrics=metrics)
     if enqueue:
-        transaction.on_commit(lambda: tasks.model_version_train_task.delay(version.pk))
+        transaction.on_commit(lambda: messages.model_version_train(version.pk))
     return version
 
 

@@ -1,5 +1,4 @@
-"""The photo-search form (used by the search page and the JSON API alike), the one check of `k`,
-and the admin's training form with the serving choice."""
+"""The photo-search form (used by the search page and the JSON API alike) and the one check of `k`."""
 
 from __future__ import annotations
 
@@ -12,9 +11,8 @@ from django.conf import settings
 from catalog.forms import KeywordFilterForm
 from catalog.images import ImageInfo, InvalidImage, read_image
 from catalog.models import Category
-from ml.forms import TrainForm
 
-from .crop import BadCrop, crop_check, crop_parse
+from .queries.crop import BadCrop, crop_check, crop_parse
 
 ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
 
@@ -115,12 +113,3 @@ class PhotoSearchForm(KeywordFilterForm):
             label = self.fields[field].label if field in self.fields else ""
             return f"{label}: {errors[0]}" if label and field != "image" else errors[0]
         return "The request was not valid."
-
-
-class TrainServeForm(TrainForm):
-    """TrainForm plus what happens once trained: index the catalogue and switch search to it."""
-
-    auto_activate = forms.BooleanField(
-        required=False, initial=True, label="Index and activate when trained",
-        help_text="Reindex the catalogue after training and switch search to this model once its vectors cover it.",
-    )

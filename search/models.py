@@ -11,7 +11,13 @@ from django.db.models import Q
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
 from search.fields import HalfVectorField, VectorField
-from search.storage import STORAGE_CHOICES, STORAGES, VECTOR, VectorStorage, vector_array
+from search.storage import (
+    STORAGE_CHOICES,
+    STORAGES,
+    VECTOR,
+    VectorStorage,
+    vector_array,
+)
 
 
 class ServingState(models.Model):

@@ -13,7 +13,12 @@ from catalog.signals import images_bulk_added
 from ml.models import ModelVersion
 from ml.signals import model_version_trained
 
-from . import services, tasks
+from .indexing import enqueue
+from .indexing.jobs import (
+    index_missing_for_serving_versions,
+    model_version_trained_index,
+)
+from .indexing.writes import product_embeddings_sync
 from .models import ImageEmbedding, IndexJob, ServingState
 
 logger = logging.getLogger(__name__)
@@ -21,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 def _enqueue_image_embed(image_id: int) -> None:
     try:
-        tasks.image_embed_task.delay(image_id)
+        enqueue.image_embed(image_id)
     except Exception:  # a broker outage must not turn a saved image into an error page
         logger.exception("Could not enqueue embedding of image %s; a reindex with only_missing picks it up.", image_id)
 
@@ -49,18 +54,18 @@ def product_saved(sender, instance: Product, created: bool, raw: bool = False, *
     """Copy a changed category or price onto the product's embedding rows."""
     if raw or created:
         return
-    services.product_embeddings_sync(product=instance)
+    product_embeddings_sync(product=instance)
 
 
 def images_bulk_imported(sender, count: int, **kwargs) -> str | None:
     """Bulk imports send no post_save: embed their images for the version(s) serving search."""
-    jobs = services.index_missing_for_serving_versions()
+    jobs = index_missing_for_serving_versions()
     return "\n".join(f"Indexing {job.total} new images for model version {job.model_version_id}." for job in jobs) or None
 
 
 def version_trained(sender, model_version: ModelVersion, **kwargs) -> None:
     """A version that is to auto-activate is indexed now; it activates when its vectors cover the catalogue."""
-    services.model_version_trained_index(model_version=model_version)
+    model_version_trained_index(model_version=model_version)
 
 
 def connect() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.db import connections
 
-from .selectors import hnsw_index_name
+from .serving.hnsw import hnsw_index_name
 
 _INDEX_PREFIX = hnsw_index_name(0)[:-1]  # "search_emb_hnsw_v": the name is the prefix and the version id
 

@@ -13,7 +13,9 @@ from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from . import repair, services
+from .indexing import batches, jobs, writes
+from .indexing.embedding import IndexInfrastructureError
+from .indexing.repair import lifecycle_repair
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class IndexBatchTask(Task):
         # running forever, and nothing is recorded against the batch's images (it was not their fault).
         batch_id = args[0] if args else kwargs.get("batch_id")
         try:
-            services.index_batch_fail(batch_id=batch_id, reason=f"{type(exc).__name__}: {exc}")
+            batches.index_batch_fail(batch_id=batch_id, reason=f"{type(exc).__name__}: {exc}")
         except Exception:  # the database may be what failed; the repair task then requeues the batch
             logger.exception("Could not record the failure of index batch %s", batch_id)
 
@@ -46,22 +48,22 @@ class IndexBatchTask(Task):
 @shared_task(base=IndexBatchTask, bind=True, **RETRY)
 def index_batch_task(self, batch_id: int) -> bool:
     try:
-        return services.index_batch_run(batch_id=batch_id)
-    except services.IndexInfrastructureError as exc:
+        return batches.index_batch_run(batch_id=batch_id)
+    except IndexInfrastructureError as exc:
         raise self.retry(exc=exc, countdown=10 * 2**self.request.retries, max_retries=INFRASTRUCTURE_RETRIES) from exc
 
 
 @shared_task(**RETRY)
 def index_job_finish_task(job_id: int) -> None:
-    services.index_job_finish(job_id=job_id)
+    jobs.index_job_finish(job_id=job_id)
 
 
 @shared_task(**RETRY)
 def image_embed_task(image_id: int) -> list[int]:
-    return services.image_embed(image_id=image_id)
+    return writes.image_embed(image_id=image_id)
 
 
 @shared_task(**RETRY)
 def lifecycle_repair_task() -> dict:
-    """Celery beat's periodic repair (settings.CELERY_BEAT_SCHEDULE): see search.repair."""
-    return asdict(repair.lifecycle_repair())
+    """Celery beat's periodic repair (settings.CELERY_BEAT_SCHEDULE): see search.indexing.repair."""
+    return asdict(lifecycle_repair())

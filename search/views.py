@@ -20,14 +20,9 @@ from config.ratelimit import rate_limit_check
 from config.replicas import replica_reads
 
 from .forms import PhotoSearchForm, k_parse
-from .selectors import (
-    SearchUnavailable,
-    SimilarItems,
-    SimilarProduct,
-    active_model_version,
-    photo_search,
-    product_similar,
-)
+from .queries.photo import SearchUnavailable, photo_search
+from .queries.similar import SimilarItems, SimilarProduct, product_similar
+from .serving.versions import active_model_version
 
 THUMBNAIL_PX = 256
 

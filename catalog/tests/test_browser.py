@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from config.celery import app
 from ml.models import ModelVersion
-from search.selectors import model_version_is_active
+from search.serving.versions import model_version_is_active
 from search.tests.factories import COLORS, SHAPES, category_create, index_and_activate, product_create, shape_png
 from search.tests.tiny_model import LABEL_NAMES, tiny_model_version
 

@@ -26,7 +26,7 @@ from PIL import Image
 from catalog.images import read_image
 from catalog.models import Category, Product, ProductImage
 from ml.runtime import embedder_for
-from search import services
+from search.indexing.jobs import index_job_start
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 from search.tests.factories import image_bytes, index_job_run_here, product_create, shape_image, shape_png
 from catalog.tests.factories import PrivateMediaRootMixin
@@ -163,7 +163,7 @@ class BadCatalogueDataIndexingTests(TestCase):
 
     def reindex(self) -> IndexJob:
         with self.captureOnCommitCallbacks(execute=False):
-            job = services.index_job_start(model_version=self.version)
+            job = index_job_start(model_version=self.version)
         return index_job_run_here(job)
 
     def test_missing_and_corrupt_files_fail_with_reasons_and_odd_formats_embed(self):

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from ml.models import ModelVersion
 from search.models import IndexJob
-from search.selectors import model_version_is_active
+from search.serving.versions import model_version_is_active
 from search.tests.factories import model_version_create, product_with_vectors
 
 ACTIONS = ("reindex", "activate", "cancel", "delete_vectors")

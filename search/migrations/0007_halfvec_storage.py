@@ -3,8 +3,9 @@ beside the float32 `embedding` one. Every existing row keeps its vector where it
 existing serving state says `vector`, which is where its vectors are. Dropping NOT NULL and adding
 a NULL column rewrite nothing; the check constraint reads the table once."""
 
-import search.fields
 from django.db import migrations, models
+
+import search.fields
 
 
 class Migration(migrations.Migration):

@@ -4,7 +4,7 @@ search through this tag, so catalog (below search) imports nothing of it."""
 from django import template
 
 from catalog.models import Product
-from search.selectors import SimilarItems, product_similar
+from search.queries.similar import SimilarItems, product_similar
 
 register = template.Library()
 

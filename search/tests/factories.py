@@ -12,9 +12,11 @@ from PIL import Image, ImageDraw
 
 from catalog.models import Category, Product, ProductImage
 from ml.models import ModelVersion
-from search import services
+from search.indexing.batches import index_batch_run
+from search.indexing.jobs import index_job_finish, index_job_start
 from search.models import ImageEmbedding, IndexJob, ServingState
-from search.selectors import version_storage
+from search.serving.activation import model_version_activate
+from search.serving.versions import version_storage
 
 _counter = itertools.count(1)
 SHAPES = ("square", "circle", "triangle", "bar")
@@ -146,14 +148,14 @@ def index_job_run_here(job: IndexJob) -> IndexJob:
     """Run a reindex job's batches and finish in this process, as the workers would (messages it
     queued find nothing left to do); returns the job as it ended."""
     for batch in job.batches.all():
-        services.index_batch_run(batch_id=batch.pk)
-    services.index_job_finish(job_id=job.pk)
+        index_batch_run(batch_id=batch.pk)
+    index_job_finish(job_id=job.pk)
     job.refresh_from_db()
     return job
 
 
 def index_and_activate(model_version: ModelVersion) -> IndexJob:
     """Index the whole catalogue with `model_version` in this process, then make it the active one."""
-    job = index_job_run_here(services.index_job_start(model_version=model_version))
-    services.model_version_activate(model_version=model_version)
+    job = index_job_run_here(index_job_start(model_version=model_version))
+    model_version_activate(model_version=model_version)
     return job

@@ -119,7 +119,7 @@ class NearDuplicatesAdminBrowserTests(BrowserTestCase):
     def test_admin_sees_pairs_side_by_side_and_opens_either_product(self):
         from django.contrib.auth import get_user_model
 
-        from search import services
+        from search.serving.hnsw import hnsw_index_build
 
         from .factories import model_version_create, product_with_vectors
 
@@ -127,7 +127,7 @@ class NearDuplicatesAdminBrowserTests(BrowserTestCase):
         for i in range(6):
             product_with_vectors(model_version=version, vectors=[[float(i), 0.0]], title=f"Point {i}")
         product_with_vectors(model_version=version, vectors=[[3.01, 0.0]], title="Point 3 listed twice")
-        services.hnsw_index_build(model_version=version)
+        hnsw_index_build(model_version=version)
         get_user_model().objects.create_superuser("admin", "admin@example.com", "a-long-test-password")
         self.open("/admin/login/?next=/admin/search/nearduplicate/")
         self.find("#id_username").send_keys("admin")

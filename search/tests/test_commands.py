@@ -24,9 +24,17 @@ from django.urls import reverse
 from config.celery import app
 from ml.models import ModelVersion
 from search.models import ImageEmbedding, IndexJob
-from search.selectors import model_version_is_active
+from search.serving.versions import model_version_is_active
 
-from .factories import COLORS, SHAPES, embedding_put, model_version_create, product_create, serving_set, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    embedding_put,
+    model_version_create,
+    product_create,
+    serving_set,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 

@@ -7,9 +7,18 @@ from django.test import SimpleTestCase, TestCase
 from django.urls import reverse
 from PIL import Image
 
-from search.crop import BadCrop, Crop, crop_check, crop_parse
+from search.queries.crop import BadCrop, Crop, crop_check, crop_parse
 
-from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, product_create, shape_image, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    category_create,
+    image_bytes,
+    index_and_activate,
+    product_create,
+    shape_image,
+    shape_png,
+)
 from .tiny_model import LABEL_NAMES, tiny_model_version
 
 API = reverse("search:api_search")

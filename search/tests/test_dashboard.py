@@ -7,8 +7,17 @@ from django.contrib.auth import get_user_model
 from django.test import TestCase
 from django.urls import reverse
 
-from search.dashboard import dashboard_versions, embedding_map, embedding_map_svg, pca_2d
-from search.tests.factories import category_create, model_version_create, product_with_vectors
+from search.admin.dashboard import (
+    dashboard_versions,
+    embedding_map,
+    embedding_map_svg,
+    pca_2d,
+)
+from search.tests.factories import (
+    category_create,
+    model_version_create,
+    product_with_vectors,
+)
 
 
 class PcaTests(TestCase):

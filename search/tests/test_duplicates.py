@@ -14,9 +14,13 @@ from django.db import connection
 from django.test import TestCase
 from django.urls import reverse
 
-from search import services
-from search.duplicates import _NEAREST_OTHER_PRODUCTS, duplicate_pairs, duplicate_threshold_default
-from search.selectors import version_storage
+from search.queries.duplicates import (
+    _NEAREST_OTHER_PRODUCTS,
+    duplicate_pairs,
+    duplicate_threshold_default,
+)
+from search.serving.hnsw import hnsw_index_build
+from search.serving.versions import version_storage
 
 from .factories import model_version_create, product_with_vectors, serving_set
 
@@ -33,7 +37,7 @@ class DuplicatesTestCase(TestCase):
         cls.line = [product_with_vectors(model_version=cls.version, vectors=[[float(i), 0.0]], title=f"Point {i}") for i in range(10)]
         cls.copy = product_with_vectors(model_version=cls.version, vectors=[[5.02, 0.0]], title="Point 5 again")
         cls.two_views = product_with_vectors(model_version=cls.version, vectors=[[20.0, 0.0], [20.01, 0.0]], title="Two views")
-        services.hnsw_index_build(model_version=cls.version)
+        hnsw_index_build(model_version=cls.version)
 
     def setUp(self):
         cache.clear()

@@ -28,18 +28,39 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.test import Client, LiveServerTestCase, TestCase, TransactionTestCase, override_settings
+from django.test import (
+    Client,
+    LiveServerTestCase,
+    TestCase,
+    TransactionTestCase,
+    override_settings,
+)
 from django.urls import reverse
 
 from catalog.models import ProductImage
 from config.celery import app
 from ml.models import ModelVersion
 from ml.runtime import forget
-from search import services, tasks
+from search import tasks
+from search.indexing.batches import index_batch_run
+from search.indexing.jobs import index_job_finish, index_job_start
 from search.models import ImageEmbedding, IndexBatch, IndexJob, ServingState
-from search.selectors import SimilarItems, model_version_is_active, product_similar
+from search.queries.similar import SimilarItems, product_similar
+from search.serving.activation import ActivationRefused, model_version_activate
+from search.serving.versions import model_version_is_active
 
-from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, model_version_create, product_create, product_with_vectors, shape_image, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    category_create,
+    image_bytes,
+    index_and_activate,
+    model_version_create,
+    product_create,
+    product_with_vectors,
+    shape_image,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 ROOT = Path(settings.BASE_DIR)
@@ -225,7 +246,7 @@ class WorkerCrashTests(PrivateBrokerMixin, TransactionTestCase):
         version = tiny_model_version()
         images = self.catalogue(9)
         first = self.worker(CELERY_VISIBILITY_TIMEOUT="3")
-        job = services.index_job_start(model_version=version)  # autocommit: published at once
+        job = index_job_start(model_version=version)  # autocommit: published at once
         started = wait_for(
             lambda: IndexBatch.objects.filter(job=job, attempts__gte=1, finished_at__isnull=True).first(),
             timeout=60, what="the first worker to start a batch",
@@ -244,14 +265,14 @@ class WorkerCrashTests(PrivateBrokerMixin, TransactionTestCase):
         version = tiny_model_version()
         images = self.catalogue(4)
         with self.settings(EMBEDDING_BATCH_SIZE=3):
-            job = services.index_job_start(model_version=version)  # no worker runs: the batches wait
+            job = index_job_start(model_version=version)  # no worker runs: the batches wait
         poison, healthy = job.batches.order_by("number")
         # As if three workers had died on it (the cap is 12 by default; 3 here).
         IndexBatch.objects.filter(pk=poison.pk).update(attempts=3)
         with override_settings(INDEX_BATCH_MAX_ATTEMPTS=3):
-            self.assertTrue(services.index_batch_run(batch_id=poison.pk))
-            self.assertTrue(services.index_batch_run(batch_id=healthy.pk))
-        services.index_job_finish(job_id=job.pk)
+            self.assertTrue(index_batch_run(batch_id=poison.pk))
+            self.assertTrue(index_batch_run(batch_id=healthy.pk))
+        index_job_finish(job_id=job.pk)
         job.refresh_from_db()
         self.assertEqual((job.status, job.done, job.failed), (IndexJob.Status.DONE, 1, 3))
         reasons = set(version.embedding_failures.values_list("reason", flat=True))
@@ -266,7 +287,7 @@ class BrokerAndDatabaseFaultTests(PrivateBrokerMixin, TransactionTestCase):
         version = tiny_model_version()
         images = self.catalogue(10)
         worker = self.worker(CELERY_VISIBILITY_TIMEOUT="5")
-        job = services.index_job_start(model_version=version)
+        job = index_job_start(model_version=version)
         # While the worker holds the first batch (loading the model takes seconds), four wait in Redis.
         wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
                  what="the worker to start a batch")
@@ -281,7 +302,7 @@ class BrokerAndDatabaseFaultTests(PrivateBrokerMixin, TransactionTestCase):
         version = tiny_model_version()
         images = self.catalogue(6)
         worker = self.worker(loglevel="INFO")
-        job = services.index_job_start(model_version=version)
+        job = index_job_start(model_version=version)
         # The first batch takes seconds (the worker imports TensorFlow and loads the model) between
         # reading its images and writing their vectors: terminate the worker's connection then.
         wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
@@ -402,14 +423,14 @@ class ModelFileFaultTests(TestCase):
                 forget()
                 broken = self.broken_version(how)
                 with self.captureOnCommitCallbacks(execute=False):
-                    job = services.index_job_start(model_version=broken)
+                    job = index_job_start(model_version=broken)
                 tasks.index_batch_task.apply(args=[job.batches.first().pk])  # retried, then the job fails
                 job.refresh_from_db()
                 self.assertEqual(job.status, IndexJob.Status.FAILED)
                 self.assertIn("could not be loaded", job.error)
                 self.assertIn("embedder.keras" if how != "bad meta" else "meta.json", job.error)
-                with self.assertRaisesMessage(services.ActivationRefused, "Reindex it first"):
-                    services.model_version_activate(model_version=broken)
+                with self.assertRaisesMessage(ActivationRefused, "Reindex it first"):
+                    model_version_activate(model_version=broken)
                 self.assertEqual(list(ModelVersion.objects.filter(serving__is_active=True)), [self.active])
                 self.search_works()
 
@@ -484,7 +505,7 @@ class ConcurrencyTests(PrivateBrokerMixin, LiveServerTestCase):
         threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
         for thread in threads:
             thread.start()
-        job = services.index_job_start(model_version=candidate)
+        job = index_job_start(model_version=candidate)
         barrier.wait(timeout=30)
         self.wait_job(job, 120, worker)
         job_finished.set()
@@ -544,7 +565,7 @@ class ConcurrentActivationTests(TransactionTestCase):
             def activate(version: ModelVersion):
                 barrier.wait(timeout=10)
                 try:
-                    services.model_version_activate(model_version=version, force=True)
+                    model_version_activate(model_version=version, force=True)
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     errors.append(repr(exc))
                 finally:

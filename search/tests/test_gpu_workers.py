@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from ml import workers
 from ml.devices import ComputeDevice
-from search import services
+from search.indexing.jobs import index_job_start
 
 from .factories import model_version_create, product_create, shape_png
 from .test_faults import ROOT, child_env
@@ -92,7 +92,7 @@ class RegistryTests(RegistryTestCase):
 class BatchSizeTests(RegistryTestCase):
     def start(self) -> list[int]:
         with self.captureOnCommitCallbacks(execute=False):
-            job = services.index_job_start(model_version=self.version)
+            job = index_job_start(model_version=self.version)
         return [len(b.image_ids) for b in job.batches.order_by("number")]
 
     def setUp(self):

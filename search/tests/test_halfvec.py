@@ -13,19 +13,33 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from catalog.models import Product
-from search import services
-from search.dashboard import embedding_map
-from search.duplicates import _NEAREST_OTHER_PRODUCTS, duplicate_pairs
+from search.admin.dashboard import embedding_map
+from search.indexing.writes import embeddings_write
 from search.models import ImageEmbedding, ServingState
-from search.selectors import keyword_neighbours, nearest_products, product_similar, version_storage
+from search.queries.duplicates import _NEAREST_OTHER_PRODUCTS, duplicate_pairs
+from search.queries.hybrid import keyword_neighbours
+from search.queries.nearest import nearest_products
+from search.queries.similar import product_similar
+from search.serving.activation import (
+    model_version_storage_set,
+    model_version_train_start,
+    version_storage_ensure,
+)
+from search.serving.hnsw import hnsw_index_build
+from search.serving.versions import version_storage
 from search.storage import HALFVEC, VECTOR, storage_named
 
-from .factories import category_create, model_version_create, product_with_vectors, products_bulk
+from .factories import (
+    category_create,
+    model_version_create,
+    product_with_vectors,
+    products_bulk,
+)
 
 
 def halfvec_version(*, dim: int, active: bool = False):
     version = model_version_create(dim=dim, active=active)
-    services.model_version_storage_set(model_version=version, storage="halfvec")
+    model_version_storage_set(model_version=version, storage="halfvec")
     return version
 
 
@@ -45,15 +59,15 @@ class StorageChoiceTests(TestCase):
     def test_a_new_training_run_stores_as_the_setting_says(self):
         for storage in ("halfvec", "vector"):
             with override_settings(VECTOR_STORAGE=storage):
-                version = services.model_version_train_start(architecture="classifier", enqueue=False)
+                version = model_version_train_start(architecture="classifier", enqueue=False)
             self.assertEqual(version_storage(model_version=version).name, storage)
-        version = services.model_version_train_start(architecture="classifier", enqueue=False, storage="vector")
+        version = model_version_train_start(architecture="classifier", enqueue=False, storage="vector")
         self.assertIs(version_storage(model_version=version), VECTOR)
 
     def test_an_unknown_storage_is_refused_before_anything_is_recorded(self):
         before = ServingState.objects.count()
         with self.assertRaisesMessage(ValueError, "Vector storage must be one of vector, halfvec. Received: 'float8'"):
-            services.model_version_train_start(architecture="classifier", enqueue=False, storage="float8")
+            model_version_train_start(architecture="classifier", enqueue=False, storage="float8")
         self.assertEqual(ServingState.objects.count(), before)
         with self.assertRaises(ValueError):
             storage_named(None)
@@ -62,7 +76,7 @@ class StorageChoiceTests(TestCase):
         version = halfvec_version(dim=2)
         product_with_vectors(model_version=version, vectors=[[0.5, 0.25]])
         with self.assertRaisesMessage(ValueError, "already stores its vectors as halfvec"):
-            services.model_version_storage_set(model_version=version, storage="vector")
+            model_version_storage_set(model_version=version, storage="vector")
         self.assertIs(version_storage(model_version=version), HALFVEC)
 
     def test_a_version_with_float32_vectors_and_no_serving_state_stays_vector(self):
@@ -70,10 +84,10 @@ class StorageChoiceTests(TestCase):
         product_with_vectors(model_version=legacy, vectors=[[1.0, 0.0]])
         ServingState.objects.filter(model_version=legacy).delete()
         with override_settings(VECTOR_STORAGE="halfvec"):
-            self.assertIs(services.version_storage_ensure(model_version=legacy), VECTOR)
+            self.assertIs(version_storage_ensure(model_version=legacy), VECTOR)
             fresh = model_version_create(dim=2)
             ServingState.objects.filter(model_version=fresh).delete()
-            self.assertIs(services.version_storage_ensure(model_version=fresh), HALFVEC)
+            self.assertIs(version_storage_ensure(model_version=fresh), HALFVEC)
 
 
 class HalfvecRowsTests(TestCase):
@@ -95,7 +109,7 @@ class HalfvecRowsTests(TestCase):
     def test_the_write_path_writes_halfvec_and_rounds_to_float16(self):
         image = self.near.images.get()
         value = np.array([0.1, 1 / 3, 2.0], np.float32)
-        services._embeddings_write(model_version=self.version, vectors={image.pk: value}, failures={})
+        embeddings_write(model_version=self.version, vectors={image.pk: value}, failures={})
         row = ImageEmbedding.objects.get(image=image, model_version=self.version)
         self.assertIsNone(row.embedding)
         np.testing.assert_array_equal(row.vector, value.astype(np.float16).astype(np.float32))
@@ -148,8 +162,8 @@ class HalfvecIndexTests(TestCase):
                                      prices=[Decimal(5 + i % 50) for i in range(len(cls.vectors))])
         cls.float32 = model_version_create(dim=8)  # the same vectors as float32, beside it in the table
         products_bulk(model_version=cls.float32, vectors=cls.vectors, categories=[cls.shoes])
-        services.hnsw_index_build(model_version=cls.version)
-        services.hnsw_index_build(model_version=cls.float32)
+        hnsw_index_build(model_version=cls.version)
+        hnsw_index_build(model_version=cls.float32)
 
     def setUp(self):
         with connection.cursor() as cursor:
@@ -249,8 +263,8 @@ class HnswBuildMemoryTests(TestCase):
         rng = np.random.default_rng(1)
         products_bulk(model_version=version, vectors=rng.normal(size=(4000, 2)).astype(np.float32),
                       categories=[category_create("Many")])
-        with override_settings(HNSW_BUILD_MEMORY="1MB"), self.assertLogs("search.services", "WARNING") as logs:
-            services.hnsw_index_build(model_version=version)
+        with override_settings(HNSW_BUILD_MEMORY="1MB"), self.assertLogs("search.serving.hnsw", "WARNING") as logs:
+            hnsw_index_build(model_version=version)
         self.assertIn("Raise HNSW_BUILD_MEMORY (now 1MB)", logs.output[0])
         self.assertIn("no longer fits into maintenance_work_mem", logs.output[0])
 
@@ -265,5 +279,5 @@ class AdminStorageTests(TestCase):
         version = halfvec_version(dim=2)
         page = self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk]))
         self.assertContains(page, "halfvec (float16)")
-        services.model_version_storage_set(model_version=version, storage="vector")
+        model_version_storage_set(model_version=version, storage="vector")
         self.assertContains(self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk])), "vector (float32)")

@@ -24,10 +24,18 @@ from PIL import Image, ImageOps
 
 from catalog.images import InvalidImage, read_image
 from catalog.models import Product, ProductImage
+from catalog.tests.factories import PrivateMediaRootMixin
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
 
-from .factories import COLORS, SHAPES, image_bytes, index_and_activate, product_create, shape_image, shape_png
-from catalog.tests.factories import PrivateMediaRootMixin
+from .factories import (
+    COLORS,
+    SHAPES,
+    image_bytes,
+    index_and_activate,
+    product_create,
+    shape_image,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 PAGE = reverse("search:photo_search")

@@ -12,10 +12,20 @@ from django.urls import reverse
 
 from catalog.keyword_search import Match, product_keyword_match
 from catalog.models import Product
-from search import services
-from search.selectors import keyword_neighbours, nearest_products
+from search.queries.hybrid import keyword_neighbours
+from search.queries.nearest import nearest_products
+from search.serving.hnsw import hnsw_index_build
 
-from .factories import COLORS, SHAPES, category_create, index_and_activate, model_version_create, product_create, products_bulk, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    category_create,
+    index_and_activate,
+    model_version_create,
+    product_create,
+    products_bulk,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 
@@ -35,7 +45,7 @@ class KeywordNeighboursTests(TestCase):
         cls.products = products_bulk(model_version=cls.version, vectors=cls.vectors.tolist(), categories=[category_create("Things")], prices=prices)
         cls.red = [p.pk for i, p in enumerate(cls.products) if i % 5 == 0]
         Product.objects.filter(pk__in=cls.red).update(title="Red thing")
-        services.hnsw_index_build(model_version=cls.version)
+        hnsw_index_build(model_version=cls.version)
 
     def expected(self, query_vector, k: int, allowed: list[int]) -> list[int]:
         index = {p.pk: i for i, p in enumerate(self.products)}
@@ -65,7 +75,7 @@ class KeywordNeighboursTests(TestCase):
         products = products_bulk(model_version=version, vectors=vectors.tolist(), categories=[category_create("Circle")])
         far = [p.pk for i, p in enumerate(products) if 800 <= i < 1200 and i % 10 == 0]
         Product.objects.filter(pk__in=far).update(title="Far thing")
-        services.hnsw_index_build(model_version=version)
+        hnsw_index_build(model_version=version)
         with connection.cursor() as cursor:  # statistics for 2,000 rows, so the planner takes the HNSW index
             cursor.execute("ANALYZE search_imageembedding")
             cursor.execute("ANALYZE catalog_product")
@@ -83,9 +93,12 @@ class KeywordNeighboursTests(TestCase):
 
     def test_the_many_matches_query_uses_the_hnsw_index(self):
         words = product_keyword_match(query="red")
-        from search.models import ImageEmbedding  # the same query nearest_products builds
         from django.db.models.functions import Cast
         from pgvector.django import L2Distance, VectorField
+
+        from search.models import (
+            ImageEmbedding,  # the same query nearest_products builds
+        )
 
         rows = (
             ImageEmbedding.objects.filter(model_version_id=self.version.pk, product_id__in=words.products.order_by().values("pk"))

@@ -9,11 +9,32 @@ from django.test import TestCase, override_settings
 
 from catalog.models import ProductImage
 from ml.models import ModelVersion
-from search import services, tasks
+from search import tasks
+from search.indexing.batches import _batch_write
+from search.indexing.embedding import IndexInfrastructureError, images_embed
+from search.indexing.jobs import index_job_cancel, index_job_start
+from search.indexing.progress import index_coverage
+from search.indexing.writes import image_embed
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
-from search.selectors import hnsw_index_exists, index_coverage, model_version_is_active, product_similar
+from search.queries.similar import product_similar
+from search.serving.activation import (
+    ActivationRefused,
+    VectorsInUse,
+    model_version_activate,
+    model_version_vectors_delete,
+)
+from search.serving.hnsw import hnsw_index_build, hnsw_index_exists
+from search.serving.versions import model_version_is_active
 
-from .factories import COLORS, SHAPES, model_version_create, product_create, product_with_vectors, serving_set, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    model_version_create,
+    product_create,
+    product_with_vectors,
+    serving_set,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 
@@ -26,7 +47,7 @@ class IndexingTestCase(TestCase):
 
     def start(self, **kwargs) -> IndexJob:
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
-            job = services.index_job_start(model_version=self.version, **kwargs)
+            job = index_job_start(model_version=self.version, **kwargs)
         self.assertEqual(len(callbacks), 1)  # one callback enqueues every batch
         return job
 
@@ -59,9 +80,9 @@ class IndexJobTests(IndexingTestCase):
         job = self.start()
         batch = job.batches.order_by("number").first()
         images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product"))
-        vectors, failures = services._images_embed(model_version=self.version, images=images)
+        vectors, failures = images_embed(model_version=self.version, images=images)
         ProductImage.objects.filter(pk=batch.image_ids[0]).delete()  # while the model ran
-        self.assertTrue(services._batch_write(batch=batch, vectors=vectors, failures=failures))
+        self.assertTrue(_batch_write(batch=batch, vectors=vectors, failures=failures))
         self.assertFalse(ImageEmbedding.objects.filter(image_id=batch.image_ids[0]).exists())
         for other in job.batches.exclude(pk=batch.pk):
             tasks.index_batch_task.apply(args=[other.pk]).get()
@@ -73,9 +94,9 @@ class IndexJobTests(IndexingTestCase):
         job = self.start()
         batch = job.batches.order_by("number").first()
         images = list(ProductImage.objects.filter(pk__in=batch.image_ids).select_related("product"))
-        vectors, failures = services._images_embed(model_version=self.version, images=images)
-        services.index_job_cancel(job=job)
-        self.assertFalse(services._batch_write(batch=batch, vectors=vectors, failures=failures))
+        vectors, failures = images_embed(model_version=self.version, images=images)
+        index_job_cancel(job=job)
+        self.assertFalse(_batch_write(batch=batch, vectors=vectors, failures=failures))
         self.assertFalse(ImageEmbedding.objects.filter(model_version=self.version).exists())
 
     def test_a_batch_whose_task_fails_for_good_fails_the_job_and_blames_no_image(self):
@@ -109,9 +130,9 @@ class IndexJobTests(IndexingTestCase):
     def test_embedding_an_image_twice_upserts_one_row(self):
         serving_set(self.version, is_active=True)
         image = self.products[0].images.get()
-        services.image_embed(image_id=image.pk)
+        image_embed(image_id=image.pk)
         first = ImageEmbedding.objects.get(image=image)
-        services.image_embed(image_id=image.pk)
+        image_embed(image_id=image.pk)
         second = ImageEmbedding.objects.get(image=image)
         self.assertEqual(first.pk, second.pk)
         np.testing.assert_allclose(first.vector, second.vector, rtol=1e-5)
@@ -132,9 +153,9 @@ class IndexJobTests(IndexingTestCase):
     def test_model_that_fails_to_load_fails_the_job(self):
         broken = model_version_create(dim=8)
         with self.captureOnCommitCallbacks(execute=False):
-            job = services.index_job_start(model_version=broken)
+            job = index_job_start(model_version=broken)
         result = tasks.index_batch_task.apply(args=[job.batches.first().pk])  # retried, then failed
-        self.assertIsInstance(result.result, services.IndexInfrastructureError)
+        self.assertIsInstance(result.result, IndexInfrastructureError)
         job.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.FAILED)
         self.assertIn("could not be loaded", job.error)
@@ -154,7 +175,7 @@ class IndexJobTests(IndexingTestCase):
         self.assertTrue(model_version_is_active(model_version=self.version))
 
     def test_cancelled_job_batches_do_nothing(self):
-        job = services.index_job_cancel(job=self.start())
+        job = index_job_cancel(job=self.start())
         self.assertEqual(job.status, IndexJob.Status.CANCELLED)
         self.assertFalse(tasks.index_batch_task.apply(args=[job.batches.first().pk]).get())
         self.assertFalse(ImageEmbedding.objects.exists())
@@ -168,7 +189,7 @@ class IndexJobTests(IndexingTestCase):
     def test_refuses_a_version_that_did_not_succeed(self):
         failed = model_version_create(status=ModelVersion.Status.FAILED)
         with self.assertRaisesMessage(ValueError, "succeeded"):
-            services.index_job_start(model_version=failed)
+            index_job_start(model_version=failed)
 
 
 class ActivationTests(TestCase):
@@ -199,10 +220,10 @@ class ActivationTests(TestCase):
         similar = product_similar(product=self.query)
         self.assertEqual(similar.model_version, self.a)
         self.assertEqual([i.product for i in similar.items], [self.x, self.y])
-        with self.assertRaisesMessage(services.ActivationRefused, "2 of 3"):
-            services.model_version_activate(model_version=self.b)
+        with self.assertRaisesMessage(ActivationRefused, "2 of 3"):
+            model_version_activate(model_version=self.b)
         self.put_b(self.x, [0, 0, 5])
-        services.model_version_activate(model_version=self.b)
+        model_version_activate(model_version=self.b)
         similar = product_similar(product=self.query)
         self.assertEqual(similar.model_version, self.b)
         self.assertEqual([i.product for i in similar.items], [self.y, self.x])
@@ -210,26 +231,26 @@ class ActivationTests(TestCase):
         self.assertEqual(list(ModelVersion.objects.filter(serving__is_active=True)), [self.b])
 
     def test_force_activates_without_coverage(self):
-        services.model_version_activate(model_version=self.b, force=True)
+        model_version_activate(model_version=self.b, force=True)
         self.assertTrue(model_version_is_active(model_version=self.b))
         self.assertFalse(model_version_is_active(model_version=self.a))
 
     def test_refuses_a_version_that_did_not_succeed_even_with_force(self):
         failed = model_version_create(status=ModelVersion.Status.FAILED)
-        with self.assertRaisesMessage(services.ActivationRefused, "only a succeeded version"):
-            services.model_version_activate(model_version=failed, force=True)
+        with self.assertRaisesMessage(ActivationRefused, "only a succeeded version"):
+            model_version_activate(model_version=failed, force=True)
 
     def test_vectors_delete_refuses_the_active_version(self):
-        with self.assertRaises(services.VectorsInUse):
-            services.model_version_vectors_delete(model_version=self.a)
+        with self.assertRaises(VectorsInUse):
+            model_version_vectors_delete(model_version=self.a)
         self.assertEqual(ImageEmbedding.objects.filter(model_version=self.a).count(), 3)
 
     def test_vectors_delete_removes_an_old_versions_rows_and_index(self):
         for p in (self.query, self.x, self.y):
             self.put_b(p, [1, 2, 3])
-        services.hnsw_index_build(model_version=self.b)
+        hnsw_index_build(model_version=self.b)
         with self.captureOnCommitCallbacks(execute=True):  # the index is dropped after the commit
-            self.assertEqual(services.model_version_vectors_delete(model_version=self.b), 3)
+            self.assertEqual(model_version_vectors_delete(model_version=self.b), 3)
         self.assertFalse(ImageEmbedding.objects.filter(model_version=self.b).exists())
         self.assertFalse(hnsw_index_exists(model_version=self.b))
         self.assertEqual(ImageEmbedding.objects.filter(model_version=self.a).count(), 3)
@@ -238,7 +259,7 @@ class ActivationTests(TestCase):
 class SignalTests(IndexingTestCase):
     def test_new_image_is_embedded_for_the_active_version_after_commit(self):
         serving_set(self.version, is_active=True)
-        with mock.patch.object(tasks.image_embed_task, "delay") as delay:
+        with mock.patch("search.indexing.enqueue.image_embed") as delay:
             with self.captureOnCommitCallbacks(execute=True):
                 product = product_create(images=[shape_png("triangle")])
                 delay.assert_not_called()  # not before the commit
@@ -248,7 +269,7 @@ class SignalTests(IndexingTestCase):
         self.assertTrue(ImageEmbedding.objects.filter(image=image, model_version=self.version).exists())
 
     def test_nothing_is_enqueued_without_an_active_version(self):
-        with mock.patch.object(tasks.image_embed_task, "delay") as delay:
+        with mock.patch("search.indexing.enqueue.image_embed") as delay:
             with self.captureOnCommitCallbacks(execute=True):
                 product_create()
         delay.assert_not_called()

@@ -16,12 +16,24 @@ from django.test import TestCase, TransactionTestCase, override_settings
 
 from catalog.models import Product, ProductImage
 from ml.models import ModelVersion
-from search import services, tasks
-from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob, ServingState
-from search.repair import lifecycle_repair
-from search.selectors import index_coverage, model_version_is_active
-
 from ml.tests.test_django_training import purge_queue, queue_length
+from search import tasks
+from search.indexing.batches import index_batch_run
+from search.indexing.embedding import images_embed
+from search.indexing.jobs import index_job_cancel, index_job_finish, index_job_start
+from search.indexing.progress import index_coverage
+from search.indexing.repair import lifecycle_repair
+from search.indexing.writes import embeddings_write, image_embed
+from search.models import (
+    EmbeddingFailure,
+    ImageEmbedding,
+    IndexBatch,
+    IndexJob,
+    ServingState,
+)
+from search.serving.activation import ActivationRefused, model_version_activate
+from search.serving.hnsw import hnsw_index_build
+from search.serving.versions import model_version_is_active
 
 from .factories import (
     COLORS,
@@ -58,7 +70,7 @@ class EmptyActivationTests(TestCase):
     def test_storage_without_local_files_fails_the_job_and_activates_nothing(self):
         version = tiny_model_version(auto_activate=True)
         with self.captureOnCommitCallbacks(execute=False):
-            job = services.index_job_start(model_version=version)
+            job = index_job_start(model_version=version)
         storages = {"default": {"BACKEND": "search.tests.test_lifecycle.RemoteStorage"},
                     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
         with override_settings(STORAGES=storages):
@@ -76,11 +88,11 @@ class EmptyActivationTests(TestCase):
         for image in ProductImage.objects.all():
             with open(image.image.path, "wb") as f:
                 f.write(b"\x89PNG\r\n\x1a\n not a png any more")
-        job = index_job_run_here(services.index_job_start(model_version=version))
+        job = index_job_run_here(index_job_start(model_version=version))
         self.assertEqual((job.status, job.done, job.failed), (IndexJob.Status.DONE, 0, 6))
         self.assertFalse(model_version_is_active(model_version=version))
-        with self.assertRaisesMessage(services.ActivationRefused, "vectors for 0 of 6 images"):
-            services.model_version_activate(model_version=version)
+        with self.assertRaisesMessage(ActivationRefused, "vectors for 0 of 6 images"):
+            model_version_activate(model_version=version)
 
     def test_activation_is_bounded_by_the_share_of_unreadable_images_and_force_still_works(self):
         version = model_version_create(dim=3)
@@ -89,13 +101,13 @@ class EmptyActivationTests(TestCase):
             embedding_put(image=image, model_version=version, vector=[0, 0, 1])
         EmbeddingFailure.objects.create(image=images[5], model_version=version, reason="unreadable")
         with override_settings(ACTIVATION_MAX_FAILED_FRACTION=0.1):
-            with self.assertRaisesMessage(services.ActivationRefused, "1 unreadable, 16.7%; at most 10.0%"):
-                services.model_version_activate(model_version=version)
+            with self.assertRaisesMessage(ActivationRefused, "1 unreadable, 16.7%; at most 10.0%"):
+                model_version_activate(model_version=version)
         with override_settings(ACTIVATION_MAX_FAILED_FRACTION=0.2):
-            services.model_version_activate(model_version=version)
+            model_version_activate(model_version=version)
         self.assertTrue(model_version_is_active(model_version=version))
         ServingState.objects.update(is_active=False)
-        services.model_version_activate(model_version=version, force=True)
+        model_version_activate(model_version=version, force=True)
         self.assertTrue(model_version_is_active(model_version=version))
 
 
@@ -106,7 +118,7 @@ class FreshCopiesTests(TestCase):
         product = _catalogue(1)[0]
         image = product.images.get()
         other = product_create().category
-        real = services._images_embed
+        real = images_embed
 
         def slow_model(**kwargs):
             result = real(**kwargs)
@@ -114,8 +126,8 @@ class FreshCopiesTests(TestCase):
             Product.objects.filter(pk=product.pk).update(price=Decimal("99.50"), category=other)
             return result
 
-        with mock.patch.object(services, "_images_embed", side_effect=slow_model):
-            self.assertEqual(services.image_embed(image_id=image.pk), [version.pk])
+        with mock.patch("search.indexing.writes.images_embed", side_effect=slow_model):
+            self.assertEqual(image_embed(image_id=image.pk), [version.pk])
         row = ImageEmbedding.objects.get(image=image, model_version=version)
         self.assertEqual((row.price, row.category_id), (Decimal("99.50"), other.pk))
 
@@ -136,13 +148,13 @@ class OneRecordPerImageTests(TransactionTestCase):
         serving_set(version, is_active=True)
         _catalogue(2)
         self.addCleanup(purge_queue, "embeddings")  # the job's message: this test runs the batch itself
-        job = services.index_job_start(model_version=version)
+        job = index_job_start(model_version=version)
         batch = job.batches.get()
         image = ProductImage.objects.order_by("id").first()
         batch_wrote = threading.Event()
         embed_done = threading.Event()
         errors: list[str] = []
-        real_write = services._embeddings_write
+        real_write = embeddings_write
 
         def write_then_wait(**kwargs):
             real_write(**kwargs)
@@ -152,7 +164,7 @@ class OneRecordPerImageTests(TransactionTestCase):
 
         def run_batch():
             try:
-                services.index_batch_run(batch_id=batch.pk)
+                index_batch_run(batch_id=batch.pk)
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(repr(exc))
             finally:
@@ -162,15 +174,16 @@ class OneRecordPerImageTests(TransactionTestCase):
             try:
                 batch_wrote.wait(timeout=30)
                 # The file went bad after the batch read it: this run records a failure.
-                with mock.patch.object(services, "_images_embed", return_value=({}, {image.pk: "unreadable now"})):
-                    services.image_embed(image_id=image.pk)
+                with mock.patch("search.indexing.writes.images_embed", return_value=({}, {image.pk: "unreadable now"})):
+                    image_embed(image_id=image.pk)
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(repr(exc))
             finally:
                 embed_done.set()
                 connection.close()
 
-        with mock.patch.object(services, "_embeddings_write", side_effect=write_then_wait):
+        with mock.patch("search.indexing.writes.embeddings_write", side_effect=write_then_wait), \
+                mock.patch("search.indexing.batches.embeddings_write", side_effect=write_then_wait):
             threads = [threading.Thread(target=run_batch, name="batch"), threading.Thread(target=run_image_embed, name="embed")]
             for thread in threads:
                 thread.start()
@@ -188,18 +201,18 @@ class CancelDuringBuildTests(TestCase):
         version = tiny_model_version(auto_activate=True)
         _catalogue(4)
         with self.captureOnCommitCallbacks(execute=False):
-            job = services.index_job_start(model_version=version)
+            job = index_job_start(model_version=version)
         for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
-        real_build = services.hnsw_index_build
+            index_batch_run(batch_id=batch.pk)
+        real_build = hnsw_index_build
 
         def build_then_cancel(**kwargs):
             name = real_build(**kwargs)
-            services.index_job_cancel(job=IndexJob.objects.get(pk=job.pk))  # an admin pressed Cancel meanwhile
+            index_job_cancel(job=IndexJob.objects.get(pk=job.pk))  # an admin pressed Cancel meanwhile
             return name
 
-        with mock.patch.object(services, "hnsw_index_build", side_effect=build_then_cancel):
-            services.index_job_finish(job_id=job.pk)
+        with mock.patch("search.indexing.jobs.hnsw_index_build", side_effect=build_then_cancel):
+            index_job_finish(job_id=job.pk)
         job.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.CANCELLED)
         self.assertFalse(model_version_is_active(model_version=version))
@@ -225,14 +238,14 @@ class VersionDeleteTests(TransactionTestCase):
 
         self.version = tiny_model_version()
         _catalogue(3)
-        index_job_run_here(services.index_job_start(model_version=self.version))
+        index_job_run_here(index_job_start(model_version=self.version))
         self.addCleanup(purge_queue, "embeddings")
         self.admin = site._registry[ModelVersion]
         self.request = RequestFactory().post("/")
         self.request.user = User.objects.create_superuser("root", "root@example.com", "pw")
 
     def test_deleting_a_version_in_the_admin_does_not_block_search_and_removes_files_after_commit(self):
-        from search.selectors import hnsw_index_exists
+        from search.serving.hnsw import hnsw_index_exists
 
         pk, workdir = self.version.pk, self.version.workdir
         self.assertTrue(hnsw_index_exists(model_version=self.version))
@@ -272,7 +285,7 @@ class VersionDeleteTests(TransactionTestCase):
         self.assertFalse(hnsw_index_exists(model_version=ModelVersion(pk=pk)))
 
     def test_a_delete_that_rolls_back_keeps_the_files_and_the_index(self):
-        from search.selectors import hnsw_index_exists
+        from search.serving.hnsw import hnsw_index_exists
 
         with self.assertRaises(RuntimeError), transaction.atomic():
             self.admin.delete_model(self.request, ModelVersion.objects.get(pk=self.version.pk))
@@ -292,7 +305,7 @@ class RepairTests(PrivateBrokerMixin, TransactionTestCase):
         version = tiny_model_version()
         images = self.catalogue(10)
         worker = self.worker(CELERY_VISIBILITY_TIMEOUT="5")
-        job = services.index_job_start(model_version=version)
+        job = index_job_start(model_version=version)
         # While the worker holds the first batch (loading the model takes seconds), four wait in Redis.
         wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
                  what="the worker to start a batch")
@@ -314,7 +327,7 @@ class RepairTests(PrivateBrokerMixin, TransactionTestCase):
 
         version = tiny_model_version()
         self.catalogue(3)
-        job = index_job_run_here_without_finish(services.index_job_start(model_version=version))
+        job = index_job_run_here_without_finish(index_job_start(model_version=version))
         queued = training_create(architecture="classifier", variant="softmax", enqueue=False)
         self.flush_broker()  # the batches' messages, already run here
         with override_settings(REPAIR_STALE_AFTER=0):
@@ -341,8 +354,8 @@ class RepairTests(PrivateBrokerMixin, TransactionTestCase):
 
 def index_job_run_here_without_finish(job: IndexJob) -> IndexJob:
     """Run a job's batches here as if the last batch's finish message had been lost."""
-    with mock.patch.object(tasks.index_job_finish_task, "delay"):
+    with mock.patch("search.indexing.enqueue.job_finish"):
         for batch in job.batches.all():
-            services.index_batch_run(batch_id=batch.pk)
+            index_batch_run(batch_id=batch.pk)
     job.refresh_from_db()
     return job

@@ -14,7 +14,7 @@ from catalog.tests.factories import product_create, shape_png
 from ml.models import ModelVersion
 from ml.tests.test_django_training import purge_queue, queue_length, tiny_catalogue
 from search.models import ServingState
-from search.selectors import model_version_is_active
+from search.serving.versions import model_version_is_active
 from search.tests.factories import model_version_create as model_version_create_row
 from search.tests.factories import serving_set
 

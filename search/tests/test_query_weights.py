@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 from django.test import SimpleTestCase, TestCase
 
-from search.query_weights import PHOTO, QUERY_WEIGHTS, SIMILAR, query_vector
-from search.selectors import nearest_products, product_similar
+from search.queries.nearest import nearest_products
+from search.queries.similar import product_similar
+from search.queries.weights import PHOTO, QUERY_WEIGHTS, SIMILAR, query_vector
 
 from .factories import model_version_create, product_with_vectors
 

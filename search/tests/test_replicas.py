@@ -18,9 +18,19 @@ from catalog.models import Product
 from config.replicas import replica_health
 from config.tests.streaming_replica import StreamingReplicaMixin
 from ml.models import ModelVersion
-from search import services
+from search.serving.activation import model_version_activate
+from search.serving.hnsw import hnsw_index_build, hnsw_index_drop
 
-from .factories import category_create, image_bytes, index_and_activate, model_version_create, product_create, product_with_vectors, shape_image, shape_png
+from .factories import (
+    category_create,
+    image_bytes,
+    index_and_activate,
+    model_version_create,
+    product_create,
+    product_with_vectors,
+    shape_image,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 REPLICA = StreamingReplicaMixin.replica_alias
@@ -60,13 +70,13 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
             product_with_vectors(model_version=self.v1, vectors=[vector], category=self.category, title=f"Shape {i}")
             for i, vector in enumerate(VECTORS)
         ]
-        services.hnsw_index_build(model_version=self.v1)
-        services.model_version_activate(model_version=self.v1)
+        hnsw_index_build(model_version=self.v1)
+        model_version_activate(model_version=self.v1)
         self.replica.wait_caught_up()
 
     def tearDown(self):
         for version in ModelVersion.objects.all():
-            services.hnsw_index_drop(model_version=version)
+            hnsw_index_drop(model_version=version)
         super().tearDown()
 
     def get(self, path: str):
@@ -98,7 +108,7 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
 
     def test_writes_and_reads_outside_the_read_views_use_the_primary(self):
         with queries_by_alias() as seen:
-            services.model_version_activate(model_version=self.v1)
+            model_version_activate(model_version=self.v1)
             Product.objects.filter(pk=self.products[0].pk).update(title="Renamed")
             self.assertEqual(Product.objects.get(pk=self.products[0].pk).title, "Renamed")
         self.assertEqual(seen[REPLICA], [])
@@ -133,11 +143,11 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
         for product, vector in zip(self.products, reversed(VECTORS), strict=True):
             image = product.images.get()
             image.embeddings.create(model_version=v2, product=product, category=self.category, price=product.price, embedding=vector)
-        services.hnsw_index_build(model_version=v2)
+        hnsw_index_build(model_version=v2)
         self.replica.wait_caught_up()
         self.replica.pause()
         try:
-            services.model_version_activate(model_version=v2)
+            model_version_activate(model_version=v2)
             replica_health(refresh=True)
             self.assertFalse(replica_health()[REPLICA].usable)
             self.assertIn("not caught up", replica_health()[REPLICA].reason)
@@ -157,13 +167,13 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
         v2 = model_version_create(dim=3)
         for product, vector in zip(self.products, VECTORS, strict=True):
             product.images.get().embeddings.create(model_version=v2, product=product, category=self.category, price=product.price, embedding=vector)
-        services.model_version_activate(model_version=v2)  # serving before its index is built (allowed)
+        model_version_activate(model_version=v2)  # serving before its index is built (allowed)
         self.replica.wait_caught_up()
         replica_health(refresh=True)
         self.assertTrue(replica_health()[REPLICA].usable)  # both serve v2 without an index
         self.replica.pause()
         try:
-            services.hnsw_index_build(model_version=v2)
+            hnsw_index_build(model_version=v2)
             replica_health(refresh=True)
             self.assertFalse(replica_health()[REPLICA].usable)
             _, seen = self.similar(self.products[0])

@@ -11,9 +11,14 @@ from django.db import DataError, connection, transaction
 from django.test import TestCase, override_settings
 
 from catalog.models import Product, ProductImage
-from search import services, vector_copy
-from search.models import EmbeddingFailure, ImageEmbedding, IndexBatch, IndexJob
-from search.vector_copy import copy_binary, embeddings_upsert
+from search.indexing import vector_copy
+from search.indexing.batches import index_batch_run
+from search.indexing.embedding import images_embed
+from search.indexing.jobs import index_job_start
+from search.indexing.vector_copy import copy_binary, embeddings_upsert
+from search.indexing.writes import embeddings_write, images_lock
+from search.models import EmbeddingFailure, ImageEmbedding, IndexJob
+from search.serving.activation import model_version_storage_set
 
 from .factories import model_version_create, product_create, shape_png
 
@@ -28,15 +33,15 @@ class CopyWriteTests(TestCase):
     @classmethod
     def setUpTestData(cls):
         cls.version = model_version_create(dim=4)
-        services.model_version_storage_set(model_version=cls.version, storage="vector")  # float32: exact floats
+        model_version_storage_set(model_version=cls.version, storage="vector")  # float32: exact floats
         cls.products = [product_create(images=[shape_png("circle")], price=p) for p in (10, 20, 30)]
         Product.objects.filter(pk=cls.products[2].pk).update(price=None)
         cls.images = list(ProductImage.objects.order_by("id"))
 
     def write(self, vectors: dict[int, np.ndarray], version=None) -> None:
         with transaction.atomic():
-            services._images_lock(image_ids=list(vectors))
-            services._embeddings_write(model_version=version or self.version, vectors=vectors, failures={})
+            images_lock(image_ids=list(vectors))
+            embeddings_write(model_version=version or self.version, vectors=vectors, failures={})
 
     def test_vectors_are_stored_exactly_with_the_products_copies(self):
         rng = np.random.default_rng(0)
@@ -65,9 +70,9 @@ class CopyWriteTests(TestCase):
     def test_two_writes_in_one_transaction_each_write_only_their_own_rows(self):
         other = model_version_create(dim=2)
         with transaction.atomic():
-            services._images_lock(image_ids=[im.pk for im in self.images])
-            services._embeddings_write(model_version=self.version, vectors={self.images[0].pk: np.ones(4, np.float32)}, failures={})
-            services._embeddings_write(model_version=other, vectors={self.images[1].pk: np.ones(2, np.float32)}, failures={})
+            images_lock(image_ids=[im.pk for im in self.images])
+            embeddings_write(model_version=self.version, vectors={self.images[0].pk: np.ones(4, np.float32)}, failures={})
+            embeddings_write(model_version=other, vectors={self.images[1].pk: np.ones(2, np.float32)}, failures={})
         self.assertEqual(list(ImageEmbedding.objects.filter(model_version=self.version).values_list("image_id", flat=True)),
                          [self.images[0].pk])
         self.assertEqual(list(ImageEmbedding.objects.filter(model_version=other).values_list("image_id", flat=True)),
@@ -85,7 +90,7 @@ class CopyWriteTests(TestCase):
         vectors = np.ones((3, 4), np.float32)
         vectors[2, 1] = np.nan  # the last row: the first two are already streamed when the server refuses
         with self.assertRaises(DataError), transaction.atomic():
-            services._images_lock(image_ids=ids)
+            images_lock(image_ids=ids)
             with connection.cursor() as cursor, mock.patch.object(vector_copy, "copy_binary", _encode_unchecked):
                 embeddings_upsert(cursor=cursor, model_version_id=self.version.pk, image_ids=ids, vectors=vectors)
         self.assertFalse(ImageEmbedding.objects.exists())
@@ -105,7 +110,7 @@ class BatchTransactionTests(TestCase):
 
     def start(self) -> IndexJob:
         with self.captureOnCommitCallbacks(execute=False):
-            return services.index_job_start(model_version=self.version)
+            return index_job_start(model_version=self.version)
 
     def test_a_copy_that_fails_half_way_leaves_no_partial_rows_and_the_batch_runs_again(self):
         job = self.start()
@@ -118,7 +123,7 @@ class BatchTransactionTests(TestCase):
             return _encode_unchecked(image_ids, vectors)
 
         with mock.patch.object(vector_copy, "copy_binary", side_effect=broken_last_row), self.assertRaises(DataError):
-            services.index_batch_run(batch_id=batch.pk)
+            index_batch_run(batch_id=batch.pk)
         self.assertFalse(ImageEmbedding.objects.exists())
         self.assertFalse(EmbeddingFailure.objects.exists())
         batch.refresh_from_db()
@@ -128,7 +133,7 @@ class BatchTransactionTests(TestCase):
 
         self.assertIs(vector_copy.copy_binary, real)
         with self.captureOnCommitCallbacks(execute=False):
-            self.assertTrue(services.index_batch_run(batch_id=batch.pk))  # the retry
+            self.assertTrue(index_batch_run(batch_id=batch.pk))  # the retry
         self.assertEqual(ImageEmbedding.objects.filter(model_version=self.version).count(), 4)
         job.refresh_from_db()
         self.assertEqual((job.done, job.batches_done), (4, 1))
@@ -136,18 +141,18 @@ class BatchTransactionTests(TestCase):
     def test_a_batch_reads_and_writes_in_a_fixed_number_of_round_trips(self):
         job = self.start()
         batch = job.batches.get()
-        services._images_embed(model_version=self.version, images=list(ProductImage.objects.all()))  # model loaded
+        images_embed(model_version=self.version, images=list(ProductImage.objects.all()))  # model loaded
         # Before the model: batch + job + version, attempts (UPDATE … RETURNING), image rows. The
         # transaction (a savepoint here, BEGIN/COMMIT in a worker): synchronous_commit, job lock, image
         # + product lock, the version's vector storage, temporary table, COPY, upsert, stale failures,
         # batch finished, job counts, job refresh. None of them per image.
         with self.captureOnCommitCallbacks(execute=False), self.assertNumQueries(16):
-            self.assertTrue(services.index_batch_run(batch_id=batch.pk))
+            self.assertTrue(index_batch_run(batch_id=batch.pk))
 
     def test_each_batch_logs_its_stage_times(self):
         batch = self.start().batches.get()
-        with self.captureOnCommitCallbacks(execute=False), self.assertLogs("search.services", "INFO") as logs:
-            services.index_batch_run(batch_id=batch.pk)
+        with self.captureOnCommitCallbacks(execute=False), self.assertLogs("search.indexing.batches", "INFO") as logs:
+            index_batch_run(batch_id=batch.pk)
         line = next(m for m in logs.output if "Index batch 0 of job" in m)
         self.assertRegex(line, r"4 embedded, 0 failed; ms rows=[\d.]+ embed=[\d.]+ write=[\d.]+ total=[\d.]+")
 

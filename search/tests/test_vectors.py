@@ -10,12 +10,19 @@ from django.db import connection, transaction
 from django.test import TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from search import services
 from search.fields import vector_text
 from search.models import ImageEmbedding, ServingState
-from search.selectors import SimilarItems, hnsw_index_exists, nearest_products, product_similar
+from search.queries.nearest import nearest_products
+from search.queries.similar import SimilarItems, product_similar
+from search.serving.hnsw import hnsw_index_build, hnsw_index_exists
 
-from .factories import category_create, model_version_create, product_create, product_with_vectors, products_bulk
+from .factories import (
+    category_create,
+    model_version_create,
+    product_create,
+    product_with_vectors,
+    products_bulk,
+)
 
 
 class VectorFieldTests(TestCase):
@@ -127,8 +134,8 @@ class HnswTests(TestCase):
         # A second version of another dimension shares the table.
         cls.other = model_version_create(dim=5)
         products_bulk(model_version=cls.other, vectors=rng.normal(size=(20, 5)), categories=[cls.shoes])
-        services.hnsw_index_build(model_version=cls.version)
-        services.hnsw_index_build(model_version=cls.other)
+        hnsw_index_build(model_version=cls.version)
+        hnsw_index_build(model_version=cls.other)
 
     def setUp(self):
         with connection.cursor() as cursor:

@@ -12,10 +12,20 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog.models import Product, ProductImage
-from search import services
 from search.models import EmbeddingFailure, ImageEmbedding, IndexJob, ServingState
+from search.serving.activation import model_version_activate
 
-from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, model_version_create, product_create, shape_image, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    category_create,
+    image_bytes,
+    index_and_activate,
+    model_version_create,
+    product_create,
+    shape_image,
+    shape_png,
+)
 from .tiny_model import LABEL_NAMES, tiny_model_version
 
 
@@ -116,7 +126,7 @@ class PhotoSearchPageTests(SearchTestCase):
 
     def test_model_that_fails_to_load_is_a_503_message(self):
         broken = model_version_create(dim=8)
-        services.model_version_activate(model_version=broken, force=True)
+        model_version_activate(model_version=broken, force=True)
         response = self.client.post(self.url, {"image": upload(shape_png())})
         self.assertContains(response, "could not be loaded", status_code=503)
 

@@ -10,9 +10,12 @@ from django.db import connections
 from django.test import TransactionTestCase, override_settings
 
 from config.celery import app
-from search import services
+from search.indexing.jobs import index_job_start
+from search.indexing.progress import index_coverage
 from search.models import ImageEmbedding, IndexJob
-from search.selectors import SimilarItems, hnsw_index_exists, index_coverage, model_version_is_active, product_similar
+from search.queries.similar import SimilarItems, product_similar
+from search.serving.hnsw import hnsw_index_exists
+from search.serving.versions import model_version_is_active
 
 from .factories import COLORS, SHAPES, product_create, shape_png
 from .tiny_model import tiny_model_version
@@ -50,7 +53,7 @@ class WorkerReindexTests(TransactionTestCase):
     def test_reindex_through_redis_embeds_everything_completes_and_activates(self):
         version = tiny_model_version(auto_activate=True)
         products = [product_create(images=[shape_png(s, color=c)]) for s in SHAPES for c in COLORS[:2]]
-        job = services.index_job_start(model_version=version)  # autocommit: enqueued at once
+        job = index_job_start(model_version=version)  # autocommit: enqueued at once
         self.assertEqual(job.batches_total, 3)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -15,8 +15,9 @@ from pathlib import Path
 from django.test import TransactionTestCase, override_settings
 
 from config.celery import app
-from search import services
+from search.indexing.jobs import index_job_start
 from search.models import ImageEmbedding, IndexJob
+from search.serving.hnsw import hnsw_index_drop
 
 from .factories import COLORS, SHAPES, category_create, product_create, shape_png
 from .test_faults import ROOT, child_env, wait_for
@@ -79,7 +80,7 @@ class TwoWorkersTests(TransactionTestCase):
             return {node for reply in replies for node in reply} == set(NODES)
 
         wait_for(both_answer, timeout=90, what="both workers to answer a ping", interval=0.5)
-        job = services.index_job_start(model_version=version)  # autocommit: the 6 batches are queued at once
+        job = index_job_start(model_version=version)  # autocommit: the 6 batches are queued at once
         self.assertEqual(job.batches_total, 6)
 
         def finished():
@@ -95,4 +96,4 @@ class TwoWorkersTests(TransactionTestCase):
         done = {worker.node: worker.batches_done() for worker in workers}
         self.assertEqual(sum(done.values()), 6, done)  # each batch embedded once, by one of them
         self.assertTrue(all(count >= 1 for count in done.values()), f"one worker took every batch: {done}")
-        services.hnsw_index_drop(model_version=version)
+        hnsw_index_drop(model_version=version)

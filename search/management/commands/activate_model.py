@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from search.services import ActivationRefused, model_version_activate
+from search.serving.activation import ActivationRefused, model_version_activate
 
 from ._versions import model_version_get
 

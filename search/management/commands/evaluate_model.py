@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ml.models import ModelVersion
 from ml.services import EVALUATION_QUERIES, TrainingError, model_version_evaluate
-from search.selectors import active_model_version
+from search.serving.versions import active_model_version
 
 ROW = "{:<28} {:>7} {:>7} {:>7} {:>9}"
 

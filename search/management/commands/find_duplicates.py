@@ -8,8 +8,12 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.models import Product
-from search.duplicates import THRESHOLD_FRACTION, duplicate_pairs, duplicate_threshold_default
-from search.selectors import active_model_version
+from search.queries.duplicates import (
+    THRESHOLD_FRACTION,
+    duplicate_pairs,
+    duplicate_threshold_default,
+)
+from search.serving.versions import active_model_version
 
 from ._versions import model_version_get
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from ml.models import ModelVersion
-from search.selectors import index_coverage
+from search.indexing.progress import index_coverage
 
 
 def _figure(version: ModelVersion, key: str) -> str:

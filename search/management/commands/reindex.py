@@ -6,9 +6,9 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from search.indexing.jobs import index_job_start
 from search.models import IndexJob
-from search.selectors import active_model_version
-from search.services import index_job_start
+from search.serving.versions import active_model_version
 
 from ._versions import model_version_get
 

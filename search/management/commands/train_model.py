@@ -7,9 +7,9 @@ from ml import hparams as hp
 from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS
 from ml.models import ModelVersion
 from ml.services import model_version_train
+from search.indexing.repair import lifecycle_repair
 from search.models import IndexJob, ServingState
-from search.repair import lifecycle_repair
-from search.services import model_version_train_start
+from search.serving.activation import model_version_train_start
 from search.storage import STORAGES
 
 # `make run` on first start: a model good enough to show similar items within minutes on 2 cores.

@@ -20,8 +20,9 @@ from django.db import connection, transaction
 from catalog.models import Product, ProductImage
 from ml.models import ModelVersion
 
-from .models import ImageEmbedding
-from .selectors import version_storage
+from ..models import ImageEmbedding
+from ..serving.hnsw import hnsw_scan_set, version_dim
+from ..serving.versions import version_storage
 
 THRESHOLD_FRACTION = 0.25
 THRESHOLD_SAMPLE = 500
@@ -63,24 +64,9 @@ def _nearest_other(*, model_version: ModelVersion, dim: int, ids: list[int], lim
         a=storage.sql(dim, alias="a"), b=storage.sql(dim, alias="b"), version=int(model_version.pk), limit=int(limit)
     )
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
-            [str(EF_SEARCH)],
-        )
+        hnsw_scan_set(cursor=cursor, ef_search=EF_SEARCH)
         cursor.execute(sql, [ids])
         return cursor.fetchall()
-
-
-def _version_dim_of(model_version: ModelVersion) -> int | None:
-    if model_version.dim:
-        return int(model_version.dim)
-    column = version_storage(model_version=model_version).column  # a name from search.storage, not input
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT vector_dims({column}) FROM search_imageembedding WHERE model_version_id = %s LIMIT 1", [model_version.pk]
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 def _embedding_ids(model_version: ModelVersion) -> list[int]:
@@ -90,7 +76,7 @@ def _embedding_ids(model_version: ModelVersion) -> list[int]:
 def duplicate_threshold_default(*, model_version: ModelVersion, sample: int = THRESHOLD_SAMPLE) -> float | None:
     """THRESHOLD_FRACTION × the median nearest-other-product distance over an evenly spaced sample of
     the version's images; None when fewer than two products have vectors."""
-    dim = _version_dim_of(model_version)
+    dim = version_dim(model_version=model_version, storage=version_storage(model_version=model_version))
     ids = _embedding_ids(model_version)
     if dim is None or len(ids) < 2:
         return None
@@ -111,7 +97,7 @@ def duplicate_pairs(
     """Pairs of different products with images within `threshold` (L2) of each other, closest first,
     each pair once (by its closest images). Looks at the `neighbours` nearest other products of every
     image; `progress(done, total)` is called after each chunk of images."""
-    dim = _version_dim_of(model_version)
+    dim = version_dim(model_version=model_version, storage=version_storage(model_version=model_version))
     ids = _embedding_ids(model_version)
     best: dict[tuple[int, int], DuplicatePair] = {}
     if dim is None:

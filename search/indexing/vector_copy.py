@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .fields import vector_check
-from .storage import HALFVEC, VECTOR, VectorStorage
+from ..fields import vector_check
+from ..storage import HALFVEC, VECTOR, VectorStorage
 
 __all__ = ["copy_binary", "embeddings_upsert"]
 

@@ -1,5 +1,5 @@
-"""The admin of what search owns: model versions as the index sees them (train, reindex, activate,
-cancel, delete vectors, the dashboard), reindex jobs and embedding failures."""
+"""Model versions as the index sees them: train, reindex, activate, cancel, delete vectors, the
+dashboard and the live panel."""
 
 from __future__ import annotations
 
@@ -19,23 +19,23 @@ from ml.models import ModelVersion
 from ml.plots import loss_curve_svg
 from ml.runtime import forget
 from ml.services import model_version_cancel, recommended_architecture
-
 from ml.workers import worker_devices
-from . import dashboard
-from .forms import TrainServeForm
-from .models import EmbeddingFailure, IndexJob
-from .query_weights import PHOTO, QUERY_WEIGHTS, SIMILAR
-from .selectors import index_coverage, index_job_status, model_version_is_active
-from .services import (
+
+from ..indexing.jobs import index_job_cancel, index_job_start
+from ..indexing.progress import index_coverage, index_job_status
+from ..models import IndexJob
+from ..queries.weights import PHOTO, QUERY_WEIGHTS, SIMILAR
+from ..serving.activation import (
     ActivationRefused,
     VectorsInUse,
-    index_job_cancel,
-    index_job_start,
     model_version_activate,
     model_version_train_start,
     model_version_vectors_delete,
 )
-from .storage import STORAGE_CHOICES, VECTOR
+from ..serving.versions import model_version_is_active
+from ..storage import STORAGE_CHOICES, VECTOR
+from . import dashboard
+from .forms import TrainServeForm
 
 # What each button needs: training and cancelling are ml's permissions, serving ones are search's.
 PERMISSIONS = {
@@ -44,70 +44,6 @@ PERMISSIONS = {
     "reindex": "search.reindex_modelversion",
     "activate": "search.activate_modelversion",
 }
-
-
-@admin.register(IndexJob)
-class IndexJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "model_version", "status", "progress", "done", "failed", "total", "created_at", "finished_at"]
-    list_filter = ["status"]
-    list_select_related = ["model_version"]
-    readonly_fields = ["model_version", "status", "progress", "total", "done", "failed", "batches_total", "batches_done", "error", "created_at", "finished_at"]
-    fields = readonly_fields
-
-    class Media:
-        js = ["search/index_job_progress.js"]
-
-    def has_add_permission(self, request) -> bool:
-        return False  # jobs start from the model version (search.services.index_job_start)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.display(description="Progress")
-    def progress(self, job: IndexJob) -> str:
-        status_url = reverse("admin:search_indexjob_status", args=[job.pk])
-        percent = round(100 * job.progress_fraction, 1)
-        return format_html(
-            '<span class="index-job-progress" data-status-url="{}" data-finished="{}">'
-            '<progress max="100" value="{}" style="width: 12em"></progress> '
-            '<span class="index-job-progress-text">{} of {} ({} failed) · {}</span></span>',
-            status_url,
-            "1" if job.is_finished else "0",
-            percent,
-            f"{job.processed:,}",
-            f"{job.total:,}",
-            f"{job.failed:,}",
-            job.get_status_display(),
-        )
-
-    def get_urls(self):
-        status = path(
-            "<int:pk>/status/", self.admin_site.admin_view(self.status_view), name="search_indexjob_status"
-        )
-        return [status, *super().get_urls()]
-
-    def status_view(self, request, pk: int) -> JsonResponse:
-        """What the progress bars poll while a job runs."""
-        if not self.has_view_permission(request):
-            return JsonResponse({"error": "Not allowed."}, status=403)
-        return JsonResponse(index_job_status(get_object_or_404(IndexJob, pk=pk)))
-
-
-@admin.register(EmbeddingFailure)
-class EmbeddingFailureAdmin(admin.ModelAdmin):
-    list_display = ["image", "model_version", "reason", "updated_at"]
-    list_filter = ["model_version"]
-    list_select_related = ["model_version", "image"]
-    readonly_fields = ["image", "model_version", "reason", "updated_at"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-# --- model versions --------------------------------------------------------------------------
 
 
 def _progress_bar(fraction: float, label: str = ""):
@@ -355,5 +291,3 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.success(request, f"Deleted {deleted:,} vectors of model version #{pk}.")
         return self._back(pk)
 
-
-from . import admin_duplicates  # noqa: E402,F401  (registers the near-duplicates page)

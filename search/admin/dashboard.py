@@ -15,9 +15,10 @@ from django.utils.safestring import SafeString, mark_safe
 from catalog.models import Category, ProductImage
 from ml.models import ModelVersion
 
-from .models import EmbeddingFailure, ImageEmbedding, IndexJob
-from .selectors import index_job_status, version_storage
-from .storage import vector_array
+from ..indexing.progress import index_job_status
+from ..models import EmbeddingFailure, ImageEmbedding, IndexJob
+from ..serving.versions import version_storage
+from ..storage import vector_array
 
 MAP_SAMPLE = 2000
 # Tableau 10: distinguishable, and readable on white.

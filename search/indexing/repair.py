@@ -32,8 +32,10 @@ from ml import tasks as ml_tasks
 from ml.claims import model_version_claimed
 from ml.models import ModelVersion
 
-from . import services, tasks
-from .models import IndexBatch, IndexJob
+from ..models import IndexBatch, IndexJob
+from ..serving.hnsw import hnsw_build_in_progress
+from . import enqueue
+from .jobs import index_job_start
 
 logger = logging.getLogger(__name__)
 
@@ -96,17 +98,6 @@ def lifecycle_repair(*, stale_after: float | None = None) -> RepairReport:
     return report
 
 
-def _build_in_progress(model_version_id: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = %s AND objid = %s AND objsubid = 2)",
-            [services.HNSW_BUILD_LOCK, int(model_version_id)],
-        )
-        return bool(cursor.fetchone()[0])
-
-
 def _jobs_repair(report: RepairReport, cutoff) -> None:
     waiting = None  # the embeddings queue's length, read once when needed
     jobs = IndexJob.objects.filter(status__in=[IndexJob.Status.RUNNING, IndexJob.Status.BUILDING_INDEX]).annotate(
@@ -114,12 +105,12 @@ def _jobs_repair(report: RepairReport, cutoff) -> None:
     )
     for job in jobs:
         if job.status == IndexJob.Status.BUILDING_INDEX:
-            if not _build_in_progress(job.model_version_id):
-                tasks.index_job_finish_task.delay(job.pk)
+            if not hnsw_build_in_progress(model_version_id=job.model_version_id):
+                enqueue.job_finish(job.pk)
                 report.jobs_finished.append(job.pk)
             continue
         if job.batches_done >= job.batches_total:
-            tasks.index_job_finish_task.delay(job.pk)
+            enqueue.job_finish(job.pk)
             report.jobs_finished.append(job.pk)
             continue
         last_activity = max(filter(None, [job.created_at, job.last_finished]))
@@ -130,7 +121,7 @@ def _jobs_repair(report: RepairReport, cutoff) -> None:
         if waiting:  # messages still wait (maybe this job's); None: the broker cannot say, go by time
             continue
         for batch_id in IndexBatch.objects.filter(job=job, finished_at__isnull=True).values_list("pk", flat=True):
-            tasks.index_batch_task.delay(batch_id)
+            enqueue.batches([batch_id])
             report.batches_requeued.append(batch_id)
 
 
@@ -164,5 +155,5 @@ def _missing_images_index(report: RepairReport, cutoff) -> None:
         )
         if version.serving.is_active and not missing.exists():
             continue
-        job = services.index_job_start(model_version=version, only_missing=True)
+        job = index_job_start(model_version=version, only_missing=True)
         report.jobs_started.append(job.pk)

@@ -12,9 +12,14 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max
 from django.template.response import TemplateResponse
 
-from .duplicates import THRESHOLD_FRACTION, duplicate_pairs, duplicate_rows, duplicate_threshold_default
-from .models import ImageEmbedding, NearDuplicate
-from .selectors import active_model_version
+from ..models import ImageEmbedding, NearDuplicate
+from ..queries.duplicates import (
+    THRESHOLD_FRACTION,
+    duplicate_pairs,
+    duplicate_rows,
+    duplicate_threshold_default,
+)
+from ..serving.versions import active_model_version
 
 logger = logging.getLogger(__name__)
 

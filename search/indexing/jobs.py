@@ -1,0 +1,162 @@
+"""Reindex jobs: start (split into batches, one task each), cancel, fail, and finish (build the HNSW
+index, then auto-activate when asked)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from catalog.models import ProductImage
+from ml.models import ModelVersion
+
+from ..models import IndexBatch, IndexJob, ServingState
+from ..serving.activation import (
+    ActivationRefused,
+    model_version_activate,
+    version_storage_ensure,
+)
+from ..serving.hnsw import HNSW_BUILD_LOCK, hnsw_index_build
+from ..serving.versions import model_versions_written
+from . import enqueue
+from .embedding import embedding_batch_size
+
+__all__ = [
+    "index_job_cancel",
+    "index_job_fail",
+    "index_job_finish",
+    "index_job_start",
+    "index_missing_for_serving_versions",
+    "model_version_trained_index",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def index_missing_for_serving_versions() -> list[IndexJob]:
+    """Embed images that bypassed the post_save signal (bulk imports) for the versions that serve or
+    are being indexed: the active one and any with an unfinished job. Returns the jobs started."""
+    return [index_job_start(model_version=version, only_missing=True) for version in model_versions_written()]
+
+
+def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) -> IndexJob:
+    """Start reindexing the catalogue for `model_version`; returns the job.
+
+    The images (all, or with `only_missing` those without a vector or failure for this version) are
+    split into batches of settings.EMBEDDING_BATCH_SIZE; one Celery task per batch is enqueued after
+    this transaction commits. Unfinished earlier jobs for the version are cancelled (their pending
+    batches then do nothing). When the last batch finishes, the job builds the version's HNSW index.
+    The active version keeps serving queries throughout. Raises ValueError when the
+    version did not succeed.
+    """
+    if model_version.status != ModelVersion.Status.SUCCEEDED:
+        raise ValueError(
+            f"Only a succeeded model version can be indexed. Received: version #{model_version.pk} "
+            f"with status {model_version.status!r}."
+        )
+    size = embedding_batch_size()
+    with transaction.atomic():
+        version_storage_ensure(model_version=model_version)  # fixed before any batch writes
+        IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).update(
+            status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
+        )
+        images = ProductImage.objects.order_by("id")
+        if only_missing:
+            images = images.exclude(embeddings__model_version=model_version).exclude(
+                embedding_failures__model_version=model_version
+            )
+        ids = list(images.values_list("id", flat=True))
+        batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+        job = IndexJob.objects.create(
+            model_version=model_version,
+            status=IndexJob.Status.RUNNING,
+            total=len(ids),
+            batches_total=len(batches),
+        )
+        created = IndexBatch.objects.bulk_create(
+            IndexBatch(job=job, number=n, image_ids=chunk) for n, chunk in enumerate(batches)
+        )
+        batch_ids = [b.pk for b in created]
+        if batch_ids:
+            transaction.on_commit(lambda: enqueue.batches(batch_ids))
+        else:
+            transaction.on_commit(lambda: enqueue.job_finish(job.pk))
+    return job
+
+
+def index_job_cancel(*, job: IndexJob) -> IndexJob:
+    """Cancel an unfinished reindex job: its pending batches then do nothing. Vectors already
+    written stay (index_job_start(only_missing=True) continues from them)."""
+    IndexJob.objects.filter(pk=job.pk, status__in=IndexJob.UNFINISHED).update(
+        status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
+    )
+    job.refresh_from_db()
+    return job
+
+
+def index_job_fail(*, job_id: int, error: str) -> None:
+    IndexJob.objects.filter(pk=job_id, status__in=IndexJob.UNFINISHED).update(
+        status=IndexJob.Status.FAILED, error=error[:4000], finished_at=timezone.now()
+    )
+
+
+
+def index_job_finish(*, job_id: int) -> IndexJob | None:
+    """Build the version's HNSW index (concurrently) once every batch is done, then mark the job done;
+    a version with auto_activate is then activated if its vectors cover the catalogue.
+
+    Idempotent: a finished or cancelled job is left alone; a build interrupted half-way is redone.
+    """
+    with transaction.atomic():
+        job = IndexJob.objects.select_for_update().select_related("model_version").filter(pk=job_id).first()
+        if job is None or job.status not in (IndexJob.Status.RUNNING, IndexJob.Status.BUILDING_INDEX):
+            return job
+        if job.batches_done < job.batches_total:
+            return job
+        job.status = IndexJob.Status.BUILDING_INDEX
+        job.save(update_fields=["status"])
+    try:
+        with connection.cursor() as cursor:
+            # A duplicate finish message (redelivery) must not see the first build's not-yet-valid
+            # index as broken and drop it: one build per version at a time; the other returns.
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [HNSW_BUILD_LOCK, job.model_version_id])
+            if not cursor.fetchone()[0]:
+                return job
+        try:
+            hnsw_index_build(model_version=job.model_version)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [HNSW_BUILD_LOCK, job.model_version_id])
+    except (OperationalError, InterfaceError):
+        raise  # the connection dropped: the task retries, and the build (half-built index too) is redone
+    except Exception as exc:
+        index_job_fail(job_id=job.pk, error=f"Building the HNSW index failed: {exc}")
+        raise
+    with transaction.atomic():
+        # The job row lock orders this against a cancel during the build: a cancelled job activates nothing.
+        if not IndexJob.objects.select_for_update().filter(pk=job.pk, status=IndexJob.Status.BUILDING_INDEX).exists():
+            job.refresh_from_db()
+            return job
+        version = job.model_version
+        serving = ServingState.objects.filter(model_version=version).first()
+        if serving is not None and serving.auto_activate and not serving.is_active:
+            # Before the job reads "done", so whoever waits for "done" sees the switch too.
+            try:
+                model_version_activate(model_version=version)  # a savepoint: a refusal undoes only itself
+            except ActivationRefused as exc:
+                logger.warning("Model version %s not auto-activated: %s", version.pk, exc)
+        IndexJob.objects.filter(pk=job.pk).update(status=IndexJob.Status.DONE, finished_at=timezone.now())
+    job.refresh_from_db()
+    return job
+
+
+
+def model_version_trained_index(*, model_version: ModelVersion) -> IndexJob | None:
+    """After training succeeded: index the catalogue with a version that is to auto-activate
+    (index_job_finish then activates it). Returns the job, or None when it was not asked for."""
+    if not ServingState.objects.filter(model_version=model_version, auto_activate=True).exists():
+        return None
+    return index_job_start(model_version=model_version)
+
+
