@@ -34,13 +34,29 @@ GREY_CHROMA = 12.0  # an image whose pixels differ between channels by less than
 STRICT_GREY_CHROMA = 8.0  # a grey-scale catalogue's image: 99% of its pixels differ by at most this
 GREYSCALE_SHARE = 0.9  # a catalogue is grey-scale when this share of its images is
 MAX_EXPOSURE_GAIN = 1.8  # the most a light background read as under-exposed brightens the item
+BORDER_OUTLIER = 40.0  # border pixels further than this from the border's median are not background
+MIN_BORDER_PIXELS = 8  # fewer background-like border pixels than this: fit the plane to all of them
+NOISE_MARGIN = 14.0  # an item differs from the fitted plane by this much more than the border's noise
+MIN_ITEM_SHARE = 0.002  # an item covers at least this share of the photo (less: specks, no item)
+MAX_ITEM_SHARE = 0.92  # more than this differs from the "background": it is no plain background
+LINE_SHARE = 0.01  # a row or column belongs to the item box when this share of it is item
+MIN_BOX_SHARE = 0.005  # a box smaller than this share of the photo is noise, not an item
+MID_GREY = 128  # luma above this is a light background, below it a dark one
+DARKEST_EXPOSURE_BACKDROP = 96  # a backdrop darker than this is dark by design, not under-exposed
+MIN_CONTRAST = 8.0  # an item fainter than this against its background is not stretched
+STRETCH_LIMITS = (0.5, 3.0)  # a grey-scale item's contrast is scaled at most this much down or up
+STRETCH_PERCENTILE = 99  # the item's strongest 1% reaches full range
+NOISE_PERCENTILE = 90  # the border's noise: what 90% of its background-like pixels stay within
+SOFT_EDGE = 0.5  # the background mask fades over this share of the threshold around the item's edge
+GREY_PERCENTILE = 99  # strictly grey: this percentile of the pixels' channel spread is within STRICT_GREY_CHROMA
+CATALOGUE_SAMPLE_SIZE = 32  # catalogue_framing reads each sample image at this model size (cheap)
 
 
 @dataclass(frozen=True)
 class Framing:
     """How a model version frames images (stored in its metadata).
 
-    enabled: crop to the item and normalise its background (False: pad the whole image, as before).
+    enabled: crop to the item and normalise its background (False: pad the whole image to a square).
     background: the catalogue's background colour (RGB), which every image's background becomes;
     None keeps each image's own.
     """
@@ -49,7 +65,7 @@ class Framing:
     background: tuple[int, int, int] | None = None
     exposure: bool = False  # undo a darker exposure, read from how dark the background came out
     # The catalogue is grey-scale (Fashion-MNIST): grey images keep its polarity and get their
-    # contrast stretched. None: a version from before this was measured, which did so in any catalogue.
+    # contrast stretched. None (metadata without the field): grey images get it in any catalogue.
     greyscale: bool | None = None
 
     def to_dict(self) -> dict:
@@ -62,7 +78,7 @@ class Framing:
         background = data.get("background")
         return cls(enabled=bool(data.get("enabled", True)),
                    background=tuple(int(v) for v in background) if background is not None else None,
-                   exposure=bool(data.get("exposure", False)),  # versions trained before it: off
+                   exposure=bool(data.get("exposure", False)),  # metadata without the field: off
                    greyscale=None if data.get("greyscale") is None else bool(data["greyscale"]))
 
 
@@ -98,8 +114,8 @@ def estimate_background(a: np.ndarray) -> Background:
     ys, xs = np.nonzero(mask)
     values = a[ys, xs].astype(np.float32)
     median = np.median(values, axis=0)
-    close = np.abs(values - median).max(axis=1) <= 40.0
-    if close.sum() < 8:
+    close = np.abs(values - median).max(axis=1) <= BORDER_OUTLIER
+    if close.sum() < MIN_BORDER_PIXELS:
         close[:] = True
     yn, xn = ys / max(h - 1, 1) - 0.5, xs / max(w - 1, 1) - 0.5
     design = np.stack([np.ones_like(yn), xn, yn], axis=1)
@@ -108,8 +124,8 @@ def estimate_background(a: np.ndarray) -> Background:
     gx = (np.arange(w, dtype=np.float32) / max(w - 1, 1) - 0.5)[None, :, None]
     plane = coef[0].astype(np.float32) + gx * coef[1].astype(np.float32) + gy * coef[2].astype(np.float32)
     residual = np.abs(values - design @ coef).max(axis=1)
-    noise = float(np.percentile(residual[close], 90)) if close.any() else 255.0
-    threshold = max(MIN_THRESHOLD, noise + 14.0)
+    noise = float(np.percentile(residual[close], NOISE_PERCENTILE)) if close.any() else 255.0
+    threshold = max(MIN_THRESHOLD, noise + NOISE_MARGIN)
     plain = float(np.mean(residual <= threshold)) >= PLAIN_SHARE
     return Background(colour=coef[0].astype(np.float32), plane=plane.astype(np.float32), threshold=threshold,
                       plain=plain)
@@ -122,17 +138,17 @@ def _item_box(distance: np.ndarray, threshold: float) -> tuple[int, int, int, in
     # Without the specks a textured or graded background leaves above the threshold (an opening:
     # what a 3 x 3 erosion keeps, grown back): they would stretch the box to the photo's edges.
     solid = _opened(fg)
-    if solid.mean() >= 0.002:
+    if solid.mean() >= MIN_ITEM_SHARE:
         fg = solid
     share = fg.mean()
-    if share < 0.002 or share > 0.92:
+    if share < MIN_ITEM_SHARE or share > MAX_ITEM_SHARE:
         return None
-    rows = np.flatnonzero(fg.sum(axis=1) >= max(1, 0.01 * w))
-    cols = np.flatnonzero(fg.sum(axis=0) >= max(1, 0.01 * h))
+    rows = np.flatnonzero(fg.sum(axis=1) >= max(1, LINE_SHARE * w))
+    cols = np.flatnonzero(fg.sum(axis=0) >= max(1, LINE_SHARE * h))
     if len(rows) == 0 or len(cols) == 0:
         return None
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    if (bottom - top) * (right - left) < 0.005 * h * w:
+    if (bottom - top) * (right - left) < MIN_BOX_SHARE * h * w:
         return None
     return int(top), int(left), int(bottom), int(right)
 
@@ -172,7 +188,7 @@ def _connected_to_border(low: np.ndarray) -> np.ndarray:
 def _background_mask(distance: np.ndarray, threshold: float) -> np.ndarray:
     """float [h, w] in [0, 1]: 1 where a pixel is background connected to the border (soft edge)."""
     connected = _connected_to_border(distance <= threshold)
-    soft = np.clip((threshold - distance) / (0.5 * threshold) + 0.5, 0.0, 1.0)
+    soft = np.clip((threshold - distance) / (SOFT_EDGE * threshold) + 0.5, 0.0, 1.0)
     return np.where(connected, soft, 0.0).astype(np.float32)
 
 
@@ -222,7 +238,7 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
         background = _background_mask(distance, bg.threshold)
     target = np.asarray(framing.background if framing.background is not None else bg.colour, np.float32)
     # Grey-scale treatment (polarity, stretch) is for grey-scale catalogues: in a colour one, a dim
-    # photo's faint colours would read as grey (versions from before greyscale was measured: any).
+    # photo's faint colours would read as grey (greyscale None, metadata without the field: any).
     grey = (framing.greyscale is not False
             and float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2)
     colour = tuple(int(round(v)) for v in np.clip(target, 0, 255))
@@ -245,7 +261,7 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
     plane = np.stack([squared(Image.fromarray(bg.plane[..., c], "F"), float(bg.colour[c])) for c in range(3)], axis=-1)
     # A grey-scale catalogue has one polarity (light on dark, or dark on light): keep to it.
     invert = (grey and bg.plain and framing.background is not None
-              and (_luma(bg.colour) > 128) != (_luma(framing.background) > 128))
+              and (_luma(bg.colour) > MID_GREY) != (_luma(framing.background) > MID_GREY))
     if invert:
         pixels = 255.0 - pixels
         plane = 255.0 - plane
@@ -272,7 +288,7 @@ def _exposure_gain(photo_background, catalogue_background) -> float:
     out brighter than white, so over-exposure cannot be read from it). Bounded, so that a backdrop
     that really is grey is not taken for a photo shot in the dark."""
     photo, catalogue = _luma(photo_background), _luma(catalogue_background)
-    if catalogue <= 128 or photo <= 96 or photo >= catalogue:
+    if catalogue <= MID_GREY or photo <= DARKEST_EXPOSURE_BACKDROP or photo >= catalogue:
         return 1.0
     return float(min(catalogue / photo, MAX_EXPOSURE_GAIN))
 
@@ -284,11 +300,11 @@ def _stretch(a: np.ndarray, plane: np.ndarray, item: np.ndarray) -> np.ndarray:
     if weights.sum() < 4:
         return a
     diff = a - plane
-    strongest = float(np.percentile(np.abs(diff[weights]).max(axis=-1), 99))
+    strongest = float(np.percentile(np.abs(diff[weights]).max(axis=-1), STRETCH_PERCENTILE))
     room = 255.0 - float(plane.mean()) if diff[weights].mean() >= 0 else float(plane.mean())
-    if strongest < 8.0:
+    if strongest < MIN_CONTRAST:
         return a
-    gain = np.clip(room / strongest, 0.5, 3.0)
+    gain = np.clip(room / strongest, *STRETCH_LIMITS)
     return np.clip(plane + diff * gain, 0.0, 255.0)
 
 
@@ -297,7 +313,7 @@ def strictly_grey(a: np.ndarray) -> bool:
     STRICT_GREY_CHROMA of each other (a grey-scale file or scan; a photo of a white product has
     its light's cast, its shadows' and JPEG's colour noise)."""
     chroma = a.max(axis=-1) - a.min(axis=-1)
-    return float(np.percentile(chroma, 99)) <= STRICT_GREY_CHROMA
+    return float(np.percentile(chroma, GREY_PERCENTILE)) <= STRICT_GREY_CHROMA
 
 
 def catalogue_framing(images: Iterable[np.ndarray]) -> Framing:
@@ -306,7 +322,7 @@ def catalogue_framing(images: Iterable[np.ndarray]) -> Framing:
     grey-scale (GREYSCALE_SHARE of the images strictly grey)."""
     colours, grey, n = [], 0, 0
     for rgb in images:
-        img = _work_image(np.ascontiguousarray(rgb, dtype=np.uint8), 32)
+        img = _work_image(np.ascontiguousarray(rgb, dtype=np.uint8), CATALOGUE_SAMPLE_SIZE)
         a = np.asarray(img, np.float32)
         bg = estimate_background(a)
         n += 1
