@@ -6,6 +6,8 @@ A version's folder (ModelVersion.workdir, named by the row's artifacts_folder) h
     tensorboard/      scalars, weight histograms, autoencoder reconstructions, embedding projector
     embedder.keras    the final embedding model (written when all epochs are done)
     meta.json         what using it needs (dim, image_size, label_names, ...), with a schema version
+    localiser.keras   the item localiser (ml.localiser), when the version trained one
+    localiser.json    its settings (input size, threshold)
 
 Importing this module imports no TensorFlow: the Django side reads metadata and checks it without
 loading Keras, which is imported inside the functions that save or load a model.
@@ -28,6 +30,8 @@ STATE = "state.json"
 TENSORBOARD = "tensorboard"
 EMBEDDER = "embedder.keras"
 META = "meta.json"
+LOCALISER = "localiser.keras"
+LOCALISER_INFO = "localiser.json"
 # meta.json's format: 1 is the first (files written before the field existed read as 1). Raise it
 # when a key's meaning changes; load() refuses a schema newer than it knows.
 META_SCHEMA = 1
@@ -134,3 +138,36 @@ def meta_check(
             raise ModelLoadError(
                 embedder_paths(path)[1], f"meta.json says {key}={meta[key]!r} but the version's record says {value!r}"
             )
+
+
+def localiser_paths(workdir: str | os.PathLike) -> tuple[Path, Path]:
+    """(localiser.keras, localiser.json) of a version's folder."""
+    workdir = Path(workdir)
+    return workdir / LOCALISER, workdir / LOCALISER_INFO
+
+
+def localiser_save(model: keras.Model, workdir: Path, info: dict[str, Any]) -> None:
+    """Save the localiser and its settings (model first: the settings file marks a complete save)."""
+    model_path, info_path = localiser_paths(workdir)
+    model_save(model, model_path)
+    atomic_write_text(info_path, json.dumps({"schema": META_SCHEMA, **info}, indent=2))
+
+
+def localiser_load(workdir: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+    """(model, settings) of a version's localiser. Raises ModelLoadError when missing or unreadable."""
+    model_path, info_path = localiser_paths(workdir)
+    for path in (model_path, info_path):
+        if not path.is_file():
+            raise ModelLoadError(path, "file not found")
+    try:
+        info = json.loads(info_path.read_text())
+        int(info["input_size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(info_path, f"invalid localiser.json ({exc!r})") from exc
+    import keras  # TensorFlow loads here, only when a model is loaded
+
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(model_path, f"not a readable .keras model ({exc!r})") from exc
+    return model, info

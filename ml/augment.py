@@ -27,6 +27,9 @@ class ViewAugment:
     brightness: tuple[float, float] = (0.55, 1.4)  # down to a photo 40% darker than the catalogue, on a dark backdrop
     contrast: tuple[float, float] = (0.85, 1.15)
     blur_share: float = 0.0
+    # Put the item on a procedural surface (stripes and grain, a weave, tiles, smooth noise) instead
+    # of its backdrop, after the geometric change: what a crop of a shopper's photo shows around it.
+    scene_share: float = 0.0
 
 
 class StatelessRandom:
@@ -90,6 +93,14 @@ def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, sp
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
     )
     images = shifted + fill
+    if spec.scene_share > 0:
+        moved = tf.raw_ops.ImageProjectiveTransformV3(
+            images=masks, transforms=transforms, output_shape=tf.shape(images)[1:3],
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+        )
+        scene = gen.uniform([b, 1, 1, 1]) < spec.scene_share
+        surface = scene_backgrounds(b, tf.shape(images)[1], gen)
+        images = tf.where(scene, images * moved + surface * (1.0 - moved), images)
 
     if spec.blur_share > 0:
         kernel = tf.constant([1.0, 2.0, 1.0]) / 4.0
@@ -98,3 +109,33 @@ def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, sp
         blurred = tf.nn.depthwise_conv2d(padded, k2, [1, 1, 1, 1], "VALID")
         images = tf.where(gen.uniform([b, 1, 1, 1]) < spec.blur_share, blurred, images)
     return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def scene_backgrounds(b, size, gen: StatelessRandom) -> tf.Tensor:
+    """b procedural surfaces [b, size, size, 3] in [0, 255]: wood-like stripes with a warp, a
+    weave, tiles or checks, smooth noise; two tones of a random colour, light to dark, fine grain."""
+    s = tf.cast(size, tf.float32)
+    ramp = tf.range(s) / s
+    y, x = tf.meshgrid(ramp, ramp, indexing="ij")
+    theta = gen.uniform([b, 1, 1], 0.0, math.pi)
+    u = x[None] * tf.cos(theta) - y[None] * tf.sin(theta)
+    v = x[None] * tf.sin(theta) + y[None] * tf.cos(theta)
+
+    def smooth(cells):
+        return tf.image.resize(gen.uniform([b, cells, cells, 1], -1.0, 1.0), [size, size], method="bicubic")[..., 0]
+
+    two_pi = 2.0 * math.pi
+    stripes = 0.5 + 0.5 * tf.sin(two_pi * (u * gen.uniform([b, 1, 1], 3.0, 24.0) + 0.2 * smooth(5)))
+    f = gen.uniform([b, 1, 1], 8.0, 32.0)
+    weave = 0.25 * (2.0 + tf.sin(two_pi * u * f) + tf.sin(two_pi * v * f))
+    n = gen.uniform([b, 1, 1], 2.0, 8.0)
+    tiles = tf.math.floormod(tf.floor(u * n) + tf.floor(v * n), 2.0)
+    noise = tf.clip_by_value(0.5 + 0.35 * (smooth(4) + 0.5 * smooth(12)), 0.0, 1.0)
+    kind = tf.floor(gen.uniform([b, 1, 1], 0.0, 4.0))
+    t = tf.where(kind < 1, stripes, tf.where(kind < 2, weave, tf.where(kind < 3, tiles, noise)))[..., None]
+    level = gen.uniform([b, 1, 1, 1], 20.0, 235.0)
+    first = tf.clip_by_value(level + gen.uniform([b, 1, 1, 3], -35.0, 35.0), 0.0, 255.0)
+    second = tf.clip_by_value(first * gen.uniform([b, 1, 1, 1], 0.45, 1.0) + gen.uniform([b, 1, 1, 3], -20.0, 20.0),
+                              0.0, 255.0)
+    grain = gen.uniform([b, size, size, 1], -6.0, 6.0)
+    return tf.clip_by_value(first * (1.0 - t) + second * t + grain, 0.0, 255.0)

@@ -46,6 +46,13 @@ class HParams:
     hidden_units: int = 120
     augment: bool = True
     framing: bool = True  # crop to the item and normalise its background (ml.framing)
+    # Learn where items are in busy photos (ml.localiser) from composites of the catalogue's cut-outs
+    # (ml.scenes), trained after the embedder in the same run and saved with the version.
+    localiser: bool = False
+    localiser_steps: int = 600  # batches of 32 composites
+    # deep_ranking views: the share whose background becomes a procedural scene (wood, fabric, tiles,
+    # noise) instead of a plain colour, so an item on a surface embeds near its packshot.
+    scene_views: float = 0.0
     flip_average: bool = False  # embed an image and its mirror image, average (test-time augmentation)
     eval_fraction: float = 0.1
     precision: str = "auto"
@@ -76,6 +83,8 @@ class HParams:
         _int_in("classes_per_batch", self.classes_per_batch, 2, 100000)
         _int_in("hidden_units", self.hidden_units, 1, 100000)
         _int_in("width", self.width, 4, 1024)
+        _int_in("localiser_steps", self.localiser_steps, 1, 1000000)
+        _float_in("scene_views", self.scene_views, 0.0, 1.0)
         _float_in("lr", self.lr, 0.0, 10.0, low_open=True)
         _float_in("margin", self.margin, 0.0, 10.0)
         _float_in("triplet_weight", self.triplet_weight, 0.0, 1000.0)
@@ -86,7 +95,7 @@ class HParams:
         _float_in("item_colour_share", self.item_colour_share, 0.0, 0.45)
         _float_in("l2", self.l2, 0.0, 10.0)
         _float_in("eval_fraction", self.eval_fraction, 0.0, 0.9)
-        for name in ("augment", "flip_average", "framing"):
+        for name in ("augment", "flip_average", "framing", "localiser"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -235,7 +235,7 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
     version = _finish(
         version, ModelVersion.Status.SUCCEEDED,
         metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1), "trained_on": _trained_on(params),
-                 **({"vector_parts": result.vector_parts} if result.vector_parts else {})},
+                 **({"vector_parts": result.vector_parts} if result.vector_parts else {}), **result.localiser},
     )
     model_version_trained.send(sender=ModelVersion, model_version=version)
     return version

@@ -50,6 +50,7 @@ class TrainResult:
     failures: dict[int, str] = field(default_factory=dict)  # image index -> why it could not be decoded
     holdout: dict[str, Any] = field(default_factory=dict)  # {"relevance", "indices"}: what eval figures used
     vector_parts: list[dict] | None = None  # the served vector's parts (ml.layers.vector_parts), if several
+    localiser: dict[str, Any] = field(default_factory=dict)  # {"localiser": figures or None, ...} (ml.localiser)
 
 
 def train(
@@ -176,6 +177,7 @@ def train(
     result.holdout = {"relevance": relevance, "indices": [int(i) for i in eval_idx]}
     if len(eval_idx) >= 2:
         result.eval_metrics = _holdout_metrics(embedder, framed, catalogue, train_idx, eval_idx, relevance)
+    result.localiser = _localiser(hp, framed, train_idx, workdir)
     meta = {
         "architecture": architecture,
         "hparams": hp.to_dict(),
@@ -196,6 +198,7 @@ def train(
         "n_failed_images": len(framed.failures),
         "eval_metrics": result.eval_metrics,
         "history": history,
+        **result.localiser,
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -205,6 +208,20 @@ def train(
 
 
 FRAMING_SAMPLE = 400
+
+
+def _localiser(hp: HParams, framed: FramedImages, train_idx: np.ndarray, workdir: Path) -> dict[str, Any]:
+    """Train the item localiser on the training photos' cut-outs when asked (ml.localiser); the
+    figures, or why there is none, for the version's metrics."""
+    if not hp.localiser:
+        return {"localiser": None, "localiser_skipped": "not asked for (hparams localiser=false)"}
+    if not framed.framing.enabled:
+        return {"localiser": None, "localiser_skipped": "framing is off, so no item masks to learn items from"}
+    from ml.localiser import train_localiser
+
+    idx = np.sort(train_idx)
+    return train_localiser(framed.images[idx], framed.masks[idx], workdir=workdir, seed=hp.seed,
+                           steps=hp.localiser_steps)
 
 
 def _framing(hp: HParams, source) -> Framing:

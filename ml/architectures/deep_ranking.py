@@ -247,10 +247,12 @@ class DeepRanking(Architecture):
         return "product" if hp.positives == "product" and own and len(eval_idx) else "category"
 
     def training_data(self, hp, built, framed, labels, train_idx, seed) -> TrainingData:
+        from ml.augment import ViewAugment
         from ml.input import Augment, make_balanced_dataset
 
         if hp.positives == "product":
-            augment = Augment("views" if hp.augment else None, background=framed.background)
+            augment = Augment("views" if hp.augment else None, views=ViewAugment(scene_share=hp.scene_views),
+                              background=framed.background)
             targets = {"instance_embedding": labels.products, "instance": labels.products,
                        "probabilities": labels.categories}
             if labels.colours is not None:
