@@ -28,7 +28,7 @@ from ml.scenes import SceneSpec, composite_batch, cutouts
 if TYPE_CHECKING:
     import keras
 
-INPUT_SIZE = 96  # the network sees the photo at 96 x 96 (items >= 0.2 of the frame are >= 19 px)
+INPUT_SIZE = 64  # the network sees the photo at 64 x 64 (items >= 0.2 of the frame are >= 13 px)
 THRESHOLD = 0.5  # a pixel is item where the predicted probability is above this
 MIN_BOX_SHARE = 0.004  # a part smaller than this share of the frame is a speck, not an item
 MAX_BOXES = 5
@@ -40,7 +40,7 @@ EVAL_COMPOSITES = 200
 GOOD_IOU = 0.7
 
 
-def build_localiser(*, input_size: int = INPUT_SIZE, width: int = 16) -> "keras.Model":
+def build_localiser(*, input_size: int = INPUT_SIZE, width: int = 8) -> "keras.Model":
     """A small encoder-decoder that maps RGB [input_size, input_size, 3] in [0, 255] to item logits
     [input_size / 2, input_size / 2, 1]: two stride-2 stages, dilated convolutions for context (an
     item is told from its surface by what surrounds it), one skip back to half resolution."""
@@ -124,7 +124,7 @@ def too_small(images: np.ndarray, masks: np.ndarray) -> str | None:
 
 
 def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, seed: int, steps: int = 600,
-                    composites: int = 1600, batch_size: int = 32, width: int = 16,
+                    composites: int = 1200, batch_size: int = 32, width: int = 8,
                     spec: SceneSpec = SceneSpec(size=INPUT_SIZE), verbose: int = 0) -> dict[str, Any]:
     """Train on composites of the catalogue's cut-outs (framed packshots `images` uint8 [n, s, s, 3]
     and masks [n, s, s]) and save it in `workdir`. Returns the figures for the version's metrics:
@@ -163,7 +163,7 @@ def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, see
 
     ds = (tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y)).shuffle(len(x), seed=seed).repeat()
           .enumerate().map(turn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    history = model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=verbose)
+    history = model.fit(ds, steps_per_epoch=max(1, steps // 10), epochs=min(10, steps), verbose=verbose)
     fitted = time.monotonic() - started - made
 
     info = {"input_size": spec.size, "threshold": THRESHOLD, "width": width}

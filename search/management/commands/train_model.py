@@ -56,6 +56,10 @@ class Command(BaseCommand):
         parser.add_argument("--framing", choices=("on", "off"),
                             help="crop each image to its item before the model sees it (default: on, except "
                                  "the Fashion-MNIST-sized classifier)")
+        parser.add_argument("--localiser", choices=("on", "off"),
+                            help="also learn where items are in busy photos (ml.localiser; default: hparams)")
+        parser.add_argument("--scene-views", type=float, dest="scene_views",
+                            help="deep_ranking: share of training views on procedural surfaces (0-1)")
         parser.add_argument("--activate", action="store_true", help="index the catalogue afterwards and activate")
         parser.add_argument("--background", action="store_true", help="queue it for a Celery worker and return")
         parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
@@ -86,10 +90,12 @@ class Command(BaseCommand):
         if variant and architecture != "classifier":
             raise CommandError(f"--variant applies to the classifier only. Received: --architecture {architecture}")
         keys = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights",
-                "precision")
+                "precision", "scene_views")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         if options.get("framing"):
             overrides["framing"] = options["framing"] == "on"
+        if options.get("localiser"):
+            overrides["localiser"] = options["localiser"] == "on"
         try:
             # In the foreground this process trains it: a queued task too would train it twice.
             version = model_version_train_start(
