@@ -163,7 +163,8 @@ def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, see
 
     ds = (tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y)).shuffle(len(x), seed=seed).repeat()
           .enumerate().map(turn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    history = model.fit(ds, steps_per_epoch=max(1, steps // 10), epochs=min(10, steps), verbose=verbose)
+    epochs = 10 if steps >= 10 else 1  # ten progress points (and Keras logs) over the run
+    history = model.fit(ds, steps_per_epoch=steps // epochs, epochs=epochs, verbose=verbose)
     fitted = time.monotonic() - started - made
 
     info = {"input_size": spec.size, "threshold": THRESHOLD, "width": width}
@@ -208,28 +209,41 @@ def evaluate_localiser(model, info: dict, items, *, seed: int, spec: SceneSpec, 
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
-    """Item probabilities [n, s/2, s/2] for float32 images [n, s, s, 3] (called directly: predict()
-    costs tens of milliseconds of set-up for one photo)."""
-    out = []
-    for i in range(0, len(x), 64):
-        logits = np.asarray(model(x[i:i + 64], training=False))
-        out.append(1.0 / (1.0 + np.exp(-logits[..., 0])))
-    return np.concatenate(out)
+    """Item probabilities [n, s/2, s/2] for float32 images [n, s, s, 3], through a tf.function
+    kept on the model (an eager call or predict() costs tens to hundreds of milliseconds of
+    set-up for one photo; the traced call, a few)."""
+    import tensorflow as tf
+
+    fn = getattr(model, "_item_probabilities", None)
+    if fn is None:
+        fn = tf.function(lambda t: tf.sigmoid(model(t, training=False))[..., 0], reduce_retracing=True)
+        model._item_probabilities = fn
+    return np.concatenate([np.asarray(fn(tf.constant(x[i:i + 64]))) for i in range(0, len(x), 64)])
 
 
-def _components(mask: np.ndarray) -> np.ndarray:
-    """Labels of the 8-connected parts of a boolean mask (0 = background), by propagating the
-    largest index through each part (a few dozen vector steps at the localiser's resolution)."""
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, count) of the 8-connected parts of a boolean mask (0 = background), by a
+    breadth-first walk (the localiser's mask has about a thousand pixels)."""
     h, w = mask.shape
-    labels = np.where(mask, np.arange(1, h * w + 1).reshape(h, w), 0)
-    while True:
-        p = np.pad(labels, 1)
-        grown = np.maximum.reduce([p[1:-1, 1:-1], p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:],
-                                   p[:-2, :-2], p[:-2, 2:], p[2:, :-2], p[2:, 2:]])
-        grown = np.where(mask, grown, 0)
-        if np.array_equal(grown, labels):
-            return labels
-        labels = grown
+    labels = np.zeros((h, w), np.int32)
+    count = 0
+    todo = mask.copy()
+    for start in zip(*np.nonzero(mask)):
+        if not todo[start]:
+            continue
+        count += 1
+        todo[start] = False
+        queue = [start]
+        while queue:
+            y, x = queue.pop()
+            labels[y, x] = count
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and todo[ny, nx]:
+                        todo[ny, nx] = False
+                        queue.append((ny, nx))
+    return labels, count
 
 
 def boxes_from_probability(prob: np.ndarray, width: int, height: int, threshold: float = THRESHOLD
@@ -238,9 +252,9 @@ def boxes_from_probability(prob: np.ndarray, width: int, height: int, threshold:
     map: one box per connected part above threshold; score = the part's mean probability. Larger,
     surer parts first (their probability mass), specks dropped, overlapping boxes suppressed."""
     ph, pw = prob.shape
-    labels = _components(prob > threshold)
+    labels, count = _components(prob > threshold)
     found = []
-    for label in np.unique(labels[labels > 0]):
+    for label in range(1, count + 1):
         part = labels == label
         if part.mean() < MIN_BOX_SHARE:
             continue
