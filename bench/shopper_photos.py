@@ -47,12 +47,11 @@ def surface(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         base = np.array(rng.choice([(150, 105, 65), (190, 150, 100), (110, 75, 50), (205, 185, 150)]), np.float32)
         width = rng.uniform(0.12, 0.25) * max(h, w)
         vertical = rng.random() < 0.5
-        across, along = (xx, yy) if vertical else (yy, xx)
+        across = xx if vertical else yy
         plank = np.floor(across / width)
         tone = 1.0 + 0.12 * np.sin(plank * 12.9898 + rng.uniform(0, 6))  # each plank its own shade
         grain = 0.08 * np.sin(across / rng.uniform(2.0, 5.0) + 3 * _lowfreq(h, w, 6, rng)) + 0.05 * _lowfreq(h, w, 40, rng)
         seam = (np.abs(across - (plank + 0.5) * width) > width / 2 - 1.5).astype(np.float32) * 0.35
-        del along
         out = base[None, None] * (tone + grain - seam)[..., None]
     elif kind == "bedsheet":
         base = np.array(rng.choice([(235, 235, 240), (200, 215, 235), (240, 225, 215), (180, 200, 180), (90, 100, 130)]),
