@@ -191,7 +191,7 @@ CELERY_TASK_ROUTES = {
 # a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.indexing.batches).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
 INDEX_BATCH_MAX_ATTEMPTS = int(os.environ.get("INDEX_BATCH_MAX_ATTEMPTS", 12))
-# Celery beat runs the lifecycle repair (search/repair.py) every REPAIR_INTERVAL seconds; work that
+# Celery beat runs the lifecycle repair (search/indexing/repair.py) every REPAIR_INTERVAL seconds; work that
 # shows no progress for REPAIR_STALE_AFTER seconds, with nothing waiting in its queue, is sent again.
 REPAIR_INTERVAL = int(os.environ.get("REPAIR_INTERVAL", 300))
 REPAIR_STALE_AFTER = int(os.environ.get("REPAIR_STALE_AFTER", 600))
@@ -220,7 +220,7 @@ EMBEDDING_BATCH_SIZE_GPU = int(os.environ.get("EMBEDDING_BATCH_SIZE_GPU", 4096))
 HNSW_EF_SEARCH = int(os.environ.get("HNSW_EF_SEARCH", 100))
 HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_work_mem while building
 # How new model versions store their vectors (search.storage): halfvec (float16) halves the rows and
-# the HNSW index at the same retrieval figures (README, "halfvec storage"); vector is float32.
+# the HNSW index at the same retrieval figures (docs/benchmarks.md, "halfvec storage"); vector is float32.
 VECTOR_STORAGE = os.environ.get("VECTOR_STORAGE", "halfvec")
 if VECTOR_STORAGE not in ("vector", "halfvec"):
     raise ImproperlyConfigured(f"VECTOR_STORAGE must be vector or halfvec. Received: {VECTOR_STORAGE!r}")

@@ -24,7 +24,7 @@ class ServingState(models.Model):
     """Whether a model version serves every query (at most one does), and whether it should once
     its vectors cover the catalogue. A version without a row neither serves nor auto-activates.
 
-    Changed only through search.services (model_version_train_start, model_version_activate).
+    Changed only through search.serving.activation (model_version_train_start, model_version_activate).
     """
 
     model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, primary_key=True, related_name="serving")
@@ -32,7 +32,7 @@ class ServingState(models.Model):
     auto_activate = models.BooleanField(
         default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
     )
-    # Fixed once the version has vectors (search.services.version_storage_ensure). The default is
+    # Fixed once the version has vectors (search.serving.activation.version_storage_ensure). The default is
     # what every version had before halfvec: new versions get settings.VECTOR_STORAGE explicitly.
     storage = models.CharField(
         max_length=8, choices=STORAGE_CHOICES, default=VECTOR.name,
@@ -64,7 +64,7 @@ class ImageEmbedding(models.Model):
     version's ServingState.storage says (search.storage); the other column is NULL. Neither has a
     fixed dimension, so versions of different sizes share the table; each version gets its own
     partial HNSW index on `(embedding::vector(D))` or `(embedding_half::halfvec(D))` (see
-    search.services.hnsw_index_build).
+    search.serving.hnsw.hnsw_index_build).
     product, category and price are copied from the product so filtered queries read one table;
     search.receivers keeps them in sync.
     """
@@ -182,7 +182,7 @@ class IndexBatch(models.Model):
 
 
 class NearDuplicate(Product):
-    """Products seen from the admin's near-duplicates page (search.duplicates); no table of its own."""
+    """Products seen from the admin's near-duplicates page (search.queries.duplicates); no table of its own."""
 
     class Meta:
         proxy = True

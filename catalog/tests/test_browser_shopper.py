@@ -1,4 +1,4 @@
-"""Issue 16 in headless Chromium: keyword search with filters, hybrid photo + words, cropping the
+"""A shopper in headless Chromium: keyword search with filters, hybrid photo + words, cropping the
 query by mouse and keyboard, and the near-duplicates admin page (helpers from test_browser)."""
 
 from __future__ import annotations

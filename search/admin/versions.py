@@ -139,7 +139,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Vector and its weights per use")
     def vector_layout(self, obj):
         """The served vector's parts (ml.layers.vector_parts) and how photo search and similar items
-        weigh each (search.query_weights)."""
+        weigh each (search.queries.weights)."""
         parts = (obj.metrics or {}).get("vector_parts")
         if not parts:
             return "One part: every dimension counts the same for photo search and similar items."

@@ -77,7 +77,7 @@ def nearest_products(
     scan, for checking recall. `products` (a queryset, run as a
     subquery, or ids) keeps only those products: a filter inside the vector query, like category.
     `max_scan_tuples` bounds how far the iterative scan walks (pgvector's default is 20,000).
-    `rank_vector` (search.query_weights): rank by the distance to it instead, and still report the
+    `rank_vector` (search.queries.weights): rank by the distance to it instead, and still report the
     distance to `vector`.
     """
     vector = np.asarray(vector, dtype=np.float32)

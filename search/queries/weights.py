@@ -15,14 +15,14 @@ matters to the order).
   orders within them; the item's measured colours (ml.layers.ItemColours, in versions that serve
   them) weigh six times their small share, and the learned colour groups not at all: the groups
   are coarse (a catalogue's orange and yellow can share one) where the measured hue cells are
-  not, and with them weighed the same-category share fell (seventh session, offline on seed 7's
+  not, and with them weighed the same-category share fell (offline on the photo benchmark's seed-7
   vectors: category x1.5 / groups x0.5 gave same category 0.934 and category+colour 0.629,
   category x2 / groups x0 0.972 and 0.635).
 
-Measured on the photo benchmark (bench/photos.py, README "Photo catalogue"): photo search hit@1 0.878
--> 0.901; similar items, same category 0.817 -> 0.912 and same category and colour 0.517 -> 0.557.
-The reported distance stays the plain L2 distance between the unweighted vectors
-(search.selectors.nearest_products ranks by the weighted query and reports the plain one).
+Against one ranking for both uses, on the photo benchmark (bench/photos.py, docs/benchmarks.md):
+photo search hit@1 0.878 -> 0.901; similar items, same category 0.817 -> 0.912 and same category and
+colour 0.517 -> 0.557. The reported distance stays the plain L2 distance between the unweighted
+vectors (search.queries.nearest.nearest_products ranks by the weighted query and reports the plain one).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 16 in headless Chromium, on the real services and the tiny real model: hybrid photo + words,
+"""A shopper in headless Chromium, on the real services and the tiny real model: hybrid photo + words,
 cropping the query by mouse and by keyboard, and the near-duplicates admin page."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""halfvec storage (issue 15): where a version's vectors go, the cast every reader uses so the
+"""halfvec storage: where a version's vectors go, the cast every reader uses so the
 version's HNSW index serves it, refusals, and the migration that keeps float32 vectors where they are."""
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class CommandTests(TestCase):
 
 
 class ForegroundTrainingTests(TestCase):
-    """Issue 14: the foreground command trains in this process and queues no task for a worker."""
+    """The foreground command trains in this process and queues no task for a worker."""
 
     def setUp(self):
         self.addCleanup(shutil.rmtree, settings.MODELS_ROOT, ignore_errors=True)

@@ -64,7 +64,7 @@ class Command(BaseCommand):
 
     def _demo_resume(self) -> bool:
         """make run starts fresh workers, so nothing of an interrupted demo is still running: the
-        lifecycle repair (search.repair, what Celery beat runs) sends again whatever was lost
+        lifecycle repair (search.indexing.repair, what Celery beat runs) sends again whatever was lost
         (training resumes from its checkpoint; indexing embeds only what is missing).
         Returns True when a model is active or on its way."""
         for line in lifecycle_repair(stale_after=0).lines():
