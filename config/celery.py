@@ -40,7 +40,7 @@ def tensorflow_threads_share(sender=None, **kwargs):
 
     On the 2-core bench machine an embeddings worker with two processes of one TensorFlow thread
     each (`-c 2`) indexed Fashion-MNIST at 0.72 of the model's speed alone, one process with two
-    threads at 0.59 (README "Indexing"): while one process writes its batch to PostgreSQL, the
+    threads at 0.59 (docs/benchmarks.md, "Indexing"): while one process writes its batch to PostgreSQL, the
     other runs the model. So CPU embeddings workers run one process per core, at most
     CPU_WORKER_PROCESSES (`cpu_worker_processes()`: make worker, the demo, bench/indexing.py); the
     threads pool was far slower. On a GPU, one process per GPU keeps the device fed (compose), and a
