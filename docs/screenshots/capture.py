@@ -2,7 +2,7 @@
 
     .venv/bin/python manage.py runserver 127.0.0.1:8765 --noreload &
     .venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8765
-    .venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8765 --search-pages  # keyword, hybrid, crop, duplicates
+    .venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8765 --search-pages  # keyword, hybrid, crop
 
 Uses Debian's chromium + chromium-driver like the browser tests. For the admin dashboard it makes a
 throwaway superuser with a random password and deletes it afterwards. PNGs are quantised to stay small.
