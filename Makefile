@@ -14,11 +14,11 @@ install: $(VENV)/.installed
 system-deps:
 	bash .ci/system-deps
 
-$(VENV)/.installed: requirements.txt config/pg_trgm_embedded.py
+$(VENV)/.installed: requirements.txt devtools/pg_trgm_embedded.py
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
-	$(PY) -m config.pg_trgm_embedded  # keyword search's typo fallback needs pg_trgm; the embedded server lacks it
+	$(PY) -m devtools.pg_trgm_embedded  # keyword search's typo fallback needs pg_trgm; the embedded server lacks it
 	touch $@
 
 ## Debian packages the demo needs (python3-venv, Fashion-MNIST, Redis); the browser is for tests only.
@@ -27,16 +27,16 @@ run-deps:
 
 ## The demo: database, broker, Fashion-MNIST catalogue, Celery workers and beat, default model, web server.
 run: run-deps install
-	$(PY) -m config.demo
+	$(PY) -m devtools.demo
 
 ## The whole suite on real PostgreSQL + pgvector and real Redis.
 test: system-deps install
-	$(PY) -m config.demo --check-services
+	$(PY) -m devtools.demo --check-services
 	$(PY) manage.py test
 
 ## Stop the embedded PostgreSQL server started by `make run` / `make test`.
 stop:
-	$(PY) -m config.demo --stop
+	$(PY) -m devtools.demo --stop
 
 ## Celery workers: embeddings (a process per core, at most 4: config/celery.py) and training (one
 ## process on every core). In production run each where it belongs; see docker-compose.yml.
