@@ -1,8 +1,11 @@
-"""`make run`: everything the demo needs, started in order, stopped together on Ctrl-C.
+"""`make run`: everything the demo needs, started in order under one supervisor, and all of it
+stopped together on Ctrl-C, SIGTERM, a step that fails or a process that exits
+(devtools/supervisor.py). The embedded PostgreSQL keeps running for the next start (`make stop`).
 
 Runs before Django's settings are loaded, because it decides the broker those settings read:
-Redis at CELERY_BROKER_URL when reachable; else a local redis-server if one is installed; else
-Kombu's filesystem transport under var/ (fine for one machine, said out loud).
+the Redis at CELERY_BROKER_URL when one answers there; else a redis-server of its own (stopped
+with the rest) if one is installed and the port is free; else Kombu's filesystem transport under
+var/ (fine for one machine, said out loud).
 """
 
 from __future__ import annotations
@@ -11,57 +14,113 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+
+from devtools.supervisor import GRACE_SECONDS, StepFailed, Stopped, Supervisor
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR = BASE_DIR / "var"
 PYTHON = sys.executable
 MANAGE = [PYTHON, str(BASE_DIR / "manage.py")]
+ADMIN_PASSWORD_FILE = VAR / "admin-password.txt"
+REDIS_START_SECONDS = 10.0
+
+# What answers at a Redis URL (redis_probe).
+REDIS_UP = "up"  # a Redis that accepts these credentials
+REDIS_REFUSED = "refused"  # a Redis that wants a password, or another one: running, but not usable as given
+REDIS_NOT_REDIS = "not-redis"  # the port is taken by something that does not answer as Redis
+REDIS_NONE = "none"  # nothing listens there
+
+
+class DemoError(Exception):
+    """A reason the demo cannot start, said as is."""
 
 
 def say(message: str) -> None:
     print(f"\033[1m==> {message}\033[0m", flush=True)
 
 
-def redis_reachable(url: str, timeout: float = 1.0) -> bool:
+def url_shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
+
+
+def redis_probe(url: str, timeout: float = 1.0) -> tuple[str, str]:
+    """(REDIS_UP | REDIS_REFUSED | REDIS_NOT_REDIS | REDIS_NONE, detail), asked with redis-py: a Redis
+    that wants a password is running (REDIS_REFUSED), not absent."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+        return REDIS_UP, ""
+    except redis.AuthenticationError as exc:  # a subclass of ConnectionError: first
+        return REDIS_REFUSED, str(exc)
+    except redis.ResponseError as exc:  # e.g. NOPERM, or a server that does not let this user PING
+        return REDIS_REFUSED, str(exc)
+    except redis.RedisError as exc:
+        detail = str(exc)
+    finally:
+        client.close()
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=timeout):
+            return REDIS_NOT_REDIS, detail  # something accepted the connection but did not answer as Redis
     except OSError:
-        return False
+        return REDIS_NONE, detail
 
 
-def choose_broker() -> str:
+def redis_start(sv: Supervisor, url: str) -> None:
+    """A redis-server of the supervisor's on the URL's port (127.0.0.1 only), stopped with the rest."""
+    port = urlparse(url).port or 6379
+    VAR.mkdir(exist_ok=True)
+    say(f"Starting redis-server on port {port} (stopped with the demo)")
+    server = sv.start("redis-server", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "no",
+                                       "--dir", str(VAR), "--logfile", str(VAR / "redis.log")])
+    deadline = time.monotonic() + REDIS_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise DemoError(f"redis-server exited at once (status {server.returncode}); see {VAR / 'redis.log'}.")
+        if redis_probe(url, timeout=0.5)[0] == REDIS_UP:
+            return
+        time.sleep(0.1)
+    raise DemoError(f"redis-server did not answer on port {port} within {REDIS_START_SECONDS:.0f} s; see {VAR / 'redis.log'}.")
+
+
+def choose_broker(sv: Supervisor) -> str:
     url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
     if not url.startswith("redis"):
         return url
-    if redis_reachable(url):
+    state, detail = redis_probe(url)
+    if state == REDIS_UP:
         return url
+    if state == REDIS_REFUSED:
+        raise DemoError(
+            f"A Redis is running at {url_shown(url)} but refused the connection ({detail}). Put its password in "
+            "CELERY_BROKER_URL (redis://:PASSWORD@HOST:PORT/0), or point CELERY_BROKER_URL at another Redis."
+        )
     parsed = urlparse(url)
     local = parsed.hostname in {"127.0.0.1", "localhost", None}
-    if local and shutil.which("redis-server"):
-        say(f"Starting redis-server on port {parsed.port or 6379}")
-        VAR.mkdir(exist_ok=True)
-        subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(parsed.port or 6379),
-             "--dir", str(VAR), "--logfile", str(VAR / "redis.log")],
-            check=True,
-        )
-        for _ in range(50):
-            if redis_reachable(url):
-                return url
-            time.sleep(0.1)
+    if state == REDIS_NONE and local and shutil.which("redis-server"):
+        redis_start(sv, url)
+        return url
+    why = {
+        REDIS_NOT_REDIS: f"port {parsed.port or 6379} is taken by something that does not answer as Redis",
+        REDIS_NONE: "no Redis there and no redis-server to start" if local else "no Redis answers there",
+    }[state]
     print(
-        f"NOTICE: no Redis at {url} and no redis-server to start; using Kombu's filesystem transport under "
-        "var/celery-queue. Fine for this one machine; set CELERY_BROKER_URL to a Redis for anything more.",
+        f"NOTICE: {why} ({url_shown(url)}); using Kombu's filesystem transport under var/celery-queue. Fine for "
+        "this one machine; set CELERY_BROKER_URL to a Redis for anything more.",
         flush=True,
     )
     (VAR / "celery-queue" / "processed").mkdir(parents=True, exist_ok=True)
@@ -72,9 +131,14 @@ def choose_broker() -> str:
 def check_services() -> int:
     """Used by `make test`: the suite needs a reachable Redis and a database; say clearly if not."""
     url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
-    if not redis_reachable(url):
-        print(f"Redis is not reachable at {url}. Start it (e.g. `redis-server --daemonize yes`) or set "
-              "CELERY_BROKER_URL; the tests run Celery workers against a real broker.", file=sys.stderr)
+    state, detail = redis_probe(url)
+    if state == REDIS_REFUSED:
+        print(f"Redis at {url_shown(url)} is running but refused the connection ({detail}): put its password in "
+              "CELERY_BROKER_URL (redis://:PASSWORD@HOST:PORT/DB).", file=sys.stderr)
+        return 1
+    if state != REDIS_UP:
+        print(f"Redis is not reachable at {url_shown(url)} ({detail}). Start it (e.g. `redis-server --daemonize yes`) "
+              "or set CELERY_BROKER_URL; the tests run Celery workers against a real broker.", file=sys.stderr)
         return 1
     sys.path.insert(0, str(BASE_DIR))
     from config.database import database_ensure
@@ -144,23 +208,35 @@ def stop_database() -> int:
     return 0
 
 
-def admin_login() -> tuple[str, str | None]:
-    password_file = VAR / "admin-password.txt"
-    username = "admin"
-    password = secrets.token_urlsafe(12)
+def admin_login(sv: Supervisor, password_file: Path = ADMIN_PASSWORD_FILE) -> str:
+    """The demo's superuser "admin": created with a new random password, written to
+    password_file (mode 600), never printed nor put on a command line. Returns what to say about it."""
+    password_file.parent.mkdir(parents=True, exist_ok=True)
+    fresh = password_file.with_name(password_file.name + ".new")
+    fresh.unlink(missing_ok=True)
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secrets.token_urlsafe(12) + "\n")
     code = (
+        "from pathlib import Path\n"
         "from django.contrib.auth import get_user_model\n"
         "User = get_user_model()\n"
-        f"user, created = User.objects.get_or_create(username={username!r}, defaults=dict(is_staff=True, is_superuser=True))\n"
-        f"if created:\n    user.set_password({password!r}); user.save()\n"
+        "user, created = User.objects.get_or_create(username='admin', defaults=dict(is_staff=True, is_superuser=True))\n"
+        f"if created:\n    user.set_password(Path({str(fresh)!r}).read_text().strip()); user.save()\n"
         "print('created' if created else 'exists')\n"
     )
-    out = subprocess.run([*MANAGE, "shell", "-c", code], check=True, capture_output=True, text=True).stdout
-    if "created" in out:
-        password_file.write_text(password + "\n")
-        password_file.chmod(0o600)
-        return username, password
-    return username, password_file.read_text().strip() if password_file.exists() else None
+    try:
+        with tempfile.TemporaryFile("w+") as out:
+            sv.run("admin user", [*MANAGE, "shell", "-c", code], stdout=out)
+            out.seek(0)
+            created = "created" in out.read()
+        if created:
+            os.replace(fresh, password_file)
+    finally:
+        fresh.unlink(missing_ok=True)
+    if password_file.exists():
+        return f"password in {password_file}"
+    return f"password not on file ({password_file} is gone): set one with `python manage.py changepassword admin`"
 
 
 def web_server_command(port: str) -> list[str]:
@@ -176,62 +252,80 @@ def beat_command() -> list[str]:
     return [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "warning", "-s", str(VAR / "celerybeat-schedule")]
 
 
-def demo() -> int:
-    os.environ["CELERY_BROKER_URL"] = choose_broker()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    say("Database and migrations")
-    from config.database import database_ensure
+@dataclass(frozen=True)
+class Step:
+    """One thing the demo does: a command run to its end, or kept running (background); or a
+    function run here (call), whose returned line is said once everything is up."""
 
-    database_ensure()  # started once here: every child below inherits DATABASE_URL
-    subprocess.run([*MANAGE, "migrate", "--noinput", "-v", "0"], check=True)
-    say("Fashion-MNIST demo catalogue (skipped where already loaded)")
-    load = subprocess.run([*MANAGE, "load_fashion_mnist", "--split", "train"])
-    if load.returncode != 0:
-        print("The demo catalogue could not be loaded (see above); the site starts anyway.", flush=True)
-    username, password = admin_login()
+    name: str
+    argv: list[str] = field(default_factory=list)
+    background: bool = False
+    required: bool = True  # a failure stops the demo; otherwise `failed` is said and the demo goes on
+    failed: str = ""
+    call: Callable[[Supervisor], str] | None = None
 
-    children: list[subprocess.Popen] = []
-    from config.celery import cpu_worker_processes
+
+def demo_steps(port: str) -> list[Step]:
+    from config.celery import embedding_worker_processes
 
     celery = [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "warning"]
-    processes = cpu_worker_processes()
-    say(f"Celery workers: queue 'embeddings' ({processes} processes) and queue 'training' (one)")
-    children.append(subprocess.Popen([*celery, "-Q", "embeddings", "-c", str(processes), "-n", "embeddings@%h"],
-                                     cwd=BASE_DIR))
-    children.append(subprocess.Popen([*celery, "-Q", "training", "-c", "1", "-n", "training@%h"], cwd=BASE_DIR))
-    say("Celery beat: the lifecycle repair every few minutes")
-    children.append(subprocess.Popen(beat_command(), cwd=BASE_DIR))
-    say("Default model: trained and indexed in the background on first run")
-    subprocess.run([*MANAGE, "train_model", "--demo"], check=False)
+    processes = embedding_worker_processes()
+    return [
+        Step("Migrations", [*MANAGE, "migrate", "--noinput", "-v", "0"]),
+        Step("Fashion-MNIST demo catalogue (skipped where already loaded)", [*MANAGE, "load_fashion_mnist", "--split", "train"],
+             required=False, failed="The demo catalogue could not be loaded (see above); the site starts anyway."),
+        Step("Admin user", call=lambda sv: f"Admin: http://127.0.0.1:{port}/admin/  user 'admin', {admin_login(sv)}"),
+        Step(f"Celery worker: queue 'embeddings' ({processes} processes)",
+             [*celery, "-Q", "embeddings", "-c", str(processes), "-n", "embeddings@%h"], background=True),
+        Step("Celery worker: queue 'training' (one process)", [*celery, "-Q", "training", "-c", "1", "-n", "training@%h"],
+             background=True),
+        Step("Celery beat: the lifecycle repair every few minutes", beat_command(), background=True),
+        Step("Default model: trained and indexed in the background on first run", [*MANAGE, "train_model", "--demo"],
+             required=False, failed="The default model could not be queued (see above); the site starts anyway."),
+        Step("Web server", web_server_command(port), background=True),
+        Step("Ready", call=lambda sv: f"Lookalike is running at http://127.0.0.1:{port}/"),
+    ]
 
+
+def supervise(steps: list[Step], *, grace_seconds: float = GRACE_SECONDS) -> int:
+    """Choose the broker and start the database, then run the steps in order; then wait for a stop
+    signal or for a background process to exit. Everything started, a redis-server included, is
+    stopped on the way out. Returns the exit status: 0 after a stop signal, 1 otherwise."""
+    with Supervisor(grace_seconds=grace_seconds) as sv:
+        try:
+            os.environ["CELERY_BROKER_URL"] = choose_broker(sv)
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+            from config.database import database_ensure
+
+            database_ensure()  # started once here: every child below inherits DATABASE_URL
+            notes = []
+            for step in steps:
+                say(step.name)
+                if step.call is not None:
+                    notes.append(step.call(sv))
+                elif step.background:
+                    sv.start(step.name, step.argv, cwd=BASE_DIR)
+                elif sv.run(step.name, step.argv, check=step.required, cwd=BASE_DIR) != 0:
+                    print(step.failed or f"{step.name} failed (see above); going on.", flush=True)
+            time.sleep(1.5)  # the web server's first lines before the summary
+            for note in notes:
+                say(note)
+            ours = " and the redis-server started here" if any(c.name == "redis-server" for c in sv.children) else ""
+            say(f"Ctrl-C stops the web server, the workers, beat{ours}; `make stop` also stops the database.")
+            stopped = sv.wait()
+            print(f"{stopped.name} exited (status {stopped.process.returncode}); stopping the rest.", flush=True)
+            return 1
+        except Stopped as stop:
+            print(f"{stop}: stopping everything the demo started.", flush=True)
+            return 0
+        except (StepFailed, DemoError) as exc:
+            print(f"{exc}; stopping everything the demo started.", file=sys.stderr, flush=True)
+            return 1
+
+
+def demo() -> int:
     port = os.environ.get("PORT", "8000")
-    children.append(subprocess.Popen(web_server_command(port), cwd=BASE_DIR))
-    time.sleep(1.5)
-    say(f"Lookalike is running at http://127.0.0.1:{port}/")
-    secret = repr(password) if password else f"in {VAR / 'admin-password.txt'}"
-    say(f"Admin: http://127.0.0.1:{port}/admin/  user {username!r}, password {secret}")
-    say("Ctrl-C stops the web server and workers; `make stop` also stops the database.")
-
-    def stop(*_):
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        return 0
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(stop()))
-    try:
-        while all(child.poll() is None for child in children):
-            time.sleep(1)
-        print("A component stopped; stopping the rest.", flush=True)
-        stop()
-        return 1
-    except KeyboardInterrupt:
-        return stop()
+    return supervise(demo_steps(port), port=port)
 
 
 def main() -> int:
