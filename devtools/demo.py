@@ -1,6 +1,7 @@
-"""`make run`: everything the demo needs, started in order under one supervisor, and all of it
-stopped together on Ctrl-C, SIGTERM, a step that fails or a process that exits
-(devtools/supervisor.py). The embedded PostgreSQL keeps running for the next start (`make stop`).
+"""`make run`: the demo's services, started in order and stopped together.
+
+One supervisor (devtools/supervisor.py) stops all it started on Ctrl-C, SIGTERM, a step that
+fails or a process that exits. The embedded PostgreSQL keeps running for the next start (`make stop`).
 
 Runs before Django's settings are loaded, because it decides the broker those settings read:
 the Redis at CELERY_BROKER_URL when one answers there; else a redis-server of its own (stopped
