@@ -311,8 +311,8 @@ def supervise(steps: list[Step], *, grace_seconds: float = GRACE_SECONDS) -> int
             time.sleep(1.5)  # the web server's first lines before the summary
             for note in notes:
                 say(note)
-            ours = " and the redis-server started here" if any(c.name == "redis-server" for c in sv.children) else ""
-            say(f"Ctrl-C stops the web server, the workers, beat{ours}; `make stop` also stops the database.")
+            ours = ", beat and the redis-server started here" if any(c.name == "redis-server" for c in sv.children) else " and beat"
+            say(f"Ctrl-C stops the web server, the workers{ours}; `make stop` also stops the database.")
             stopped = sv.wait()
             print(f"{stopped.name} exited (status {stopped.process.returncode}); stopping the rest.", flush=True)
             return 1
