@@ -4,8 +4,11 @@ Each product's `search_vector` (title and SKU weight A, category B, description 
 trigger (catalog/migrations/0002_product_search.py) and GIN-indexed. A query is parsed with
 `websearch_to_tsquery`, which accepts anything a shopper types ("red dress", "-boot", quotes, stray
 punctuation) without a syntax error, and results rank by `ts_rank`. When full text finds nothing,
-titles are matched by pg_trgm word similarity instead (GIN trigram index), so "sneakr" still finds
-"Sneaker". A query that is exactly a product's SKU (any case) finds that product alone, through an
+the query's misspelt words are corrected to the catalogue's own words (catalog/spelling.py: "sneker"
+-> "sneaker", "ankel boot" -> "ankle boot") and the corrected query runs the same way; words typed
+right always win, as the query as typed is tried first. `correct=False` turns that off (the page's
+"search instead for" link). Only when neither finds anything are titles matched by pg_trgm word
+similarity (GIN trigram index). A query that is exactly a product's SKU (any case) finds that product alone, through an
 index on UPPER(sku); only a single token with a digit in it is tried as a SKU, so plain words cost
 no extra query. The search app narrows photo searches with the same matching
 (product_keyword_match).
@@ -20,7 +23,7 @@ page says "1,000+ products", and deeper pages are not offered (a shopper refines
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramWordSimilarity
@@ -28,6 +31,7 @@ from django.db.models import Expression, F, FloatField, QuerySet, Value
 
 from .filters import catalogue_filter
 from .models import Category, Product
+from .spelling import Correction, query_correct
 
 SEARCH_CONFIG = "english"
 QUERY_MAX_LENGTH = 200
@@ -75,6 +79,8 @@ class KeywordResults:
     query: str
     rank: Expression | None = None  # how `products` are ranked among many; None: by id, or one SKU
     rows: QuerySet[Product] | None = None  # what a page reads its rows from (the filters, not the words)
+    corrected_query: str | None = None  # what was searched instead of `query`, its typos corrected
+    corrections: list[Correction] = field(default_factory=list)  # the words it changed
 
     def pages(self, count_up_to: int | None = None) -> QuerySet[Product] | RankedPages:
         """What a results page paginates: the QuerySet itself when nothing is ranked (the whole
@@ -93,6 +99,17 @@ def _filtered(
     )
 
 
+def _full_text(products: QuerySet[Product], query: str) -> KeywordResults | None:
+    """Full-text matches of `query`, ranked, or None when there are none."""
+    tsquery = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
+    words = products.filter(search_vector=tsquery)
+    if not words.exists():
+        return None
+    rank = SearchRank(F("search_vector"), tsquery)
+    ranked = words.annotate(rank=rank).order_by("-rank", "id")
+    return KeywordResults(products=ranked, match=Match.WORDS, query=query, rank=rank, rows=products)
+
+
 def product_keyword_match(
     *,
     query: str,
@@ -100,12 +117,14 @@ def product_keyword_match(
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
     products: QuerySet[Product] | None = None,
+    correct: bool = True,
 ) -> KeywordResults:
     """Products matching `query` and the filters, ranked: the product whose SKU the query is, else full
-    text, and only when full text finds nothing, trigram word similarity of titles. An empty query
-    matches every product (by id).
+    text, else (with `correct`) full text of the query with its typos corrected, and only when those
+    find nothing, trigram word similarity of titles. An empty query matches every product (by id).
 
-    One query (an EXISTS) per way of matching tried, before the results are read.
+    One query (an EXISTS) per way of matching tried, before the results are read; correcting adds
+    at most two (catalog.spelling.query_correct).
     """
     query = query.strip()
     products = _filtered(Product.objects.all() if products is None else products, category=category, min_price=min_price, max_price=max_price)
@@ -116,12 +135,15 @@ def product_keyword_match(
         if sku.exists():
             # One row, ranked 1: paginated as it is (no `rank` for RankedPages).
             return KeywordResults(products=sku.annotate(rank=Value(1.0, output_field=FloatField())), match=Match.SKU, query=query)
-    tsquery = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
-    words = products.filter(search_vector=tsquery)
-    if words.exists():
-        rank = SearchRank(F("search_vector"), tsquery)
-        ranked = words.annotate(rank=rank).order_by("-rank", "id")
-        return KeywordResults(products=ranked, match=Match.WORDS, query=query, rank=rank, rows=products)
+    found = _full_text(products, query)
+    if found is not None:
+        return found
+    corrected = query_correct(query) if correct else None
+    if corrected is not None:
+        found = _full_text(products, corrected.query)
+        if found is not None:
+            found.query, found.corrected_query, found.corrections = query, corrected.query, corrected.corrections
+            return found
     rank = TrigramWordSimilarity(query, "title")
     similar = products.filter(title__trigram_word_similar=query).annotate(rank=rank).order_by("-rank", "id")
     return KeywordResults(products=similar, match=Match.SIMILAR, query=query, rank=rank, rows=products)
@@ -133,9 +155,15 @@ def product_search(
     category: Category | None = None,
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
+    correct: bool = True,
 ) -> KeywordResults:
     """What the catalogue page and GET /api/products list: product_keyword_match over products with
     their category and images (a page of them is read in two queries)."""
     return product_keyword_match(
-        query=query, category=category, min_price=min_price, max_price=max_price, products=Product.objects.browsable()
+        query=query,
+        category=category,
+        min_price=min_price,
+        max_price=max_price,
+        products=Product.objects.browsable(),
+        correct=correct,
     )

@@ -1,0 +1,155 @@
+# The spelling vocabulary for typo correction: every product's distinct words (written by the search
+# vector trigger) and a table of the catalogue's words with how many products have each, kept by
+# statement triggers on catalog_product and built here for the products already there.
+
+import django.contrib.postgres.fields
+import django.contrib.postgres.indexes
+from django.db import migrations, models
+
+# A word is a run of letters (any script), lower case, 2 to 32 letters long: digits, SKUs and
+# punctuation are no words. Keep in step with catalog.spelling (WORD, WORD_LETTERS).
+WORDS_FUNCTION = """
+CREATE FUNCTION catalog_search_words(body text) RETURNS text[] LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(DISTINCT w ORDER BY w), '{}')
+    FROM regexp_split_to_table(lower(body), '[^[:alpha:]]+') AS w
+    WHERE length(w) BETWEEN 2 AND 32
+$$;
+"""
+
+# The search vector trigger of 0002, now also writing search_words.
+PRODUCT_TRIGGER = """
+CREATE OR REPLACE FUNCTION catalog_product_search_vector() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    category_name text := coalesce((SELECT name FROM catalog_category WHERE id = NEW.category_id), '');
+BEGIN
+    NEW.search_vector :=
+        setweight(to_tsvector('english', coalesce(NEW.title, '')), 'A')
+        || setweight(to_tsvector('simple', coalesce(NEW.sku, '')), 'A')
+        || setweight(to_tsvector('english', category_name), 'B')
+        || setweight(to_tsvector('english', coalesce(NEW.description, '')), 'C');
+    NEW.search_words := catalog_search_words(concat_ws(' ', NEW.title, category_name, NEW.description));
+    RETURN NEW;
+END
+$$;
+"""
+
+PRODUCT_TRIGGER_0002 = """
+CREATE OR REPLACE FUNCTION catalog_product_search_vector() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.search_vector :=
+        setweight(to_tsvector('english', coalesce(NEW.title, '')), 'A')
+        || setweight(to_tsvector('simple', coalesce(NEW.sku, '')), 'A')
+        || setweight(to_tsvector('english', coalesce((SELECT name FROM catalog_category WHERE id = NEW.category_id), '')), 'B')
+        || setweight(to_tsvector('english', coalesce(NEW.description, '')), 'C');
+    RETURN NEW;
+END
+$$;
+"""
+
+# One statement's change to the counts: + each new row's words, - each old row's words. Statement
+# triggers with transition tables, so a category rename (thousands of rows) or a bulk import is one
+# upsert of its distinct words, not one per row; words are written in order, so concurrent writers
+# lock the rows they share in the same order. A count that reaches 0 drops the word.
+VOCABULARY_TRIGGERS = """
+CREATE FUNCTION catalog_search_words_apply(words text[], counts bigint[]) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO catalog_searchword (word, stem, products)
+    SELECT d.word, (tsvector_to_array(to_tsvector('english', d.word)))[1], d.n
+    FROM unnest(words, counts) AS d(word, n)
+    ORDER BY d.word
+    ON CONFLICT (word) DO UPDATE SET products = catalog_searchword.products + EXCLUDED.products;
+    DELETE FROM catalog_searchword WHERE word = ANY(words) AND products <= 0;
+$$;
+
+CREATE FUNCTION catalog_search_words_count() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    words text[];
+    counts bigint[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(w ORDER BY w), array_agg(n ORDER BY w) INTO words, counts
+        FROM (SELECT w, count(*) AS n FROM new_rows, unnest(new_rows.search_words) AS w GROUP BY w) d;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(w ORDER BY w), array_agg(-n ORDER BY w) INTO words, counts
+        FROM (SELECT w, count(*) AS n FROM old_rows, unnest(old_rows.search_words) AS w GROUP BY w) d;
+    ELSE
+        SELECT array_agg(w ORDER BY w), array_agg(n ORDER BY w) INTO words, counts
+        FROM (
+            SELECT w, sum(n) AS n FROM (
+                SELECT w, 1 AS n FROM new_rows, unnest(new_rows.search_words) AS w
+                UNION ALL
+                SELECT w, -1 FROM old_rows, unnest(old_rows.search_words) AS w
+            ) changes GROUP BY w HAVING sum(n) <> 0
+        ) d;
+    END IF;
+    IF words IS NOT NULL THEN
+        PERFORM catalog_search_words_apply(words, counts);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION catalog_search_words_clear() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM catalog_searchword;
+    RETURN NULL;
+END
+$$;
+
+-- Products already there: fill search_words (the trigger above), then count their words.
+UPDATE catalog_product SET search_words = NULL;
+INSERT INTO catalog_searchword (word, stem, products)
+SELECT w, (tsvector_to_array(to_tsvector('english', w)))[1], count(*)
+FROM catalog_product, unnest(catalog_product.search_words) AS w
+GROUP BY w;
+
+CREATE TRIGGER catalog_search_words_insert AFTER INSERT ON catalog_product
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION catalog_search_words_count();
+CREATE TRIGGER catalog_search_words_update AFTER UPDATE ON catalog_product
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION catalog_search_words_count();
+CREATE TRIGGER catalog_search_words_delete AFTER DELETE ON catalog_product
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION catalog_search_words_count();
+CREATE TRIGGER catalog_search_words_truncate AFTER TRUNCATE ON catalog_product
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_search_words_clear();
+"""
+
+DROP_VOCABULARY_TRIGGERS = """
+DROP TRIGGER IF EXISTS catalog_search_words_truncate ON catalog_product;
+DROP TRIGGER IF EXISTS catalog_search_words_delete ON catalog_product;
+DROP TRIGGER IF EXISTS catalog_search_words_update ON catalog_product;
+DROP TRIGGER IF EXISTS catalog_search_words_insert ON catalog_product;
+DROP FUNCTION IF EXISTS catalog_search_words_clear();
+DROP FUNCTION IF EXISTS catalog_search_words_count();
+DROP FUNCTION IF EXISTS catalog_search_words_apply(text[], bigint[]);
+"""
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('catalog', '0003_product_sku_upper'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='product',
+            name='search_words',
+            field=django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), editable=False, null=True, size=None),
+        ),
+        migrations.CreateModel(
+            name='SearchWord',
+            fields=[
+                ('word', models.TextField(primary_key=True, serialize=False)),
+                ('stem', models.TextField(null=True)),
+                ('products', models.IntegerField()),
+            ],
+            options={
+                'indexes': [
+                    django.contrib.postgres.indexes.GistIndex(fields=['word'], name='catalog_searchword_trgm', opclasses=['gist_trgm_ops']),
+                    models.Index(fields=['stem'], name='catalog_searchword_stem'),
+                ],
+            },
+        ),
+        migrations.RunSQL(WORDS_FUNCTION, "DROP FUNCTION IF EXISTS catalog_search_words(text);"),
+        migrations.RunSQL(PRODUCT_TRIGGER, PRODUCT_TRIGGER_0002),
+        migrations.RunSQL(VOCABULARY_TRIGGERS, DROP_VOCABULARY_TRIGGERS),
+    ]

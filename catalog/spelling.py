@@ -1,0 +1,181 @@
+"""Typo correction of keyword queries against the catalogue's own words.
+
+catalog_searchword (SearchWord) holds every word of the products' titles, category names and
+descriptions with how many products have it, kept by triggers on catalog_product. A query word is
+known when it is a stored word or a form of one (its English stem is a stored word's stem:
+"sneakers", "dresses"); stop words ("the", "for") are left alone, as full text ignores them. Each
+other word is replaced by the nearest stored word within the edit budget, by optimal string
+alignment distance (Damerau-Levenshtein where a swap of two neighbouring letters is one edit, as
+Meilisearch, Typesense and Algolia count typos); ties go to the word more products have.
+
+The budget follows the length of the longer of the typed and the stored word, so that a dropped
+letter ("cot" for "coat") is judged by the word it was dropped from: 1 edit from ONE_EDIT_FROM
+letters, 2 from TWO_EDITS_FROM. Only runs of letters are words: a token with a digit in it (a SKU,
+a size) is never changed, and the rest of the query (quotes, "-" before a word, "or") stays as typed.
+
+Candidates are read in one query: every stored word one edit away (the typed word's one-edit
+variants, looked up by primary key: exact, whatever the vocabulary's size), and for words that may
+take two edits the TRIGRAM_CANDIDATES nearest stored words by trigram distance (GiST index). So a
+typed word costs at most a few hundred index probes and distance computations, whatever its length:
+words longer than any stored word can be within budget of are not looked up at all.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+from django.db import connection
+
+WORD = re.compile(r"[^\W\d_]+")  # a run of letters, any script: the trigger's '[^[:alpha:]]+' split
+TOKEN = re.compile(r"\S+")
+WORD_LETTERS = (2, 32)  # stored words are this long (catalog_search_words in migration 0004)
+ONE_EDIT_FROM = 4  # letters of the longer word: one typo allowed
+TWO_EDITS_FROM = 9  # two typos allowed
+MAX_EDITS = 2
+TRIGRAM_CANDIDATES = 40  # stored words read by trigram distance per word that may take two edits
+VARIANTS_UP_TO = 12  # letters: longer words keep most of their trigrams after one edit, so trigrams find them
+WORDS_CORRECTED_MAX = 8  # unknown words looked up per query; the rest stay as typed
+ALPHABET = string.ascii_lowercase
+
+
+@dataclass(frozen=True)
+class Correction:
+    word: str  # as typed (lower case)
+    corrected: str  # the stored word it became
+
+
+@dataclass(frozen=True)
+class CorrectedQuery:
+    query: str  # the query with each correction in place of the word
+    corrections: list[Correction]
+
+
+def edit_budget(a: str, b: str) -> int:
+    longest = max(len(a), len(b))
+    return 2 if longest >= TWO_EDITS_FROM else 1 if longest >= ONE_EDIT_FROM else 0
+
+
+def osa_distance(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance of `a` and `b` (insert, delete, change, swap of neighbours:
+    one edit each), or `limit + 1` as soon as it must exceed `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    if a == b:
+        return 0
+    previous2: list[int] | None = None
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            value = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if previous2 is not None and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                value = min(value, previous2[j - 2] + 1)
+            current[j] = value
+        if min(current) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return previous[-1] if previous[-1] <= limit else limit + 1
+
+
+def one_edit_variants(word: str) -> set[str]:
+    """Every string one edit from `word`: a letter dropped, swapped with the next, changed, or added
+    (a-z and the word's own letters, so other scripts are covered too)."""
+    letters = sorted(set(ALPHABET) | set(word))
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    out = {a + b[1:] for a, b in splits if b}
+    out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    out |= {a + c + b[1:] for a, b in splits if b for c in letters}
+    out |= {a + c + b for a, b in splits for c in letters}
+    out.discard(word)
+    return out
+
+
+def query_words(query: str) -> list[tuple[int, int, str]]:
+    """(start, end, lower-case word) of each word that may be corrected: runs of letters of the
+    tokens without a digit."""
+    out = []
+    for token in TOKEN.finditer(query):
+        if any(ch.isdigit() for ch in token.group()):
+            continue
+        for word in WORD.finditer(token.group()):
+            out.append((token.start() + word.start(), token.start() + word.end(), word.group().lower()))
+    return out
+
+
+def _correctable(word: str) -> bool:
+    # 3 letters: one edit to a stored 4-letter word; longer than the longest stored word plus the
+    # budget: nothing can be in reach.
+    return ONE_EDIT_FROM - 1 <= len(word) <= WORD_LETTERS[1] + MAX_EDITS
+
+
+KNOWN_SQL = """
+SELECT q.w, s.stem,
+       EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.word = q.w)
+       OR EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.stem = s.stem)
+FROM unnest(%s::text[]) AS q(w)
+CROSS JOIN LATERAL (SELECT (tsvector_to_array(to_tsvector('english', q.w)))[1] AS stem) s
+"""
+
+CANDIDATES_SQL = """
+SELECT word, products FROM catalog_searchword WHERE word = ANY(%s::text[])
+UNION
+SELECT near.word, near.products
+FROM unnest(%s::text[]) AS q(w)
+CROSS JOIN LATERAL (
+    SELECT word, products FROM catalog_searchword
+    WHERE length(word) BETWEEN length(q.w) - 2 AND length(q.w) + 2
+    ORDER BY word <-> q.w
+    LIMIT %s
+) near
+"""
+
+
+def query_correct(query: str) -> CorrectedQuery | None:
+    """`query` with its misspelt words replaced by the catalogue's nearest words, or None when no
+    word was changed (every word known, or nothing in reach). Two queries (which words are known,
+    then the candidates of the others); none when the query has no word that could be corrected."""
+    spans = [span for span in query_words(query) if _correctable(span[2])]
+    words = list(dict.fromkeys(word for _, _, word in spans))
+    if not words:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(KNOWN_SQL, [words])
+        unknown = {w: stem for w, stem, known in cursor.fetchall() if not known and stem is not None}
+        if not unknown:
+            return None
+        unknown = dict(list(unknown.items())[:WORDS_CORRECTED_MAX])
+        forms = {w: {w, stem} if stem and _correctable(stem) else {w} for w, stem in unknown.items()}
+        variants = sorted({v for fs in forms.values() for f in fs if len(f) <= VARIANTS_UP_TO for v in one_edit_variants(f)})
+        two_edits = sorted({f for fs in forms.values() for f in fs if len(f) + MAX_EDITS >= TWO_EDITS_FROM})
+        cursor.execute(CANDIDATES_SQL, [variants, two_edits, TRIGRAM_CANDIDATES])
+        candidates = cursor.fetchall()
+    best: dict[str, str] = {}
+    for word, fs in forms.items():
+        ranked = []
+        for stored, products in candidates:
+            distance = min(_within_budget(f, stored) for f in fs)
+            if distance <= MAX_EDITS:
+                ranked.append((distance, -products, stored))
+        if ranked:
+            best[word] = min(ranked)[2]
+    if not best:
+        return None
+    corrected, corrections, end = [], [], 0
+    for start, stop, word in spans:
+        if word in best:
+            corrected.append(query[end:start] + best[word])
+            end = stop
+    corrected.append(query[end:])
+    corrections = [Correction(word=w, corrected=c) for w, c in best.items()]
+    corrections.sort(key=lambda c: words.index(c.word))
+    return CorrectedQuery(query="".join(corrected), corrections=corrections)
+
+
+def _within_budget(typed: str, stored: str) -> int:
+    """The distance of the two words when within their budget, else MAX_EDITS + 1."""
+    budget = edit_budget(typed, stored)
+    distance = osa_distance(typed, stored, budget) if budget else budget + 1
+    return distance if distance <= budget else MAX_EDITS + 1
