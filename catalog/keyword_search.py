@@ -31,11 +31,14 @@ from django.db.models import Expression, F, FloatField, QuerySet, Value
 
 from .filters import catalogue_filter
 from .models import Category, Product
-from .spelling import Correction, query_correct
+from .spelling import Correction, query_correct, words_known
 
 SEARCH_CONFIG = "english"
 QUERY_MAX_LENGTH = 200
 COUNT_UP_TO = 1000  # results pages count matches up to this many (then "1,000+")
+# websearch syntax under which a word that no product has can still be part of a match ("red or
+# xyzzy", "-xyzzy dress")
+ANY_OR_NOT = re.compile(r"(?:^|\s)(?:or\s|-\S)", re.IGNORECASE)
 SKU_LIKE = re.compile(r"(?=\S*\d)[\w.\-/#]{2,64}")  # one token with a digit, as SKUs are: "dress" is not tried
 
 
@@ -99,11 +102,13 @@ def _filtered(
     )
 
 
-def _full_text(products: QuerySet[Product], query: str) -> KeywordResults | None:
-    """Full-text matches of `query`, ranked, or None when there are none."""
+def _full_text(products: QuerySet[Product], query: str, *, known_words_only: bool = False) -> KeywordResults | None:
+    """Full-text matches of `query`, ranked, or None when there are none (at once, without reading a
+    row, with `known_words_only` when one of its words is no catalogue word: spelling.words_known)."""
     tsquery = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
     words = products.filter(search_vector=tsquery)
-    if not words.exists():
+    known = words_known(query) if known_words_only else None
+    if not (words.filter(known) if known is not None else words).exists():
         return None
     rank = SearchRank(F("search_vector"), tsquery)
     ranked = words.annotate(rank=rank).order_by("-rank", "id")
@@ -135,15 +140,20 @@ def product_keyword_match(
         if sku.exists():
             # One row, ranked 1: paginated as it is (no `rank` for RankedPages).
             return KeywordResults(products=sku.annotate(rank=Value(1.0, output_field=FloatField())), match=Match.SKU, query=query)
-    found = _full_text(products, query)
+    found = _full_text(products, query, known_words_only=correct)
     if found is not None:
         return found
-    corrected = query_correct(query) if correct else None
-    if corrected is not None:
-        found = _full_text(products, corrected.query)
-        if found is not None:
-            found.query, found.corrected_query, found.corrections = query, corrected.query, corrected.corrections
-            return found
+    if correct:
+        corrected = query_correct(query)
+        if corrected is not None:
+            found = _full_text(products, corrected.query, known_words_only=True)
+            if found is not None:
+                found.query, found.corrected_query, found.corrections = query, corrected.query, corrected.corrections
+                return found
+        if ANY_OR_NOT.search(query):  # as typed after all: "red or xyzzy" finds red
+            found = _full_text(products, query)
+            if found is not None:
+                return found
     rank = TrigramWordSimilarity(query, "title")
     similar = products.filter(title__trigram_word_similar=query).annotate(rank=rank).order_by("-rank", "id")
     return KeywordResults(products=similar, match=Match.SIMILAR, query=query, rank=rank, rows=products)

@@ -27,10 +27,12 @@ import string
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 
 WORD = re.compile(r"[^\W\d_]+")  # a run of letters, any script: the trigger's '[^[:alpha:]]+' split
 TOKEN = re.compile(r"\S+")
-WORD_LETTERS = (2, 32)  # stored words are this long (catalog_search_words in migration 0004)
+WORD_LETTERS = (2, 64)  # stored words are this long (catalog_search_words in migration 0004)
 ONE_EDIT_FROM = 4  # letters of the longer word: one typo allowed
 TWO_EDITS_FROM = 9  # two typos allowed
 MAX_EDITS = 2
@@ -103,6 +105,33 @@ def query_words(query: str) -> list[tuple[int, int, str]]:
         for word in WORD.finditer(token.group()):
             out.append((token.start() + word.start(), token.start() + word.end(), word.group().lower()))
     return out
+
+
+# Every word is a stored word, a form of one, or a stop word. Not correlated with the product rows, so
+# PostgreSQL evaluates it once, before the scan (a one-time filter).
+ALL_KNOWN_SQL = """
+NOT EXISTS (
+    SELECT 1 FROM unnest(%s::text[]) AS q(w)
+    CROSS JOIN LATERAL (SELECT (tsvector_to_array(to_tsvector('english', q.w)))[1] AS stem) s
+    WHERE s.stem IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.word = q.w)
+      AND NOT EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.stem = s.stem)
+)
+"""
+
+
+def words_known(query: str) -> RawSQL | None:
+    """A condition that holds only when every word of `query` is a catalogue word (or a form of one,
+    or a stop word); None when the query has no word. A full-text match of a query with a word that
+    no product has would find nothing, but only after reading every row: PostgreSQL estimates an
+    unknown word to match hundreds of rows, so `EXISTS` (LIMIT 1) picks a sequential scan over the
+    GIN index, 110 ms at 60k products. With this condition beside it, the scan is skipped at once."""
+    words = sorted({w for _, _, w in query_words(query) if len(w) >= WORD_LETTERS[0]})
+    if not words:
+        return None
+    if any(len(w) > WORD_LETTERS[1] for w in words):  # longer than any stored word
+        return RawSQL("FALSE", [], output_field=BooleanField())
+    return RawSQL(ALL_KNOWN_SQL, [words], output_field=BooleanField())
 
 
 def _correctable(word: str) -> bool:

@@ -1,18 +1,18 @@
-# The spelling vocabulary for typo correction: every product's distinct words (written by the search
-# vector trigger) and a table of the catalogue's words with how many products have each, kept by
+# The spelling vocabulary for typo correction: every product's distinct words (title, category name,
+# description and the letters of its SKU, written by the search vector trigger) and a table of the catalogue's words with how many products have each, kept by
 # statement triggers on catalog_product and built here for the products already there.
 
 import django.contrib.postgres.fields
 import django.contrib.postgres.indexes
 from django.db import migrations, models
 
-# A word is a run of letters (any script), lower case, 2 to 32 letters long: digits, SKUs and
-# punctuation are no words. Keep in step with catalog.spelling (WORD, WORD_LETTERS).
+# A word is a run of letters (any script), lower case, 2 to 64 letters long: digits and punctuation
+# are no words. Keep in step with catalog.spelling (WORD, WORD_LETTERS).
 WORDS_FUNCTION = """
 CREATE FUNCTION catalog_search_words(body text) RETURNS text[] LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(array_agg(DISTINCT w ORDER BY w), '{}')
     FROM regexp_split_to_table(lower(body), '[^[:alpha:]]+') AS w
-    WHERE length(w) BETWEEN 2 AND 32
+    WHERE length(w) BETWEEN 2 AND 64
 $$;
 """
 
@@ -27,7 +27,8 @@ BEGIN
         || setweight(to_tsvector('simple', coalesce(NEW.sku, '')), 'A')
         || setweight(to_tsvector('english', category_name), 'B')
         || setweight(to_tsvector('english', coalesce(NEW.description, '')), 'C');
-    NEW.search_words := catalog_search_words(concat_ws(' ', NEW.title, category_name, NEW.description));
+    -- The SKU's letters too ("BAG" of "BAG-0012"): full text matches them, so they are no typos.
+    NEW.search_words := catalog_search_words(concat_ws(' ', NEW.title, category_name, NEW.description, NEW.sku));
     RETURN NEW;
 END
 $$;

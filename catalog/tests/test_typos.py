@@ -47,7 +47,7 @@ class VocabularyTests(TestCase):
         self.assertNotIn("6", words)  # digits are no words
         self.assertNotIn("#6", words)
         self.assertEqual(Product.objects.get(pk=self.boot.pk).search_words,
-                         ["ankle", "boot", "leather", "red", "shoes"])
+                         ["ankle", "boot", "leather", "red", "shoes", "sku"])  # SKU-00002's letters too
 
     def test_stems_are_the_full_text_lexemes(self):
         product_create(category=self.shoes, title="Summer dresses and running shoes", images=[])
@@ -172,6 +172,23 @@ class CorrectionTests(TyposTestCase):
         self.assertEqual(product_search(query="dr-red-01").match, Match.SKU)
         self.assertEqual(self.found("sneker 2"), {self.sneakers[2].pk})  # "Sneaker #2"
         self.assertEqual(query_correct("DRSS-01 sneker").query, "DRSS-01 sneaker")
+
+    def test_or_and_not_are_corrected_and_unknown_words_in_them_left_alone(self):
+        self.assertEqual((self.corrected("sneker or chelsae"), self.found("sneker or chelsae")),
+                         ("sneaker or chelsea", {p.pk for p in self.sneakers} | {self.boot2.pk}))
+        self.assertEqual(self.found("dress or xyzzy"), {self.dress.pk})  # as typed: nothing to correct
+        self.assertEqual(self.found("-xyzzy dress"), {self.dress.pk})
+
+    def test_a_word_no_product_has_costs_no_scan(self):
+        from django.contrib.postgres.search import SearchQuery
+
+        from catalog.spelling import words_known
+
+        words = Product.objects.filter(search_vector=SearchQuery("snekaer", search_type="websearch", config="english"))
+        self.assertIn("One-Time Filter", words.filter(words_known("snekaer"))[:1].explain())
+        self.assertFalse(words.filter(words_known("snekaer")).exists())
+        self.assertTrue(Product.objects.filter(words_known("Sneakers, the dresses")).exists())
+        self.assertFalse(Product.objects.filter(words_known("sneaker " + "x" * 65)).exists())
 
     def test_query_syntax_stays_as_typed(self):
         self.assertEqual(query_correct('"Ankel boot" -chelsae').query, '"ankle boot" -chelsea')

@@ -1,0 +1,247 @@
+"""Typo tolerance of keyword search (python bench/search.py --typos): how often a misspelt word still
+finds the intended word's products first, false corrections of words typed right, and the database
+time of the corrected path.
+
+Typos are made from the catalogue's category and title words, 1 to 4 edits of one kind each (a letter
+dropped, added, changed, or two neighbouring letters swapped), `samples` distinct typos per word, kind
+and count; a typo that is itself a catalogue word is left out (a word typed right always wins). A
+query succeeds when its first result (GET /api/products's first row) is a product the intended word
+finds by full text. Fashion-MNIST's words are short (no word has 9 letters), so a second set of
+apparel titles with longer words (APPAREL) is added for the run inside a transaction that is rolled
+back: the vocabulary triggers count them, and the catalogue is as it was afterwards.
+
+False corrections: every vocabulary word and its plural, searched as typed, must come back with no
+`corrected_query`. Timing: the database time of what a results page reads (product_search, the count,
+a page of 48 and its images), as the keyword benchmark in bench/search.py measures it.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import sys
+import time
+
+from bench.common import DbTimer, LoadSampler, percentiles_ms, table, write_report
+
+KINDS = ("dropped", "added", "changed", "swapped")
+EDITS = (1, 2, 3, 4)
+TARGETS = {"one_edit_min_share": 0.95, "two_edits_min_share": 0.80, "false_corrections": 0, "corrected_p50_db_ms": 20.0}
+# Apparel titles with the longer words shops sell (9 letters and more for two-edit typos), five products
+# each, in four categories of their own.
+APPAREL = {
+    "Knitwear": ["Cashmere turtleneck sweater", "Cable knit cardigan", "Merino crewneck jumper", "Ribbed sleeveless camisole"],
+    "Outerwear": ["Waterproof windbreaker jacket", "Quilted puffer waistcoat", "Double breasted overcoat", "Lightweight raincoat",
+                  "Herringbone blazer", "Houndstooth trench coat", "Hooded sweatshirt", "Polyester tracksuit"],
+    "Footwear": ["Suede moccasins", "Canvas espadrilles", "Leather loafers", "Platform stiletto heels", "Breathable trainers"],
+    "Accessories": ["Crossbody messenger satchel", "Leather briefcase", "Embroidered backpack", "Patterned silk scarf",
+                    "Corduroy dungarees", "Striped drawstring joggers", "Denim jumpsuit", "Chiffon blouse", "Velvet tuxedo"],
+}
+PER_TITLE = 5
+
+
+def log(message: str) -> None:
+    print(f"[typos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def typo(word: str, kind: str, edits: int, rng: random.Random) -> str | None:
+    """`word` with `edits` edits of `kind` at distinct places, or None when the word is too short."""
+    letters = list(word)
+    if kind == "dropped":
+        if len(word) - edits < 2:
+            return None
+        for i in sorted(rng.sample(range(len(letters)), edits), reverse=True):
+            del letters[i]
+    elif kind == "added":
+        for _ in range(edits):
+            letters.insert(rng.randrange(len(letters) + 1), rng.choice(string.ascii_lowercase))
+    elif kind == "changed":
+        if edits > len(word):
+            return None
+        for i in rng.sample(range(len(letters)), edits):
+            letters[i] = rng.choice([c for c in string.ascii_lowercase if c != letters[i]])
+    else:  # swapped: non-overlapping pairs of different neighbouring letters
+        pairs = [i for i in range(len(word) - 1) if word[i] != word[i + 1]]
+        rng.shuffle(pairs)
+        chosen: list[int] = []
+        for i in pairs:
+            if all(abs(i - j) > 1 for j in chosen):
+                chosen.append(i)
+            if len(chosen) == edits:
+                break
+        if len(chosen) < edits:
+            return None
+        for i in chosen:
+            letters[i], letters[i + 1] = letters[i + 1], letters[i]
+    return "".join(letters)
+
+
+def catalogue_words() -> tuple[list[str], set[str]]:
+    """(the category and title words of 3+ letters, every vocabulary word)."""
+    from django.db import connection
+
+    from catalog.models import SearchWord
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT w FROM (SELECT title AS body FROM catalog_product UNION SELECT name FROM catalog_category) t,"
+            " regexp_split_to_table(lower(t.body), '[^[:alpha:]]+') AS w WHERE length(w) >= 3"
+        )
+        words = sorted(r[0] for r in cursor.fetchall())
+    return words, set(SearchWord.objects.values_list("word", flat=True))
+
+
+def page_read(query: str):
+    """(database seconds, results, first product id) of a results page for `query`."""
+    from django.core.paginator import Paginator
+    from django.db import connection
+
+    from catalog.keyword_search import product_search
+
+    timer = DbTimer()
+    with connection.execute_wrapper(timer):
+        results = product_search(query=query)
+        page = Paginator(results.pages(), 48).get_page(1)
+        rows = list(page.object_list)
+        [p.primary_image for p in rows]
+    return timer.seconds, results, rows[0].pk if rows else None
+
+
+def finds(word: str, product_id: int | None) -> bool:
+    from django.contrib.postgres.search import SearchQuery
+
+    from catalog.keyword_search import SEARCH_CONFIG
+    from catalog.models import Product
+
+    if product_id is None:
+        return False
+    return Product.objects.filter(pk=product_id, search_vector=SearchQuery(word, config=SEARCH_CONFIG)).exists()
+
+
+def measure(words: list[str], vocabulary: set[str], samples: int, seed: int, origin: dict[str, str]) -> dict:
+    rng = random.Random(seed)
+    cells: dict[tuple[str, str, int, str], list[bool]] = {}
+    corrected_db, fallback_db, skipped = [], [], 0
+    for n, word in enumerate(words):
+        for kind in KINDS:
+            for edits in EDITS:
+                seen: set[str] = set()
+                for _ in range(samples * 10):
+                    if len(seen) == samples:
+                        break
+                    typed = typo(word, kind, edits, rng)
+                    if typed is None:
+                        break
+                    if typed in vocabulary:
+                        skipped += 1
+                        continue
+                    seen.add(typed)
+                for typed in sorted(seen):
+                    seconds, results, first = page_read(typed)
+                    (corrected_db if results.corrected_query else fallback_db).append(seconds)
+                    band = "9+" if len(word) >= 9 else "4-8" if len(word) >= 4 else "3"
+                    cells.setdefault((origin[word], kind, edits, band), []).append(finds(word, first))
+        if n % 10 == 9:
+            log(f"{n + 1} of {len(words)} words")
+    return {"cells": cells, "corrected_db": corrected_db, "fallback_db": fallback_db, "skipped_typos_that_are_words": skipped}
+
+
+def false_corrections(vocabulary: set[str]) -> dict:
+    from catalog.keyword_search import product_search
+
+    sample = sorted(vocabulary)
+    sample += [w + ("es" if w.endswith(("s", "sh", "ch", "x")) else "s") for w in sample if len(w) >= 3]
+    exact_db, wrong = [], []
+    for word in sample:
+        seconds, results, _first = page_read(word)
+        exact_db.append(seconds)
+        if results.corrected_query is not None:
+            wrong.append({"word": word, "corrected": results.corrected_query})
+    return {"sample": len(sample), "false_corrections": wrong, "exact_db": exact_db}
+
+
+def share(cells: dict, *, origin: str | None = None, kind: str, edits: int, bands: tuple[str, ...]) -> dict:
+    hits = [h for (o, k, e, b), v in cells.items() if (origin is None or o == origin) and k == kind and e == edits
+            and b in bands for h in v]
+    return {"n": len(hits), "share": round(sum(hits) / len(hits), 3) if hits else None}
+
+
+def typos_main(args) -> int:
+    """bench/search.py --typos: needs the catalogue only (bench/setup_data.py imports it)."""
+    from django.db import transaction
+
+    from catalog.models import Category, Product
+
+    started = time.monotonic()
+    products = Product.objects.count()
+    if not products:
+        print("No products in the bench database: run bench/setup_data.py (--quick for 5,000).", file=sys.stderr)
+        return 1
+    samples = args.typo_samples
+    with LoadSampler() as load, transaction.atomic():
+        fashion_words, _ = catalogue_words()
+        for name, titles in APPAREL.items():
+            category = Category.objects.create(name=name, slug=f"bench-typos-{name.lower()}")
+            Product.objects.bulk_create(
+                [Product(sku=f"BENCH-TYPOS-{name[:3].upper()}-{t}-{i}", title=title, category=category, price=30 + i)
+                 for t, title in enumerate(titles) for i in range(PER_TITLE)]
+            )
+        words, vocabulary = catalogue_words()
+        origin = {w: "fashion-mnist" if w in fashion_words else "apparel" for w in words}
+        log(f"{products} products (+{sum(map(len, APPAREL.values())) * PER_TITLE} apparel, rolled back after); "
+            f"{len(words)} category and title words ({len(fashion_words)} Fashion-MNIST), vocabulary of {len(vocabulary)}")
+        for w in words[:3]:
+            page_read(w)  # warm-up
+        found = measure(words, vocabulary, samples, args.seed, origin)
+        log("false corrections over the vocabulary and its plurals")
+        false = false_corrections(vocabulary)
+        transaction.set_rollback(True)
+
+    cells = found["cells"]
+    rows = []
+    for label, bands in (("words of 4+ letters", ("4-8", "9+")), ("words of 9+ letters", ("9+",))):
+        for kind in KINDS:
+            row = {"words": label, "kind": kind}
+            for edits in EDITS:
+                cell = share(cells, kind=kind, edits=edits, bands=bands)
+                row[f"e{edits}"], row[f"n{edits}"] = cell["share"], cell["n"]
+            rows.append(row)
+    by_origin = {o: {kind: share(cells, origin=o, kind=kind, edits=1, bands=("4-8", "9+")) for kind in KINDS}
+                 for o in ("fashion-mnist", "apparel")}
+    corrected = percentiles_ms(found["corrected_db"])
+    fallback = percentiles_ms(found["fallback_db"])
+    exact = percentiles_ms(false["exact_db"])
+    print()
+    print(table(rows, [("words", f"first result is the intended word's ({products} products)", "s"), ("kind", "typo", "s")]
+                + [(f"e{e}", f"{e} edit{'s' if e > 1 else ''}", ".3f") for e in EDITS]
+                + [(f"n{e}", f"n{e}", "d") for e in EDITS]))
+    print()
+    print(table([{"what": k, **v} for k, v in (("corrected path", corrected), ("no correction in reach (trigram fallback)", fallback),
+                                                ("words typed right", exact))],
+                [("what", "results page, db ms", "s"), ("p50", "p50", ".2f"), ("p95", "p95", ".2f"), ("p99", "p99", ".2f"),
+                 ("n", "n", "d")]))
+    print(f"false corrections: {len(false['false_corrections'])} of {false['sample']} words and plurals typed right"
+          + (f": {false['false_corrections'][:10]}" if false["false_corrections"] else ""))
+    one = {kind: share(cells, kind=kind, edits=1, bands=("4-8", "9+"))["share"] for kind in KINDS}
+    two = {kind: share(cells, kind=kind, edits=2, bands=("9+",))["share"] for kind in KINDS}
+    targets = {
+        "one_edit_min_share": {"target": TARGETS["one_edit_min_share"], "value": min(one.values()), "by_kind": one},
+        "two_edits_min_share": {"target": TARGETS["two_edits_min_share"], "value": min(two.values()), "by_kind": two},
+        "false_corrections": {"target": 0, "value": len(false["false_corrections"])},
+        "corrected_p50_db_ms": {"target": TARGETS["corrected_p50_db_ms"], "value": corrected["p50"]},
+    }
+    for key, t in targets.items():
+        low_is_good = key in ("false_corrections", "corrected_p50_db_ms")
+        t["met"] = t["value"] is not None and (t["value"] <= t["target"] if low_is_good else t["value"] >= t["target"])
+        print(f"{key}: {t['value']} (target {'<=' if low_is_good else '>='} {t['target']}) {'met' if t['met'] else 'MISSED'}")
+    path = write_report(
+        "search_typos", script="search", quick=args.quick, argv=sys.argv[1:], started=started, load=load.summary(),
+        catalogue={"products": products, "apparel_products_added_and_rolled_back": sum(map(len, APPAREL.values())) * PER_TITLE,
+                   "words": len(words), "fashion_mnist_words": fashion_words, "vocabulary": len(vocabulary)},
+        samples_per_word_kind_edits=samples, seed=args.seed, shares=rows, one_edit_by_origin=by_origin,
+        skipped_typos_that_are_words=found["skipped_typos_that_are_words"],
+        db_ms={"corrected": corrected, "fallback": fallback, "typed_right": exact},
+        false_corrections={"sample": false["sample"], "wrong": false["false_corrections"]}, targets=targets,
+    )
+    print(f"\nwall time {time.monotonic() - started:.0f} s; load {load.summary()}; wrote {path}")
+    return 0
