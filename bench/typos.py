@@ -91,14 +91,32 @@ def catalogue_words() -> tuple[list[str], set[str]]:
     return words, set(SearchWord.objects.values_list("word", flat=True))
 
 
-def page_read(query: str):
+class SplitTimer(DbTimer):
+    """DbTimer that also sums the statements that read the vocabulary alone (the correction lookups)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lookups = 0.0
+
+    def __call__(self, execute, sql, params, many, context):
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            elapsed = time.perf_counter() - t
+            self.seconds += elapsed
+            if "catalog_searchword" in sql and "catalog_product" not in sql:
+                self.lookups += elapsed
+
+
+def page_read(query: str, timer: SplitTimer | None = None):
     """(database seconds, results, first product id) of a results page for `query`."""
     from django.core.paginator import Paginator
     from django.db import connection
 
     from catalog.keyword_search import product_search
 
-    timer = DbTimer()
+    timer = timer or SplitTimer()
     with connection.execute_wrapper(timer):
         results = product_search(query=query)
         page = Paginator(results.pages(), 48).get_page(1)
@@ -121,7 +139,7 @@ def finds(word: str, product_id: int | None) -> bool:
 def measure(words: list[str], vocabulary: set[str], samples: int, seed: int, origin: dict[str, str]) -> dict:
     rng = random.Random(seed)
     cells: dict[tuple[str, str, int, str], list[bool]] = {}
-    corrected_db, fallback_db, skipped = [], [], 0
+    corrected_db, lookups_db, typed_right_db, fallback_db, skipped, misses = [], [], [], [], 0, []
     for n, word in enumerate(words):
         for kind in KINDS:
             for edits in EDITS:
@@ -137,27 +155,43 @@ def measure(words: list[str], vocabulary: set[str], samples: int, seed: int, ori
                         continue
                     seen.add(typed)
                 for typed in sorted(seen):
-                    seconds, results, first = page_read(typed)
-                    (corrected_db if results.corrected_query else fallback_db).append(seconds)
+                    timer = SplitTimer()
+                    seconds, results, first = page_read(typed, timer)
+                    if results.corrected_query:
+                        corrected_db.append(seconds)
+                        lookups_db.append(timer.lookups)
+                        typed_right_db.append(page_read(results.corrected_query)[0])  # the same page, no typo
+                    else:
+                        fallback_db.append(seconds)
                     band = "9+" if len(word) >= 9 else "4-8" if len(word) >= 4 else "3"
-                    cells.setdefault((origin[word], kind, edits, band), []).append(finds(word, first))
+                    hit = finds(word, first)
+                    cells.setdefault((origin[word], kind, edits, band), []).append(hit)
+                    if not hit and (edits == 1 and band != "3" or edits == 2 and band == "9+"):  # the targets' typos
+                        misses.append({"word": word, "typed": typed, "kind": kind, "edits": edits,
+                                       "corrected_query": results.corrected_query, "match": results.match})
         if n % 10 == 9:
             log(f"{n + 1} of {len(words)} words")
-    return {"cells": cells, "corrected_db": corrected_db, "fallback_db": fallback_db, "skipped_typos_that_are_words": skipped}
+    return {"cells": cells, "corrected_db": corrected_db, "lookups_db": lookups_db, "typed_right_db": typed_right_db,
+            "fallback_db": fallback_db, "skipped_typos_that_are_words": skipped, "misses": misses}
 
 
 def false_corrections(vocabulary: set[str]) -> dict:
     from catalog.keyword_search import product_search
 
-    sample = sorted(vocabulary)
-    sample += [w + ("es" if w.endswith(("s", "sh", "ch", "x")) else "s") for w in sample if len(w) >= 3]
-    exact_db, wrong = [], []
-    for word in sample:
+    words = sorted(vocabulary)
+    plurals = {w + ("es" if w.endswith(("sh", "ch", "x")) else "s"): w for w in words if len(w) >= 3 and not w.endswith("s")}
+    exact_db, wrong, to_singular = [], [], []
+    for word in words + sorted(plurals):
         seconds, results, _first = page_read(word)
         exact_db.append(seconds)
-        if results.corrected_query is not None:
+        if results.corrected_query is None:
+            continue
+        if results.corrected_query == plurals.get(word):  # a plural full text does not stem to its word
+            to_singular.append(word)
+        else:
             wrong.append({"word": word, "corrected": results.corrected_query})
-    return {"sample": len(sample), "false_corrections": wrong, "exact_db": exact_db}
+    return {"sample": len(words) + len(plurals), "words": len(words), "plurals": len(plurals),
+            "false_corrections": wrong, "plurals_corrected_to_their_word": to_singular, "exact_db": exact_db}
 
 
 def share(cells: dict, *, origin: str | None = None, kind: str, edits: int, bands: tuple[str, ...]) -> dict:
@@ -209,6 +243,8 @@ def typos_main(args) -> int:
     by_origin = {o: {kind: share(cells, origin=o, kind=kind, edits=1, bands=("4-8", "9+")) for kind in KINDS}
                  for o in ("fashion-mnist", "apparel")}
     corrected = percentiles_ms(found["corrected_db"])
+    lookups = percentiles_ms(found["lookups_db"])
+    typed_right = percentiles_ms(found["typed_right_db"])
     fallback = percentiles_ms(found["fallback_db"])
     exact = percentiles_ms(false["exact_db"])
     print()
@@ -216,12 +252,21 @@ def typos_main(args) -> int:
                 + [(f"e{e}", f"{e} edit{'s' if e > 1 else ''}", ".3f") for e in EDITS]
                 + [(f"n{e}", f"n{e}", "d") for e in EDITS]))
     print()
-    print(table([{"what": k, **v} for k, v in (("corrected path", corrected), ("no correction in reach (trigram fallback)", fallback),
-                                                ("words typed right", exact))],
+    print(table([{"what": o, **{kind: v["share"] for kind, v in by_kind.items()}} for o, by_kind in by_origin.items()],
+                [("what", "one edit, words of 4+ letters", "s")] + [(kind, kind, ".3f") for kind in KINDS]))
+    print()
+    print(table([{"what": k, **v} for k, v in (
+                    ("corrected path (typo, then the corrected words' page)", corrected),
+                    ("  of which the vocabulary lookup", lookups),
+                    ("  the same pages typed right", typed_right),
+                    ("no correction in reach (trigram fallback)", fallback),
+                    ("vocabulary words and plurals typed right", exact))],
                 [("what", "results page, db ms", "s"), ("p50", "p50", ".2f"), ("p95", "p95", ".2f"), ("p99", "p99", ".2f"),
                  ("n", "n", "d")]))
-    print(f"false corrections: {len(false['false_corrections'])} of {false['sample']} words and plurals typed right"
-          + (f": {false['false_corrections'][:10]}" if false["false_corrections"] else ""))
+    print(f"false corrections: {len(false['false_corrections'])} of {false['words']} vocabulary words and {false['plurals']} "
+          f"plurals typed right" + (f": {false['false_corrections'][:10]}" if false["false_corrections"] else "")
+          + f"; plurals corrected to their own word: {false['plurals_corrected_to_their_word']}")
+    print(f"one- and two-edit misses: {len(found['misses'])} {found['misses'][:12]}")
     one = {kind: share(cells, kind=kind, edits=1, bands=("4-8", "9+"))["share"] for kind in KINDS}
     two = {kind: share(cells, kind=kind, edits=2, bands=("9+",))["share"] for kind in KINDS}
     targets = {
@@ -240,8 +285,10 @@ def typos_main(args) -> int:
                    "words": len(words), "fashion_mnist_words": fashion_words, "vocabulary": len(vocabulary)},
         samples_per_word_kind_edits=samples, seed=args.seed, shares=rows, one_edit_by_origin=by_origin,
         skipped_typos_that_are_words=found["skipped_typos_that_are_words"],
-        db_ms={"corrected": corrected, "fallback": fallback, "typed_right": exact},
-        false_corrections={"sample": false["sample"], "wrong": false["false_corrections"]}, targets=targets,
+        db_ms={"corrected": corrected, "correction_lookups": lookups, "corrected_pages_typed_right": typed_right,
+               "fallback": fallback, "vocabulary_typed_right": exact},
+        false_corrections={k: v for k, v in false.items() if k != "exact_db"}, misses_one_two_edits=found["misses"],
+        targets=targets,
     )
     print(f"\nwall time {time.monotonic() - started:.0f} s; load {load.summary()}; wrote {path}")
     return 0

@@ -14,8 +14,9 @@ letters, 2 from TWO_EDITS_FROM. Only runs of letters are words: a token with a d
 a size) is never changed, and the rest of the query (quotes, "-" before a word, "or") stays as typed.
 
 Candidates are read in one query: every stored word one edit away (the typed word's one-edit
-variants, looked up by primary key: exact, whatever the vocabulary's size), and for words that may
-take two edits the TRIGRAM_CANDIDATES nearest stored words by trigram distance (GiST index). So a
+variants, looked up by primary key: exact, whatever the vocabulary's size), and the
+TRIGRAM_CANDIDATES nearest stored words by trigram distance (GiST index: two-edit typos, misspelt
+plurals). So a
 typed word costs at most a few hundred index probes and distance computations, whatever its length:
 words longer than any stored word can be within budget of are not looked up at all.
 """
@@ -36,7 +37,7 @@ WORD_LETTERS = (2, 64)  # stored words are this long (catalog_search_words in mi
 ONE_EDIT_FROM = 4  # letters of the longer word: one typo allowed
 TWO_EDITS_FROM = 9  # two typos allowed
 MAX_EDITS = 2
-TRIGRAM_CANDIDATES = 40  # stored words read by trigram distance per word that may take two edits
+TRIGRAM_CANDIDATES = 40  # stored words read by trigram distance per misspelt word
 VARIANTS_UP_TO = 12  # letters: longer words keep most of their trigrams after one edit, so trigrams find them
 WORDS_CORRECTED_MAX = 8  # unknown words looked up per query; the rest stay as typed
 ALPHABET = string.ascii_lowercase
@@ -140,51 +141,47 @@ def _correctable(word: str) -> bool:
     return ONE_EDIT_FROM - 1 <= len(word) <= WORD_LETTERS[1] + MAX_EDITS
 
 
-KNOWN_SQL = """
-SELECT q.w, s.stem,
-       EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.word = q.w)
-       OR EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.stem = s.stem)
-FROM unnest(%s::text[]) AS q(w)
-CROSS JOIN LATERAL (SELECT (tsvector_to_array(to_tsvector('english', q.w)))[1] AS stem) s
-"""
-
-CANDIDATES_SQL = """
-SELECT word, products FROM catalog_searchword WHERE word = ANY(%s::text[])
-UNION
-SELECT near.word, near.products
-FROM unnest(%s::text[]) AS q(w)
-CROSS JOIN LATERAL (
+LOOKUP_SQL = """
+WITH q AS (
+    SELECT w, stem,
+           EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.word = w)
+           OR EXISTS (SELECT 1 FROM catalog_searchword v WHERE v.stem = s.stem) AS known
+    FROM (SELECT w, (tsvector_to_array(to_tsvector('english', w)))[1] AS stem FROM unnest(%(words)s::text[]) AS w) s
+)
+SELECT w, stem, known, NULL::text, NULL::int FROM q
+UNION ALL
+SELECT NULL, NULL, NULL, word, products FROM catalog_searchword WHERE word = ANY(%(variants)s::text[])
+UNION ALL
+SELECT NULL, NULL, NULL, near.word, near.products
+FROM q CROSS JOIN LATERAL (
     SELECT word, products FROM catalog_searchword
     WHERE length(word) BETWEEN length(q.w) - 2 AND length(q.w) + 2
     ORDER BY word <-> q.w
-    LIMIT %s
+    LIMIT %(near)s
 ) near
+WHERE NOT q.known AND q.stem IS NOT NULL
 """
 
 
 def query_correct(query: str) -> CorrectedQuery | None:
     """`query` with its misspelt words replaced by the catalogue's nearest words, or None when no
-    word was changed (every word known, or nothing in reach). Two queries (which words are known,
-    then the candidates of the others); none when the query has no word that could be corrected."""
+    word was changed (every word known, or nothing in reach). One query (which words are known, and
+    the candidates of the others); none when the query has no word that could be corrected."""
     spans = [span for span in query_words(query) if _correctable(span[2])]
-    words = list(dict.fromkeys(word for _, _, word in spans))
+    words = list(dict.fromkeys(word for _, _, word in spans))[:WORDS_CORRECTED_MAX]
     if not words:
         return None
+    variants = sorted({v for w in words if len(w) <= VARIANTS_UP_TO for v in one_edit_variants(w)})
     with connection.cursor() as cursor:
-        cursor.execute(KNOWN_SQL, [words])
-        unknown = {w: stem for w, stem, known in cursor.fetchall() if not known and stem is not None}
-        if not unknown:
-            return None
-        unknown = dict(list(unknown.items())[:WORDS_CORRECTED_MAX])
-        forms = {w: {w, stem} if stem and _correctable(stem) else {w} for w, stem in unknown.items()}
-        variants = sorted({v for fs in forms.values() for f in fs if len(f) <= VARIANTS_UP_TO for v in one_edit_variants(f)})
-        two_edits = sorted({f for fs in forms.values() for f in fs if len(f) + MAX_EDITS >= TWO_EDITS_FROM})
-        cursor.execute(CANDIDATES_SQL, [variants, two_edits, TRIGRAM_CANDIDATES])
-        candidates = cursor.fetchall()
+        cursor.execute(LOOKUP_SQL, {"words": words, "variants": variants, "near": TRIGRAM_CANDIDATES})
+        rows = cursor.fetchall()
+    # A misspelt plural ("snekers") is also compared through its stem ("sneker").
+    forms = {w: {w, stem} if _correctable(stem) else {w} for w, stem, known, _, _ in rows if w and not known and stem}
+    candidates = {stored: products for w, _, _, stored, products in rows if w is None}
     best: dict[str, str] = {}
     for word, fs in forms.items():
         ranked = []
-        for stored, products in candidates:
+        for stored, products in candidates.items():
             distance = min(_within_budget(f, stored) for f in fs)
             if distance <= MAX_EDITS:
                 ranked.append((distance, -products, stored))
@@ -192,14 +189,13 @@ def query_correct(query: str) -> CorrectedQuery | None:
             best[word] = min(ranked)[2]
     if not best:
         return None
-    corrected, corrections, end = [], [], 0
+    corrected, end = [], 0
     for start, stop, word in spans:
         if word in best:
             corrected.append(query[end:start] + best[word])
             end = stop
     corrected.append(query[end:])
-    corrections = [Correction(word=w, corrected=c) for w, c in best.items()]
-    corrections.sort(key=lambda c: words.index(c.word))
+    corrections = [Correction(word=w, corrected=best[w]) for w in words if w in best]
     return CorrectedQuery(query="".join(corrected), corrections=corrections)
 
 
