@@ -1,7 +1,7 @@
 """Typo correction of keyword queries against the catalogue's own words.
 
-catalog_searchword (SearchWord) holds every word of the products' titles, category names and
-descriptions with how many products have it, kept by triggers on catalog_product. A query word is
+catalog_searchword (SearchWord) holds every word of the products' titles, category names,
+descriptions and SKUs with how many products have it, kept by triggers on catalog_product. A query word is
 known when it is a stored word or a form of one (its English stem is a stored word's stem:
 "sneakers", "dresses"); stop words ("the", "for") are left alone, as full text ignores them. Each
 other word is replaced by the nearest stored word within the edit budget, by optimal string
@@ -14,11 +14,11 @@ letters, 2 from TWO_EDITS_FROM. Only runs of letters are words: a token with a d
 a size) is never changed, and the rest of the query (quotes, "-" before a word, "or") stays as typed.
 
 Candidates are read in one query: every stored word one edit away (the typed word's one-edit
-variants, looked up by primary key: exact, whatever the vocabulary's size), and the
-TRIGRAM_CANDIDATES nearest stored words by trigram distance (GiST index: two-edit typos, misspelt
-plurals). So a
-typed word costs at most a few hundred index probes and distance computations, whatever its length:
-words longer than any stored word can be within budget of are not looked up at all.
+variants, looked up by primary key: exact, whatever the vocabulary's size; a swap in a short word
+leaves it few trigrams in common), and the TRIGRAM_CANDIDATES nearest stored words by trigram
+distance (GiST index: two-edit typos of long words, misspelt plurals). So a typed word costs at most
+a few hundred index probes and distance computations, whatever its length and the vocabulary's
+size; a word longer than any stored word can be within budget of is not looked up.
 """
 
 from __future__ import annotations
