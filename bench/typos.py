@@ -216,9 +216,10 @@ def typos_main(args) -> int:
         fashion_words, _ = catalogue_words()
         for name, titles in APPAREL.items():
             category = Category.objects.create(name=name, slug=f"bench-typos-{name.lower()}")
-            Product.objects.bulk_create(
-                [Product(sku=f"BENCH-TYPOS-{name[:3].upper()}-{t}-{i}", title=title, category=category, price=30 + i)
-                 for t, title in enumerate(titles) for i in range(PER_TITLE)]
+            first = Product.objects.count() * 10
+            Product.objects.bulk_create(  # SKUs without words: they would be vocabulary words too
+                [Product(sku=f"T-{first + n}", title=title, category=category, price=30 + n % PER_TITLE)
+                 for n, title in enumerate(t for t in titles for _ in range(PER_TITLE))]
             )
         words, vocabulary = catalogue_words()
         origin = {w: "fashion-mnist" if w in fashion_words else "apparel" for w in words}

@@ -47,7 +47,7 @@ class Product(models.Model):
     # database trigger on every insert or update (and when a category is renamed): see
     # catalog/migrations/0002_product_search.py. A GeneratedField cannot read the category's name.
     search_vector = SearchVectorField(null=True, editable=False)
-    # The distinct words (runs of letters, lower case) of title, category name, description and SKU, written
+    # The distinct words (runs of letters, lower case) of title, category name and description, written
     # by the same trigger: what the product adds to the spelling vocabulary (SearchWord). Kept on the row
     # so that the vocabulary's counts can drop exactly the words a product had when it is edited, its
     # category renamed, or deleted.
@@ -78,13 +78,14 @@ class Product(models.Model):
 
 
 class SearchWord(models.Model):
-    """A word of the catalogue (title, category name, description or SKU of some product) and how many
-    products have it: the dictionary that typo correction reads (catalog/spelling.py). Only database
-    triggers write it, as products are added, edited or deleted (catalog/migrations/0004_search_words.py)."""
+    """A word of the catalogue (in the title, category name, description or SKU of some product) and how
+    many products have it: the dictionary that typo correction reads (catalog/spelling.py). Only
+    database triggers write it, as products are added, edited or deleted (catalog/migrations/0004_search_words.py)."""
 
     word = models.TextField(primary_key=True)  # lower case, letters only, 2 to 64 of them
     stem = models.TextField(null=True)  # its English full-text lexeme ("dresses" -> "dress"); None: a stop word
-    products = models.IntegerField()  # products that have the word
+    products = models.IntegerField(default=0)  # products that have it in their text: a word typos are corrected to
+    skus = models.IntegerField(default=0)  # products whose SKU has it ("drs" of "DRS-0012"): known, never a correction
 
     class Meta:
         indexes = [

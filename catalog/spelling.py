@@ -1,10 +1,11 @@
 """Typo correction of keyword queries against the catalogue's own words.
 
 catalog_searchword (SearchWord) holds every word of the products' titles, category names,
-descriptions and SKUs with how many products have it, kept by triggers on catalog_product. A query word is
-known when it is a stored word or a form of one (its English stem is a stored word's stem:
+descriptions and SKUs with how many products have it, kept by triggers on catalog_product. A query
+word is known when it is a stored word or a form of one (its English stem is a stored word's stem:
 "sneakers", "dresses"); stop words ("the", "for") are left alone, as full text ignores them. Each
-other word is replaced by the nearest stored word within the edit budget, by optimal string
+other word is replaced by the nearest word of the products' text (never a SKU's letters, which only
+make a word known) within the edit budget, by optimal string
 alignment distance (Damerau-Levenshtein where a swap of two neighbouring letters is one edit, as
 Meilisearch, Typesense and Algolia count typos); ties go to the word more products have.
 
@@ -150,12 +151,12 @@ WITH q AS (
 )
 SELECT w, stem, known, NULL::text, NULL::int FROM q
 UNION ALL
-SELECT NULL, NULL, NULL, word, products FROM catalog_searchword WHERE word = ANY(%(variants)s::text[])
+SELECT NULL, NULL, NULL, word, products FROM catalog_searchword WHERE word = ANY(%(variants)s::text[]) AND products > 0
 UNION ALL
 SELECT NULL, NULL, NULL, near.word, near.products
 FROM q CROSS JOIN LATERAL (
     SELECT word, products FROM catalog_searchword
-    WHERE length(word) BETWEEN length(q.w) - 2 AND length(q.w) + 2
+    WHERE length(word) BETWEEN length(q.w) - 2 AND length(q.w) + 2 AND products > 0
     ORDER BY word <-> q.w
     LIMIT %(near)s
 ) near

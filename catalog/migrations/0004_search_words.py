@@ -1,6 +1,7 @@
-# The spelling vocabulary for typo correction: every product's distinct words (title, category name,
-# description and the letters of its SKU, written by the search vector trigger) and a table of the catalogue's words with how many products have each, kept by
-# statement triggers on catalog_product and built here for the products already there.
+# The spelling vocabulary for typo correction: every product's distinct words (title, category name and
+# description, written by the search vector trigger) and a table of the catalogue's words with how
+# many products have each in their text and in their SKU, kept by statement triggers on
+# catalog_product and built here for the products already there.
 
 import django.contrib.postgres.fields
 import django.contrib.postgres.indexes
@@ -27,8 +28,7 @@ BEGIN
         || setweight(to_tsvector('simple', coalesce(NEW.sku, '')), 'A')
         || setweight(to_tsvector('english', category_name), 'B')
         || setweight(to_tsvector('english', coalesce(NEW.description, '')), 'C');
-    -- The SKU's letters too ("BAG" of "BAG-0012"): full text matches them, so they are no typos.
-    NEW.search_words := catalog_search_words(concat_ws(' ', NEW.title, category_name, NEW.description, NEW.sku));
+    NEW.search_words := catalog_search_words(concat_ws(' ', NEW.title, category_name, NEW.description));
     RETURN NEW;
 END
 $$;
@@ -47,43 +47,55 @@ END
 $$;
 """
 
-# One statement's change to the counts: + each new row's words, - each old row's words. Statement
-# triggers with transition tables, so a category rename (thousands of rows) or a bulk import is one
-# upsert of its distinct words, not one per row; words are written in order, so concurrent writers
-# lock the rows they share in the same order. A count that reaches 0 drops the word.
+# One statement's change to the counts: + each new row's words, - each old row's words, for the text
+# (search_words) and for the SKU's letters ("drs" of "DRS-0012": full text matches them, so they are
+# no typos, but no typo is corrected into one). Statement triggers with transition tables, so a
+# category rename (thousands of rows) or a bulk import is one upsert of its distinct words, not one
+# per row; words are written in order, so concurrent writers lock the rows they share in the same
+# order. A word in no product's text or SKU is dropped.
 VOCABULARY_TRIGGERS = """
-CREATE FUNCTION catalog_search_words_apply(words text[], counts bigint[]) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO catalog_searchword (word, stem, products)
-    SELECT d.word, (tsvector_to_array(to_tsvector('english', d.word)))[1], d.n
-    FROM unnest(words, counts) AS d(word, n)
+CREATE FUNCTION catalog_search_words_apply(words text[], texts bigint[], skus bigint[]) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO catalog_searchword (word, stem, products, skus)
+    SELECT d.word, (tsvector_to_array(to_tsvector('english', d.word)))[1], d.texts, d.skus
+    FROM unnest(words, texts, skus) AS d(word, texts, skus)
     ORDER BY d.word
-    ON CONFLICT (word) DO UPDATE SET products = catalog_searchword.products + EXCLUDED.products;
-    DELETE FROM catalog_searchword WHERE word = ANY(words) AND products <= 0;
+    ON CONFLICT (word) DO UPDATE
+        SET products = catalog_searchword.products + EXCLUDED.products, skus = catalog_searchword.skus + EXCLUDED.skus;
+    DELETE FROM catalog_searchword WHERE word = ANY(words) AND products <= 0 AND skus <= 0;
 $$;
 
 CREATE FUNCTION catalog_search_words_count() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    new_text text[] := '{}';  -- every word of every new row, as often as rows have it
+    new_sku text[] := '{}';
+    old_text text[] := '{}';
+    old_sku text[] := '{}';
     words text[];
-    counts bigint[];
+    texts bigint[];
+    skus bigint[];
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(w ORDER BY w), array_agg(n ORDER BY w) INTO words, counts
-        FROM (SELECT w, count(*) AS n FROM new_rows, unnest(new_rows.search_words) AS w GROUP BY w) d;
-    ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg(w ORDER BY w), array_agg(-n ORDER BY w) INTO words, counts
-        FROM (SELECT w, count(*) AS n FROM old_rows, unnest(old_rows.search_words) AS w GROUP BY w) d;
-    ELSE
-        SELECT array_agg(w ORDER BY w), array_agg(n ORDER BY w) INTO words, counts
-        FROM (
-            SELECT w, sum(n) AS n FROM (
-                SELECT w, 1 AS n FROM new_rows, unnest(new_rows.search_words) AS w
-                UNION ALL
-                SELECT w, -1 FROM old_rows, unnest(old_rows.search_words) AS w
-            ) changes GROUP BY w HAVING sum(n) <> 0
-        ) d;
+    -- Only the transition tables this event has are named (a statement naming another would not plan).
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        SELECT coalesce(array_agg(w), '{}') INTO new_text FROM new_rows, unnest(new_rows.search_words) AS w;
+        SELECT coalesce(array_agg(w), '{}') INTO new_sku FROM new_rows, unnest(catalog_search_words(new_rows.sku)) AS w;
     END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        SELECT coalesce(array_agg(w), '{}') INTO old_text FROM old_rows, unnest(old_rows.search_words) AS w;
+        SELECT coalesce(array_agg(w), '{}') INTO old_sku FROM old_rows, unnest(catalog_search_words(old_rows.sku)) AS w;
+    END IF;
+    SELECT array_agg(w ORDER BY w), array_agg(t ORDER BY w), array_agg(k ORDER BY w) INTO words, texts, skus
+    FROM (
+        SELECT w, sum(text_n) AS t, sum(sku_n) AS k
+        FROM (
+            SELECT w, 1 AS text_n, 0 AS sku_n FROM unnest(new_text) AS w
+            UNION ALL SELECT w, 0, 1 FROM unnest(new_sku) AS w
+            UNION ALL SELECT w, -1, 0 FROM unnest(old_text) AS w
+            UNION ALL SELECT w, 0, -1 FROM unnest(old_sku) AS w
+        ) changes
+        GROUP BY w HAVING sum(text_n) <> 0 OR sum(sku_n) <> 0
+    ) d;
     IF words IS NOT NULL THEN
-        PERFORM catalog_search_words_apply(words, counts);
+        PERFORM catalog_search_words_apply(words, texts, skus);
     END IF;
     RETURN NULL;
 END
@@ -98,9 +110,13 @@ $$;
 
 -- Products already there: fill search_words (the trigger above), then count their words.
 UPDATE catalog_product SET search_words = NULL;
-INSERT INTO catalog_searchword (word, stem, products)
-SELECT w, (tsvector_to_array(to_tsvector('english', w)))[1], count(*)
-FROM catalog_product, unnest(catalog_product.search_words) AS w
+INSERT INTO catalog_searchword (word, stem, products, skus)
+SELECT w, (tsvector_to_array(to_tsvector('english', w)))[1], sum(text_n), sum(sku_n)
+FROM (
+    SELECT w, 1 AS text_n, 0 AS sku_n FROM catalog_product, unnest(catalog_product.search_words) AS w
+    UNION ALL
+    SELECT w, 0, 1 FROM catalog_product, unnest(catalog_search_words(catalog_product.sku)) AS w
+) words
 GROUP BY w;
 
 CREATE TRIGGER catalog_search_words_insert AFTER INSERT ON catalog_product
@@ -120,7 +136,7 @@ DROP TRIGGER IF EXISTS catalog_search_words_update ON catalog_product;
 DROP TRIGGER IF EXISTS catalog_search_words_insert ON catalog_product;
 DROP FUNCTION IF EXISTS catalog_search_words_clear();
 DROP FUNCTION IF EXISTS catalog_search_words_count();
-DROP FUNCTION IF EXISTS catalog_search_words_apply(text[], bigint[]);
+DROP FUNCTION IF EXISTS catalog_search_words_apply(text[], bigint[], bigint[]);
 """
 
 
@@ -141,7 +157,8 @@ class Migration(migrations.Migration):
             fields=[
                 ('word', models.TextField(primary_key=True, serialize=False)),
                 ('stem', models.TextField(null=True)),
-                ('products', models.IntegerField()),
+                ('products', models.IntegerField(default=0)),
+                ('skus', models.IntegerField(default=0)),
             ],
             options={
                 'indexes': [

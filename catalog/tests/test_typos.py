@@ -23,14 +23,23 @@ API = reverse("catalog:api_product_list")
 
 
 def vocabulary() -> dict[str, int]:
-    return dict(SearchWord.objects.values_list("word", "products"))
+    """The products' text words and how many products have each."""
+    return dict(SearchWord.objects.filter(products__gt=0).values_list("word", "products"))
 
 
-def recount() -> dict[str, int]:
-    """The vocabulary counted afresh from the products' words (what the migration builds)."""
+def stored() -> dict[str, tuple[int, int]]:
+    return {w: (p, k) for w, p, k in SearchWord.objects.values_list("word", "products", "skus")}
+
+
+def recount() -> dict[str, tuple[int, int]]:
+    """The vocabulary counted afresh from the products (as the migration builds it)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT w, count(*) FROM catalog_product, unnest(search_words) AS w GROUP BY w")
-        return dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT w, sum(t)::int, sum(k)::int FROM ("
+            " SELECT w, 1 AS t, 0 AS k FROM catalog_product, unnest(search_words) AS w"
+            " UNION ALL SELECT w, 0, 1 FROM catalog_product, unnest(catalog_search_words(sku)) AS w) c GROUP BY w"
+        )
+        return {w: (t, k) for w, t, k in cursor.fetchall()}
 
 
 class VocabularyTests(TestCase):
@@ -47,7 +56,15 @@ class VocabularyTests(TestCase):
         self.assertNotIn("6", words)  # digits are no words
         self.assertNotIn("#6", words)
         self.assertEqual(Product.objects.get(pk=self.boot.pk).search_words,
-                         ["ankle", "boot", "leather", "red", "shoes", "sku"])  # SKU-00002's letters too
+                         ["ankle", "boot", "leather", "red", "shoes"])
+
+    def test_sku_letters_are_known_words_counted_apart(self):
+        product_create(category=self.shoes, title="Canvas shoe", sku="DRSS-0042", images=[])
+        self.assertEqual(SearchWord.objects.filter(word="drss").values_list("products", "skus").get(), (0, 1))
+        self.assertEqual(SearchWord.objects.filter(word="sku").values_list("products", "skus").get(), (0, 2))
+        Product.objects.filter(sku="DRSS-0042").update(sku="CNV-0042")
+        self.assertFalse(SearchWord.objects.filter(word="drss").exists())
+        self.assertEqual(SearchWord.objects.get(word="cnv").skus, 1)
 
     def test_stems_are_the_full_text_lexemes(self):
         product_create(category=self.shoes, title="Summer dresses and running shoes", images=[])
@@ -68,7 +85,7 @@ class VocabularyTests(TestCase):
         self.assertEqual(vocabulary()["scarf"], 2)
         Product.objects.filter(sku__startswith="B-").delete()
         self.assertNotIn("scarf", vocabulary())
-        self.assertEqual(vocabulary(), recount())
+        self.assertEqual(stored(), recount())
 
     def test_a_price_change_leaves_the_words_alone(self):
         before = vocabulary()
@@ -80,7 +97,7 @@ class VocabularyTests(TestCase):
         words = vocabulary()
         self.assertNotIn("shoes", words)
         self.assertEqual(words["footwear"], 2)
-        self.assertEqual(words, recount())
+        self.assertEqual(stored(), recount())
 
     def test_corrections_follow_the_vocabulary(self):
         self.assertIsNone(query_correct("chelsae"))
@@ -166,6 +183,12 @@ class CorrectionTests(TyposTestCase):
 
     def test_a_misspelt_plural_is_corrected_through_its_stem(self):
         self.assertEqual(self.corrected("snekers"), "sneaker")
+
+    def test_sku_letters_are_never_a_correction(self):
+        product_create(category=self.dresses, title="Linen shift", sku="DRS-7", images=[])
+        product_create(category=self.dresses, title="Silk shift", sku="DRS-8", images=[])
+        self.assertEqual(self.corrected("dres"), "dress")  # one edit from "drs" (2 SKUs) and "dress" (1 text)
+        self.assertEqual(self.found("drs"), set(Product.objects.filter(sku__startswith="DRS-").values_list("pk", flat=True)))
 
     def test_skus_and_tokens_with_digits_are_never_changed(self):
         self.assertEqual([w for _, _, w in query_words("SNEKR-0042 sneker 10k drss")], ["sneker", "drss"])
