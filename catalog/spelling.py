@@ -161,6 +161,7 @@ FROM q CROSS JOIN LATERAL (
     LIMIT %(near)s
 ) near
 WHERE NOT q.known AND q.stem IS NOT NULL
+  AND (length(q.w) + %(max_edits)s >= %(two_edits_from)s OR q.stem <> q.w)  -- else the variants find all in reach
 """
 
 
@@ -174,20 +175,25 @@ def query_correct(query: str) -> CorrectedQuery | None:
         return None
     variants = sorted({v for w in words if len(w) <= VARIANTS_UP_TO for v in one_edit_variants(w)})
     with connection.cursor() as cursor:
-        cursor.execute(LOOKUP_SQL, {"words": words, "variants": variants, "near": TRIGRAM_CANDIDATES})
+        params = {"words": words, "variants": variants, "near": TRIGRAM_CANDIDATES, "max_edits": MAX_EDITS,
+                  "two_edits_from": TWO_EDITS_FROM}
+        cursor.execute(LOOKUP_SQL, params)
         rows = cursor.fetchall()
-    # A misspelt plural ("snekers") is also compared through its stem ("sneker").
-    forms = {w: {w, stem} if _correctable(stem) else {w} for w, stem, known, _, _ in rows if w and not known and stem}
+    # A misspelt plural ("snekers") is also compared through its stem ("sneker"), after the word itself:
+    # "trainrs" is "trainers" (one edit) before "train" (one edit from the stem "trainr").
+    stems = {w: stem for w, stem, known, _, _ in rows if w and not known and stem}
     candidates = {stored: products for w, _, _, stored, products in rows if w is None}
     best: dict[str, str] = {}
-    for word, fs in forms.items():
+    for word, stem in stems.items():
         ranked = []
         for stored, products in candidates.items():
-            distance = min(_within_budget(f, stored) for f in fs)
+            distance, through_stem = _within_budget(word, stored), 0
+            if distance > MAX_EDITS and stem != word and _correctable(stem):
+                distance, through_stem = _within_budget(stem, stored), 1
             if distance <= MAX_EDITS:
-                ranked.append((distance, -products, stored))
+                ranked.append((distance, through_stem, -products, stored))
         if ranked:
-            best[word] = min(ranked)[2]
+            best[word] = min(ranked)[-1]
     if not best:
         return None
     corrected, end = [], 0

@@ -183,6 +183,11 @@ class CorrectionTests(TyposTestCase):
 
     def test_a_misspelt_plural_is_corrected_through_its_stem(self):
         self.assertEqual(self.corrected("snekers"), "sneaker")
+        product_create(category=self.shoes, title="Trainers", images=[])
+        product_create(category=self.shoes, title="Train case", images=[])
+        product_create(category=self.shoes, title="Train set", images=[])
+        # One edit from "trainers" as typed, one from "train" through its stem "trainr": as typed wins.
+        self.assertEqual(self.corrected("trainrs"), "trainers")
 
     def test_sku_letters_are_never_a_correction(self):
         product_create(category=self.dresses, title="Linen shift", sku="DRS-7", images=[])
