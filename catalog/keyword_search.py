@@ -1,17 +1,18 @@
-"""Keyword search over the catalogue: PostgreSQL full text, with a trigram fallback for typos.
+"""Keyword search over the catalogue: PostgreSQL full text, typo correction, and a trigram fallback.
 
 Each product's `search_vector` (title and SKU weight A, category B, description C) is written by a
 trigger (catalog/migrations/0002_product_search.py) and GIN-indexed. A query is parsed with
 `websearch_to_tsquery`, which accepts anything a shopper types ("red dress", "-boot", quotes, stray
 punctuation) without a syntax error, and results rank by `ts_rank`. When full text finds nothing,
 the query's misspelt words are corrected to the catalogue's own words (catalog/spelling.py: "sneker"
--> "sneaker", "ankel boot" -> "ankle boot") and the corrected query runs the same way; words typed
-right always win, as the query as typed is tried first. `correct=False` turns that off (the page's
-"search instead for" link). Only when neither finds anything are titles matched by pg_trgm word
-similarity (GIN trigram index). A query that is exactly a product's SKU (any case) finds that product alone, through an
-index on UPPER(sku); only a single token with a digit in it is tried as a SKU, so plain words cost
-no extra query. The search app narrows photo searches with the same matching
-(product_keyword_match).
+-> "sneaker", "ankel boot" -> "ankle boot") and the corrected query runs the same way. Words typed
+right always win: the query as typed is tried first (and found empty without reading a row when
+one of its words is in no product), and no known word is changed. `correct=False` turns correction
+off (the page's "search instead for" link). Only when neither finds anything are titles matched by
+pg_trgm word similarity (GIN trigram index). A query that is exactly a product's SKU (any case)
+finds that product alone, through an index on UPPER(sku); only a single token with a digit in it
+is tried as a SKU, so plain words cost no extra query. The search app narrows photo searches with
+the same matching (product_keyword_match), typo correction included.
 
 A results page reads `KeywordResults.pages()`, not the QuerySet: the matches are ranked in a query
 that reads only ids (a rank computed over thousands of matches is cheap; carrying their whole rows,
@@ -129,7 +130,7 @@ def product_keyword_match(
     find nothing, trigram word similarity of titles. An empty query matches every product (by id).
 
     One query (an EXISTS) per way of matching tried, before the results are read; correcting adds
-    at most two (catalog.spelling.query_correct).
+    one more (catalog.spelling.query_correct's vocabulary lookup).
     """
     query = query.strip()
     products = _filtered(Product.objects.all() if products is None else products, category=category, min_price=min_price, max_price=max_price)
