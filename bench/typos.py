@@ -176,7 +176,6 @@ def measure(words: list[str], vocabulary: set[str], samples: int, seed: int, ori
 
 
 def false_corrections(vocabulary: set[str]) -> dict:
-    from catalog.keyword_search import product_search
 
     words = sorted(vocabulary)
     plurals = {w + ("es" if w.endswith(("sh", "ch", "x")) else "s"): w for w in words if len(w) >= 3 and not w.endswith("s")}

@@ -27,7 +27,11 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramWordSimilarity
+from django.contrib.postgres.search import (
+    SearchQuery,
+    SearchRank,
+    TrigramWordSimilarity,
+)
 from django.db.models import Expression, F, FloatField, QuerySet, Value
 
 from .filters import catalogue_filter

@@ -223,7 +223,7 @@ class CorrectionTests(TyposTestCase):
         self.assertEqual(self.found('"ankel boot" -chelsae'), {self.boot.pk})
 
     def test_filters_and_pages_apply_to_the_corrected_query(self):
-        results = product_search(query="sneker", max_price=Decimal("21"))
+        results = product_search(query="sneker", max_price=Decimal(21))
         self.assertEqual({p.pk for p in results.products}, {self.sneakers[0].pk, self.sneakers[1].pk})
         pages = results.pages()
         self.assertEqual([p.pk for p in pages[0:10]], [p.pk for p in results.products])
