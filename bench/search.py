@@ -17,6 +17,7 @@ keyword search (database time of a results page, and GET /api/products), photo +
     python bench/search.py --only-keyword-hybrid-duplicates   # keyword search, photo + words, find_duplicates
     python bench/search.py --storage   # vector against halfvec on the 60k catalogue (bench/vectors.py)
     python bench/search.py --vectors 1000000   # similar items at a million vectors (bench/vectors.py)
+    python bench/search.py --typos     # typo tolerance of keyword search (bench/typos.py; the catalogue only)
 """
 
 from __future__ import annotations
@@ -373,6 +374,8 @@ def main(argv=None) -> int:
     parser.add_argument("--exact-queries", type=int, default=20, help="with --vectors: queries for the database's exact scan")
     parser.add_argument("--retrieval-hnsw", type=int, default=2000, help="with --storage: test queries through each HNSW index")
     parser.add_argument("--rebuild", action="store_true", help="with --vectors: rebuild (and time) indexes already there")
+    parser.add_argument("--typos", action="store_true", help="typo tolerance of keyword search (bench/typos.py)")
+    parser.add_argument("--typo-samples", type=int, default=8, help="with --typos: typos per word, kind and edit count")
     args = parser.parse_args(argv)
     if args.storage or args.vectors:
         from bench import vectors
@@ -380,6 +383,10 @@ def main(argv=None) -> int:
         args.queries = args.queries or (400 if args.storage else 300)
         return vectors.storage_main(args) if args.storage else vectors.million_main(args)
     configure(quick=args.quick)
+    if args.typos:
+        from bench import typos
+
+        return typos.typos_main(args)
     static_collect()
     from django.conf import settings
     from django.db import connection
