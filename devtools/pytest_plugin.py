@@ -1,8 +1,14 @@
 """pytest's entry point (pytest.ini loads it with -p): the database is there before Django's settings."""
 
+import os
+
 import pytest
 
-from config.database import database_ensure
+# Before `config` is imported: its Celery module would otherwise default the settings to config.settings,
+# and pytest-django takes an environment variable over pytest.ini's DJANGO_SETTINGS_MODULE.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings_test")
+
+from config.database import database_ensure  # noqa: E402 - after the settings default above
 
 
 @pytest.hookimpl(wrapper=True)
