@@ -81,8 +81,8 @@ class CropSearchTests(TestCase):
         self.assertNotEqual(left, whole)
         self.assertNotEqual(right, whole)
 
-    def test_the_whole_photo_as_a_crop_is_the_same_as_no_crop(self):
-        self.assertEqual(self.titles(crop="0,0,128,64"), self.titles(crop=""))
+    def test_the_whole_photo_as_a_crop_is_the_same_as_crop_none(self):
+        self.assertEqual(self.titles(crop="0,0,128,64"), self.titles(crop="none"))
 
     def test_page_shows_the_boxed_part(self):
         response = self.client.post(PAGE, {"image": upload(self.photo), "crop": "64,0,64,64"})
