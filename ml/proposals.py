@@ -33,7 +33,8 @@ RELATIVE_SPECK = 0.05  # a part with less than this share of the largest part's 
 MAX_PROPOSAL_SHARE = 0.9  # a box covering more than this share of the photo is the photo, not an item in it
 CONTAINED = 0.8  # a box with this share of its area inside a better box is part of that item
 MAX_BOXES = 5  # more choices than this help nobody pick one
-MARGIN = 0.03  # each box grows by this share of its side (at least one working pixel) so edges are kept
+MARGIN = 0.06  # each box grows by this share of its side (at least one working pixel): the crop keeps a band of
+# background around the item, which framing reads the background from (its border band is 4% of a side)
 FULL_SIZE_SHARE = 0.15  # an item covering this share of the photo counts as fully sized in the score
 # The score's parts: how large the item is, how clearly it stands out from the background, and how
 # much of its box it fills (a solid thing rather than a scatter of edges). The weights sum to 1.

@@ -26,6 +26,7 @@ def photo(*items, size=(480, 360), background=(232, 228, 220), noise: float = 0.
 
 
 def iou(box: Box, x0: int, y0: int, x1: int, y1: int) -> float:
+    """Against the item's exact box; a proposal carries a margin of 6% a side, so 0.8 at best."""
     ix = max(0, min(box.x + box.w, x1) - max(box.x, x0))
     iy = max(0, min(box.y + box.h, y1) - max(box.y, y0))
     inter = ix * iy
@@ -36,7 +37,7 @@ class ProposalTests(SimpleTestCase):
     def test_one_item_gives_one_box_around_it(self):
         boxes = propose_boxes(photo(("rect", (120, 80, 299, 279), (200, 40, 40)), noise=4))
         self.assertEqual(len(boxes), 1, boxes)
-        self.assertGreater(iou(boxes[0], 120, 80, 300, 280), 0.8)
+        self.assertGreater(iou(boxes[0], 120, 80, 300, 280), 0.7)
         self.assertTrue(0.0 < boxes[0].score <= 1.0)
         # The margin keeps the item's edges inside the box.
         box = boxes[0]
@@ -47,14 +48,14 @@ class ProposalTests(SimpleTestCase):
         bag = ("ellipse", (290, 140, 409, 239), (190, 120, 40))
         boxes = propose_boxes(photo(shirt, bag, noise=3))
         self.assertEqual(len(boxes), 2, boxes)
-        self.assertGreater(iou(boxes[0], 30, 60, 210, 320), 0.8)
-        self.assertGreater(iou(boxes[1], 290, 140, 410, 240), 0.8)
+        self.assertGreater(iou(boxes[0], 30, 60, 210, 320), 0.7)
+        self.assertGreater(iou(boxes[1], 290, 140, 410, 240), 0.7)
         self.assertGreater(boxes[0].score, boxes[1].score)
 
     def test_a_light_item_on_a_dark_background(self):
         boxes = propose_boxes(photo(("ellipse", (200, 100, 329, 259), (240, 240, 240)), background=(12, 12, 14)))
         self.assertEqual(len(boxes), 1, boxes)
-        self.assertGreater(iou(boxes[0], 200, 100, 330, 260), 0.8)  # the margin and the edge blur
+        self.assertGreater(iou(boxes[0], 200, 100, 330, 260), 0.7)  # the margin and the edge blur
 
     def test_a_plain_wall_a_blank_page_and_a_gradient_give_no_box(self):
         self.assertEqual(propose_boxes(photo()), [])
@@ -84,7 +85,7 @@ class ProposalTests(SimpleTestCase):
         strap = ("rect", (200, 100, 279, 155), (120, 60, 30))
         boxes = propose_boxes(photo(bag, strap))
         self.assertEqual(len(boxes), 1, boxes)
-        self.assertGreater(iou(boxes[0], 150, 100, 330, 300), 0.8)
+        self.assertGreater(iou(boxes[0], 150, 100, 330, 300), 0.7)
 
     def test_tiny_and_odd_shaped_photos(self):
         tiny = photo(("rect", (4, 4, 11, 11), (200, 40, 40)), size=(16, 16), background=(0, 0, 0))
