@@ -3,8 +3,11 @@ the whole photo (`crop=none`) or a box the shopper drew (`crop=x,y,w,h`).
 
 Boxes are always proposed (ml.proposals, the active version's localiser when it has one) on the photo
 as it is shown, EXIF orientation applied, so the page and the API can offer every item as a choice
-whatever was searched. With `auto` the best box becomes the crop, exactly as if it had been sent as
-x,y,w,h; when no item is found the whole photo is searched and a notice says so.
+whatever was searched. Each box is the region that is searched when it is chosen: for a model that
+frames its images (ml.framing crops to the item itself) the item's box, for one that does not, the box
+grown until the item sits in it as in a catalogue packshot, with a margin. With `auto` the best box
+becomes the crop, exactly as if it had been sent as x,y,w,h; when no item is found the whole photo is
+searched and a notice says so.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from PIL import Image
 from catalog.images import ImageInfo
 from ml.models import ModelVersion
 from ml.proposals import Box, propose_boxes
+from ml.runtime import embedder_for
 
 from .crop import BadCrop, Crop, crop_parse
 
 logger = logging.getLogger(__name__)
 
 AUTO, NONE = "auto", "none"
+# Without framing, a box grows until it spans this share of the searched region's longest side: with the
+# proposal's own margin the item then spans about 0.7 of it, as packshots show items (Fashion-MNIST: 0.6-0.9).
+PACKSHOT_FILL = 0.8
 PROPOSAL_SIDE = 1024  # boxes are found on a copy at most this large: as good, and a 40 MP photo stays cheap
 NO_ITEM = "No item was found in the photo; these results are for the whole photo."
 NO_PROPOSALS = "Lookalike could not look for items in this photo; these results are for the whole photo."
@@ -77,11 +84,32 @@ def boxes_propose(info: ImageInfo, version: ModelVersion | None) -> list[Box]:
     if max(img.size) > PROPOSAL_SIDE:
         img = img.copy()
         img.thumbnail((PROPOSAL_SIDE, PROPOSAL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    boxes = propose_boxes(np.asarray(img.convert("RGB")), version=version)
-    if img.size == info.image.size:
-        return list(boxes)
-    sx, sy = info.width / img.width, info.height / img.height
-    return [_box_scaled(b, sx, sy, info.width, info.height) for b in boxes]
+    boxes = list(propose_boxes(np.asarray(img.convert("RGB")), version=version))
+    if img.size != info.image.size:
+        sx, sy = info.width / img.width, info.height / img.height
+        boxes = [_box_scaled(b, sx, sy, info.width, info.height) for b in boxes]
+    if not _frames(version):
+        boxes = [_with_context(b, info.width, info.height) for b in boxes]
+    return boxes
+
+
+def _frames(version: ModelVersion | None) -> bool:
+    """Whether the version crops images to their item itself (ml.framing); unknown counts as yes, and
+    a model that cannot load is photo_search's to report."""
+    if version is None:
+        return True
+    try:
+        return embedder_for(version).framing.enabled
+    except Exception:
+        return True
+
+
+def _with_context(box: Box, width: int, height: int) -> Box:
+    """The box grown on every side by the same amount, until it spans PACKSHOT_FILL of its longest side."""
+    grow = (1 / PACKSHOT_FILL - 1) * max(box.w, box.h) / 2
+    x0, y0 = max(0, math.floor(box.x - grow)), max(0, math.floor(box.y - grow))
+    x1, y1 = min(width, math.ceil(box.x + box.w + grow)), min(height, math.ceil(box.y + box.h + grow))
+    return Box(x=x0, y=y0, w=x1 - x0, h=y1 - y0, score=box.score)
 
 
 def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | None) -> BoxedPhoto:

@@ -77,7 +77,7 @@ class CropBrowserTests(BrowserTestCase):
         self.open("/search/")
         self.driver.find_element(By.ID, "id_image").send_keys(self.photo)
         self.find("[data-crop-box]")
-        self.wait(lambda d: "Whole photo (128×64)" in d.find_element(By.CSS_SELECTOR, "[data-crop-text]").text)
+        self.wait(lambda d: "find the item in the photo (128×64)" in d.find_element(By.CSS_SELECTOR, "[data-crop-text]").text)
 
     def crop_value(self) -> str:
         return self.driver.find_element(By.NAME, "crop").get_attribute("value")
