@@ -4,17 +4,17 @@ notice in the API; the 400s; the search page's box choices. On the real services
 from __future__ import annotations
 
 import io
-import sys
 import types
 from unittest import mock
 
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import SimpleTestCase, TestCase
+from django.test import SimpleTestCase, TestCase, override_settings
 from django.urls import reverse
 from PIL import Image
 
 from ml.models import ModelVersion
 from ml.proposals import Box
+from ml.tests.test_proposals import _module
 from search.queries.boxes import AUTO, NO_ITEM, NO_PROPOSALS, NONE, crop_choice_parse
 from search.queries.crop import BadCrop, Crop
 
@@ -54,6 +54,11 @@ class CropChoiceParseTests(SimpleTestCase):
             crop_choice_parse("automatic")
 
 
+# Many searches a minute: not counted against the per-client limit (config.ratelimit has its own tests).
+NO_RATE_LIMIT = override_settings(SEARCH_RATE_LIMIT="")
+
+
+@NO_RATE_LIMIT
 class BoxesSearchTests(TestCase):
     """A red square beside a green triangle, on black: two items, the square (solid) first."""
 
@@ -167,7 +172,7 @@ class BoxesSearchTests(TestCase):
         ModelVersion.objects.filter(pk=self.version.pk).update(metrics={**self.version.metrics, "localiser": {"iou": 0.9}})
         module = types.ModuleType("ml.localiser")
         module.localiser_boxes = lambda version, image: [Box(64, 0, 64, 64, 0.9), Box(0, 0, 64, 64, 0.4)]
-        with mock.patch.dict(sys.modules, {"ml.localiser": module}):
+        with _module("ml.localiser", module):
             body = self.search()
         self.assertEqual([b["score"] for b in body["boxes"]], [0.9, 0.4])
         self.assertEqual(body["box"], {k: body["boxes"][0][k] for k in "xywh"})
@@ -176,6 +181,7 @@ class BoxesSearchTests(TestCase):
         self.assertTrue(self.titles(body)[0].startswith("triangle"), self.titles(body))
 
 
+@NO_RATE_LIMIT
 class BoxesPageTests(TestCase):
     @classmethod
     def setUpTestData(cls):
