@@ -41,7 +41,7 @@ def _thumbnail_data_uri(info: ImageInfo) -> str:
 # The page carries the whole photo, so that picking another box or redrawing one searches it again
 # without a new upload (nothing is stored): losslessly up to CARRY_PNG_PIXELS, beyond that as a JPEG
 # at most CARRY_SIDE pixels on its longest side (the page's script scales the boxes to it).
-CARRY_PNG_PIXELS = 1_500_000
+CARRY_PNG_PIXELS = 640 * 480
 CARRY_SIDE = 2048
 
 
@@ -124,13 +124,13 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return render(request, template, {"form": form, "available": True}, status=400)
-    photo = form.cleaned_data["image"]
-    boxed = photo_boxes(photo, form.cleaned_data["crop"], version=active_model_version())
+    photo, version = form.cleaned_data["image"], active_model_version()
+    boxed = photo_boxes(photo, form.cleaned_data["crop"], version=version)
     info = boxed.image
     context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
     context.update(proposals_context(photo, boxed))
     try:
-        context["result"] = photo_search(image=info, **_search_args(form))
+        context["result"] = photo_search(image=info, model_version=version, **_search_args(form))
     except SearchUnavailable as exc:
         context.update(available=False, unavailable=str(exc))
         return render(request, template, context, status=503)
@@ -198,9 +198,10 @@ def api_search(request: HttpRequest) -> JsonResponse:
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return _error(form.first_error(), 400)
-    boxed = photo_boxes(form.cleaned_data["image"], form.cleaned_data["crop"], version=active_model_version())
+    version = active_model_version()
+    boxed = photo_boxes(form.cleaned_data["image"], form.cleaned_data["crop"], version=version)
     try:
-        result = photo_search(image=boxed.image, **_search_args(form))
+        result = photo_search(image=boxed.image, model_version=version, **_search_args(form))
     except SearchUnavailable as exc:
         return _error(str(exc), 503)
     return JsonResponse(

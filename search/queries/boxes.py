@@ -34,6 +34,7 @@ AUTO, NONE = "auto", "none"
 # Without framing, a box grows until it spans this share of the searched region's longest side: with the
 # proposal's own margin the item then spans about 0.7 of it, as packshots show items (Fashion-MNIST: 0.6-0.9).
 PACKSHOT_FILL = 0.8
+SAME_BOX_IOU = 0.85  # a crop overlapping a proposed box this much is that box, chosen
 PROPOSAL_SIDE = 1024  # boxes are found on a copy at most this large: as good, and a 40 MP photo stays cheap
 NO_ITEM = "No item was found in the photo; these results are for the whole photo."
 NO_PROPOSALS = "Lookalike could not look for items in this photo; these results are for the whole photo."
@@ -123,7 +124,7 @@ def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | No
     else:
         failed = False
     if isinstance(crop, Crop):
-        chosen = next((i for i, b in enumerate(boxes) if (b.x, b.y, b.w, b.h) == (crop.x, crop.y, crop.w, crop.h)), None)
+        chosen = _same_box(crop, boxes)
         return BoxedPhoto(crop_apply(info, crop), boxes, crop, chosen, None, crop)
     if crop == NONE:
         return BoxedPhoto(info, boxes, None, None, None, crop)
@@ -175,6 +176,20 @@ def drawn_style(boxed: BoxedPhoto, *, width: int, height: int) -> str | None:
 def _percent_style(x: int, y: int, w: int, h: int, width: int, height: int) -> str:
     return (f"left: {100 * x / width:.3f}%; top: {100 * y / height:.3f}%; "
             f"width: {100 * w / width:.3f}%; height: {100 * h / height:.3f}%")
+
+
+def _same_box(crop: Crop, boxes: list[Box]) -> int | None:
+    """Which proposed box the crop is (SAME_BOX_IOU or more overlap), if any: the page sends a box back
+    in the pixels of the copy it carries, which for a large photo is smaller."""
+    best, best_iou = None, SAME_BOX_IOU
+    for i, b in enumerate(boxes):
+        ix = max(0, min(crop.x + crop.w, b.x + b.w) - max(crop.x, b.x))
+        iy = max(0, min(crop.y + crop.h, b.y + b.h) - max(crop.y, b.y))
+        inter = ix * iy
+        iou = inter / (crop.w * crop.h + b.w * b.h - inter)
+        if iou >= best_iou:
+            best, best_iou = i, iou
+    return best
 
 
 def _box_scaled(box: Box, sx: float, sy: float, width: int, height: int) -> Box:

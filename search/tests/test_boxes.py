@@ -3,6 +3,7 @@ notice in the API; the 400s; the search page's box choices. On the real services
 
 from __future__ import annotations
 
+import base64
 import io
 import types
 from unittest import mock
@@ -230,6 +231,26 @@ class BoxesPageTests(TestCase):
         self.assertContains(response, "No item found")
         self.assertContains(response, NO_ITEM)
         self.assertNotContains(response, "data-box=")
+
+    def test_a_large_photo_travels_as_a_smaller_jpeg_and_a_box_sent_back_from_it_is_still_chosen(self):
+        big = Image.new("RGB", (2500, 1000))
+        big.paste(shape_image("square", color=COLORS[0], size=500).resize((1000, 1000)), (0, 0))
+        big.paste(shape_image("triangle", color=COLORS[1], size=500).resize((1000, 1000)), (1500, 0))
+        response = self.post(image_bytes(big))
+        self.assertContains(response, 'data-width="2500" data-height="1000"')
+        uri = response.context["photo"]["uri"]
+        self.assertTrue(uri.startswith("data:image/jpeg;base64,"), uri[:40])
+        carried = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        self.assertEqual(carried.size, (2048, 819))
+        # The page's script scales the second box to the copy and sends it back with the copy.
+        second = response.context["boxed"].boxes[1]
+        k = 2048 / 2500
+        crop = f"{int(second.x * k)},{int(second.y * k)},{int(second.w * k)},{int(second.h * k)}"
+        buffer = io.BytesIO()
+        carried.save(buffer, format="JPEG")
+        response = self.post(buffer.getvalue(), crop=crop)
+        self.assertEqual(response.context["boxed"].chosen, 1)
+        self.assertContains(response, "The results are for item 2.")
 
     def test_auto_beside_coordinates_on_the_page_is_a_400_with_the_message(self):
         response = self.post(crop="auto,0,0,10,10")
