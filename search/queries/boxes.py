@@ -86,9 +86,9 @@ def boxes_propose(info: ImageInfo, version: ModelVersion | None) -> list[Box]:
         img = img.copy()
         img.thumbnail((PROPOSAL_SIDE, PROPOSAL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     boxes = list(propose_boxes(np.asarray(img.convert("RGB")), version=version))
-    if img.size != info.image.size:
-        sx, sy = info.width / img.width, info.height / img.height
-        boxes = [_box_scaled(b, sx, sy, info.width, info.height) for b in boxes]
+    # In the photo's pixels and inside it (a learned localiser may reach past an edge); empty boxes go.
+    sx, sy = info.width / img.width, info.height / img.height
+    boxes = [b for b in (_box_scaled(b, sx, sy, info.width, info.height) for b in boxes) if b is not None]
     if not _frames(version):
         boxes = [_with_context(b, info.width, info.height) for b in boxes]
     return boxes
@@ -192,7 +192,10 @@ def _same_box(crop: Crop, boxes: list[Box]) -> int | None:
     return best
 
 
-def _box_scaled(box: Box, sx: float, sy: float, width: int, height: int) -> Box:
+def _box_scaled(box: Box, sx: float, sy: float, width: int, height: int) -> Box | None:
+    """The box scaled by (sx, sy) and clipped to a width x height photo; None when nothing is left."""
     x0, y0 = max(0, math.floor(box.x * sx)), max(0, math.floor(box.y * sy))
     x1, y1 = min(width, math.ceil((box.x + box.w) * sx)), min(height, math.ceil((box.y + box.h) * sy))
-    return Box(x=x0, y=y0, w=max(1, x1 - x0), h=max(1, y1 - y0), score=box.score)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Box(x=int(x0), y=int(y0), w=int(x1 - x0), h=int(y1 - y0), score=round(float(box.score), 3))

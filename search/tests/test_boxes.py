@@ -172,7 +172,8 @@ class BoxesSearchTests(TestCase):
     def test_a_version_with_a_localiser_searches_its_box(self):
         ModelVersion.objects.filter(pk=self.version.pk).update(metrics={**self.version.metrics, "localiser": {"iou": 0.9}})
         module = types.ModuleType("ml.localiser")
-        module.localiser_boxes = lambda version, image: [Box(64, 0, 64, 64, 0.9), Box(0, 0, 64, 64, 0.4)]
+        # Boxes past the photo's edge are clipped to it, and one with nothing inside the photo dropped.
+        module.localiser_boxes = lambda version, image: [Box(64, 0, 90, 64, 0.9), Box(0, 0, 64, 64, 0.4), Box(200, 0, 10, 10, 0.3)]
         with _module("ml.localiser", module):
             body = self.search()
         self.assertEqual([b["score"] for b in body["boxes"]], [0.9, 0.4])

@@ -70,7 +70,7 @@ class CropBrowserTests(BrowserTestCase):
         self.addCleanup(photo.close)
         self.photo = photo.name
         with open(photo.name, "rb") as f:
-            whole = self.client.post(reverse("search:api_search"), {"image": SimpleUploadedFile("p.png", f.read(), "image/png")})
+            whole = self.client.post(reverse("search:api_search"), {"image": SimpleUploadedFile("p.png", f.read(), "image/png"), "crop": "none"})
         self.whole = [r["title"] for r in whole.json()["results"]]
 
     def choose_photo(self):
