@@ -174,6 +174,13 @@
       field.value = drawn ? asField(drawn) : again;
     }
     if (photo.complete && photo.naturalWidth) ready(); else photo.addEventListener("load", ready);
+    // Another photo chosen or dropped: these boxes are not on it.
+    function stale() { file = null; proposals.hidden = true; }
+    input.addEventListener("change", stale);
+    form.addEventListener("drop", function (e) {
+      const files = e.dataTransfer && e.dataTransfer.files;
+      if (files && files.length) stale();
+    });
 
     proposals.querySelectorAll("[data-box]").forEach(function (button) {
       button.addEventListener("click", function () {
