@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .framing import MAX_ITEM_SHARE, MIN_BOX_SHARE, MIN_ITEM_SHARE, _opened, estimate_background
+from .framing import (
+    MAX_ITEM_SHARE,
+    MIN_BOX_SHARE,
+    MIN_ITEM_SHARE,
+    _opened,
+    estimate_background,
+)
 
 if TYPE_CHECKING:
     from .models import ModelVersion
@@ -87,7 +93,7 @@ def classical_boxes(image: np.ndarray) -> list[Box]:
     # Without the specks a textured background leaves above the threshold (as framing does); an item
     # too thin to survive the opening keeps its raw mask, and its parts are then not joined either.
     solid = _opened(fg)
-    gap = max(1, int(round(MERGE_GAP * max(h, w))))
+    gap = max(1, round(MERGE_GAP * max(h, w)))
     if solid.mean() >= MIN_ITEM_SHARE:
         fg = solid
     else:

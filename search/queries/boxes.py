@@ -101,7 +101,7 @@ def _frames(version: ModelVersion | None) -> bool:
         return True
     try:
         return embedder_for(version).framing.enabled
-    except Exception:
+    except Exception:  # noqa: BLE001 - any load failure is photo_search's to report, with its message
         return True
 
 

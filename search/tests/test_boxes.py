@@ -19,7 +19,16 @@ from ml.tests.test_proposals import _module
 from search.queries.boxes import AUTO, NO_ITEM, NO_PROPOSALS, NONE, crop_choice_parse
 from search.queries.crop import BadCrop, Crop
 
-from .factories import COLORS, SHAPES, category_create, image_bytes, index_and_activate, product_create, shape_image, shape_png
+from .factories import (
+    COLORS,
+    SHAPES,
+    category_create,
+    image_bytes,
+    index_and_activate,
+    product_create,
+    shape_image,
+    shape_png,
+)
 from .test_crop import two_up
 from .tiny_model import LABEL_NAMES, tiny_model_version
 
@@ -163,9 +172,9 @@ class BoxesSearchTests(TestCase):
         self.assertIn("no model is active", response.json()["error"])
 
     def test_a_failing_proposer_searches_the_whole_photo_with_a_notice(self):
-        with mock.patch("search.queries.boxes.propose_boxes", side_effect=RuntimeError("broken localiser")):
-            with self.assertLogs("search.queries.boxes", "ERROR"):
-                body = self.search()
+        with (mock.patch("search.queries.boxes.propose_boxes", side_effect=RuntimeError("broken localiser")),
+              self.assertLogs("search.queries.boxes", "ERROR")):
+            body = self.search()
         self.assertEqual((body["boxes"], body["box"], body["notice"]), ([], None, NO_PROPOSALS))
         self.assertEqual(self.titles(body), self.titles(self.search(crop="none")))
 

@@ -19,7 +19,7 @@ class BoxChoiceBrowserTests(BrowserTestCase):
         super().setUp()
         _purge("embeddings")
         catalogue_with_index(self)
-        photo = tempfile.NamedTemporaryFile(suffix=".png")
+        photo = tempfile.NamedTemporaryFile(suffix=".png")  # noqa: SIM115 - closed by the cleanup
         photo.write(two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64)))
         photo.flush()
         self.addCleanup(photo.close)
@@ -79,7 +79,7 @@ class BoxChoiceBrowserTests(BrowserTestCase):
     def test_a_photo_of_nothing_says_the_whole_photo_was_used(self):
         from PIL import Image
 
-        wall = tempfile.NamedTemporaryFile(suffix=".png")
+        wall = tempfile.NamedTemporaryFile(suffix=".png")  # noqa: SIM115 - closed by the cleanup
         Image.new("RGB", (96, 64), (120, 110, 100)).save(wall, format="PNG")
         wall.flush()
         self.addCleanup(wall.close)
