@@ -76,6 +76,13 @@ class BoxChoiceBrowserTests(BrowserTestCase):
         self.assertEqual(self.pressed(), ["false", "true"])
         self.assertTrue(self.titles()[0].startswith("Triangle"), self.titles())
 
+        # Choosing another photo: the boxes drawn on this one go, and the next search finds its item.
+        self.wait(lambda d: self.photo_carried())
+        self.driver.find_element(By.ID, "id_image").send_keys(self.photo)
+        self.wait(lambda d: not d.find_element(By.CSS_SELECTOR, "[data-proposals]").is_displayed(),
+                  message="the previous photo's boxes stayed")
+        self.assertEqual(self.driver.find_element(By.NAME, "crop").get_attribute("value"), "")
+
     def test_a_photo_of_nothing_says_the_whole_photo_was_used(self):
         from PIL import Image
 
