@@ -67,14 +67,16 @@ def photo_search(
     query: str = "",
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
+    model_version: ModelVersion | None = None,
 ) -> PhotoSearch:
     """The k products most similar to an uploaded photo (validated by catalog.images.read_image; a
     crop is already applied), optionally within a category, a price range and the products matching
     the words `query` (keyword_neighbours), plus the model's category guess when it has a classifier
     head. The model decodes and frames the file exactly as indexing does (ml.preprocess).
+    model_version: the active version when the caller has read it already (None: read it here).
     Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
     """
-    version = active_model_version()
+    version = model_version if model_version is not None else active_model_version()
     if version is None:
         raise NoActiveModel("Photo search is not available yet: no model is active.")
     try:
