@@ -20,7 +20,7 @@ from config.ratelimit import rate_limit_check
 from config.replicas import replica_reads
 
 from .forms import PhotoSearchForm, k_parse
-from .queries.photo import SearchUnavailable, photo_search
+from .queries.photo import PhotoRefused, SearchUnavailable, photo_search
 from .queries.similar import SimilarItems, SimilarProduct, product_similar
 from .serving.versions import active_model_version
 
@@ -97,11 +97,19 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
     try:
         context["result"] = photo_search(image=info, **_search_args(form))
+    except PhotoRefused as exc:
+        form.add_error("image", str(exc))
+        return render(request, template, {"form": form, "available": True}, status=400)
     except SearchUnavailable as exc:
         context.update(available=False, unavailable=str(exc))
-        return render(request, template, context, status=503)
+        return _retry_later(render(request, template, context, status=503), exc)
     context.update(category=form.cleaned_data["category"], q=form.cleaned_data["q"], search_q=form.cleaned_data["q"])
     return render(request, template, context)
+
+
+def _retry_later(response: HttpResponse, exc: SearchUnavailable) -> HttpResponse:
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _search_args(form: PhotoSearchForm) -> dict:
@@ -165,8 +173,10 @@ def api_search(request: HttpRequest) -> JsonResponse:
         return _error(form.first_error(), 400)
     try:
         result = photo_search(image=form.cleaned_data["image"], **_search_args(form))
+    except PhotoRefused as exc:
+        return _error(str(exc), 400)
     except SearchUnavailable as exc:
-        return _error(str(exc), 503)
+        return _retry_later(_error(str(exc), 503), exc)
     return JsonResponse(
         {
             "model_version": result.model_version.pk,
