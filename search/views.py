@@ -16,9 +16,11 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from catalog.models import Product
+from config.api import json_api_view
 from config.ratelimit import rate_limit_check
 from config.replicas import replica_reads
 
+from .api_schema import photo_search_schema, similar_schema
 from .forms import PhotoSearchForm, k_parse
 from .queries.photo import PhotoRefused, SearchUnavailable, photo_search
 from .queries.similar import SimilarItems, SimilarProduct, product_similar
@@ -134,6 +136,8 @@ def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
     }
 
 
+@similar_schema
+@json_api_view(["GET"], not_allowed="Use GET.")
 @replica_reads
 def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
     """GET /api/products/<id>/similar?k=8&same_category=1"""
@@ -163,6 +167,8 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
 # Scripts POST here with no session or CSRF cookie, and the endpoint changes nothing (it reads,
 # and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
 @upload_guard(api=True)
+@photo_search_schema
+@json_api_view(["POST"], not_allowed="Use POST with a multipart form: image, and optionally k and category.")
 @replica_reads
 def api_search(request: HttpRequest) -> JsonResponse:
     """POST /api/search (multipart: image; optional k, category slug, q, min_price, max_price)"""
