@@ -105,3 +105,15 @@ class PhotoErrorTests(TestCase):
         self.assertEqual(len(logs.records), 2)
         for record in logs.records:  # logged with its traceback, for the operator
             self.assertIs(record.exc_info[0], TypeError)
+
+    def test_when_the_error_page_fails_too_the_plain_500_page_is_served(self):
+        from django.template import TemplateSyntaxError
+
+        bug = TypeError(f"unsupported operand type(s) in {SECRET}")
+        with mock.patch("ml.preprocess.frame", side_effect=bug), \
+                mock.patch("config.views.render", side_effect=TemplateSyntaxError("error.html is broken")), \
+                self.assertLogs("config.views", "ERROR"), self.assertLogs("django.request", "ERROR"):
+            page = self.post(PAGE)
+        self.assertContains(page, "Something went wrong on our side", status_code=500)
+        self.assertNotContains(page, "site-header", status_code=500)  # the plain page, not error.html
+        self.assertNothingLeaks(page, "unsupported operand", "error.html is broken")
