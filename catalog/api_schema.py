@@ -34,7 +34,9 @@ class ProductSummarySerializer(serializers.Serializer):
     price = serializers.CharField(allow_null=True, help_text='A decimal as a string ("19.99"); null: no price.')
     url = serializers.URLField(help_text="The product's page.")
     image_url = serializers.URLField(allow_null=True, help_text="Its first image; null: it has none.")
-    rank = serializers.FloatField(allow_null=True, help_text="Relevance to the words (higher first); null without words.")
+    rank = serializers.FloatField(
+        allow_null=True, help_text="Relevance to the words (higher first); null without words."
+    )
 
 
 class ProductListSerializer(serializers.Serializer):
@@ -48,7 +50,9 @@ class ProductListSerializer(serializers.Serializer):
     num_pages = serializers.IntegerField(min_value=1)
     results = ProductSummarySerializer(many=True)
     corrected_query = serializers.CharField(
-        required=False, allow_null=True, help_text="The query with misspelt words corrected; null: nothing was corrected."
+        required=False,
+        allow_null=True,
+        help_text="The query with misspelt words corrected; null: nothing was corrected.",
     )
     corrections = CorrectionSerializer(many=True, required=False, help_text="Each corrected word.")
 
@@ -59,7 +63,10 @@ PRICE = {"type": "string", "pattern": PRICE_PATTERN, "example": "19.99"}
 
 def _price(name: str, bound: str) -> OpenApiParameter:
     return OpenApiParameter(
-        name, PRICE, required=False, description=f"Only products priced {bound} this (0 to {PRICE_MAX:,}, at most 2 decimals)."
+        name,
+        PRICE,
+        required=False,
+        description=f"Only products priced {bound} this (0 to {PRICE_MAX:,}, at most 2 decimals).",
     )
 
 
@@ -80,7 +87,9 @@ product_list_schema = extend_schema(
         *KEYWORD_PARAMETERS[1:],
         OpenApiParameter("page", {"type": "integer", "minimum": 1}, required=False, description="1 and up."),
         OpenApiParameter(
-            "page_size", {"type": "integer", "minimum": 1, "maximum": API_MAX_PAGE_SIZE}, required=False,
+            "page_size",
+            {"type": "integer", "minimum": 1, "maximum": API_MAX_PAGE_SIZE},
+            required=False,
             description=f"Products per page (default {API_PAGE_SIZE}).",
         ),
     ],

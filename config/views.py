@@ -50,6 +50,6 @@ def error_500(request):
         return database_unavailable(request, exception)
     try:
         return _error(request, 500, SERVER_ERROR)
-    except Exception:  # noqa: BLE001 - the site's error page failed too (a template, say): the plain one
+    except Exception:  # the site's error page failed too (a template, say): the plain one
         logger.exception("The error page for %s could not be rendered", request.path)
         return HttpResponseServerError(loader.render_to_string("500.html", {"message": SERVER_ERROR}))

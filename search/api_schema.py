@@ -33,7 +33,8 @@ class SimilarItemsSerializer(serializers.Serializer):
     product = serializers.IntegerField(help_text="The product asked about.")
     model_version = serializers.IntegerField(help_text="The model version that ranked the results.")
     state = serializers.ChoiceField(
-        choices=STATES, help_text="ready; not_indexed: the product's images are not indexed yet; no_images: it has none."
+        choices=STATES,
+        help_text="ready; not_indexed: the product's images are not indexed yet; no_images: it has none.",
     )
     results = SimilarProductSerializer(many=True)
     progress = ProgressSerializer(required=False, help_text="While the catalogue is being indexed: how far it is.")
@@ -59,9 +60,13 @@ class PhotoSearchSerializer(serializers.Serializer):
     model_version = serializers.IntegerField()
     query = serializers.CharField(allow_blank=True, help_text="The words the results had to match, as cleaned.")
     match = serializers.ChoiceField(choices=MATCHES, help_text="How the words matched (all: no words).")
-    category_guess = CategoryGuessSerializer(allow_null=True, help_text="The model's category; null without a classifier head.")
+    category_guess = CategoryGuessSerializer(
+        allow_null=True, help_text="The model's category; null without a classifier head."
+    )
     results = SimilarProductSerializer(many=True)
-    boxes = BoxSerializer(many=True, required=False, help_text="Products found in the photo, best first (pixels of the photo).")
+    boxes = BoxSerializer(
+        many=True, required=False, help_text="Products found in the photo, best first (pixels of the photo)."
+    )
     box = RegionSerializer(
         required=False, allow_null=True, help_text="The region the results are for; null: the whole photo."
     )
@@ -70,21 +75,35 @@ class PhotoSearchSerializer(serializers.Serializer):
 
 class PhotoSearchUploadSerializer(serializers.Serializer):
     image = serializers.FileField(help_text="A JPEG, PNG, WebP or GIF photo.")
-    k = serializers.IntegerField(required=False, min_value=1, max_value=settings.SEARCH_MAX_K,
-                                 help_text=f"How many results (default {settings.SEARCH_DEFAULT_K}).")
+    k = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.SEARCH_MAX_K,
+        help_text=f"How many results (default {settings.SEARCH_DEFAULT_K}).",
+    )
     category = serializers.CharField(required=False, help_text="A category's slug: results only from it.")
     q = serializers.CharField(required=False, allow_blank=True, help_text="Words the results must match.")
-    min_price = serializers.RegexField(PRICE_PATTERN, required=False, help_text="Only products priced at or above this.")
-    max_price = serializers.RegexField(PRICE_PATTERN, required=False, help_text="Only products priced at or below this.")
+    min_price = serializers.RegexField(
+        PRICE_PATTERN, required=False, help_text="Only products priced at or above this."
+    )
+    max_price = serializers.RegexField(
+        PRICE_PATTERN, required=False, help_text="Only products priced at or below this."
+    )
     crop = serializers.RegexField(
-        CROP_PATTERN, required=False, default="auto",
+        CROP_PATTERN,
+        required=False,
+        default="auto",
         help_text='"auto": the best box found in the photo; "none": the whole photo; "x,y,w,h": that region in pixels.',
     )
 
 
 def _retry_after(*statuses: int) -> OpenApiParameter:
     return OpenApiParameter(
-        "Retry-After", int, OpenApiParameter.HEADER, response=list(statuses), description="Seconds to wait before trying again."
+        "Retry-After",
+        int,
+        OpenApiParameter.HEADER,
+        response=list(statuses),
+        description="Seconds to wait before trying again.",
     )
 
 
@@ -94,8 +113,12 @@ similar_schema = extend_schema(
     description="The product's nearest neighbours by the active model, nearest first.",
     parameters=[
         OpenApiParameter("k", K, required=False, description=f"How many (default {settings.SEARCH_DEFAULT_K})."),
-        OpenApiParameter("same_category", str, required=False,
-                         description='"1" or "true": only from the product\'s category (anything else: from all).'),
+        OpenApiParameter(
+            "same_category",
+            str,
+            required=False,
+            description='"1" or "true": only from the product\'s category (anything else: from all).',
+        ),
     ],
     responses={
         200: SimilarItemsSerializer,
@@ -118,6 +141,8 @@ photo_search_schema = extend_schema(
         200: PhotoSearchSerializer,
         400: OpenApiResponse(ErrorSerializer, description="Not an image Lookalike accepts, or a bad field."),
         429: OpenApiResponse(ErrorSerializer, description="Too many photo searches from this client."),
-        503: OpenApiResponse(ErrorSerializer, description="No model is active, or it cannot be loaded or run right now."),
+        503: OpenApiResponse(
+            ErrorSerializer, description="No model is active, or it cannot be loaded or run right now."
+        ),
     },
 )

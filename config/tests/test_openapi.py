@@ -56,7 +56,10 @@ class SchemaTests(TestCase):
         products = self.body_schema("/api/products", "get")
         self.assertNotIn("corrected_query", products["required"])
         self.assertNotIn("corrections", products["required"])
-        self.assertEqual((products["properties"]["corrected_query"]["type"], products["properties"]["corrected_query"]["nullable"]), ("string", True))
+        self.assertEqual(
+            (products["properties"]["corrected_query"]["type"], products["properties"]["corrected_query"]["nullable"]),
+            ("string", True),
+        )
         correction = self.components["Correction"]
         self.assertEqual(set(correction["properties"]), {"word", "corrected"})
         params = {p["name"]: p["schema"] for p in self.schema["paths"]["/api/products"]["get"]["parameters"]}
@@ -121,6 +124,7 @@ class ApiBehaviourTests(TestCase):
             with self.subTest(method):
                 self.assertJsonError(getattr(client, method)(SEARCH), 405, search_message)
         self.assertJsonError(client.generic("BREW", PRODUCTS), 405, "Use GET.")
+        self.assertEqual(client.delete(PRODUCTS)["Allow"], "GET, HEAD, OPTIONS")  # RFC 9110: a 405 says what is allowed
 
     def test_responses_are_json_whatever_the_client_accepts(self):
         for accept in ("text/html", "application/xml", "text/html,application/xhtml+xml,*/*;q=0.8", ""):
@@ -132,9 +136,14 @@ class ApiBehaviourTests(TestCase):
         self.assertEqual(self.client.head(PRODUCTS).status_code, 200)
 
     def test_errors_keep_their_shape_and_messages(self):
-        self.assertJsonError(self.client.get(PRODUCTS, {"page": "x"}), 400, "page must be a whole number. Received: 'x'")
-        self.assertJsonError(self.client.get(f"/api/products/{self.product.pk + 1000}/similar"), 404,
-                             f"There is no product with id {self.product.pk + 1000}.")
+        self.assertJsonError(
+            self.client.get(PRODUCTS, {"page": "x"}), 400, "page must be a whole number. Received: 'x'"
+        )
+        self.assertJsonError(
+            self.client.get(f"/api/products/{self.product.pk + 1000}/similar"),
+            404,
+            f"There is no product with id {self.product.pk + 1000}.",
+        )
         self.assertJsonError(self.client.get(f"/api/products/{self.product.pk}/similar", {"k": "0"}), 400)
 
     def test_photo_search_needs_no_csrf_token_even_with_a_session(self):
@@ -146,7 +155,11 @@ class ApiBehaviourTests(TestCase):
         self.assertIn("not an image", response.json()["error"])
 
     def test_a_body_that_is_not_a_form_is_a_missing_photo_not_a_415(self):
-        for content_type, body in (("text/plain", b"hello"), ("application/json", b'{"image": "x"}'), ("application/x-www-form-urlencoded", b"k=3")):
+        for content_type, body in (
+            ("text/plain", b"hello"),
+            ("application/json", b'{"image": "x"}'),
+            ("application/x-www-form-urlencoded", b"k=3"),
+        ):
             with self.subTest(content_type):
                 response = self.client.post(SEARCH, body, content_type=content_type)
                 self.assertJsonError(response, 400, "Choose a photo to search with.")

@@ -80,7 +80,10 @@ class PhotoErrorTests(TestCase):
         import tensorflow as tf
 
         failure = tf.errors.InternalError(None, None, f"kernel failed in {SECRET}")
-        with mock.patch("ml.inference.Embedder._predict", side_effect=failure), self.assertLogs("search.queries.photo", "ERROR"):
+        with (
+            mock.patch("ml.inference.Embedder._predict", side_effect=failure),
+            self.assertLogs("search.queries.photo", "ERROR"),
+        ):
             api, page = self.post(API), self.post(PAGE)
         for response in (api, page):
             self.assertUnavailable(response, "kernel failed")
@@ -110,9 +113,12 @@ class PhotoErrorTests(TestCase):
         from django.template import TemplateSyntaxError
 
         bug = TypeError(f"unsupported operand type(s) in {SECRET}")
-        with mock.patch("ml.preprocess.frame", side_effect=bug), \
-                mock.patch("config.views.render", side_effect=TemplateSyntaxError("error.html is broken")), \
-                self.assertLogs("config.views", "ERROR"), self.assertLogs("django.request", "ERROR"):
+        with (
+            mock.patch("ml.preprocess.frame", side_effect=bug),
+            mock.patch("config.views.render", side_effect=TemplateSyntaxError("error.html is broken")),
+            self.assertLogs("config.views", "ERROR"),
+            self.assertLogs("django.request", "ERROR"),
+        ):
             page = self.post(PAGE)
         self.assertContains(page, "Something went wrong on our side", status_code=500)
         self.assertNotContains(page, "site-header", status_code=500)  # the plain page, not error.html
