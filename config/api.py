@@ -56,7 +56,8 @@ def json_api_view(methods: Sequence[str], *, not_allowed: str) -> Callable:
         view.cls.authentication_classes = []
         view.cls.permission_classes = [AllowAny]
         view.cls.throttle_classes = []
-        view.cls.metadata_class = None  # OPTIONS is a 405 like any other method the view does not take
+        # OPTIONS is a 405 like any other method the view does not take (and Allow does not list it).
+        view.cls.http_method_names = [name for name in view.cls.http_method_names if name != "options"]
         view.cls.method_not_allowed_message = not_allowed
         return view
 

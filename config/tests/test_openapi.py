@@ -124,7 +124,8 @@ class ApiBehaviourTests(TestCase):
             with self.subTest(method):
                 self.assertJsonError(getattr(client, method)(SEARCH), 405, search_message)
         self.assertJsonError(client.generic("BREW", PRODUCTS), 405, "Use GET.")
-        self.assertEqual(client.delete(PRODUCTS)["Allow"], "GET, HEAD, OPTIONS")  # RFC 9110: a 405 says what is allowed
+        allow = client.delete(PRODUCTS)["Allow"]  # RFC 9110: a 405 says what is allowed
+        self.assertEqual(set(allow.split(", ")), {"GET", "HEAD"})
 
     def test_responses_are_json_whatever_the_client_accepts(self):
         for accept in ("text/html", "application/xml", "text/html,application/xhtml+xml,*/*;q=0.8", ""):
