@@ -3,8 +3,10 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from config.api import json_api_view
 from config.replicas import replica_reads
 
+from .api_schema import product_list_schema
 from .forms import ProductSearchForm
 from .keyword_search import Match, product_search
 from .models import Product
@@ -71,6 +73,8 @@ def _int_param(request, name: str, default: int, low: int, high: int | None = No
     return value
 
 
+@product_list_schema
+@json_api_view(["GET"], not_allowed="Use GET.")
 @replica_reads
 def api_product_list(request):
     """GET /api/products?q=&category=&min_price=&max_price=&page=&page_size=&exact= : the catalogue page as

@@ -48,6 +48,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django.contrib.postgres",  # full-text and trigram lookups for keyword search
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (the docs page works offline)
     "catalog",
     "ml",
     "search",
@@ -224,6 +227,33 @@ HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_
 VECTOR_STORAGE = os.environ.get("VECTOR_STORAGE", "halfvec")
 if VECTOR_STORAGE not in ("vector", "halfvec"):
     raise ImproperlyConfigured(f"VECTOR_STORAGE must be vector or halfvec. Received: {VECTOR_STORAGE!r}")
+
+# The JSON API (/api/...) on REST framework, described by drf-spectacular at /api/schema/ (docs page:
+# /api/docs/). The views set their own policies (config.api.json_api_view); these are the defaults
+# for the rest: JSON only, no session authentication (it would demand a CSRF token), no throttling.
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": [],
+    "DEFAULT_METADATA_CLASS": None,
+    "EXCEPTION_HANDLER": "config.api.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lookalike API",
+    "DESCRIPTION": (
+        "Visually similar products: the catalogue and keyword search, similar items for a product, and "
+        'search by photo. Every error is JSON: {"error": "a message for people"}.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+}
 
 # Production hardening: on whenever DEBUG is off.
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -16,12 +16,14 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from catalog.models import Product
+from config.api import json_api_view
 from config.ratelimit import rate_limit_check
 from config.replicas import replica_reads
 
+from .api_schema import photo_search_schema, similar_schema
 from .forms import PhotoSearchForm, k_parse
 from .queries.boxes import AUTO, BoxedPhoto, box_choices, boxes_json, drawn_style, photo_boxes
-from .queries.photo import SearchUnavailable, photo_search
+from .queries.photo import PhotoRefused, SearchUnavailable, photo_search
 from .queries.similar import SimilarItems, SimilarProduct, product_similar
 from .serving.versions import active_model_version
 
@@ -131,11 +133,19 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     context.update(proposals_context(photo, boxed))
     try:
         context["result"] = photo_search(image=info, model_version=version, **_search_args(form))
+    except PhotoRefused as exc:
+        form.add_error("image", str(exc))
+        return render(request, template, {"form": form, "available": True}, status=400)
     except SearchUnavailable as exc:
         context.update(available=False, unavailable=str(exc))
-        return render(request, template, context, status=503)
+        return _retry_later(render(request, template, context, status=503), exc)
     context.update(category=form.cleaned_data["category"], q=form.cleaned_data["q"], search_q=form.cleaned_data["q"])
     return render(request, template, context)
+
+
+def _retry_later(response: HttpResponse, exc: SearchUnavailable) -> HttpResponse:
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _search_args(form: PhotoSearchForm) -> dict:
@@ -160,6 +170,8 @@ def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
     }
 
 
+@similar_schema
+@json_api_view(["GET"], not_allowed="Use GET.")
 @replica_reads
 def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
     """GET /api/products/<id>/similar?k=8&same_category=1"""
@@ -189,6 +201,8 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
 # Scripts POST here with no session or CSRF cookie, and the endpoint changes nothing (it reads,
 # and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
 @upload_guard(api=True)
+@photo_search_schema
+@json_api_view(["POST"], not_allowed="Use POST with a multipart form: image, and optionally k and category.")
 @replica_reads
 def api_search(request: HttpRequest) -> JsonResponse:
     """POST /api/search (multipart: image; optional crop (auto, none or x,y,w,h), k, category slug, q,
@@ -202,8 +216,10 @@ def api_search(request: HttpRequest) -> JsonResponse:
     boxed = photo_boxes(form.cleaned_data["image"], form.cleaned_data["crop"], version=version)
     try:
         result = photo_search(image=boxed.image, model_version=version, **_search_args(form))
+    except PhotoRefused as exc:
+        return _error(str(exc), 400)
     except SearchUnavailable as exc:
-        return _error(str(exc), 503)
+        return _retry_later(_error(str(exc), 503), exc)
     return JsonResponse(
         {
             "model_version": result.model_version.pk,

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from catalog.images import InvalidImage
 from catalog.keyword_search import Match, product_keyword_match
 from catalog.models import Category
+from ml.artifacts import ModelLoadError
 from ml.models import ModelVersion
 from ml.runtime import embedder_for
 
@@ -22,13 +24,22 @@ from .weights import PHOTO, query_vector
 if TYPE_CHECKING:
     from catalog.images import ImageInfo
 
-__all__ = ["CategoryGuess", "ModelUnavailable", "NoActiveModel", "PhotoSearch", "SearchUnavailable", "photo_search"]
+__all__ = [
+    "CategoryGuess", "ModelUnavailable", "NoActiveModel", "PhotoRefused", "PhotoSearch", "SearchUnavailable",
+    "photo_search",
+]
 
 logger = logging.getLogger(__name__)
 
+# Seconds a client is asked to wait (Retry-After) when photo search has no usable model.
+MODEL_RETRY_AFTER = 60
+
 
 class SearchUnavailable(Exception):
-    """Searching is not possible right now; str(exc) is a message for people."""
+    """Searching is not possible right now; str(exc) is a message for people (never a path or an
+    exception's text: the cause is logged for the operator)."""
+
+    retry_after = MODEL_RETRY_AFTER
 
 
 class NoActiveModel(SearchUnavailable):
@@ -36,8 +47,16 @@ class NoActiveModel(SearchUnavailable):
 
 
 class ModelUnavailable(SearchUnavailable):
-    """The active model's files could not be loaded."""
+    """The active model's files could not be loaded, or the model failed to run."""
 
+
+class PhotoRefused(ValueError):
+    """The model's decoder refused the photo; str(exc) is the upload gate's reason (catalog.images)."""
+
+
+NO_MODEL_MESSAGE = "Photo search is not available yet: no model is active."
+MODEL_LOAD_MESSAGE = "Photo search is unavailable right now: the model could not be loaded. Please try again later."
+MODEL_FAILED_MESSAGE = "Photo search is unavailable right now: the model failed to run. Please try again later."
 
 
 @dataclass(frozen=True)
@@ -74,20 +93,26 @@ def photo_search(
     the words `query` (keyword_neighbours), plus the model's category guess when it has a classifier
     head. The model decodes and frames the file exactly as indexing does (ml.preprocess).
     model_version: the active version when the caller has read it already (None: read it here).
-    Raises NoActiveModel or ModelUnavailable (both SearchUnavailable).
+    Raises NoActiveModel or ModelUnavailable (both SearchUnavailable) when there is no usable model,
+    PhotoRefused when the model's decoder refuses the photo; anything else is a bug and propagates.
     """
     version = model_version if model_version is not None else active_model_version()
     if version is None:
-        raise NoActiveModel("Photo search is not available yet: no model is active.")
+        raise NoActiveModel(NO_MODEL_MESSAGE)
     try:
         embedder = embedder_for(version)
-    except Exception as exc:  # ml.inference.ModelLoadError, or TensorFlow failing to import
-        raise ModelUnavailable(f"Photo search is unavailable: the model could not be loaded ({exc}).") from exc
+    except (ModelLoadError, ImportError) as exc:  # missing or unreadable files, or TensorFlow failing to import
+        logger.exception("Photo search: model version %s could not be loaded", version.pk)
+        raise ModelUnavailable(MODEL_LOAD_MESSAGE) from exc
+    import tensorflow as tf  # already loaded with the model; only its error classes are needed here
+
     try:
         vector, raw_guess = embedder.embed_and_guess_bytes(image.data)  # one model call for both
-    except Exception as exc:  # a model that loads but cannot run: a message, not a 500
-        logger.exception("Model version %s failed on a search photo", version.pk)
-        raise ModelUnavailable(f"Photo search is unavailable: the model failed on this photo ({exc}).") from exc
+    except InvalidImage as exc:  # the same gate as the upload form, reached through the model's decoder
+        raise PhotoRefused(str(exc)) from exc
+    except tf.errors.OpError as exc:  # a model that loads but whose graph cannot run
+        logger.exception("Photo search: model version %s failed to run", version.pk)
+        raise ModelUnavailable(MODEL_FAILED_MESSAGE) from exc
     guess = None
     if raw_guess is not None:
         label, probability = raw_guess
