@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
@@ -197,6 +198,7 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
             label_names=data.label_names,
             workdir=version.workdir,
             callbacks=[_progress_callback(version), *extra_callbacks],
+            in_memory_bytes=settings.TRAINING_IN_MEMORY_BYTES,
         )
         split = {"relevance": result.holdout.get("relevance", "category"),
                  "image_ids": [int(data.ids[i]) for i in result.holdout.get("indices", [])],

@@ -65,6 +65,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
     progress: Any = None,
+    in_memory_bytes: int | None = None,
 ) -> TrainResult:
     """Train `architecture` on image files (`paths`) or in-memory uint8 `images` [n, h, w(, c)].
 
@@ -77,7 +78,8 @@ def train(
     callbacks: extra Keras callbacks (progress, cancellation via model.stop_training); they get
     batch- and epoch-level hooks. progress(done, total): decoding progress. If `workdir` holds a
     checkpoint of the same run, training resumes after its last complete epoch; raising
-    hparams.epochs there continues a finished run.
+    hparams.epochs there continues a finished run. in_memory_bytes: a decode-once cache larger than
+    this is memory-mapped from the workdir (default ml.input.IN_MEMORY_BYTES).
     """
     spec = get(architecture)
     hp = HParams.from_dict(hparams) if isinstance(hparams, dict) else hparams
@@ -117,7 +119,7 @@ def train(
 
     framing = Framing.from_dict(state["framing"]) if state and "framing" in state else _framing(hp, source)
     framed = decode_once(source, image_size=hp.image_size, framing=framing, cache_dir=workdir / "cache",
-                         progress=progress)
+                         progress=progress, in_memory_bytes=in_memory_bytes)
     usable = framed.usable
     if usable.sum() < 2:
         raise ValueError(f"Only {int(usable.sum())} of {n} images could be decoded, e.g. "
