@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from catalog.images import InvalidImage
 from ml.augment import StatelessRandom, ViewAugment, augment_views
+from ml.budget import cache_bytes
 from ml.preprocess import Framing, decode, framed_with_mask
 
 logger = logging.getLogger(__name__)
@@ -61,11 +62,6 @@ def _cache_key(source: Sequence[str] | np.ndarray, image_size: int, framing: Fra
         for path in source:
             h.update(os.fspath(path).encode() + b"\0")
     return h.hexdigest()[:20]
-
-
-def cache_bytes(n: int, image_size: int) -> int:
-    """Bytes of the decode-once cache of n images: uint8 RGB plus the uint8 item mask."""
-    return n * image_size * image_size * 4
 
 
 def decode_once(source: Sequence[str] | np.ndarray, *, image_size: int, framing: Framing,

@@ -5,6 +5,7 @@ against the labels that came with it, on the memory-mapped path (forced with in_
 as on the in-memory one.
 """
 
+import json
 import tempfile
 import unittest
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ml.colour import colour_histograms
 from ml.input import Augment, decode_once, make_balanced_dataset, make_dataset
 from ml.preprocess import Framing
 from ml.training import train
@@ -90,6 +92,12 @@ class MemoryMappedInputTests(unittest.TestCase):
                           shuffle=True, seed=5)
         self._assert_aligned(ds, batches=8)
 
+    def test_colour_histograms_read_the_rows_asked_for_from_a_memory_map(self):
+        framed = self._framed(self.tmp / "colour")
+        rows = np.array([7, 3, 3, 100, 0])
+        np.testing.assert_allclose(colour_histograms(framed.images, framed.masks, rows),
+                                   colour_histograms(np.asarray(framed.images)[rows], np.asarray(framed.masks)[rows]))
+
     def test_a_decode_interrupted_half_way_is_decoded_again_not_reused(self):
         folder = self.tmp / "interrupted"
 
@@ -129,6 +137,8 @@ class MemoryMappedInputTests(unittest.TestCase):
         second = train(**kwargs)
         self.assertTrue(second.completed)
         self.assertEqual(second.initial_epoch, 1)
+        self.assertGreater(second.peak_rss_bytes, 0)
+        self.assertGreater(json.loads((workdir / "meta.json").read_text())["peak_rss_mib"], 0)
 
 
 if __name__ == "__main__":
