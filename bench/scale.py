@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LoadSampler, table, write_report  # noqa: E402
+from bench.common import LoadSampler, table, write_report
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_SIZES = (1000, 5000, 20000)
@@ -355,7 +355,9 @@ def stop_database(base: Path) -> None:
 
 def clean(sizes: list[int] | None) -> None:
     """Stop each size's database and remove its folders (what this benchmark made)."""
-    targets = [folder(s) for s in sizes] if sizes else sorted((ROOT / "var").glob("bench-scale-*"))
+    targets = [folder(s) for s in sizes] if sizes else sorted(p for p in (ROOT / "var").glob("bench-scale-*") if p.is_dir())
+    if not sizes:
+        (ROOT / "var" / "bench-scale-index.lock").unlink(missing_ok=True)
     for base in targets:
         stop_database(base)
         if base.exists():

@@ -104,7 +104,7 @@ def check_for_catalogue(budget: Budget | None, products: int, products_per_step:
     steps = budget.steps(products)
     if steps is None:
         return
-    needed = int(math.ceil(MIN_PASSES * products / max(products_per_step, 1)))
+    needed = math.ceil(MIN_PASSES * products / max(products_per_step, 1))
     if steps < needed:
         raise BudgetError(
             f"A budget of {steps} steps shows each of the {products} products {steps * products_per_step / products:.1f} "
@@ -122,7 +122,7 @@ def plan(budget: Budget, products: int, steps_per_pass: int) -> tuple[int, int]:
     if steps is None:
         steps = auto_steps(products)
     chunk = min(chunk, steps)
-    return chunk, int(math.ceil(steps / chunk)) * chunk
+    return chunk, math.ceil(steps / chunk) * chunk
 
 
 DISK_MARGIN_BYTES = 512 * 2**20  # checkpoints, the exported model and TensorBoard logs beside the cache

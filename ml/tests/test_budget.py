@@ -175,9 +175,9 @@ class TrainModelBudgetTests(TestCase):
     def test_a_cache_that_will_not_fit_the_disk_is_refused_and_nothing_is_written(self):
         _catalogue(6)
         usage = namedtuple("usage", "total used free")
-        with mock.patch("ml.budget.shutil.disk_usage", return_value=usage(10**9, 10**9 - 2**20, 2**20)):
-            with self.assertRaisesRegex(CommandError, r"GiB free .* free some space"):
-                call_command("train_model", "--architecture", "classifier", "--image-size", "64", stdout=io.StringIO())
+        with (mock.patch("ml.budget.shutil.disk_usage", return_value=usage(10**9, 10**9 - 2**20, 2**20)),
+              self.assertRaisesRegex(CommandError, r"GiB free .* free some space")):
+            call_command("train_model", "--architecture", "classifier", "--image-size", "64", stdout=io.StringIO())
         self.assertFalse(ModelVersion.objects.exists())
         self.assertFalse(Path(settings.MODELS_ROOT).exists() and any(Path(settings.MODELS_ROOT).iterdir()))
 

@@ -122,8 +122,9 @@ class MemoryMappedInputTests(unittest.TestCase):
         hp = defaults("deep_ranking", image_size=SIZE, dim=8, batch_size=16, epochs=2, eval_fraction=0.0,
                       augment=False, framing=False, width=8, colour_weight=0.0)
         labels = self.products % 4
-        kwargs = dict(architecture="deep_ranking", hparams=hp, images=self.images, labels=labels,
-                      label_names=["a", "b", "c", "d"], groups=self.products, workdir=workdir, in_memory_bytes=0)
+        kwargs = {"architecture": "deep_ranking", "hparams": hp, "images": self.images, "labels": labels,
+                  "label_names": ["a", "b", "c", "d"], "groups": self.products, "workdir": workdir,
+                  "in_memory_bytes": 0}
         first = train(callbacks=[_StopAfterFirstEpoch()], **kwargs)
         self.assertFalse(first.completed)
         self.assertTrue(list((workdir / "cache").glob("*.done")))
