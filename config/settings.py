@@ -169,6 +169,9 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 # Model artifacts (checkpoints, .keras files, TensorBoard logs) live beside the media, not in it.
 MODELS_ROOT = Path(os.environ.get("MODELS_ROOT", BASE_DIR / "var" / "models"))
+# A training run's decoded images (uint8 RGB + mask) larger than this are memory-mapped from its folder
+# under MODELS_ROOT instead of held in memory (ml.input).
+TRAINING_IN_MEMORY_BYTES = int(os.environ.get("TRAINING_IN_MEMORY_BYTES", 2 * 2**30))
 
 # Uploads: photo search takes at most this many bytes; Django refuses larger request bodies.
 SEARCH_UPLOAD_MAX_BYTES = int(os.environ.get("SEARCH_UPLOAD_MAX_BYTES", 10 * 1024 * 1024))

@@ -202,14 +202,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
         self._require(request, "train")
         form = TrainServeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            version = model_version_train_start(
-                architecture=form.chosen_architecture(),
-                variant=form.cleaned_data.get("variant") or None,
-                overrides=form.overrides(),
-                auto_activate=form.cleaned_data["auto_activate"],
-            )
-            messages.success(request, f"Training of model version #{version.pk} is queued for a worker.")
-            return self._back(version.pk)
+            try:
+                version = model_version_train_start(
+                    architecture=form.chosen_architecture(),
+                    variant=form.cleaned_data.get("variant") or None,
+                    overrides=form.overrides(),
+                    auto_activate=form.cleaned_data["auto_activate"],
+                )
+            except ValueError as exc:  # what this catalogue cannot train (budget, disk): nothing was recorded
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Training of model version #{version.pk} is queued for a worker.")
+                return self._back(version.pk)
         context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta,
                    "title": "Train a new model", "recommendation": recommended_architecture()}
         return TemplateResponse(request, "admin/ml/modelversion/train.html", context, status=400 if form.errors else 200)
