@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LoadSampler, table, write_report
+from bench.common import LoadSampler, table, write_report  # noqa: E402 - after the repository root is on sys.path
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_SIZES = (1000, 5000, 20000)
