@@ -306,6 +306,32 @@ def recall(found: list[list[int]], truth: list[list[int]]) -> float:
     return round(float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])), 4)
 
 
+def plot(report: dict, path: Path) -> Path:
+    """recall@10 against ef_search, per use: as served, and stored once per use when measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for use, colour in (("similar", "tab:blue"), ("photo", "tab:orange")):
+        for mode, style in (("served", "-o"), ("stored per use", "--s")):
+            points = sorted((r["ef_search"], r["recall_at_10"]) for r in report["rows"]
+                            if r["use"] == use and r["mode"].startswith(mode) and r["ef_search"])
+            if points:
+                ax.plot(*zip(*points), style, color=colour, label=f"{use}, {mode}")
+    ax.axhline(TARGETS["recall_at_10"], color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("hnsw.ef_search")
+    ax.set_ylabel("recall@10 vs exact weighted ranking")
+    ax.set_title(f"Weighted queries, {report['vectors']:,} vectors ({report['storage']}, dim {report['dim']})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vectors", type=int, default=60000, help="photos (rows) to store")
@@ -319,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also store the vectors once per use (a version and HNSW index each) and measure that")
     parser.add_argument("--candidates", type=int, default=100,
                         help="products the unweighted walk fetches before the weighted re-rank")
+    parser.add_argument("--plot", type=Path, help="only draw the plot of a results file")
     parser.add_argument("--source", type=Path, default=SOURCE, help="the real vectors (bench/weighted_source.py)")
     args = parser.parse_args(argv)
+    if args.plot:
+        print(plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png")))
+        return 0
     if args.vectors < 1000 or args.photos < 1 or args.queries < 1:
         parser.error("--vectors must be >= 1000, --photos and --queries >= 1")
     if not args.source.exists():
@@ -427,12 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     met = {use: bool(r["recall_at_10"] >= TARGETS["recall_at_10"] and r["db"]["p50"] <= TARGETS["db_p50_ms"])
            for use, r in default.items()}
     print(f"targets {TARGETS} at the default ef_search {settings.HNSW_EF_SEARCH}: {met}")
-    path = write_report(f"weighted_recall_{n}", script="weighted_recall", quick=False, argv=sys.argv[1:], started=started,
+    path = write_report("weighted_recall" if args.vectors == 60000 else f"weighted_recall_{n}", script="weighted_recall", quick=False, argv=sys.argv[1:], started=started,
                         load=load.summary(), vectors=n, products=n_products, photos_per_product=args.photos, dim=dim,
                         storage=storage.name, parts=fit.parts, source={"vectors": int(len(source["vectors"])),
                         "epochs": int(source["epochs"])}, realism=real, load_info=info, queries_per_use=len(picks),
                         default_ef_search=settings.HNSW_EF_SEARCH, targets=TARGETS, met_at_default=met, rows=rows)
-    print(f"wall time {time.monotonic() - started:.0f} s; wrote {path}")
+    print(f"wall time {time.monotonic() - started:.0f} s; wrote {path} and {plot(json.loads(path.read_text()), path.with_suffix('.png'))}")
     return 0
 
 
