@@ -226,7 +226,10 @@ def exact_top(matrix: np.ndarray, norms: np.ndarray, products: np.ndarray, rank:
     d = norms - 2.0 * (matrix @ rank)
     if exclude is not None:
         d[products == exclude] = np.inf
-    order = np.argsort(d, kind="stable")
+    head = np.argpartition(d, 50 * K)[:50 * K]  # enough rows for K products unless photos crowd them
+    order = head[np.argsort(d[head], kind="stable")]
+    if len(np.unique(products[order])) < K + 1:
+        order = np.argsort(d, kind="stable")
     out, seen = [], set()
     for i in order:
         p = int(products[i])
