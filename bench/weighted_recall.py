@@ -80,9 +80,9 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def head(e: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """softmax(16 cos(e, centre)): a cosine head of the model (ml.layers.CosineLogits + Softmax)."""
-    logits = HEAD_SCALE * unit(e) @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+def head(e: np.ndarray, kernel: np.ndarray, scale: float = HEAD_SCALE) -> np.ndarray:
+    """softmax(scale cos(e, centre)): a cosine head of the model (ml.layers.CosineLogits + Softmax)."""
+    logits = scale * unit(e) @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)
@@ -96,7 +96,8 @@ def chol(cov: np.ndarray) -> np.ndarray:
 class Fit:
     """The generator fitted to the source vectors (see the module docstring)."""
 
-    def __init__(self, source, rng: np.random.Generator):
+    def __init__(self, source, rng: np.random.Generator, head_scale: float = HEAD_SCALE):
+        self.head_scale = head_scale
         self.parts = json.loads(str(source["parts"]))
         self.kernels = {"probabilities": source["logits_kernel"], "colours": source["colour_logits_kernel"]}
         pieces = split_parts(source["vectors"], self.parts)
@@ -131,7 +132,7 @@ class Fit:
         e = unit(centres + self.rng.standard_normal(centres.shape) @ self.chol_within.T)
         pieces = {"instance_embedding": e}
         for name, kernel in self.kernels.items():
-            pieces[name] = head(e, kernel)
+            pieces[name] = head(e, kernel, self.head_scale)
         if self.item_colours is not None:
             rows = np.array([self.rng.choice(self.item_colours_of[int(self.product_ids[j])]) for j in nearest])
             ic = self.item_colours[rows] * np.exp(0.2 * self.rng.standard_normal((len(rows), self.item_colours.shape[1])))
@@ -325,6 +326,9 @@ def plot(report: dict, path: Path) -> Path:
                 ax.plot(*zip(*points), style, color=colour, label=f"{use}, {mode}")
     ax.axhline(TARGETS["recall_at_10"], color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
+    efs = sorted({r["ef_search"] for r in report["rows"] if r["ef_search"] and r["mode"].startswith("served")})
+    ax.set_xticks(efs, [str(ef) for ef in efs])
+    ax.minorticks_off()
     ax.set_xlabel("hnsw.ef_search")
     ax.set_ylabel("recall@10 vs exact weighted ranking")
     ax.set_title(f"Weighted queries, {report['vectors']:,} vectors ({report['storage']}, dim {report['dim']})")
@@ -348,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also store the vectors once per use (a version and HNSW index each) and measure that")
     parser.add_argument("--candidates", type=int, default=100,
                         help="products the unweighted walk fetches before the weighted re-rank")
+    parser.add_argument("--head-scale", type=float, default=HEAD_SCALE,
+                        help="the heads' cosine scale for the generated vectors: above 16, the more confident "
+                             "category and colour-group probabilities of a longer-trained model")
     parser.add_argument("--plot", type=Path, help="only draw the plot of a results file")
     parser.add_argument("--source", type=Path, default=SOURCE, help="the real vectors (bench/weighted_source.py)")
     args = parser.parse_args(argv)
@@ -377,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     n = n_products * args.photos
     storage = STORAGES[settings.VECTOR_STORAGE]
     with LoadSampler() as load:
-        fit = Fit(source, rng)
+        fit = Fit(source, rng, args.head_scale)
         centres, categories, nearest = fit.products(n_products)
         photo_of = np.repeat(np.arange(n_products), args.photos)
         vectors = fit.photos(centres[photo_of], nearest[photo_of])
@@ -386,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{[(p['name'], p['size'], p['share']) for p in fit.parts]}")
         real = realism(source, fit, vectors, rng)
         log(f"real against generated: {real}")
-        version = bench_version(n, dim, fit.parts, storage.name, "served")
+        heads = "" if args.head_scale == HEAD_SCALE else f", heads x{args.head_scale:g}"
+        version = bench_version(n, dim, fit.parts, storage.name, f"served{heads}")
         info = {}
         if args.rebuild or ImageEmbedding.objects.filter(model_version=version).count() != n:
             ImageEmbedding.objects.filter(model_version=version).delete()
@@ -435,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_use:
             for use, qs in queries.items():
                 scaled, scale = per_use_vectors(vectors, fit.parts, use)
-                twin = bench_version(n, dim, None, storage.name, f"per-use {use}")
+                twin = bench_version(n, dim, None, storage.name, f"per-use {use}{heads}")
                 if args.rebuild or ImageEmbedding.objects.filter(model_version=twin).count() != n:
                     ImageEmbedding.objects.filter(model_version=twin).delete()
                     copy_rows(twin.pk, storage, scaled, photo_of + 1, categories[photo_of] + 1, 1)
@@ -460,9 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     met = {use: bool(r["recall_at_10"] >= TARGETS["recall_at_10"] and r["db"]["p50"] <= TARGETS["db_p50_ms"])
            for use, r in default.items()}
     print(f"targets {TARGETS} at the default ef_search {settings.HNSW_EF_SEARCH}: {met}")
-    path = write_report("weighted_recall" if args.vectors == 60000 else f"weighted_recall_{n}", script="weighted_recall", quick=False, argv=sys.argv[1:], started=started,
+    name = "weighted_recall" if args.vectors == 60000 else f"weighted_recall_{n}"
+    if args.head_scale != HEAD_SCALE:
+        name += f"_heads{args.head_scale:g}"
+    path = write_report(name, script="weighted_recall", quick=False, argv=sys.argv[1:], started=started,
                         load=load.summary(), vectors=n, products=n_products, photos_per_product=args.photos, dim=dim,
-                        storage=storage.name, parts=fit.parts, source={"vectors": int(len(source["vectors"])),
+                        storage=storage.name, parts=fit.parts, head_scale=args.head_scale, source={"vectors": int(len(source["vectors"])),
                         "epochs": int(source["epochs"])}, realism=real, load_info=info, queries_per_use=len(picks),
                         default_ef_search=settings.HNSW_EF_SEARCH, targets=TARGETS, met_at_default=met, rows=rows)
     print(f"wall time {time.monotonic() - started:.0f} s; wrote {path} and {plot(json.loads(path.read_text()), path.with_suffix('.png'))}")
