@@ -61,7 +61,7 @@ def split_parts(vectors: np.ndarray, parts: list[dict]) -> dict[str, np.ndarray]
     """The composed vectors' parts, undone: the instance embedding (unit) and each distribution."""
     out, start = {}, 0
     for part in parts:
-        block = vectors[:, start:start + part["size"]] / np.sqrt(part["share"])
+        block = vectors[:, start : start + part["size"]] / np.sqrt(part["share"])
         out[part["name"]] = block if part["name"] == "instance_embedding" else np.square(block)
         start += part["size"]
     return out
@@ -72,7 +72,9 @@ def compose(pieces: dict[str, np.ndarray], parts: list[dict]) -> np.ndarray:
     blocks = []
     for part in parts:
         x = pieces[part["name"]]
-        blocks.append(np.sqrt(part["share"]) * (x if part["name"] == "instance_embedding" else np.sqrt(np.maximum(x, 0))))
+        blocks.append(
+            np.sqrt(part["share"]) * (x if part["name"] == "instance_embedding" else np.sqrt(np.maximum(x, 0)))
+        )
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
@@ -123,8 +125,8 @@ class Fit:
         centres = self.cat_means[cat] + self.rng.standard_normal((n, len(self.cat_means[0]))) @ self.chol_between.T
         nearest = np.empty(n, np.int64)
         for start in range(0, n, 20000):
-            c = centres[start:start + 20000]
-            nearest[start:start + 20000] = (c @ self.centres.T - 0.5 * (self.centres ** 2).sum(1)).argmax(1)
+            c = centres[start : start + 20000]
+            nearest[start : start + 20000] = (c @ self.centres.T - 0.5 * (self.centres**2).sum(1)).argmax(1)
         return centres, self.cats[cat], nearest
 
     def photos(self, centres: np.ndarray, nearest: np.ndarray) -> np.ndarray:
@@ -135,7 +137,9 @@ class Fit:
             pieces[name] = head(e, kernel, self.head_scale)
         if self.item_colours is not None:
             rows = np.array([self.rng.choice(self.item_colours_of[int(self.product_ids[j])]) for j in nearest])
-            ic = self.item_colours[rows] * np.exp(0.2 * self.rng.standard_normal((len(rows), self.item_colours.shape[1])))
+            ic = self.item_colours[rows] * np.exp(
+                0.2 * self.rng.standard_normal((len(rows), self.item_colours.shape[1]))
+            )
             pieces["item_colours"] = ic / ic.sum(axis=1, keepdims=True)
         return compose(pieces, self.parts)
 
@@ -152,9 +156,11 @@ def realism(source, fit: Fit, generated: np.ndarray, rng: np.random.Generator) -
         pieces = split_parts(x, fit.parts)
         d = 2 - 2 * x @ x.T
         np.fill_diagonal(d, np.inf)
-        out = {"nn_distance_median": round(float(np.median(np.sqrt(np.maximum(d.min(1), 0)))), 4),
-               "probabilities_max_mean": round(float(pieces["probabilities"].max(1).mean()), 4),
-               "colours_max_mean": round(float(pieces["colours"].max(1).mean()), 4)}
+        out = {
+            "nn_distance_median": round(float(np.median(np.sqrt(np.maximum(d.min(1), 0)))), 4),
+            "probabilities_max_mean": round(float(pieces["probabilities"].max(1).mean()), 4),
+            "colours_max_mean": round(float(pieces["colours"].max(1).mean()), 4),
+        }
         # How far each use's weighted top 10 is from the unweighted top 10 of the same query.
         for use in (SIMILAR, PHOTO):
             overlap = []
@@ -180,14 +186,22 @@ def bench_version(n: int, dim: int, parts: list[dict], storage: str, tag: str):
     version = ModelVersion.objects.filter(hparams__weighted_bench=tag, hparams__vectors=n).first()
     if version is None:
         version = ModelVersion.objects.create(
-            architecture="deep_ranking", hparams={"weighted_bench": tag, "vectors": n}, status=ModelVersion.Status.SUCCEEDED,
-            dim=dim, metrics={**({"vector_parts": parts} if parts else {}), "note": f"bench: {n} vectors fitted to a deep_ranking model"})
+            architecture="deep_ranking",
+            hparams={"weighted_bench": tag, "vectors": n},
+            status=ModelVersion.Status.SUCCEEDED,
+            dim=dim,
+            metrics={
+                **({"vector_parts": parts} if parts else {}),
+                "note": f"bench: {n} vectors fitted to a deep_ranking model",
+            },
+        )
     model_version_storage_set(model_version=version, storage=storage)
     return version
 
 
-def copy_rows(version_id: int, storage, vectors: np.ndarray, products: np.ndarray, categories: np.ndarray,
-              first_image: int) -> float:
+def copy_rows(
+    version_id: int, storage, vectors: np.ndarray, products: np.ndarray, categories: np.ndarray, first_image: int
+) -> float:
     from django.db import connection, transaction
 
     from search.fields import vector_text
@@ -198,11 +212,16 @@ def copy_rows(version_id: int, storage, vectors: np.ndarray, products: np.ndarra
         for start in range(0, len(vectors), 50000):
             buf = io.StringIO()
             for i in range(start, min(start + 50000, len(vectors))):
-                buf.write(f"{first_image + i}\t{version_id}\t{products[i]}\t{categories[i]}\t10.00\t"
-                          f"{vector_text(vectors[i])}\t2026-12-04 00:00:00+00\n")
+                buf.write(
+                    f"{first_image + i}\t{version_id}\t{products[i]}\t{categories[i]}\t10.00\t"
+                    f"{vector_text(vectors[i])}\t2026-12-04 00:00:00+00\n"
+                )
             buf.seek(0)
-            cursor.cursor.copy_expert(f"COPY search_imageembedding (image_id, model_version_id, product_id, category_id, "
-                                      f"price, {storage.column}, updated_at) FROM STDIN", buf)
+            cursor.cursor.copy_expert(
+                f"COPY search_imageembedding (image_id, model_version_id, product_id, category_id, "
+                f"price, {storage.column}, updated_at) FROM STDIN",
+                buf,
+            )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE search_imageembedding")
     return time.perf_counter() - t
@@ -213,21 +232,26 @@ def stored(version_id: int, storage) -> tuple[np.ndarray, np.ndarray]:
     from search.models import ImageEmbedding
     from search.storage import vector_array
 
-    rows = list(ImageEmbedding.objects.filter(model_version_id=version_id).order_by("image_id")
-                .values_list("product_id", storage.column).iterator(chunk_size=10000))
+    rows = list(
+        ImageEmbedding.objects.filter(model_version_id=version_id)
+        .order_by("image_id")
+        .values_list("product_id", storage.column)
+        .iterator(chunk_size=10000)
+    )
     return np.array([r[0] for r in rows], np.int64), np.stack([vector_array(r[1]) for r in rows])
 
 
 # --- measuring -------------------------------------------------------------------------------------
 
 
-def exact_top(matrix: np.ndarray, norms: np.ndarray, products: np.ndarray, rank: np.ndarray,
-              exclude: int | None) -> list[int]:
+def exact_top(
+    matrix: np.ndarray, norms: np.ndarray, products: np.ndarray, rank: np.ndarray, exclude: int | None
+) -> list[int]:
     """The K products nearest to `rank` (L2, each product by its closest photo), as ranked exactly."""
     d = norms - 2.0 * (matrix @ rank)
     if exclude is not None:
         d[products == exclude] = np.inf
-    head = np.argpartition(d, 50 * K)[:50 * K]  # enough rows for K products unless photos crowd them
+    head = np.argpartition(d, 50 * K)[: 50 * K]  # enough rows for K products unless photos crowd them
     order = head[np.argsort(d[head], kind="stable")]
     if len(np.unique(products[order])) < K + 1:
         order = np.argsort(d, kind="stable")
@@ -255,8 +279,9 @@ class Statements(DbTimer):
         return super().__call__(execute, sql, params, many, context)
 
 
-def served(version_id: int, storage, queries: list[dict], ef: int, *, weighted: bool = True, k: int = K,
-           use: str | None = None) -> tuple[dict, list[list[int]]]:
+def served(
+    version_id: int, storage, queries: list[dict], ef: int, *, weighted: bool = True, k: int = K, use: str | None = None
+) -> tuple[dict, list[list[int]]]:
     """nearest_products as similar items and photo search call it (for `use`, with its candidate count,
     search.queries.weights.candidates), at HNSW ef_search `ef`: the db time per call and the product
     ids found. weighted=False: by the query's own vector."""
@@ -273,8 +298,14 @@ def served(version_id: int, storage, queries: list[dict], ef: int, *, weighted: 
             with connection.execute_wrapper(timer):
                 rank = q["rank"] if weighted else None
                 wide = candidates(k, use, rank) if use else k
-                result = nearest_products(model_version_id=version_id, vector=q["vector"], k=wide, exclude_product_id=q["exclude"],
-                                          storage=storage, rank_vector=rank)[:k]
+                result = nearest_products(
+                    model_version_id=version_id,
+                    vector=q["vector"],
+                    k=wide,
+                    exclude_product_id=q["exclude"],
+                    storage=storage,
+                    rank_vector=rank,
+                )[:k]
             if i:  # the first is a warm-up
                 seconds.append(timer.seconds)
                 statements.append(timer.count)
@@ -282,8 +313,16 @@ def served(version_id: int, storage, queries: list[dict], ef: int, *, weighted: 
     return {**percentiles_ms(seconds), "statements_mean": round(float(np.mean(statements)), 2)}, found
 
 
-def reranked(version_id: int, storage, queries: list[dict], ef: int, candidates: int, matrix: np.ndarray,
-             products: np.ndarray, image_of: dict) -> tuple[dict, list[list[int]]]:
+def reranked(
+    version_id: int,
+    storage,
+    queries: list[dict],
+    ef: int,
+    candidates: int,
+    matrix: np.ndarray,
+    products: np.ndarray,
+    image_of: dict,
+) -> tuple[dict, list[list[int]]]:
     """The other design: the graph walked by the unweighted query (its own metric) for `candidates`
     products, those re-ranked by the weighted distance (their photos' vectors, already in memory
     here, so the db time is the walk alone)."""
@@ -306,7 +345,9 @@ def per_use_vectors(vectors: np.ndarray, parts: list[dict], use: str) -> np.ndar
     and the L2 order to sqrt(w) * q in this space is the weighted order q_w . x of the served one."""
     from search.queries.weights import QUERY_WEIGHTS
 
-    scale = np.concatenate([np.full(p["size"], np.sqrt(QUERY_WEIGHTS[use].get(p["name"], 1.0)), np.float32) for p in parts])
+    scale = np.concatenate(
+        [np.full(p["size"], np.sqrt(QUERY_WEIGHTS[use].get(p["name"], 1.0)), np.float32) for p in parts]
+    )
     return unit(vectors * scale).astype(np.float32), scale
 
 
@@ -324,8 +365,11 @@ def plot(report: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for use, colour in (("similar", "tab:blue"), ("photo", "tab:orange")):
         for mode, style in (("served (", "-o"), ("stored per use", "--s")):
-            points = sorted((r["ef_search"], r["recall_at_10"]) for r in report["rows"]
-                            if r["use"] == use and r["mode"].startswith(mode) and r["ef_search"])
+            points = sorted(
+                (r["ef_search"], r["recall_at_10"])
+                for r in report["rows"]
+                if r["use"] == use and r["mode"].startswith(mode) and r["ef_search"]
+            )
             if points:
                 ax.plot(*zip(*points), style, color=colour, label=f"{use}, {mode.strip(' (')}")
     ax.axhline(TARGETS["recall_at_10"], color="grey", lw=0.8, ls=":")
@@ -352,13 +396,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-memory", default="1GB")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true", help="reload the rows and rebuild the index")
-    parser.add_argument("--per-use", action="store_true",
-                        help="also store the vectors once per use (a version and HNSW index each) and measure that")
-    parser.add_argument("--candidates", type=int, default=100,
-                        help="products the unweighted walk fetches before the weighted re-rank")
-    parser.add_argument("--head-scale", type=float, default=HEAD_SCALE,
-                        help="the heads' cosine scale for the generated vectors: above 16, the more confident "
-                             "category and colour-group probabilities of a longer-trained model")
+    parser.add_argument(
+        "--per-use",
+        action="store_true",
+        help="also store the vectors once per use (a version and HNSW index each) and measure that",
+    )
+    parser.add_argument(
+        "--candidates", type=int, default=100, help="products the unweighted walk fetches before the weighted re-rank"
+    )
+    parser.add_argument(
+        "--head-scale",
+        type=float,
+        default=HEAD_SCALE,
+        help="the heads' cosine scale for the generated vectors: above 16, the more confident "
+        "category and colour-group probabilities of a longer-trained model",
+    )
     parser.add_argument("--plot", type=Path, help="only draw the plot of a results file")
     parser.add_argument("--source", type=Path, default=SOURCE, help="the real vectors (bench/weighted_source.py)")
     args = parser.parse_args(argv)
@@ -393,8 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         photo_of = np.repeat(np.arange(n_products), args.photos)
         vectors = fit.photos(centres[photo_of], nearest[photo_of])
         dim = vectors.shape[1]
-        log(f"{n} vectors of dim {dim} ({n_products} products x {args.photos} photos), parts "
-            f"{[(p['name'], p['size'], p['share']) for p in fit.parts]}")
+        log(
+            f"{n} vectors of dim {dim} ({n_products} products x {args.photos} photos), parts "
+            f"{[(p['name'], p['size'], p['share']) for p in fit.parts]}"
+        )
         real = realism(source, fit, vectors, rng)
         log(f"real against generated: {real}")
         heads = "" if args.head_scale == HEAD_SCALE else f", heads x{args.head_scale:g}"
@@ -402,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         info = {}
         if args.rebuild or ImageEmbedding.objects.filter(model_version=version).count() != n:
             ImageEmbedding.objects.filter(model_version=version).delete()
-            info["copy_s"] = round(copy_rows(version.pk, storage, vectors, photo_of + 1, categories[photo_of] + 1, 1), 1)
+            info["copy_s"] = round(
+                copy_rows(version.pk, storage, vectors, photo_of + 1, categories[photo_of] + 1, 1), 1
+            )
             log(f"loaded in {info['copy_s']} s")
         if args.rebuild or not hnsw_index_exists(model_version=version) or "copy_s" in info:
             log(f"building the HNSW index ({storage})")
@@ -416,15 +472,26 @@ def main(argv: list[str] | None = None) -> int:
         for p in picks:
             mine = matrix[products == p + 1]
             v = product_vector(mine)
-            queries[SIMILAR].append({"vector": v, "rank": query_vector(v, fit.parts, SIMILAR), "exclude": int(p + 1),
-                                     "plain_exclude": int(p + 1)})
+            queries[SIMILAR].append(
+                {
+                    "vector": v,
+                    "rank": query_vector(v, fit.parts, SIMILAR),
+                    "exclude": int(p + 1),
+                    "plain_exclude": int(p + 1),
+                }
+            )
         new_photos = fit.photos(centres[picks], nearest[picks])
         for v in new_photos:
             queries[PHOTO].append({"vector": v, "rank": query_vector(v, fit.parts, PHOTO), "exclude": None})
         log("exact weighted ranking in NumPy (ground truth)")
-        truth = {use: [exact_top(matrix, norms, products, q["rank"], q["exclude"]) for q in qs] for use, qs in queries.items()}
-        plain_truth = {use: [exact_top(matrix, norms, products, q["vector"], q["exclude"]) for q in qs]
-                       for use, qs in queries.items()}
+        truth = {
+            use: [exact_top(matrix, norms, products, q["rank"], q["exclude"]) for q in qs]
+            for use, qs in queries.items()
+        }
+        plain_truth = {
+            use: [exact_top(matrix, norms, products, q["vector"], q["exclude"]) for q in qs]
+            for use, qs in queries.items()
+        }
         image_of = {int(p): np.flatnonzero(products == p) for p in np.unique(products)}
         rows = []
         for use, qs in queries.items():
@@ -432,25 +499,63 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{use}: served, ef_search={ef}")
                 db, found = served(version.pk, storage, qs, ef)
                 wide = candidates(K, use, qs[0]["rank"]) > K
-                rows.append({"use": use, "mode": "served (weighted query, unweighted graph)", "ef_search": ef, "db": db,
-                             "recall_at_10": recall(found, truth[use]), "as_served": not wide, "setting": ef})
+                rows.append(
+                    {
+                        "use": use,
+                        "mode": "served (weighted query, unweighted graph)",
+                        "ef_search": ef,
+                        "db": db,
+                        "recall_at_10": recall(found, truth[use]),
+                        "as_served": not wide,
+                        "setting": ef,
+                    }
+                )
                 if candidates(K, use, qs[0]["rank"]) > K:
                     log(f"{use}: served with {candidates(K, use, qs[0]['rank'])} candidates, ef_search={ef}")
                     db, found = served(version.pk, storage, qs, ef, use=use)
-                    rows.append({"use": use, "mode": f"served, {candidates(K, use, qs[0]['rank'])} candidates kept to 10",
-                                 "ef_search": max(ef, min(2 * candidates(K, use, qs[0]["rank"]), 1000)), "db": db,
-                                 "recall_at_10": recall(found, truth[use]), "as_served": True, "setting": ef})
+                    rows.append(
+                        {
+                            "use": use,
+                            "mode": f"served, {candidates(K, use, qs[0]['rank'])} candidates kept to 10",
+                            "ef_search": max(ef, min(2 * candidates(K, use, qs[0]["rank"]), 1000)),
+                            "db": db,
+                            "recall_at_10": recall(found, truth[use]),
+                            "as_served": True,
+                            "setting": ef,
+                        }
+                    )
             ef = max(settings.HNSW_EF_SEARCH, 2 * args.candidates)
             log(f"{use}: unweighted walk for {args.candidates} products, weighted re-rank")
             db, found = reranked(version.pk, storage, qs, ef, args.candidates, matrix, products, image_of)
-            rows.append({"use": use, "mode": f"unweighted walk, {args.candidates} products re-ranked weighted",
-                         "ef_search": ef, "db": db, "recall_at_10": recall(found, truth[use])})
+            rows.append(
+                {
+                    "use": use,
+                    "mode": f"unweighted walk, {args.candidates} products re-ranked weighted",
+                    "ef_search": ef,
+                    "db": db,
+                    "recall_at_10": recall(found, truth[use]),
+                }
+            )
             log(f"{use}: unweighted query at ef_search={settings.HNSW_EF_SEARCH} (the graph's own metric)")
             db, found = served(version.pk, storage, qs, settings.HNSW_EF_SEARCH, weighted=False)
-            rows.append({"use": use, "mode": "unweighted query vs exact unweighted", "ef_search": settings.HNSW_EF_SEARCH,
-                         "db": db, "recall_at_10": recall(found, plain_truth[use])})
-            rows.append({"use": use, "mode": "exact unweighted top 10 vs exact weighted", "ef_search": None, "db": None,
-                         "recall_at_10": recall(plain_truth[use], truth[use])})
+            rows.append(
+                {
+                    "use": use,
+                    "mode": "unweighted query vs exact unweighted",
+                    "ef_search": settings.HNSW_EF_SEARCH,
+                    "db": db,
+                    "recall_at_10": recall(found, plain_truth[use]),
+                }
+            )
+            rows.append(
+                {
+                    "use": use,
+                    "mode": "exact unweighted top 10 vs exact weighted",
+                    "ef_search": None,
+                    "db": None,
+                    "recall_at_10": recall(plain_truth[use], truth[use]),
+                }
+            )
         if args.per_use:
             for use, qs in queries.items():
                 scaled, scale = per_use_vectors(vectors, fit.parts, use)
@@ -458,36 +563,76 @@ def main(argv: list[str] | None = None) -> int:
                 if args.rebuild or ImageEmbedding.objects.filter(model_version=twin).count() != n:
                     ImageEmbedding.objects.filter(model_version=twin).delete()
                     copy_rows(twin.pk, storage, scaled, photo_of + 1, categories[photo_of] + 1, 1)
-                    info[f"build_per_use_{use}"] = index_build(twin, memory=args.build_memory,
-                                                               pgdata=Path(os.environ["LOOKALIKE_PGDATA"]))
+                    info[f"build_per_use_{use}"] = index_build(
+                        twin, memory=args.build_memory, pgdata=Path(os.environ["LOOKALIKE_PGDATA"])
+                    )
                     log(f"{use}: stored once more, scaled; built {info[f'build_per_use_{use}']}")
                 twin_qs = [{"vector": q["vector"] * scale, "rank": None, "exclude": q["exclude"]} for q in qs]
                 for ef in args.ef:
                     log(f"{use}: stored per use, ef_search={ef}")
                     db, found = served(twin.pk, storage, twin_qs, ef, weighted=False)
-                    rows.append({"use": use, "mode": "stored per use (scaled vectors, own graph)", "ef_search": ef,
-                                 "db": db, "recall_at_10": recall(found, truth[use])})
+                    rows.append(
+                        {
+                            "use": use,
+                            "mode": "stored per use (scaled vectors, own graph)",
+                            "ef_search": ef,
+                            "db": db,
+                            "recall_at_10": recall(found, truth[use]),
+                        }
+                    )
 
-    columns = [("use", "use", "s"), ("mode", f"{n} vectors, dim {dim}, k=10", "s"), ("ef_search", "ef_search", "d"),
-               ("db.p50", "db p50 ms", ".2f"), ("db.p99", "db p99 ms", ".2f"), ("db.statements_mean", "statements", ".2f"),
-               ("recall_at_10", "recall@10", ".3f")]
+    columns = [
+        ("use", "use", "s"),
+        ("mode", f"{n} vectors, dim {dim}, k=10", "s"),
+        ("ef_search", "ef_search", "d"),
+        ("db.p50", "db p50 ms", ".2f"),
+        ("db.p99", "db p99 ms", ".2f"),
+        ("db.statements_mean", "statements", ".2f"),
+        ("recall_at_10", "recall@10", ".3f"),
+    ]
     print()
     print(table(rows, columns))
-    default = {use: next((r for r in rows if r["use"] == use and r.get("as_served")
-                          and r["setting"] == settings.HNSW_EF_SEARCH), None) for use in queries}
+    default = {
+        use: next(
+            (r for r in rows if r["use"] == use and r.get("as_served") and r["setting"] == settings.HNSW_EF_SEARCH),
+            None,
+        )
+        for use in queries
+    }
     default = {use: r for use, r in default.items() if r}
-    met = {use: bool(r["recall_at_10"] >= TARGETS["recall_at_10"] and r["db"]["p50"] <= TARGETS["db_p50_ms"])
-           for use, r in default.items()}
+    met = {
+        use: bool(r["recall_at_10"] >= TARGETS["recall_at_10"] and r["db"]["p50"] <= TARGETS["db_p50_ms"])
+        for use, r in default.items()
+    }
     print(f"targets {TARGETS} at the default ef_search {settings.HNSW_EF_SEARCH}: {met}")
     name = "weighted_recall" if args.vectors == 60000 else f"weighted_recall_{n}"
     if args.head_scale != HEAD_SCALE:
         name += f"_heads{args.head_scale:g}"
-    path = write_report(name, script="weighted_recall", quick=False, argv=sys.argv[1:], started=started,
-                        load=load.summary(), vectors=n, products=n_products, photos_per_product=args.photos, dim=dim,
-                        storage=storage.name, parts=fit.parts, head_scale=args.head_scale, source={"vectors": int(len(source["vectors"])),
-                        "epochs": int(source["epochs"])}, realism=real, load_info=info, queries_per_use=len(picks),
-                        default_ef_search=settings.HNSW_EF_SEARCH, targets=TARGETS, met_at_default=met, rows=rows)
-    print(f"wall time {time.monotonic() - started:.0f} s; wrote {path} and {plot(json.loads(path.read_text()), path.with_suffix('.png'))}")
+    path = write_report(
+        name,
+        script="weighted_recall",
+        quick=False,
+        argv=sys.argv[1:],
+        started=started,
+        load=load.summary(),
+        vectors=n,
+        products=n_products,
+        photos_per_product=args.photos,
+        dim=dim,
+        storage=storage.name,
+        parts=fit.parts,
+        head_scale=args.head_scale,
+        source={"vectors": int(len(source["vectors"])), "epochs": int(source["epochs"])},
+        realism=real,
+        load_info=info,
+        queries_per_use=len(picks),
+        default_ef_search=settings.HNSW_EF_SEARCH,
+        targets=TARGETS,
+        met_at_default=met,
+        rows=rows,
+    )
+    figure = plot(json.loads(path.read_text()), path.with_suffix(".png"))
+    print(f"wall time {time.monotonic() - started:.0f} s; wrote {path} and {figure}")
     return 0
 
 

@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.loads(manifest_path.read_text())
     else:
         shapes, labels = load_split("test")
-        manifest = write_catalogue(FOLDER, shapes, labels, CLASS_NAMES, n_products=args.products, photos=(3, 3),
-                                   seed=args.seed)
+        manifest = write_catalogue(
+            FOLDER, shapes, labels, CLASS_NAMES, n_products=args.products, photos=(3, 3), seed=args.seed
+        )
     log(f"catalogue of {len(manifest['products'])} products ({time.monotonic() - started:.0f} s)")
     skus = sorted(manifest["products"])
     names = sorted({manifest["products"][s]["category"] for s in skus})
@@ -75,23 +76,43 @@ def main(argv: list[str] | None = None) -> int:
     hp = defaults("deep_ranking", None, epochs=args.epochs, eval_fraction=0.0, seed=args.seed)
     with tempfile.TemporaryDirectory() as workdir:
         t = time.monotonic()
-        result = train(architecture="deep_ranking", hparams=hp, paths=paths, labels=categories, groups=products,
-                       label_names=names, workdir=workdir)
+        result = train(
+            architecture="deep_ranking",
+            hparams=hp,
+            paths=paths,
+            labels=categories,
+            groups=products,
+            label_names=names,
+            workdir=workdir,
+        )
         log(f"trained {result.epochs_completed} epochs in {time.monotonic() - t:.0f} s; parts {result.vector_parts}")
         embedder = Embedder.load(result.embedder_path)
         vectors, failures = embedder.embed_files(paths)
         query_vectors, query_failures = embedder.embed_files(queries)
         if failures or query_failures:
             raise SystemExit(f"photos failed to embed: {failures or query_failures}")
-        kernels = {name: np.asarray(embedder.model.get_layer(name).kernel.numpy(), np.float32)
-                   for name in ("logits", "colour_logits")}
-    np.savez(SOURCE, vectors=np.asarray(vectors, np.float32), products=np.array(products), categories=np.array(categories),
-             category_names=np.array(names), queries=np.asarray(query_vectors, np.float32),
-             parts=json.dumps(result.vector_parts), logits_kernel=kernels["logits"],
-             colour_logits_kernel=kernels["colour_logits"], hparams=json.dumps(hp.to_dict() if hasattr(hp, "to_dict") else {}),
-             epochs=result.epochs_completed, train_seconds=result.train_seconds)
-    log(f"wrote {SOURCE}: {len(vectors)} vectors of dim {vectors.shape[1]}, {len(query_vectors)} queries "
-        f"({time.monotonic() - started:.0f} s)")
+        kernels = {
+            name: np.asarray(embedder.model.get_layer(name).kernel.numpy(), np.float32)
+            for name in ("logits", "colour_logits")
+        }
+    np.savez(
+        SOURCE,
+        vectors=np.asarray(vectors, np.float32),
+        products=np.array(products),
+        categories=np.array(categories),
+        category_names=np.array(names),
+        queries=np.asarray(query_vectors, np.float32),
+        parts=json.dumps(result.vector_parts),
+        logits_kernel=kernels["logits"],
+        colour_logits_kernel=kernels["colour_logits"],
+        hparams=json.dumps(hp.to_dict() if hasattr(hp, "to_dict") else {}),
+        epochs=result.epochs_completed,
+        train_seconds=result.train_seconds,
+    )
+    log(
+        f"wrote {SOURCE}: {len(vectors)} vectors of dim {vectors.shape[1]}, {len(query_vectors)} queries "
+        f"({time.monotonic() - started:.0f} s)"
+    )
     return 0
 
 

@@ -90,7 +90,8 @@ class WeightedPhotoSearchTests(TestCase):
     @classmethod
     def setUpTestData(cls):
         # The tiny model's 8-d vector read as two parts, so photo search weighs it.
-        parts = [{"name": "instance_embedding", "size": 6, "share": 0.7}, {"name": "probabilities", "size": 2, "share": 0.3}]
+        parts = [{"name": "instance_embedding", "size": 6, "share": 0.7},
+                 {"name": "probabilities", "size": 2, "share": 0.3}]
         cls.version = tiny_model_version(metrics={"vector_parts": parts})
         category = category_create("Square")
         for c, color in enumerate(COLORS):
