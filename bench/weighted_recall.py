@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the heads' cosine scale for the generated vectors: above 16, the more confident "
         "category and colour-group probabilities of a longer-trained model",
     )
+    parser.add_argument(
+        "--photo-candidates", type=int, help="measure photo search with this many candidates instead of CANDIDATES'"
+    )
     parser.add_argument("--plot", type=Path, help="only draw the plot of a results file")
     parser.add_argument("--source", type=Path, default=SOURCE, help="the real vectors (bench/weighted_source.py)")
     args = parser.parse_args(argv)
@@ -433,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     from search.serving.hnsw import hnsw_index_exists
     from search.storage import STORAGES
 
+    if args.photo_candidates:
+        from search.queries.weights import CANDIDATES
+
+        CANDIDATES[PHOTO] = args.photo_candidates
     started = time.monotonic()
     rng = np.random.default_rng(args.seed)
     source = np.load(args.source)
@@ -608,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "weighted_recall" if args.vectors == 60000 else f"weighted_recall_{n}"
     if args.head_scale != HEAD_SCALE:
         name += f"_heads{args.head_scale:g}"
+    if args.photo_candidates:
+        name += f"_photo{args.photo_candidates}"
     path = write_report(
         name,
         script="weighted_recall",
