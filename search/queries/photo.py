@@ -19,7 +19,7 @@ from ..serving.versions import active_model_version, version_storage
 from .hybrid import keyword_neighbours
 from .nearest import nearest_products
 from .similar import SimilarProduct, products_with_images
-from .weights import PHOTO, query_vector
+from .weights import PHOTO, candidates, query_vector
 
 if TYPE_CHECKING:
     from catalog.images import ImageInfo
@@ -132,6 +132,7 @@ def photo_search(
         match = words.match
         neighbours = keyword_neighbours(model_version_id=version.pk, vector=vector, k=k, products=words.products, **filters)
     else:
-        neighbours = nearest_products(model_version_id=version.pk, vector=vector, k=k, **filters)
+        wide = candidates(k, PHOTO, filters["rank_vector"])
+        neighbours = nearest_products(model_version_id=version.pk, vector=vector, k=wide, **filters)[:k]
     return PhotoSearch(model_version=version, items=products_with_images(neighbours), guess=guess, match=match)
 
