@@ -47,7 +47,7 @@ QUERY_WEIGHTS: dict[str, dict[str, float]] = {
 # unweighted vectors, and a new photo's weighted query is found less well there as the catalogue
 # grows: recall@10 against the exact weighted ranking at 250k vectors, ef_search 100: 0.94;
 # with 200 candidates (ef_search 400): 0.989, db p50 4.5 -> 16.4 ms on a loaded 2-core host
-# (bench/weighted_recall.py, docs/bench-sections/weighted_recall.md). Similar items keep 0.996 at 100.
+# (bench/weighted_recall.py, docs/benchmarks.md, "Recall of the weighted queries"). Similar items keep 0.996 at 100.
 CANDIDATES: dict[str, int] = {PHOTO: 200, SIMILAR: 0}
 
 
