@@ -24,7 +24,7 @@ from django.core.cache.backends.redis import RedisCache
 
 from ml.devices import ComputeDevice, DeviceProbeError, device_detect, device_probe
 
-__all__ = ["EXIT_NO_GPU", "RegistryBusy", "WorkerDevice", "connect", "worker_device_forget", "worker_device_record", "worker_devices"]
+__all__ = ["EXIT_NO_GPU", "RegistryBusy", "WorkerDevice", "connect", "worker_device_forget", "queue_workers_missing", "worker_device_record", "worker_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,24 @@ def worker_devices() -> list[WorkerDevice]:
         for host, r in registry.items()
     ]
     return sorted(rows, key=lambda w: (not w.alive, w.hostname))
+
+
+def queue_workers_missing(*, queue: str = "embeddings") -> str | None:
+    """None when a worker consuming `queue` has recorded itself within STALE_AFTER seconds; else
+    what to tell whoever waits for that queue's work: none seen (or which went quiet, and when), and
+    how to start one."""
+    seen = [w for w in worker_devices() if queue in w.queues]
+    if any(w.alive for w in seen):
+        return None
+    last = max(seen, key=lambda w: w.seen_at, default=None)
+    quiet = ""
+    if last is not None:
+        minutes = max(1, round((time.time() - last.seen_at) / 60))
+        quiet = f" (the last, {last.hostname}, {minutes} minute{'s' if minutes != 1 else ''} ago)"
+    return (
+        f"No {queue} worker has been seen in the last {STALE_AFTER // 60} minutes{quiet}: the job waits in the "
+        f"queue until one runs. Start one with `make worker`, or `celery -A config worker -Q {queue}`."
+    )
 
 
 # --- Celery signal receivers ---------------------------------------------------------------------

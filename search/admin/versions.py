@@ -19,7 +19,7 @@ from ml.models import ModelVersion
 from ml.plots import loss_curve_svg
 from ml.runtime import forget
 from ml.services import model_version_cancel, recommended_architecture
-from ml.workers import worker_devices
+from ml.workers import queue_workers_missing, worker_devices
 
 from ..indexing.jobs import index_job_cancel, index_job_start
 from ..indexing.progress import index_coverage, index_job_status
@@ -255,7 +255,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except ValueError as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+            if job.joined:
+                messages.success(request, f"Reindex job #{job.pk} was already running: {job.images_queued:,} images "
+                                          f"added, {job.total:,} in all.")
+            else:
+                messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+            no_worker = queue_workers_missing(queue="embeddings") if not job.is_finished else None
+            if no_worker:
+                messages.warning(request, no_worker)
         return self._back(pk)
 
     def activate_view(self, request, pk):
