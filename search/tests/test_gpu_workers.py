@@ -19,7 +19,7 @@ from ml.devices import ComputeDevice
 from search.indexing.jobs import index_job_start
 
 from .factories import model_version_create, product_create, shape_png
-from .test_faults import ROOT, child_env
+from .processes import ROOT, child_env
 
 GPU = ComputeDevice(kind="GPU", name="NVIDIA L4", compute_capability="8.9", gpus=1, precision="mixed_float16",
                     embedding_batch_size=1024, tensorflow="2.21.0", built_with_cuda=True)
