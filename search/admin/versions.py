@@ -58,10 +58,19 @@ def _figure(version: ModelVersion, key: str):
     return f"{value:.3f}" if isinstance(value, float) else "—"
 
 
-def version_status(version: ModelVersion) -> dict:
-    """Everything the admin's live panel shows, as JSON-ready data."""
+def version_status(version: ModelVersion, *, polling: bool = False) -> dict:
+    """Everything the admin's live panel shows, as JSON-ready data.
+
+    `polling`: the panel's request every two seconds. While a reindex job runs, its counters (kept
+    by each batch as it finishes) are the progress, and the coverage, three counts over the
+    catalogue's tables, is left out; the page reloads with it once the job has finished."""
     job = IndexJob.objects.filter(model_version=version).order_by("-id").first()
-    coverage = index_coverage(model_version=version) if version.status == ModelVersion.Status.SUCCEEDED else None
+    busy = job is not None and not job.is_finished
+    coverage = (
+        index_coverage(model_version=version)
+        if version.status == ModelVersion.Status.SUCCEEDED and not (polling and busy)
+        else None
+    )
     return {
         "id": version.pk,
         "status": version.status,
@@ -245,7 +254,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def status_view(self, request, pk):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk)))
+        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk), polling=True))
 
     def reindex_view(self, request, pk):
         self._require(request, "reindex")
