@@ -5,6 +5,9 @@ from celery.signals import worker_init
 
 from .database import database_ensure
 
+# Whether the base settings below are only this module's default (the pytest plugin then lets
+# pytest.ini choose: pytest-django prefers the variable to the ini file).
+SETTINGS_DEFAULTED = "DJANGO_SETTINGS_MODULE" not in os.environ
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("lookalike")
