@@ -4,7 +4,6 @@ import logging
 import sys
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpResponseServerError, JsonResponse
 from django.shortcuts import render
 from django.template import loader
@@ -45,8 +44,10 @@ def error_404(request, exception=None):
 
 
 def error_500(request):
+    from .middleware import database_connection_lost
+
     exception = sys.exc_info()[1]  # called while Django handles it
-    if isinstance(exception, (OperationalError, InterfaceError)):  # e.g. raised in a middleware
+    if exception is not None and database_connection_lost(exception):  # e.g. raised in a middleware
         return database_unavailable(request, exception)
     try:
         return _error(request, 500, SERVER_ERROR)

@@ -132,6 +132,9 @@ class IndexJob(models.Model):
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="index_jobs")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    only_missing = models.BooleanField(
+        default=False, help_text="Embeds only images without a vector or failure (a full reindex embeds every image)."
+    )
     total = models.PositiveIntegerField(default=0, help_text="Images to embed.")
     done = models.PositiveIntegerField(default=0, help_text="Images embedded.")
     failed = models.PositiveIntegerField(default=0, help_text="Images that could not be read.")
@@ -143,6 +146,15 @@ class IndexJob(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # A start while one runs joins it (search.indexing.jobs.index_job_start); this makes two
+            # concurrent starts that both missed the other's uncommitted job fail instead of both running.
+            models.UniqueConstraint(
+                fields=["model_version"],
+                condition=Q(status__in=["running", "building_index"]),
+                name="one_unfinished_index_job_per_version",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Index job #{self.pk} for version {self.model_version_id}"

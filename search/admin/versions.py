@@ -19,7 +19,7 @@ from ml.models import ModelVersion
 from ml.plots import loss_curve_svg
 from ml.runtime import forget
 from ml.services import model_version_cancel, recommended_architecture
-from ml.workers import worker_devices
+from ml.workers import queue_workers_missing, worker_devices
 
 from ..indexing.jobs import index_job_cancel, index_job_start
 from ..indexing.progress import index_coverage, index_job_status
@@ -58,10 +58,19 @@ def _figure(version: ModelVersion, key: str):
     return f"{value:.3f}" if isinstance(value, float) else "—"
 
 
-def version_status(version: ModelVersion) -> dict:
-    """Everything the admin's live panel shows, as JSON-ready data."""
+def version_status(version: ModelVersion, *, polling: bool = False) -> dict:
+    """Everything the admin's live panel shows, as JSON-ready data.
+
+    `polling`: the panel's request every two seconds. While a reindex job runs, its counters (kept
+    by each batch as it finishes) are the progress, and the coverage, three counts over the
+    catalogue's tables, is left out; the page reloads with it once the job has finished."""
     job = IndexJob.objects.filter(model_version=version).order_by("-id").first()
-    coverage = index_coverage(model_version=version) if version.status == ModelVersion.Status.SUCCEEDED else None
+    busy = job is not None and not job.is_finished
+    coverage = (
+        index_coverage(model_version=version)
+        if version.status == ModelVersion.Status.SUCCEEDED and not (polling and busy)
+        else None
+    )
     return {
         "id": version.pk,
         "status": version.status,
@@ -249,7 +258,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def status_view(self, request, pk):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk)))
+        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk), polling=True))
 
     def reindex_view(self, request, pk):
         self._require(request, "reindex")
@@ -259,7 +268,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except ValueError as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+            if job.joined:
+                messages.success(request, f"Reindex job #{job.pk} was already running: {job.images_queued:,} images "
+                                          f"added, {job.total:,} in all.")
+            else:
+                messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+            no_worker = queue_workers_missing(queue="embeddings") if not job.is_finished else None
+            if no_worker:
+                messages.warning(request, no_worker)
         return self._back(pk)
 
     def activate_view(self, request, pk):

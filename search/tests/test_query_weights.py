@@ -12,7 +12,7 @@ from catalog.images import read_image
 from search.queries.nearest import nearest_products
 from search.queries.photo import photo_search
 from search.queries.similar import product_similar
-from search.queries.weights import CANDIDATES, PHOTO, QUERY_WEIGHTS, SIMILAR, query_vector
+from search.queries.weights import CANDIDATES, PHOTO, SIMILAR, query_vector
 
 from .factories import COLORS, category_create, index_and_activate, model_version_create, product_create, \
     product_with_vectors, shape_png
@@ -30,11 +30,12 @@ def unit(*values: float) -> list[float]:
 
 class QueryVectorTests(SimpleTestCase):
     def test_each_part_is_scaled_by_its_weight_for_the_use(self):
+        # The weights written out (search.queries.weights): similar items weigh the instance part
+        # 0.3, the category 2 and the colour groups 0; photo search the instance part 2, the
+        # category 1 and the colour groups 0. A changed weight must change this test too.
         q = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
-        w = QUERY_WEIGHTS[SIMILAR]
-        np.testing.assert_allclose(query_vector(q, PARTS, SIMILAR),
-                                   [w["instance_embedding"], 2 * w["instance_embedding"], 3 * w["probabilities"], 4 * w["colours"]])
-        self.assertEqual(query_vector(q, PARTS, PHOTO)[3], 4 * QUERY_WEIGHTS[PHOTO]["colours"])
+        np.testing.assert_allclose(query_vector(q, PARTS, SIMILAR), [0.3, 0.6, 6.0, 0.0], rtol=1e-6)
+        np.testing.assert_allclose(query_vector(q, PARTS, PHOTO), [2.0, 4.0, 3.0, 0.0], rtol=1e-6)
 
     def test_nothing_to_weigh_gives_none(self):
         q = np.ones(4, np.float32)
