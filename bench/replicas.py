@@ -121,7 +121,7 @@ def main() -> int:
                     for _ in range(args.requests):
                         seen = []
                         pk = rng.choice(product_ids)
-                        with connections["default"].execute_wrapper(lambda ex, sql, p, m, c: (seen.append(sql), ex(sql, p, m, c))[1]):
+                        with connections["default"].execute_wrapper(lambda ex, sql, p, m, c, seen=seen: (seen.append(sql), ex(sql, p, m, c))[1]):
                             t = time.perf_counter()
                             response = client.get(f"/api/products/{pk}/similar?k=8")
                             times.append(time.perf_counter() - t)

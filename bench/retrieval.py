@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from catalog.fashion_mnist import CLASS_NAMES, load_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGETS = {"precision_at_1": 0.93, "precision_at_10": 0.92}  # issue #3, best architecture
+TARGETS = {"precision_at_1": 0.93, "precision_at_10": 0.92}  # for the best architecture
 RUNS = ("pixels", "classifier:cnn", "classifier:softmax", "classifier:mlp", "autoencoder", "deep_ranking")
 
 
@@ -70,7 +70,7 @@ def parse_args(argv=None):
 
 # How people photograph products, applied to the Fashion-MNIST test images made into photos: the item
 # enlarged 4x on a black frame 1.4x its size, as a product photo leaves room around the item
-# (issue #13's robustness table). Each a function of (uint8 [28, 28] item, rng) -> uint8 photo.
+# (--robustness). Each a function of (uint8 [28, 28] item, rng) -> uint8 photo.
 PHOTO_SIDE = 112
 FRAME = 1.4
 

@@ -1,22 +1,23 @@
 """Search latency at catalogue scale: exact scan vs HNSW (several ef_search) vs NumPy brute force,
 recall@10 of HNSW against exact, and photo search end to end.
 
-For each mode: the selector's database time (sum of SQL round trips inside search.selectors.
-nearest_products, k=10), the selector's wall time, and the full request GET
+For each mode: the selector's database time (sum of SQL round trips inside search.queries.
+nearest.nearest_products, k=10), the selector's wall time, and the full request GET
 /api/products/<id>/similar?k=10 through Django's test Client (production settings, DEBUG=0).
 NumPy brute force is what simple reverse-image-search demos do: every vector in each process's
 memory, a full distance computation per query. Photo search: POST /api/search with Fashion-MNIST
 test images (28 x 28 PNG) and with the same images enlarged to 800 x 800 JPEG (a phone photo's size
-after the browser) through the test Client, plus its stages (decode+model, database). Issue 16:
+after the browser) through the test Client, plus its stages (decode+model, database). Then
 keyword search (database time of a results page, and GET /api/products), photo + words (POST
-/api/search with q, end to end) and the near-duplicate scan (search.duplicates); --only-16 runs
-just those.
+/api/search with q, end to end) and the near-duplicate scan (search.queries.duplicates);
+--only-keyword-hybrid-duplicates runs just those.
 
     python bench/search.py             # 60k catalogue (bench/setup_data.py, bench/indexing.py first)
     python bench/search.py --quick     # 5k catalogue (bench/setup_data.py --quick)
-    python bench/search.py --only-16   # keyword search, photo + words, find_duplicates only
-    python bench/search.py --storage   # issue 15: vector against halfvec on the 60k catalogue (bench/vectors.py)
-    python bench/search.py --vectors 1000000   # issue 15: similar items at a million vectors (bench/vectors.py)
+    python bench/search.py --only-keyword-hybrid-duplicates   # keyword search, photo + words, find_duplicates
+    python bench/search.py --storage   # vector against halfvec on the 60k catalogue (bench/vectors.py)
+    python bench/search.py --vectors 1000000   # similar items at a million vectors (bench/vectors.py)
+    python bench/search.py --typos     # typo tolerance of keyword search (bench/typos.py; the catalogue only)
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from bench.common import DbTimer, LoadSampler, configure, percentiles_ms, static
 EF_SEARCH = (20, 40, 100, 200)
 K = 10
 TARGETS = {"hnsw_p50_db_ms": 3.0, "recall_at_10": 0.98, "speedup_vs_exact": 10.0, "photo_p50_ms": 150.0}
-# Issue 16: keyword search, photo + words, near-duplicates.
-TARGETS_16 = {"keyword_p50_db_ms": 20.0, "hybrid_p50_ms": 60.0, "duplicates_s": 120.0}
+# Keyword search, photo + words, near-duplicates.
+KEYWORD_TARGETS = {"keyword_p50_db_ms": 20.0, "hybrid_p50_ms": 60.0, "duplicates_s": 120.0}
 
 
 def log(message: str) -> None:
@@ -309,8 +310,8 @@ def measure_duplicates(version) -> dict:
             "closest": [round(p.distance, 4) for p in pairs[:5]]}
 
 
-def main_16(args, version, client, started: float) -> int:
-    """Issue 16's figures alone (--only-16): keyword search, photo + words, find_duplicates."""
+def main_keyword_hybrid_duplicates(args, version, client, started: float) -> int:
+    """--only-keyword-hybrid-duplicates: keyword search, photo + words and find_duplicates alone."""
     from catalog.models import Product
 
     with LoadSampler() as load:
@@ -321,10 +322,11 @@ def main_16(args, version, client, started: float) -> int:
         hybrid = measure_hybrid(client, photo_payloads(args.photos or (30 if args.quick else 100)), args.seed)
         log("near-duplicates")
         duplicates = measure_duplicates(version)
-    print_16(products, keyword, hybrid, duplicates)
-    targets = targets_16(keyword, hybrid, duplicates)
+    print_keyword_hybrid_duplicates(products, keyword, hybrid, duplicates)
+    targets = targets_keyword_hybrid_duplicates(keyword, hybrid, duplicates)
     path = write_report(
-        "search_16", script="search", quick=args.quick, argv=sys.argv[1:], started=started, load=load.summary(),
+        "search_keyword_hybrid_duplicates", script="search", quick=args.quick, argv=sys.argv[1:], started=started,
+        load=load.summary(),
         catalogue={"products": products, "model_version": version.pk, "dim": version.dim},
         keyword=keyword, hybrid=hybrid, duplicates=duplicates, targets=targets,
     )
@@ -332,24 +334,25 @@ def main_16(args, version, client, started: float) -> int:
     return 0
 
 
-def print_16(products: int, keyword: dict, hybrid: dict, duplicates: dict) -> None:
+def print_keyword_hybrid_duplicates(products: int, keyword: dict, hybrid: dict, duplicates: dict) -> None:
     print()
     rows = [{"what": f"keyword page, db ({kind})", **v} for kind, v in keyword["db_by_kind"].items()]
     rows.insert(0, {"what": "keyword page, db (all)", **keyword["db"]})
     rows.append({"what": "GET /api/products (request)", **keyword["request"]})
     rows.append({"what": "POST /api/search photo + words (request)", **hybrid})
-    print(table(rows, [("what", f"issue 16, {products} products", "s"), ("p50", "p50 ms", ".2f"),
+    print(table(rows, [("what", f"keyword, photo + words: {products} products", "s"), ("p50", "p50 ms", ".2f"),
                        ("p95", "p95 ms", ".2f"), ("p99", "p99 ms", ".2f"), ("n", "n", "d")]))
     print(f"find_duplicates: default threshold {duplicates['threshold']:.4f} in {duplicates['threshold_s']} s, "
           f"{duplicates['pairs']} pairs in {duplicates['pairs_s']} s (total {duplicates['total_s']} s)")
 
 
-def targets_16(keyword: dict, hybrid: dict, duplicates: dict) -> dict:
+def targets_keyword_hybrid_duplicates(keyword: dict, hybrid: dict, duplicates: dict) -> dict:
     values = {"keyword_p50_db_ms": keyword["db"]["p50"], "hybrid_p50_ms": hybrid["p50"], "duplicates_s": duplicates["total_s"]}
     out = {}
     for key, value in values.items():
-        out[key] = {"target": TARGETS_16[key], "value": value, "met": value is not None and value <= TARGETS_16[key]}
-        print(f"{key}: {value} (target {TARGETS_16[key]}) {'met' if out[key]['met'] else 'MISSED'}")
+        target = KEYWORD_TARGETS[key]
+        out[key] = {"target": target, "value": value, "met": value is not None and value <= target}
+        print(f"{key}: {value} (target {target}) {'met' if out[key]['met'] else 'MISSED'}")
     return out
 
 
@@ -361,15 +364,18 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, help="full requests per mode (default 200; 50 with --quick)")
     parser.add_argument("--photos", type=int, help="photo searches per size (default 100; 30 with --quick)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only-16", action="store_true", help="only issue 16's figures (keyword, photo + words, duplicates)")
-    parser.add_argument("--storage", action="store_true", help="issue 15: vector against halfvec at 60k (bench/vectors.py)")
-    parser.add_argument("--vectors", type=int, help="issue 15: N mixture vectors in their own database (bench/vectors.py)")
+    parser.add_argument("--only-keyword-hybrid-duplicates", action="store_true",
+                        help="only keyword search, photo + words and find_duplicates")
+    parser.add_argument("--storage", action="store_true", help="vector against halfvec at 60k (bench/vectors.py)")
+    parser.add_argument("--vectors", type=int, help="N mixture vectors in their own database (bench/vectors.py)")
     parser.add_argument("--build-memory", default="2GB", help="with --storage/--vectors: maintenance_work_mem for HNSW builds")
     parser.add_argument("--build-workers", type=int, default=1, help="with --vectors: max_parallel_maintenance_workers")
     parser.add_argument("--components", type=int, default=8, help="with --vectors: mixture components per category")
     parser.add_argument("--exact-queries", type=int, default=20, help="with --vectors: queries for the database's exact scan")
     parser.add_argument("--retrieval-hnsw", type=int, default=2000, help="with --storage: test queries through each HNSW index")
     parser.add_argument("--rebuild", action="store_true", help="with --vectors: rebuild (and time) indexes already there")
+    parser.add_argument("--typos", action="store_true", help="typo tolerance of keyword search (bench/typos.py)")
+    parser.add_argument("--typo-samples", type=int, default=8, help="with --typos: typos per word, kind and edit count")
     args = parser.parse_args(argv)
     if args.storage or args.vectors:
         from bench import vectors
@@ -377,6 +383,10 @@ def main(argv=None) -> int:
         args.queries = args.queries or (400 if args.storage else 300)
         return vectors.storage_main(args) if args.storage else vectors.million_main(args)
     configure(quick=args.quick)
+    if args.typos:
+        from bench import typos
+
+        return typos.typos_main(args)
     static_collect()
     from django.conf import settings
     from django.db import connection
@@ -394,8 +404,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     started = time.monotonic()
-    if args.only_16:
-        return main_16(args, version, Client(), started)
+    if args.only_keyword_hybrid_duplicates:
+        return main_keyword_hybrid_duplicates(args, version, Client(), started)
     with LoadSampler() as load:
         products, _images, matrix = load_vectors(version)
         log(f"version {version.pk}: {len(products)} vectors of dim {matrix.shape[1]}")
@@ -434,7 +444,7 @@ def main(argv=None) -> int:
         payloads = photo_payloads(n_photos)
         photo = measure_photo(client, payloads)
         stages = measure_photo_stages(version, payloads[:60])
-        log("issue 16: keyword search, photo + words, near-duplicates")
+        log("keyword search, photo + words, near-duplicates")
         keyword = measure_keyword(client, keyword_queries(n_queries, args.seed))
         hybrid = measure_hybrid(client, payloads, args.seed)
         duplicates = measure_duplicates(version)
@@ -459,7 +469,7 @@ def main(argv=None) -> int:
     print(table([{"stage": k, **v} for k, v in stages.items()],
                 [("stage", "photo search stage", "s"), ("p50", "p50 ms", ".2f"), ("p95", "p95 ms", ".2f")]))
 
-    print_16(len(products), keyword, hybrid, duplicates)
+    print_keyword_hybrid_duplicates(len(products), keyword, hybrid, duplicates)
 
     default = next(r for r in rows if r["ef_search"] == settings.HNSW_EF_SEARCH)
     ok_hnsw = [r for r in rows if r["ef_search"] and r["recall_at_10"] >= TARGETS["recall_at_10"]]
@@ -491,7 +501,7 @@ def main(argv=None) -> int:
         catalogue={"vectors": int(len(products)), "dim": int(matrix.shape[1]), "model_version": version.pk,
                    "table_bytes": total_bytes, "heap_bytes": heap_bytes, "hnsw_index_bytes": index_bytes},
         k=K, queries=len(queries), requests_per_mode=n_requests, similar=rows, photo_search=photo,
-        photo_stages=stages, targets={**targets, **targets_16(keyword, hybrid, duplicates)},
+        photo_stages=stages, targets={**targets, **targets_keyword_hybrid_duplicates(keyword, hybrid, duplicates)},
         keyword=keyword, hybrid=hybrid, duplicates=duplicates,
     )
     print(f"\nwall time {time.monotonic() - started:.0f} s; load {load.summary()}; wrote {path}")

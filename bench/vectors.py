@@ -1,11 +1,11 @@
-"""Issue 15: halfvec against vector storage, and similar items at a million vectors.
+"""halfvec against vector storage, and similar items at a million vectors.
 
     python bench/search.py --storage            # the 60k catalogue (bench/setup_data.py first)
     python bench/search.py --vectors 1000000    # a million vectors fitted to the 60k ones (--storage first)
 
 --storage, on the 60k bench catalogue and its active (vector) version V: a twin version H stores
 the same vectors as halfvec (PostgreSQL rounds V's float32 to float16, as the write path does).
-Both HNSW indexes are rebuilt with search.services.hnsw_index_build and timed; the rows' heap and
+Both HNSW indexes are rebuilt with search.serving.hnsw.hnsw_index_build and timed; the rows' heap and
 each index are measured, and so is the other design (V's float32 column with an expression index on
 (embedding::halfvec(D))). Similar items (nearest_products, k=10) run over an ef_search sweep for
 both, recall@10 against the exact float32 scan; P@1/P@10 on Fashion-MNIST (the 10,000 test images as

@@ -5,7 +5,8 @@ import io
 import uuid
 from pathlib import PurePosixPath
 
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, GistIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Prefetch
@@ -46,6 +47,11 @@ class Product(models.Model):
     # database trigger on every insert or update (and when a category is renamed): see
     # catalog/migrations/0002_product_search.py. A GeneratedField cannot read the category's name.
     search_vector = SearchVectorField(null=True, editable=False)
+    # The distinct words (runs of letters, lower case) of title, category name and description, written
+    # by the same trigger: what the product adds to the spelling vocabulary (SearchWord). Kept on the row
+    # so that the vocabulary's counts can drop exactly the words a product had when it is edited, its
+    # category renamed, or deleted.
+    search_words = ArrayField(models.TextField(), null=True, editable=False)
 
     objects = ProductQuerySet.as_manager()
 
@@ -69,6 +75,26 @@ class Product(models.Model):
         # Uses the prefetched, ordered images when the queryset came from browsable().
         images = list(self.images.all())
         return images[0] if images else None
+
+
+class SearchWord(models.Model):
+    """A word of the catalogue (in the title, category name, description or SKU of some product) and how
+    many products have it: the dictionary that typo correction reads (catalog/spelling.py). Only
+    database triggers write it, as products are added, edited or deleted (catalog/migrations/0004_search_words.py)."""
+
+    word = models.TextField(primary_key=True)  # lower case, letters only, 2 to 64 of them
+    stem = models.TextField(null=True)  # noqa: DJ001 - None (a stop word) differs from ""; its English full-text lexeme ("dresses" -> "dress"); None: a stop word
+    products = models.IntegerField(default=0)  # products that have it in their text: a word typos are corrected to
+    skus = models.IntegerField(default=0)  # products whose SKU has it ("drs" of "DRS-0012"): known, never a correction
+
+    class Meta:
+        indexes = [
+            GistIndex(fields=["word"], opclasses=["gist_trgm_ops"], name="catalog_searchword_trgm"),  # nearest by trigrams
+            models.Index(fields=["stem"], name="catalog_searchword_stem"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.word} ({self.products})"
 
 
 def product_image_path(instance: ProductImage, filename: str) -> str:

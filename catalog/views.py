@@ -3,8 +3,10 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from config.api import json_api_view
 from config.replicas import replica_reads
 
+from .api_schema import product_list_schema
 from .forms import ProductSearchForm
 from .keyword_search import Match, product_search
 from .models import Product
@@ -16,9 +18,15 @@ API_PAGE_SIZE = 24
 API_MAX_PAGE_SIZE = 100
 
 
+def _exact(request) -> bool:
+    """?exact=1: search the words as typed, without typo correction ("search instead for ...")."""
+    return request.GET.get("exact") == "1"
+
+
 @replica_reads
 def product_list_view(request):
-    """The catalogue, and keyword search over it: ?q=words&category=slug&min_price=&max_price=&page="""
+    """The catalogue, and keyword search over it: ?q=words&category=slug&min_price=&max_price=&page=
+    (&exact=1: no typo correction)"""
     form = ProductSearchForm(request.GET)
     if not form.is_valid():
         if "category" in form.errors:  # a stale category link: the page it named is gone
@@ -26,7 +34,9 @@ def product_list_view(request):
         context = {"form": form, "page": None, "q": request.GET.get("q", "")[:200], "error": form.first_error()}
         return render(request, "catalog/product_list.html", context, status=400)
     data = form.cleaned_data
-    results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
+    results = product_search(
+        query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"], correct=not _exact(request)
+    )
     paginator = Paginator(results.pages(), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     context = {
@@ -34,6 +44,7 @@ def product_list_view(request):
         "page": page,
         "category": data["category"],
         "q": results.query,
+        "corrected_query": results.corrected_query,  # "Showing results for ...; search instead for <q>"
         "match": results.match,
         "more_than_count": getattr(paginator.object_list, "capped", False),  # "1,000+ products"
         "similar_words": results.match == Match.SIMILAR,
@@ -62,9 +73,13 @@ def _int_param(request, name: str, default: int, low: int, high: int | None = No
     return value
 
 
+@product_list_schema
+@json_api_view(["GET"], not_allowed="Use GET.")
 @replica_reads
 def api_product_list(request):
-    """GET /api/products?q=&category=&min_price=&max_price=&page=&page_size= : the catalogue page as JSON."""
+    """GET /api/products?q=&category=&min_price=&max_price=&page=&page_size=&exact= : the catalogue page as
+    JSON. `corrected_query` is what was searched when typos in `q` were corrected (null otherwise), and
+    `corrections` the words it changed; exact=1 searches `q` as typed."""
     if request.method not in ("GET", "HEAD"):
         return _json_error("Use GET.", 405)
     form = ProductSearchForm(request.GET)
@@ -76,7 +91,9 @@ def api_product_list(request):
     except ValueError as exc:
         return _json_error(str(exc), 400)
     data = form.cleaned_data
-    results = product_search(query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"])
+    results = product_search(
+        query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"], correct=not _exact(request)
+    )
     paginator = Paginator(results.pages(), size)
     try:
         page = paginator.page(number)
@@ -87,6 +104,8 @@ def api_product_list(request):
     return JsonResponse(
         {
             "query": results.query,
+            "corrected_query": results.corrected_query,
+            "corrections": [{"word": c.word, "corrected": c.corrected} for c in results.corrections],
             "match": results.match,
             "count": paginator.count,
             "count_exact": not getattr(paginator.object_list, "capped", False),  # False: at least `count` match

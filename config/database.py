@@ -1,7 +1,7 @@
 """Where the database is: DATABASE_URL, or an embedded PostgreSQL 18 + pgvector under var/.
 
 The settings only read DATABASE_URL. The entry points that need a database (manage.py, the WSGI
-app, the Celery app, config.demo, the pytest plugin) call `database_ensure()` before Django loads
+app, the Celery app, devtools.demo, the pytest plugin) call `database_ensure()` before Django loads
 its settings: it starts the embedded server when DATABASE_URL is unset and sets DATABASE_URL to it,
 so this process and the children it starts share one server.
 """

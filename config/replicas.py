@@ -84,7 +84,7 @@ class ReplicaRouter:
 class ReplicaHealth:
     alias: str
     usable: bool
-    reason: str  # why it is not used ("" when usable), for the log and `config.demo --check-services`
+    reason: str  # why it is not used ("" when usable), for the log and `devtools.demo --check-services`
     lag_seconds: float | None
     checked_at: float  # time.monotonic()
     catching_up: bool = False  # only behind on what serves (just after an activation): logged as info

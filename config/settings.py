@@ -48,6 +48,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django.contrib.postgres",  # full-text and trigram lookups for keyword search
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (the docs page works offline)
     "catalog",
     "ml",
     "search",
@@ -166,6 +169,9 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 # Model artifacts (checkpoints, .keras files, TensorBoard logs) live beside the media, not in it.
 MODELS_ROOT = Path(os.environ.get("MODELS_ROOT", BASE_DIR / "var" / "models"))
+# A training run's decoded images (uint8 RGB + mask) larger than this are memory-mapped from its folder
+# under MODELS_ROOT instead of held in memory (ml.input).
+TRAINING_IN_MEMORY_BYTES = int(os.environ.get("TRAINING_IN_MEMORY_BYTES", 2 * 2**30))
 
 # Uploads: photo search takes at most this many bytes; Django refuses larger request bodies.
 SEARCH_UPLOAD_MAX_BYTES = int(os.environ.get("SEARCH_UPLOAD_MAX_BYTES", 10 * 1024 * 1024))
@@ -191,7 +197,7 @@ CELERY_TASK_ROUTES = {
 # a batch started INDEX_BATCH_MAX_ATTEMPTS times without finishing is given up (search.indexing.batches).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
 INDEX_BATCH_MAX_ATTEMPTS = int(os.environ.get("INDEX_BATCH_MAX_ATTEMPTS", 12))
-# Celery beat runs the lifecycle repair (search/repair.py) every REPAIR_INTERVAL seconds; work that
+# Celery beat runs the lifecycle repair (search/indexing/repair.py) every REPAIR_INTERVAL seconds; work that
 # shows no progress for REPAIR_STALE_AFTER seconds, with nothing waiting in its queue, is sent again.
 REPAIR_INTERVAL = int(os.environ.get("REPAIR_INTERVAL", 300))
 REPAIR_STALE_AFTER = int(os.environ.get("REPAIR_STALE_AFTER", 600))
@@ -220,10 +226,37 @@ EMBEDDING_BATCH_SIZE_GPU = int(os.environ.get("EMBEDDING_BATCH_SIZE_GPU", 4096))
 HNSW_EF_SEARCH = int(os.environ.get("HNSW_EF_SEARCH", 100))
 HNSW_BUILD_MEMORY = os.environ.get("HNSW_BUILD_MEMORY", "512MB")  # maintenance_work_mem while building
 # How new model versions store their vectors (search.storage): halfvec (float16) halves the rows and
-# the HNSW index at the same retrieval figures (README, "halfvec storage"); vector is float32.
+# the HNSW index at the same retrieval figures (docs/benchmarks.md, "halfvec storage"); vector is float32.
 VECTOR_STORAGE = os.environ.get("VECTOR_STORAGE", "halfvec")
 if VECTOR_STORAGE not in ("vector", "halfvec"):
     raise ImproperlyConfigured(f"VECTOR_STORAGE must be vector or halfvec. Received: {VECTOR_STORAGE!r}")
+
+# The JSON API (/api/...) on REST framework, described by drf-spectacular at /api/schema/ (docs page:
+# /api/docs/). The views set their own policies (config.api.json_api_view); these are the defaults
+# for the rest: JSON only, no session authentication (it would demand a CSRF token), no throttling.
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": [],
+    "DEFAULT_METADATA_CLASS": None,
+    "EXCEPTION_HANDLER": "config.api.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lookalike API",
+    "DESCRIPTION": (
+        "Visually similar products: the catalogue and keyword search, similar items for a product, and "
+        'search by photo. Every error is JSON: {"error": "a message for people"}.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+}
 
 # Production hardening: on whenever DEBUG is off.
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -4,13 +4,14 @@ import logging
 import sys
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponseServerError, JsonResponse
 from django.shortcuts import render
+from django.template import loader
 from django.views.static import serve
 
 logger = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 30  # seconds
+SERVER_ERROR = "Something went wrong on our side. Please try again."
 
 
 def media_serve(request, path):
@@ -43,7 +44,13 @@ def error_404(request, exception=None):
 
 
 def error_500(request):
+    from .middleware import database_connection_lost
+
     exception = sys.exc_info()[1]  # called while Django handles it
-    if isinstance(exception, (OperationalError, InterfaceError)):  # e.g. raised in a middleware
+    if exception is not None and database_connection_lost(exception):  # e.g. raised in a middleware
         return database_unavailable(request, exception)
-    return _error(request, 500, "Something went wrong on our side. Please try again.")
+    try:
+        return _error(request, 500, SERVER_ERROR)
+    except Exception:  # the site's error page failed too (a template, say): the plain one
+        logger.exception("The error page for %s could not be rendered", request.path)
+        return HttpResponseServerError(loader.render_to_string("500.html", {"message": SERVER_ERROR}))

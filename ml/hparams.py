@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ml.budget import parse as parse_budget
+
 BACKBONES = ("vgg16", "mobilenet_v2", "resnet50")
 MINING = ("semi-hard", "hard")
 LR_SCHEDULES = ("constant", "cosine")
@@ -29,6 +31,7 @@ class HParams:
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     epochs: int = 8
+    budget: str = ""  # "" trains `epochs` epochs; else steps ("20000steps"), wall time ("30m") or "auto" (ml.budget)
     seed: int = 1337
     variant: str = "cnn"
     margin: float = 0.2
@@ -98,6 +101,9 @@ class HParams:
         for name in ("augment", "flip_average", "framing", "localiser"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
+        if not isinstance(self.budget, str):
+            raise ValueError(f"budget must be a string (20000steps, 30m, auto) or empty. Received: budget={self.budget!r}")
+        parse_budget(self.budget)  # BudgetError (a ValueError) says what is wrong
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("mining", self.mining, MINING)

@@ -15,8 +15,10 @@ from PIL import Image
 
 import ml.layers  # noqa: F401  (registers the custom layers for loading)
 import ml.losses  # noqa: F401  (and the losses)
+from catalog.images import InvalidImage
 from ml.artifacts import ModelLoadError, embedder_load
 from ml.preprocess import Framing, arrays_to_input, bytes_to_input, model_input, png_as_is
+from ml.preprocess import decode as decode_bytes
 
 __all__ = ["DECODE_CHUNK", "Embedder", "ModelLoadError"]
 
@@ -129,7 +131,8 @@ class Embedder:
                     ) -> tuple[np.ndarray, dict[int, str]]:
         """(vectors float32 [n, dim], failures {index: reason}). A missing, unreadable or corrupt
         file gets a zero row and an entry in failures (the reason catalog.images gives, as at
-        import); the others are embedded.
+        import); the others are embedded. Any other error (in framing, the model, MemoryError) is
+        raised: it is no fact about a file, and must not be recorded as one.
 
         Files are read and decoded `chunk` at a time (default: a quarter of batch_size, at least
         DECODE_CHUNK) in DECODE_THREADS threads (file reads and Pillow release the GIL), the next
@@ -147,11 +150,14 @@ class Embedder:
         step = max(1, min(chunk or max(DECODE_CHUNK, batch_size // 4), batch_size))
 
         def contract(data: bytes) -> tuple[np.ndarray | None, str | None]:
-            """(model input, None) or (None, the reason the file cannot be used)."""
+            """(model input, None) or (None, the reason the file cannot be used). Only the file's
+            decoding (InvalidImage: catalog.images gives every decoder error as one) is the file's
+            fault; an error in framing or resizing, or MemoryError, is raised: the batch fails."""
             try:
-                return bytes_to_input(data, size, framing), None
-            except Exception as exc:  # noqa: BLE001 - any decoder error is this file's failure reason
+                pixels = decode_bytes(data, size)
+            except InvalidImage as exc:
                 return None, _reason(exc)
+            return model_input(pixels, size, framing), None
 
         def decode(indices: range) -> list[tuple[int, np.ndarray | bytes | None, str | None]]:
             # (index, model input, None), (index, PNG bytes for the graph, None) or (index, None, reason)
@@ -160,7 +166,7 @@ class Embedder:
                 try:
                     with open(paths[i], "rb") as f:
                         data = f.read()
-                except Exception as exc:  # noqa: BLE001 - a file that cannot be read is its failure reason
+                except OSError as exc:  # missing, unreadable, a folder: the file's own failure reason
                     out.append((i, None, _reason(exc)))
                     continue
                 out.append((i, data, None) if png_as_is(data, size, framing) else (i, *contract(data)))

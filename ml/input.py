@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from catalog.images import InvalidImage
 from ml.augment import StatelessRandom, ViewAugment, augment_views
+from ml.budget import cache_bytes
 from ml.preprocess import Framing, decode, framed_with_mask
 
 logger = logging.getLogger(__name__)
@@ -65,18 +66,21 @@ def _cache_key(source: Sequence[str] | np.ndarray, image_size: int, framing: Fra
 
 def decode_once(source: Sequence[str] | np.ndarray, *, image_size: int, framing: Framing,
                 cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> FramedImages:
+                progress: Callable[[int, int], None] | None = None,
+                in_memory_bytes: int | None = None) -> FramedImages:
     """Decode and frame every image of `source` (file paths, or uint8 arrays [n, h, w(, c)]) once.
 
     A file that cannot be read or decoded is a failure with its reason (InvalidImage's, or the
-    OS error); its slot stays black and `usable` excludes it. With cache_dir, a cache too large for
-    memory is written there (and reused by a resumed run with the same files, size and framing).
+    OS error); its slot stays black and `usable` excludes it. With cache_dir, a cache larger than
+    in_memory_bytes (default IN_MEMORY_BYTES) is written there as memory-mapped files (and reused by a
+    resumed run with the same files, size and framing).
     """
+    limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
     n = len(source)
     shape = (n, image_size, image_size)
-    nbytes = n * image_size * image_size * 4
+    nbytes = cache_bytes(n, image_size)
     key = _cache_key(source, image_size, framing)
-    if cache_dir is not None and nbytes > IN_MEMORY_BYTES:
+    if cache_dir is not None and nbytes > limit:
         folder = Path(cache_dir)
         folder.mkdir(parents=True, exist_ok=True)
         done = folder / f"{key}.done"
@@ -209,8 +213,12 @@ def _tables(framed: FramedImages):
     if isinstance(framed.images, np.memmap) or framed.images.nbytes > IN_MEMORY_BYTES:
         def gather(idx):
             def read(i):
-                i = np.sort(i)
-                return framed.images[i].astype(np.float32), framed.masks[i].astype(np.float32) / 255.0
+                # Read each row once, in file order (sequential on disk), then put the rows back in
+                # the batch's order: the labels are gathered in that order.
+                rows, order = np.unique(i, return_inverse=True)
+                order = order.reshape(-1)
+                x = framed.images[rows][order].astype(np.float32)
+                return x, framed.masks[rows][order].astype(np.float32) / 255.0
             x, m = tf.numpy_function(read, [idx], [tf.float32, tf.float32])
             s = framed.images.shape[1]
             return tf.ensure_shape(x, [None, s, s, 3]), tf.ensure_shape(m, [None, s, s])

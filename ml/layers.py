@@ -215,7 +215,7 @@ class Compose(layers.Layer):
 def vector_parts(model: keras.Model) -> list[dict] | None:
     """The layout of a model's served vector when a Compose layer named "embedding" made it:
     [{"name": the part's source layer, "size": its width, "share": its squared weight}, ...] in
-    vector order (search.query_weights weighs them per use); None for a vector of one part."""
+    vector order (search.queries.weights weighs them per use); None for a vector of one part."""
     try:
         layer = model.get_layer("embedding")
     except ValueError:

@@ -125,7 +125,7 @@ def too_small(images: np.ndarray, masks: np.ndarray) -> str | None:
 
 def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, seed: int, steps: int = 600,
                     composites: int = 1200, batch_size: int = 32, width: int = 8,
-                    spec: SceneSpec = SceneSpec(size=INPUT_SIZE), verbose: int = 0) -> dict[str, Any]:
+                    spec: SceneSpec | None = None, verbose: int = 0) -> dict[str, Any]:
     """Train on composites of the catalogue's cut-outs (framed packshots `images` uint8 [n, s, s, 3]
     and masks [n, s, s]) and save it in `workdir`. Returns the figures for the version's metrics:
     {"localiser": {...}} when trained, or {"localiser": None, "localiser_skipped": reason}."""
@@ -134,6 +134,7 @@ def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, see
 
     from ml.artifacts import localiser_save
 
+    spec = spec or SceneSpec(size=INPUT_SIZE)
     reason = too_small(images, masks)
     if reason:
         return {"localiser": None, "localiser_skipped": reason}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
@@ -17,6 +18,7 @@ from catalog import fashion_mnist
 from catalog.images import InvalidImage, read_image
 from catalog.models import Category, ProductImage
 
+from . import budget as budgets
 from . import hparams as hp
 from . import enqueue as messages
 from .architectures import defaults, get, recommend
@@ -28,6 +30,7 @@ from .runtime import embedder_for
 from .signals import model_version_trained
 
 logger = logging.getLogger(__name__)
+TIME_BUDGET_EPOCHS = 10**6  # ml.training's: a wall-time budget's fit() has no fixed number of chunks
 EVALUATION_QUERIES = ("holdout", "fashion-mnist-test")
 
 
@@ -111,11 +114,26 @@ def model_version_create(
         overrides = {**choice.overrides, **(overrides or {})}
         metrics["chosen_because"] = choice.reason
     params = defaults(architecture, variant, **(overrides or {}))
+    training_preflight(architecture, params)
     version = ModelVersion.objects.create(architecture=architecture, hparams=params.to_dict(), epochs=params.epochs,
                                           metrics=metrics)
     if enqueue:
         transaction.on_commit(lambda: messages.model_version_train(version.pk))
     return version
+
+
+def training_preflight(architecture: str, params: hp.HParams) -> None:
+    """Raise ValueError (ml.budget.BudgetError) when the run cannot work on this catalogue, before
+    anything is recorded: a budget too small to show each product twice, or a decoded-image cache
+    that will not fit the disk."""
+    images = ProductImage.objects.count()
+    if not images:
+        return  # training itself says the catalogue is empty
+    by_product = architecture == "deep_ranking" and params.positives == "product"
+    items = ProductImage.objects.values("product_id").distinct().count() if by_product else images
+    per_step = params.batch_size // 2 if by_product else params.batch_size
+    budgets.check_for_catalogue(budgets.parse(params.budget), items, per_step)
+    budgets.check_disk(images, params.image_size, settings.TRAINING_IN_MEMORY_BYTES, settings.MODELS_ROOT)
 
 
 def _progress_callback(version: ModelVersion, every_seconds: float = 2.0):
@@ -132,7 +150,11 @@ def _progress_callback(version: ModelVersion, every_seconds: float = 2.0):
 
         def on_train_begin(self, logs=None):
             steps = (self.params or {}).get("steps") or 0
-            ModelVersion.objects.filter(pk=version.pk).update(steps_per_epoch=steps)
+            row = {"steps_per_epoch": steps}
+            epochs = (self.params or {}).get("epochs")
+            if version.hparams.get("budget") and epochs and epochs < TIME_BUDGET_EPOCHS:
+                row["epochs"] = epochs  # a step budget's chunks between checkpoints
+            ModelVersion.objects.filter(pk=version.pk).update(**row)
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -149,9 +171,15 @@ def _progress_callback(version: ModelVersion, every_seconds: float = 2.0):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if np.isscalar(v)}}
-            version.refresh_from_db(fields=["loss_history"])
+            version.refresh_from_db(fields=["loss_history", "metrics"])
             history = [r for r in version.loss_history if r.get("epoch") != epoch + 1] + [row]
-            ModelVersion.objects.filter(pk=version.pk).update(epoch=epoch + 1, step=0, loss_history=history)
+            update = {"epoch": epoch + 1, "step": 0, "loss_history": history}
+            used = logs.get("budget_used")
+            if version.hparams.get("budget") and used:
+                # Progress is the budget used: a wall-time budget's chunk count is re-estimated each chunk.
+                update["epochs"] = max(epoch + 1, int(round((epoch + 1) / used)))
+                update["metrics"] = {**version.metrics, "budget_used": round(float(used), 3)}
+            ModelVersion.objects.filter(pk=version.pk).update(**update)
 
     return Callback()
 
@@ -197,6 +225,7 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
             label_names=data.label_names,
             workdir=version.workdir,
             callbacks=[_progress_callback(version), *extra_callbacks],
+            in_memory_bytes=settings.TRAINING_IN_MEMORY_BYTES,
         )
         split = {"relevance": result.holdout.get("relevance", "category"),
                  "image_ids": [int(data.ids[i]) for i in result.holdout.get("indices", [])],
@@ -235,6 +264,8 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
     version = _finish(
         version, ModelVersion.Status.SUCCEEDED,
         metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1), "trained_on": _trained_on(params),
+                 "peak_rss_mib": round(result.peak_rss_bytes / 2**20, 1), "steps": result.steps_done,
+                 **({"budget": result.budget} if result.budget else {}),
                  **({"vector_parts": result.vector_parts} if result.vector_parts else {}), **result.localiser},
     )
     model_version_trained.send(sender=ModelVersion, model_version=version)

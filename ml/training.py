@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from ml import budget as budgets
 from ml.architectures import CatalogueLabels, build, float32_embedder, get
 from ml.artifacts import CHECKPOINT, TENSORBOARD, checkpoint_save, embedder_save, state_read
 from ml.colour import product_colours
@@ -33,6 +34,7 @@ from ml.precision import resolve
 from ml.preprocess import decode, to_rgb
 
 PROJECTOR_SAMPLE = 500
+TIME_BUDGET_EPOCHS = 10**6  # a wall-time budget's fit() runs until the budget callback stops it
 
 
 @dataclass
@@ -51,6 +53,9 @@ class TrainResult:
     holdout: dict[str, Any] = field(default_factory=dict)  # {"relevance", "indices"}: what eval figures used
     vector_parts: list[dict] | None = None  # the served vector's parts (ml.layers.vector_parts), if several
     localiser: dict[str, Any] = field(default_factory=dict)  # {"localiser": figures or None, ...} (ml.localiser)
+    peak_rss_bytes: int = 0  # the training process's peak resident memory, when training returned
+    steps_done: int = 0  # optimizer steps over all calls on this workdir
+    budget: dict | None = None  # a budget run's budget and how much of it was used (ml.budget)
 
 
 def train(
@@ -66,6 +71,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
     progress: Any = None,
+    in_memory_bytes: int | None = None,
 ) -> TrainResult:
     """Train `architecture` on image files (`paths`) or in-memory uint8 `images` [n, h, w(, c)].
 
@@ -78,7 +84,8 @@ def train(
     callbacks: extra Keras callbacks (progress, cancellation via model.stop_training); they get
     batch- and epoch-level hooks. progress(done, total): decoding progress. If `workdir` holds a
     checkpoint of the same run, training resumes after its last complete epoch; raising
-    hparams.epochs there continues a finished run.
+    hparams.epochs there continues a finished run. in_memory_bytes: a decode-once cache larger than
+    this is memory-mapped from the workdir (default ml.input.IN_MEMORY_BYTES).
     """
     spec = get(architecture)
     hp = HParams.from_dict(hparams) if isinstance(hparams, dict) else hparams
@@ -118,7 +125,7 @@ def train(
 
     framing = Framing.from_dict(state["framing"]) if state and "framing" in state else _framing(hp, source)
     framed = decode_once(source, image_size=hp.image_size, framing=framing, cache_dir=workdir / "cache",
-                         progress=progress)
+                         progress=progress, in_memory_bytes=in_memory_bytes)
     usable = framed.usable
     if usable.sum() < 2:
         raise ValueError(f"Only {int(usable.sum())} of {n} images could be decoded, e.g. "
@@ -134,11 +141,23 @@ def train(
     if len(train_idx) < 2:
         raise ValueError(f"The split left {len(train_idx)} training images; lower eval_fraction.")
     data = spec.training_data(hp, built, framed, catalogue, train_idx, seed=hp.seed + initial_epoch)
-    steps = data.steps_per_epoch
+    steps, epochs = data.steps_per_epoch, hp.epochs
+    budget = budgets.parse(hp.budget)
+    planned = steps * epochs
+    if budget is not None:
+        # A budget run's "epoch" is a chunk of steps between checkpoints; the batches sample products.
+        steps, planned = budgets.plan(budget, len(np.unique(catalogue.products[train_idx])), data.steps_per_epoch)
+        if budget.kind == "seconds":
+            planned = int((state or {}).get("planned_steps", planned))
+            epochs = TIME_BUDGET_EPOCHS
+        else:
+            epochs = planned // steps
+    total_steps = tf.Variable(float(planned), trainable=False, dtype=tf.float32, name="planned_steps")
     lr: Any = hp.lr
     if hp.lr_schedule == "cosine":
         # Decays over the whole run; the step count resumes with the optimizer, so does the schedule.
-        lr = keras.optimizers.schedules.CosineDecay(hp.lr, decay_steps=steps * hp.epochs, alpha=0.01)
+        # A wall-time budget re-plans its total steps as it measures them (total_steps is read each step).
+        lr = PlannedCosine(hp.lr, total_steps, alpha=0.01)
     built.trainer.compile(
         optimizer=keras.optimizers.Adam(lr), loss=built.loss, loss_weights=built.loss_weights,
         metrics=built.metrics,
@@ -151,21 +170,24 @@ def train(
     sample_idx = (eval_idx if len(eval_idx) else train_idx)[:PROJECTOR_SAMPLE]
     sample = framed.images[np.sort(sample_idx)].astype(np.float32)
     logger = _TensorBoardLogger(workdir / TENSORBOARD, sample if spec.target == "images" else None)
-    checkpoint = _Checkpoint(workdir, architecture, hp, steps, state, framing)
-    if initial_epoch < hp.epochs:
+    checkpoint = _Checkpoint(workdir, architecture, hp, steps, state, framing, budget=budget, planned=planned,
+                             total_steps=total_steps)
+    if not checkpoint.finished(epochs):
         built.trainer.fit(
-            data.dataset, epochs=hp.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            data.dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             callbacks=[checkpoint, logger, *callbacks], verbose=verbose,
         )
     epochs_done = checkpoint.epoch
     history = checkpoint.history
     train_seconds = checkpoint.seconds
-    completed = epochs_done >= hp.epochs
+    completed = checkpoint.finished(epochs)
     result = TrainResult(
         workdir=workdir, completed=completed, epochs_completed=epochs_done, initial_epoch=initial_epoch,
         history=history, train_seconds=train_seconds, dim=built.dim, failures=framed.failures,
+        steps_done=epochs_done * steps, budget=checkpoint.budget_report(),
     )
     if not completed:
+        result.peak_rss_bytes = peak_rss_bytes()
         return result
 
     embedder = float32_embedder(architecture, hp, built, catalogue)
@@ -178,6 +200,7 @@ def train(
     if len(eval_idx) >= 2:
         result.eval_metrics = _holdout_metrics(embedder, framed, catalogue, train_idx, eval_idx, relevance)
     result.localiser = _localiser(hp, framed, train_idx, workdir)
+    result.peak_rss_bytes = peak_rss_bytes()
     meta = {
         "architecture": architecture,
         "hparams": hp.to_dict(),
@@ -190,12 +213,15 @@ def train(
         "flip_average": hp.flip_average,
         "trained_precision": resolve(hp.precision),  # the exported embedder is float32
         "epochs_completed": epochs_done,
+        "steps_done": result.steps_done,
+        "budget": result.budget,
         "train_seconds": round(train_seconds, 2),
         "n_train": int(len(train_idx)),
         "n_eval": int(len(eval_idx)),
         # The holdout, by position in the training input: what "eval" figures were measured on.
         "holdout": result.holdout,
         "n_failed_images": len(framed.failures),
+        "peak_rss_mib": round(result.peak_rss_bytes / 2**20, 1),
         "eval_metrics": result.eval_metrics,
         "history": history,
         **result.localiser,
@@ -247,9 +273,9 @@ def _holdout_metrics(embedder, framed: FramedImages, labels: CatalogueLabels, tr
     """Holdout figures. relevance "category": the held-out products against each other (by
     category); "product": each held-out photo against the training photos (relevant = its own
     product), which is what photo search of a new photo of a catalogue product does."""
-    eval_v = _embed(embedder, framed.images[eval_idx].astype(np.float32))
+    eval_v = _embed_rows(embedder, framed.images, eval_idx)
     if relevance == "product":
-        train_v = _embed(embedder, framed.images[train_idx].astype(np.float32))
+        train_v = _embed_rows(embedder, framed.images, train_idx)
         metrics = retrieval_metrics(train_v, labels.products[train_idx], eval_v, labels.products[eval_idx])
     else:
         metrics = retrieval_metrics(eval_v, labels.categories[eval_idx], eval_v, labels.categories[eval_idx],
@@ -261,13 +287,35 @@ def _embed(embedder: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(embedder.predict(x, batch_size=256, verbose=0)["embedding"], np.float32)
 
 
+EMBED_CHUNK = 2048  # cache rows made float32 at a time: 100 MB at 64 px, 1.2 GB at 224 px
+
+
+def _embed_rows(embedder: keras.Model, images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Vectors of images[idx], read and converted a chunk at a time (the cache may be memory-mapped)."""
+    idx = np.asarray(idx, np.int64)
+    out = [_embed(embedder, images[idx[start:start + EMBED_CHUNK]].astype(np.float32))
+           for start in range(0, len(idx), EMBED_CHUNK)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+RESUMABLE = ("epochs", "budget")
+
+
 def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
     state = state_read(workdir)
     if state is None:
         return None
     # Through HParams, so a checkpoint from before a hyperparameter existed compares with its default.
-    old = {k: v for k, v in HParams.from_dict(state["hparams"]).to_dict().items() if k != "epochs"}
-    new = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
+    # How long it trains (epochs, budget) may change: a larger one continues a finished run.
+    old = {k: v for k, v in HParams.from_dict(state["hparams"]).to_dict().items() if k not in RESUMABLE}
+    new = {k: v for k, v in hp.to_dict().items() if k not in RESUMABLE}
     if state["architecture"] != architecture or old != new:
         raise ValueError(
             f"{workdir} holds a checkpoint of a different run ({state['architecture']}, {state['hparams']}); "
@@ -276,39 +324,107 @@ def _read_state(workdir: Path, architecture: str, hp: HParams) -> dict | None:
     return state
 
 
+@keras.saving.register_keras_serializable(package="lookalike")
+class PlannedCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay to alpha x the initial rate over `total_steps`, a variable read at every step, so
+    a wall-time budget can re-plan its length while it trains; constant at the end after that."""
+
+    def __init__(self, initial: float, total_steps: Any, alpha: float = 0.01):
+        self.initial, self.total_steps, self.alpha = initial, total_steps, alpha
+
+    def __call__(self, step):
+        total = tf.maximum(tf.cast(self.total_steps, tf.float32), 1.0)
+        done = tf.minimum(tf.cast(step, tf.float32) / total, 1.0)
+        cosine = 0.5 * (1.0 + tf.cos(np.pi * done))
+        return self.initial * ((1.0 - self.alpha) * cosine + self.alpha)
+
+    def get_config(self):
+        total = self.total_steps.numpy() if hasattr(self.total_steps, "numpy") else self.total_steps
+        return {"initial": self.initial, "total_steps": float(total), "alpha": self.alpha}
+
+
 class _Checkpoint(keras.callbacks.Callback):
     """Saves the training model after each complete epoch; an epoch cut short by stop_training is
-    not saved, so a resumed run repeats it rather than skipping its remaining steps."""
+    not saved, so a resumed run repeats it rather than skipping its remaining steps.
+
+    With a budget (ml.budget) an epoch is a chunk of steps; a wall-time budget measures the time per
+    step after each chunk, re-plans the steps left (the learning-rate schedule follows) and stops
+    when another chunk would end more than half a chunk past the budget. A budget run's epoch logs
+    get budget_used (0-1) for progress reports."""
 
     def __init__(self, workdir: Path, architecture: str, hp: HParams, steps: int, state: dict | None,
-                 framing: Framing):
+                 framing: Framing, *, budget: budgets.Budget | None = None, planned: int = 0,
+                 total_steps: tf.Variable | None = None):
         super().__init__()
         self.workdir, self.architecture, self.hp, self.steps = workdir, architecture, hp, steps
         self.framing = framing
         self.epoch = state["epoch"] if state else 0
         self.history: dict[str, list[float]] = {k: list(v) for k, v in (state or {}).get("history", {}).items()}
         self.seconds = float((state or {}).get("train_seconds", 0.0))
+        self.budget, self.planned, self.total_steps = budget, planned, total_steps
+        # A wall-time budget that ran out stays spent unless the budget itself changed.
+        self.spent = bool(state and state.get("budget_spent") and state.get("budget") == (budget and budget.text))
         self._steps_done = 0
         self._t0 = 0.0
 
+    def finished(self, epochs: int) -> bool:
+        if self.budget is not None and self.budget.kind == "seconds":
+            return self.spent
+        return self.epoch >= epochs
+
+    def used(self) -> float:
+        """The share of the budget (or of the epochs) used so far."""
+        if self.budget is not None and self.budget.kind == "seconds":
+            return 1.0 if self.spent else min(1.0, self.seconds / self.budget.value)
+        return min(1.0, self.epoch * self.steps / max(self.planned, 1))
+
+    def budget_report(self) -> dict | None:
+        if self.budget is None:
+            return None
+        return {"text": self.budget.text, "kind": self.budget.kind, "steps": self.epoch * self.steps,
+                "planned_steps": self.planned, "seconds": round(self.seconds, 1), "used": round(self.used(), 3)}
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.monotonic()
+
     def on_epoch_begin(self, epoch, logs=None):
         self._steps_done = 0
-        self._t0 = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps_done += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds += time.monotonic() - self._t0
+        # Wall time between epoch ends: the previous checkpoint and log writes count too.
+        now = time.monotonic()
+        self.seconds += now - self._t0
+        self._t0 = now
         if self.model.stop_training and self._steps_done < self.steps:
             return
         self.epoch = epoch + 1
+        if self.budget is not None and self.budget.kind == "seconds":
+            self._replan()
+        if logs is not None and self.budget is not None:
+            logs["budget_used"] = self.used()
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         checkpoint_save(self.model, self.workdir, {
             "architecture": self.architecture, "hparams": self.hp.to_dict(), "epoch": self.epoch,
             "history": self.history, "train_seconds": self.seconds, "framing": self.framing.to_dict(),
+            "planned_steps": self.planned, "budget": self.budget.text if self.budget else None,
+            "budget_spent": self.spent,
         })
+
+    def _replan(self) -> None:
+        done = self.epoch * self.steps
+        per_chunk = self.seconds / self.epoch
+        left = self.budget.value - self.seconds
+        if left < 0.5 * per_chunk:
+            self.spent = True
+            self.model.stop_training = True
+            self.planned = done
+        else:
+            self.planned = done + max(1, int(round(left / per_chunk))) * self.steps
+        self.total_steps.assign(float(self.planned))
 
 
 def _metadata(plugin: str, data_class: int) -> bytes:

@@ -15,14 +15,16 @@ import os
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 from ml.devices import ComputeDevice, DeviceProbeError, device_detect, device_probe
 
-__all__ = ["EXIT_NO_GPU", "WorkerDevice", "connect", "worker_device_forget", "worker_device_record", "worker_devices"]
+__all__ = ["EXIT_NO_GPU", "RegistryBusy", "WorkerDevice", "connect", "worker_device_forget", "queue_workers_missing", "worker_device_record", "worker_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +67,58 @@ class WorkerDevice:
 # --- the registry in the cache (one key: the cache API lists no keys) ----------------------------
 
 
+LOCK_KEY = f"{REGISTRY_KEY}:lock"
+LOCK_TTL_MS = 10_000  # a holder that dies keeps others out this long; an update takes milliseconds
+LOCK_WAIT_SECONDS = 15  # then give up: the heartbeat records again HEARTBEAT_SECONDS later
+
+# Lua, so each check and its action are one step in Redis: only the lock's holder (its token)
+# deletes the lock or writes the registry; a holder whose lock expired meanwhile does neither.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_SET_IF_HELD = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0"
+)
+_process_lock = threading.Lock()
+
+
+class RegistryBusy(Exception):
+    """The registry lock was not obtained (or expired before the write): nothing was written."""
+
+
 def _registry_update(change) -> None:
-    """Read-modify-write the registry under a short lock (cache.add is atomic), so two workers
-    starting at once do not drop each other's record."""
-    lock = f"{REGISTRY_KEY}:lock"
-    deadline = time.monotonic() + 5
-    while not cache.add(lock, os.getpid(), timeout=10) and time.monotonic() < deadline:
+    """Read-modify-write the registry under a lock, so two workers starting at once do not drop
+    each other's record.
+
+    On Redis (every deployment: the workers and the web share it) the lock is SET NX PX with a
+    token of this call's own; the registry is written, and the lock released, only while that
+    token still holds it. Raises RegistryBusy when the lock is not obtained within
+    LOCK_WAIT_SECONDS. Another cache backend is one process's own (locmem), so a process lock does.
+    """
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        with _process_lock:
+            registry = backend.get(REGISTRY_KEY) or {}
+            change(registry)
+            backend.set(REGISTRY_KEY, registry, timeout=KEEP_SECONDS)
+        return
+    # Django's Redis backend has no lock or compare-and-delete: its client and serializer are used
+    # directly, with its own key names, so cache.get(REGISTRY_KEY) reads what is written here.
+    client = backend._cache.get_client(write=True)
+    lock, key = backend.make_and_validate_key(LOCK_KEY), backend.make_and_validate_key(REGISTRY_KEY)
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while not client.set(lock, token, nx=True, px=LOCK_TTL_MS):
+        if time.monotonic() >= deadline:
+            raise RegistryBusy(f"The worker registry lock was held for over {LOCK_WAIT_SECONDS} s: nothing written.")
         time.sleep(0.05)
     try:
-        registry = cache.get(REGISTRY_KEY) or {}
+        registry = backend.get(REGISTRY_KEY) or {}
         change(registry)
-        cache.set(REGISTRY_KEY, registry, timeout=KEEP_SECONDS)
+        value = backend._cache._serializer.dumps(registry)
+        if not client.eval(_SET_IF_HELD, 2, lock, key, token, value, KEEP_SECONDS):
+            raise RegistryBusy(f"The worker registry lock expired after {LOCK_TTL_MS} ms, before the write: nothing written.")
     finally:
-        cache.delete(lock)
+        client.eval(_RELEASE, 1, lock, token)
 
 
 def worker_device_record(*, hostname: str, queues: list[str], device: ComputeDevice | None, error: str = "",
@@ -116,6 +157,24 @@ def worker_devices() -> list[WorkerDevice]:
         for host, r in registry.items()
     ]
     return sorted(rows, key=lambda w: (not w.alive, w.hostname))
+
+
+def queue_workers_missing(*, queue: str = "embeddings") -> str | None:
+    """None when a worker consuming `queue` has recorded itself within STALE_AFTER seconds; else
+    what to tell whoever waits for that queue's work: none seen (or which went quiet, and when), and
+    how to start one."""
+    seen = [w for w in worker_devices() if queue in w.queues]
+    if any(w.alive for w in seen):
+        return None
+    last = max(seen, key=lambda w: w.seen_at, default=None)
+    quiet = ""
+    if last is not None:
+        minutes = max(1, round((time.time() - last.seen_at) / 60))
+        quiet = f" (the last, {last.hostname}, {minutes} minute{'s' if minutes != 1 else ''} ago)"
+    return (
+        f"No {queue} worker has been seen in the last {STALE_AFTER // 60} minutes{quiet}: the job waits in the "
+        f"queue until one runs. Start one with `make worker`, or `celery -A config worker -Q {queue}`."
+    )
 
 
 # --- Celery signal receivers ---------------------------------------------------------------------

@@ -1,5 +1,2 @@
-"""Vectors in pgvector and everything that reads or writes them: indexing/ (jobs, batches, the COPY
-writer, repair), serving/ (which version serves, activation, HNSW DDL), queries/ (similar items,
-photo search, hybrid, weights, duplicates), admin/, and the views and JSON API.
-
-May import config, catalog and ml; nothing below search imports it."""
+"""Vectors in pgvector: indexing/, serving/, queries/ and admin/, with models, storage, Celery tasks,
+receivers, views and the JSON API beside them. May import config, catalog and ml; nothing below imports it."""

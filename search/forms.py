@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
-
 from django import forms
 from django.conf import settings
 
@@ -12,9 +9,11 @@ from catalog.forms import KeywordFilterForm
 from catalog.images import ImageInfo, InvalidImage, read_image
 from catalog.models import Category
 
-from .queries.crop import BadCrop, crop_check, crop_parse
+from .queries.boxes import AUTO, crop_choice_parse
+from .queries.crop import BadCrop, Crop, crop_check
 
 ACCEPT = "image/jpeg,image/png,image/webp,image/gif"
+COORDINATE_FIELDS = ("x", "y", "w", "h")  # not parameters: the box is crop=x,y,w,h
 
 
 def k_parse(raw: str | int | None) -> int:
@@ -52,7 +51,8 @@ class PhotoSearchForm(KeywordFilterForm):
         error_messages={"invalid_choice": "There is no category “%(value)s”."},
     )
     k = forms.CharField(label="Results", required=False, widget=forms.NumberInput(attrs={"min": 1}))
-    # Set by the page's crop box (x,y,w,h in pixels of the photo as shown); empty: the whole photo.
+    # "auto" (or empty): the item Lookalike finds; "none": the whole photo; x,y,w,h in pixels of the
+    # photo as shown, as the page's crop box sets it (search.queries.boxes).
     crop = forms.CharField(label="Crop", required=False, max_length=100, widget=forms.HiddenInput)
     field_order = ["image", "category", "q", "min_price", "max_price", "k", "crop"]
 
@@ -82,30 +82,31 @@ class PhotoSearchForm(KeywordFilterForm):
             raise forms.ValidationError(str(exc)) from exc
 
     def clean_crop(self):
-        raw = self.cleaned_data.get("crop") or ""
-        if not raw.strip():
-            return None
+        """AUTO, NONE or a Crop (search.queries.boxes.crop_choice_parse)."""
         try:
-            return crop_parse(raw)
+            crop = crop_choice_parse(self.cleaned_data.get("crop"))
         except BadCrop as exc:
             raise forms.ValidationError(str(exc)) from exc
+        # The box is one parameter: coordinates sent on their own are refused rather than ignored.
+        loose = [name for name in COORDINATE_FIELDS if name in self.data]
+        if loose:
+            sent = ", ".join(loose)
+            if crop == AUTO:
+                raise forms.ValidationError(
+                    f"crop=auto finds the item itself, so it cannot go with coordinates (received {sent}). "
+                    "Leave them out, or give the box as crop=x,y,w,h."
+                )
+            raise forms.ValidationError(f"Give the box as crop=x,y,w,h; separate {sent} fields are not read.")
+        return crop
 
     def clean(self):
         data = super().clean()
         info, crop = data.get("image"), data.get("crop")
-        if info is not None and crop is not None:
+        if info is not None and isinstance(crop, Crop):
             try:
                 crop_check(crop, width=info.width, height=info.height)
             except BadCrop as exc:
                 self.add_error("crop", str(exc))
-            else:
-                # The search (and the thumbnail shown back) use only the boxed part.
-                cropped = info.image.crop(crop.box)
-                # The model reads the file (ml.preprocess), so the crop becomes the file: a lossless PNG.
-                buffer = io.BytesIO()
-                cropped.save(buffer, format="PNG")
-                data["image"] = dataclasses.replace(info, image=cropped, width=crop.w, height=crop.h,
-                                                    data=buffer.getvalue())
         return data
 
     def first_error(self) -> str:

@@ -24,7 +24,7 @@ class ServingState(models.Model):
     """Whether a model version serves every query (at most one does), and whether it should once
     its vectors cover the catalogue. A version without a row neither serves nor auto-activates.
 
-    Changed only through search.services (model_version_train_start, model_version_activate).
+    Changed only through search.serving.activation (model_version_train_start, model_version_activate).
     """
 
     model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, primary_key=True, related_name="serving")
@@ -32,7 +32,7 @@ class ServingState(models.Model):
     auto_activate = models.BooleanField(
         default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
     )
-    # Fixed once the version has vectors (search.services.version_storage_ensure). The default is
+    # Fixed once the version has vectors (search.serving.activation.version_storage_ensure). The default is
     # what every version had before halfvec: new versions get settings.VECTOR_STORAGE explicitly.
     storage = models.CharField(
         max_length=8, choices=STORAGE_CHOICES, default=VECTOR.name,
@@ -64,7 +64,7 @@ class ImageEmbedding(models.Model):
     version's ServingState.storage says (search.storage); the other column is NULL. Neither has a
     fixed dimension, so versions of different sizes share the table; each version gets its own
     partial HNSW index on `(embedding::vector(D))` or `(embedding_half::halfvec(D))` (see
-    search.services.hnsw_index_build).
+    search.serving.hnsw.hnsw_index_build).
     product, category and price are copied from the product so filtered queries read one table;
     search.receivers keeps them in sync.
     """
@@ -132,6 +132,9 @@ class IndexJob(models.Model):
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="index_jobs")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    only_missing = models.BooleanField(
+        default=False, help_text="Embeds only images without a vector or failure (a full reindex embeds every image)."
+    )
     total = models.PositiveIntegerField(default=0, help_text="Images to embed.")
     done = models.PositiveIntegerField(default=0, help_text="Images embedded.")
     failed = models.PositiveIntegerField(default=0, help_text="Images that could not be read.")
@@ -143,6 +146,15 @@ class IndexJob(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # A start while one runs joins it (search.indexing.jobs.index_job_start); this makes two
+            # concurrent starts that both missed the other's uncommitted job fail instead of both running.
+            models.UniqueConstraint(
+                fields=["model_version"],
+                condition=Q(status__in=["running", "building_index"]),
+                name="one_unfinished_index_job_per_version",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Index job #{self.pk} for version {self.model_version_id}"
@@ -182,7 +194,7 @@ class IndexBatch(models.Model):
 
 
 class NearDuplicate(Product):
-    """Products seen from the admin's near-duplicates page (search.duplicates); no table of its own."""
+    """Products seen from the admin's near-duplicates page (search.queries.duplicates); no table of its own."""
 
     class Meta:
         proxy = True

@@ -4,8 +4,8 @@ class. Every reader and writer of a version's vectors asks its storage for the c
 so a query's ORDER BY is exactly the expression of the version's partial HNSW index.
 
 Two columns, not one `vector` column with a `(embedding::halfvec(D))` expression index: the
-expression index halves only the index, while the rows would still hold float32 (README,
-"halfvec storage", measures both).
+expression index halves only the index, while the rows would still hold float32
+(docs/benchmarks.md, "halfvec storage", measures both).
 """
 
 from __future__ import annotations

@@ -16,11 +16,14 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from catalog.models import Product
+from config.api import json_api_view
 from config.ratelimit import rate_limit_check
 from config.replicas import replica_reads
 
+from .api_schema import photo_search_schema, similar_schema
 from .forms import PhotoSearchForm, k_parse
-from .queries.photo import SearchUnavailable, photo_search
+from .queries.boxes import AUTO, BoxedPhoto, box_choices, boxes_json, drawn_style, photo_boxes
+from .queries.photo import PhotoRefused, SearchUnavailable, photo_search
 from .queries.similar import SimilarItems, SimilarProduct, product_similar
 from .serving.versions import active_model_version
 
@@ -35,6 +38,36 @@ def _thumbnail_data_uri(info: ImageInfo) -> str:
     small = max(img.size) <= 64
     img.save(buffer, format="PNG" if small else "JPEG", quality=85)
     return f"data:image/{'png' if small else 'jpeg'};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+# The page carries the whole photo, so that picking another box or redrawing one searches it again
+# without a new upload (nothing is stored): losslessly up to CARRY_PNG_PIXELS, beyond that as a JPEG
+# at most CARRY_SIDE pixels on its longest side (the page's script scales the boxes to it).
+CARRY_PNG_PIXELS = 640 * 480
+CARRY_SIDE = 2048
+
+
+def _photo_data_uri(info: ImageInfo) -> str:
+    img, fmt = info.image, "PNG"
+    if img.width * img.height > CARRY_PNG_PIXELS:
+        img, fmt = img.copy(), "JPEG"
+        img.thumbnail((CARRY_SIDE, CARRY_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {"compress_level": 1}))
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def proposals_context(photo: ImageInfo, boxed: BoxedPhoto) -> dict:
+    """What the search page shows of the boxes: the photo with every proposed box as a choice, and
+    the crop value that searches the same region again."""
+    size = {"width": photo.width, "height": photo.height}
+    return {
+        "boxed": boxed,
+        "photo": {"uri": _photo_data_uri(photo), **size},
+        "box_choices": box_choices(boxed, **size),
+        "drawn_style": drawn_style(boxed, **size),
+        "crop_again": "" if boxed.crop == AUTO else str(boxed.crop),
+    }
 
 
 # Room in a request body for the form fields and multipart headers around the photo.
@@ -93,15 +126,26 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return render(request, template, {"form": form, "available": True}, status=400)
-    info = form.cleaned_data["image"]
+    photo, version = form.cleaned_data["image"], active_model_version()
+    boxed = photo_boxes(photo, form.cleaned_data["crop"], version=version)
+    info = boxed.image
     context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
+    context.update(proposals_context(photo, boxed))
     try:
-        context["result"] = photo_search(image=info, **_search_args(form))
+        context["result"] = photo_search(image=info, model_version=version, **_search_args(form))
+    except PhotoRefused as exc:
+        form.add_error("image", str(exc))
+        return render(request, template, {"form": form, "available": True}, status=400)
     except SearchUnavailable as exc:
         context.update(available=False, unavailable=str(exc))
-        return render(request, template, context, status=503)
+        return _retry_later(render(request, template, context, status=503), exc)
     context.update(category=form.cleaned_data["category"], q=form.cleaned_data["q"], search_q=form.cleaned_data["q"])
     return render(request, template, context)
+
+
+def _retry_later(response: HttpResponse, exc: SearchUnavailable) -> HttpResponse:
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _search_args(form: PhotoSearchForm) -> dict:
@@ -126,6 +170,8 @@ def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
     }
 
 
+@similar_schema
+@json_api_view(["GET"], not_allowed="Use GET.")
 @replica_reads
 def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
     """GET /api/products/<id>/similar?k=8&same_category=1"""
@@ -155,18 +201,25 @@ def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
 # Scripts POST here with no session or CSRF cookie, and the endpoint changes nothing (it reads,
 # and keeps no upload), so there is no cookie-authenticated action for CSRF to protect.
 @upload_guard(api=True)
+@photo_search_schema
+@json_api_view(["POST"], not_allowed="Use POST with a multipart form: image, and optionally k and category.")
 @replica_reads
 def api_search(request: HttpRequest) -> JsonResponse:
-    """POST /api/search (multipart: image; optional k, category slug, q, min_price, max_price)"""
+    """POST /api/search (multipart: image; optional crop (auto, none or x,y,w,h), k, category slug, q,
+    min_price, max_price)"""
     if request.method != "POST":
         return _error("Use POST with a multipart form: image, and optionally k and category.", 405)
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return _error(form.first_error(), 400)
+    version = active_model_version()
+    boxed = photo_boxes(form.cleaned_data["image"], form.cleaned_data["crop"], version=version)
     try:
-        result = photo_search(image=form.cleaned_data["image"], **_search_args(form))
+        result = photo_search(image=boxed.image, model_version=version, **_search_args(form))
+    except PhotoRefused as exc:
+        return _error(str(exc), 400)
     except SearchUnavailable as exc:
-        return _error(str(exc), 503)
+        return _retry_later(_error(str(exc), 503), exc)
     return JsonResponse(
         {
             "model_version": result.model_version.pk,
@@ -176,5 +229,6 @@ def api_search(request: HttpRequest) -> JsonResponse:
                 {"label": result.guess.label, "probability": result.guess.probability} if result.guess else None
             ),
             "results": [_item_json(request, item) for item in result.items],
+            **boxes_json(boxed),
         }
     )

@@ -1,4 +1,4 @@
-"""Issue 16 in headless Chromium: keyword search with filters, hybrid photo + words, cropping the
+"""A shopper in headless Chromium: keyword search with filters, hybrid photo + words, cropping the
 query by mouse and keyboard, and the near-duplicates admin page (helpers from test_browser)."""
 
 from __future__ import annotations
@@ -45,5 +45,8 @@ class KeywordSearchBrowserTests(BrowserTestCase):
 
     def test_a_typo_still_finds_the_product(self):
         self.open("/?q=runing+sho")
+        self.assertEqual(self.find("[data-corrected-query]").text, "Showing results for running shoe; search instead for runing sho")
+        self.assertEqual(self.titles(), ["Red running shoe"])
+        self.click_and_wait(self.find("[data-corrected-query] a"))  # the words as typed: similar titles
         self.assertIn("similar words", self.find("[data-similar-words]").text)
         self.assertEqual(self.titles(), ["Red running shoe"])

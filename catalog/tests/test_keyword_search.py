@@ -143,14 +143,16 @@ class RankedPagesTests(KeywordSearchTestCase):
         self.assertEqual((body["count"], body["count_exact"]), (7, True))
 
     def test_the_typo_fallback_is_paged_the_same_way(self):
-        results = product_search(query="dres")
+        results = product_search(query="dres", correct=False)
         self.assertEqual(results.match, Match.SIMILAR)
         self.assertEqual([p.pk for p in results.pages()[0:20]], [p.pk for p in results.products])
 
 
 class TypoFallbackTests(KeywordSearchTestCase):
+    """The trigram fallback, with typo correction off (catalog/tests/test_typos.py tests that)."""
+
     def test_a_misspelt_word_finds_similar_titles(self):
-        results = product_search(query="sneakr")
+        results = product_search(query="sneakr", correct=False)
         self.assertEqual(results.match, Match.SIMILAR)
         self.assertEqual([p.title for p in results.products], ["Running sneaker"])
 
@@ -162,7 +164,7 @@ class TypoFallbackTests(KeywordSearchTestCase):
         self.assertEqual((results.match, list(results.products)), (Match.SIMILAR, []))
 
     def test_fallback_uses_the_trigram_index(self):
-        self.assertIn("catalog_product_title_trgm", bitmap_plan(product_keyword_match(query="sneakr").products))
+        self.assertIn("catalog_product_title_trgm", bitmap_plan(product_keyword_match(query="sneakr", correct=False).products))
 
 
 class FilterTests(KeywordSearchTestCase):
@@ -189,7 +191,7 @@ class PageTests(KeywordSearchTestCase):
             self.assertContains(self.client.get(url), 'id="header-q"', msg_prefix=url)
 
     def test_typo_page_says_it_shows_similar_words(self):
-        response = self.client.get(LIST, {"q": "sneakr"})
+        response = self.client.get(LIST, {"q": "sneakr", "exact": "1"})
         self.assertContains(response, "data-similar-words")
         self.assertContains(response, "Running sneaker")
 

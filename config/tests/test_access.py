@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 from django.contrib.auth.models import Permission, User
-from django.test import Client, TestCase, override_settings
+from django.test import Client, TestCase
 from django.urls import reverse
 
+from config.celery import app
+from ml.enqueue import MODEL_VERSION_TRAIN
 from ml.models import ModelVersion
+from search.indexing.enqueue import INDEX_BATCH
 from search.models import IndexJob
 from search.serving.versions import model_version_is_active
 from search.tests.factories import model_version_create, product_with_vectors
@@ -20,7 +25,6 @@ def user_with(name: str, *codenames: str, staff: bool = True) -> User:
     return user
 
 
-@override_settings(CELERY_TASK_ALWAYS_EAGER=False)
 class ModelVersionActionAccessTests(TestCase):
     @classmethod
     def setUpTestData(cls):
@@ -64,16 +68,23 @@ class ModelVersionActionAccessTests(TestCase):
         self.assertNothingChanged()
 
     def test_each_permission_allows_its_action(self):
-        with self.captureOnCommitCallbacks(execute=False):
+        # The actions queue work for the workers (after commit) and run none of it here.
+        with mock.patch.object(app, "send_task") as sent, self.captureOnCommitCallbacks(execute=True):
             self.assertEqual(self.post(user_with("r", "reindex_modelversion"), "reindex").status_code, 302)
-        self.assertEqual(IndexJob.objects.filter(model_version=self.version).count(), 1)
+        job = IndexJob.objects.get(model_version=self.version)
+        self.assertEqual([(c.args, c.kwargs) for c in sent.call_args_list],
+                         [((INDEX_BATCH,), {"args": [pk]}) for pk in job.batches.values_list("pk", flat=True)])
+        self.assertEqual((job.status, job.batches_done), (IndexJob.Status.RUNNING, 0))
         self.assertEqual(self.post(user_with("c", "cancel_modelversion"), "cancel").status_code, 302)
         self.assertEqual(IndexJob.objects.get().status, IndexJob.Status.CANCELLED)
         self.assertEqual(self.post(user_with("a", "activate_modelversion"), "activate").status_code, 302)
         self.assertTrue(model_version_is_active(model_version=self.version))
-        with self.captureOnCommitCallbacks(execute=False):
+        with mock.patch.object(app, "send_task") as sent, self.captureOnCommitCallbacks(execute=True):
             self.assertEqual(self.post(user_with("t", "train_modelversion"), "train").status_code, 302)
         self.assertEqual(ModelVersion.objects.count(), 3)
+        trained = ModelVersion.objects.latest("pk")
+        sent.assert_called_once_with(MODEL_VERSION_TRAIN, args=[trained.pk])
+        self.assertEqual(trained.status, ModelVersion.Status.QUEUED)  # queued for a worker, not trained here
 
     def test_actions_need_post_and_a_csrf_token(self):
         manager = User.objects.create_superuser("root", "root@example.com", "pw")

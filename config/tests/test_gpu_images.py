@@ -41,7 +41,7 @@ class ComposeTests(SimpleTestCase):
                 self.assertEqual(devices, [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}])
                 # The rest of the app's environment comes along (the merge key kept it).
                 self.assertIn("DATABASE_URL", service["environment"])
-                self.assertIn("celery", service["command"])
+                self.assertIn("celery", " ".join(service["command"]))
 
     def test_the_web_side_builds_the_small_image_and_asks_for_no_gpu(self):
         for name in ("web", "beat"):

@@ -20,10 +20,10 @@ from django.test import TestCase, TransactionTestCase
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from catalog.tests.factories import product_create, shape_png
-from config.demo import web_server_command
+from devtools.demo import web_server_command
 from ml.models import ModelVersion
 from search.models import IndexJob
-from search.tests.test_faults import ROOT, child_env, free_port, test_database_url, wait_for
+from search.tests.processes import ROOT, child_env, database_url, free_port, wait_for
 
 CONTROL = ["\x00", "\x01", "\x08", "\x1b", "\x1f", "\x7f"]
 
@@ -214,7 +214,7 @@ class DemoServerTests(TransactionTestCase):
         except Exception as exc:  # noqa: BLE001 - a server where we may not create roles
             self.skipTest(f"cannot create a role here: {exc}")
         self.addCleanup(self._drop_role, role)
-        url = test_database_url()
+        url = database_url()
         user = settings.DATABASES["default"]["USER"] or ""
         full = url.replace(f"//{user}", f"//{role}", 1) if user else url.replace("//", f"//{role}@", 1)
         server = self.server(DATABASE_URL=full)

@@ -1,6 +1,6 @@
 """Read replica settings and routing without a standby: DATABASE_REPLICA_URLS parsing and its errors,
 settings that connect to nothing, the router's choices, a "replica" that is the primary itself, and
-`config.demo --check-services` with replica URLs set. The real standby: search/tests/test_replicas.py."""
+`devtools.demo --check-services` with replica URLs set. The real standby: search/tests/test_replicas.py."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class ReplicaSettingsTests(SimpleTestCase):
 
     def test_check_services_reports_replicas_and_refuses_a_bad_url(self):
         env = {"DATABASE_URL": os.environ["DATABASE_URL"], "CELERY_BROKER_URL": app.conf.broker_url}
-        code = "import sys; from config.demo import main; sys.argv = ['demo', '--check-services']; sys.exit(main())"
+        code = "import sys; from devtools.demo import main; sys.argv = ['demo', '--check-services']; sys.exit(main())"
         result = python(code, **env, DATABASE_REPLICA_URLS="postgresql://postgres@/shop?host=/nonexistent-replica")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("Read replica replica1 (/nonexistent-replica/shop): not reachable", result.stdout)

@@ -1,8 +1,8 @@
-"""Retake the README's screenshots from a running Lookalike (demo data loaded, a model active).
+"""Retake the screenshots in README.md from a running Lookalike (demo data loaded, a model active).
 
     .venv/bin/python manage.py runserver 127.0.0.1:8765 --noreload &
     .venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8765
-    .venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8765 --issue-16   # keyword, hybrid, crop, near-duplicates
+    .venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8765 --search-pages  # keyword, hybrid, crop
 
 Uses Debian's chromium + chromium-driver like the browser tests. For the admin dashboard it makes a
 throwaway superuser with a random password and deletes it afterwards. PNGs are quantised to stay small.
@@ -111,8 +111,8 @@ def two_products_photo(path: str) -> None:
     photo.save(path)
 
 
-def main_16(base: str) -> None:
-    """Issue 16's pages: keyword results, photo + words, the crop box, the near-duplicates admin page."""
+def main_search_pages(base: str) -> None:
+    """--search-pages: keyword results, photo + words, the crop box, the near-duplicates admin page."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     wait = lambda d, css: WebDriverWait(d, 60).until(EC.visibility_of_element_located((By.CSS_SELECTOR, css)))  # noqa: E731
@@ -169,4 +169,4 @@ def main_16(base: str) -> None:
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     base_url = args[0].rstrip("/") if args else "http://127.0.0.1:8765"
-    (main_16 if "--issue-16" in sys.argv else main)(base_url)
+    (main_search_pages if "--search-pages" in sys.argv else main)(base_url)

@@ -44,7 +44,7 @@ def _backbone(name: str, weights: str | None, image_size: int):
 
 
 # The measured-colour part of new versions: hue x brightness cells (ml.layers.ItemColours), which a
-# shaded or differently lit photo keeps, where RGB cells split it (README, "Photo catalogue").
+# shaded or differently lit photo keeps, where RGB cells split it (docs/benchmarks.md, "Photo catalogue").
 ITEM_COLOURS = {"space": "hue", "hue_bins": 16}
 
 

@@ -22,7 +22,7 @@ from ml.claims import model_version_claim, model_version_claimed
 from ml.models import ModelVersion
 from ml.services import model_version_create, model_version_train
 from ml.tasks import model_version_train_task
-from search.tests.test_faults import ROOT, child_env, wait_for
+from search.tests.processes import ROOT, child_env, wait_for
 
 from .test_django_training import TINY, tiny_catalogue
 

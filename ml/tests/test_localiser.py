@@ -91,11 +91,8 @@ class TrainTests(unittest.TestCase):
             self.assertTrue(0.0 <= score <= 1.0)
 
     def test_localiser_boxes_answers_boxes_of_the_given_image(self):
-        try:
-            from ml.proposals import Box
-        except ImportError:
-            self.skipTest("ml.proposals (Box) is not on this branch")
         from ml.localiser import localiser_boxes
+        from ml.proposals import Box
 
         photo = np.full((60, 90, 3), 200, np.uint8)
         photo[10:50, 20:60] = (200, 30, 30)

@@ -149,7 +149,7 @@ class TrainingTests(unittest.TestCase):
             self.assertEqual(figures["relevance"], "product")
             chance = 1 / products
             self.assertGreater(figures["precision_at_1"], 10 * chance)
-            # The served vector's layout is recorded, for search.query_weights.
+            # The served vector's layout is recorded, for search.queries.weights.
             parts = json.loads(result.meta_path.read_text())["vector_parts"]
             self.assertEqual(parts, result.vector_parts)
             self.assertEqual([p["name"] for p in parts][:2], ["instance_embedding", "probabilities"])

@@ -1,5 +1,5 @@
 """The admin's near-duplicates page (Search → Near-duplicate products): pairs of different products
-whose photos are within a distance of each other under the active model (search.duplicates)."""
+whose photos are within a distance of each other under the active model (search.queries.duplicates)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from ml.models import ModelVersion
 from ml.plots import loss_curve_svg
 from ml.runtime import forget
 from ml.services import model_version_cancel, recommended_architecture
-from ml.workers import worker_devices
+from ml.workers import queue_workers_missing, worker_devices
 
 from ..indexing.jobs import index_job_cancel, index_job_start
 from ..indexing.progress import index_coverage, index_job_status
@@ -58,10 +58,19 @@ def _figure(version: ModelVersion, key: str):
     return f"{value:.3f}" if isinstance(value, float) else "—"
 
 
-def version_status(version: ModelVersion) -> dict:
-    """Everything the admin's live panel shows, as JSON-ready data."""
+def version_status(version: ModelVersion, *, polling: bool = False) -> dict:
+    """Everything the admin's live panel shows, as JSON-ready data.
+
+    `polling`: the panel's request every two seconds. While a reindex job runs, its counters (kept
+    by each batch as it finishes) are the progress, and the coverage, three counts over the
+    catalogue's tables, is left out; the page reloads with it once the job has finished."""
     job = IndexJob.objects.filter(model_version=version).order_by("-id").first()
-    coverage = index_coverage(model_version=version) if version.status == ModelVersion.Status.SUCCEEDED else None
+    busy = job is not None and not job.is_finished
+    coverage = (
+        index_coverage(model_version=version)
+        if version.status == ModelVersion.Status.SUCCEEDED and not (polling and busy)
+        else None
+    )
     return {
         "id": version.pk,
         "status": version.status,
@@ -139,7 +148,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Vector and its weights per use")
     def vector_layout(self, obj):
         """The served vector's parts (ml.layers.vector_parts) and how photo search and similar items
-        weigh each (search.query_weights)."""
+        weigh each (search.queries.weights)."""
         parts = (obj.metrics or {}).get("vector_parts")
         if not parts:
             return "One part: every dimension counts the same for photo search and similar items."
@@ -202,14 +211,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
         self._require(request, "train")
         form = TrainServeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            version = model_version_train_start(
-                architecture=form.chosen_architecture(),
-                variant=form.cleaned_data.get("variant") or None,
-                overrides=form.overrides(),
-                auto_activate=form.cleaned_data["auto_activate"],
-            )
-            messages.success(request, f"Training of model version #{version.pk} is queued for a worker.")
-            return self._back(version.pk)
+            try:
+                version = model_version_train_start(
+                    architecture=form.chosen_architecture(),
+                    variant=form.cleaned_data.get("variant") or None,
+                    overrides=form.overrides(),
+                    auto_activate=form.cleaned_data["auto_activate"],
+                )
+            except ValueError as exc:  # what this catalogue cannot train (budget, disk): nothing was recorded
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Training of model version #{version.pk} is queued for a worker.")
+                return self._back(version.pk)
         context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta,
                    "title": "Train a new model", "recommendation": recommended_architecture()}
         return TemplateResponse(request, "admin/ml/modelversion/train.html", context, status=400 if form.errors else 200)
@@ -245,7 +258,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def status_view(self, request, pk):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk)))
+        return JsonResponse(version_status(get_object_or_404(ModelVersion, pk=pk), polling=True))
 
     def reindex_view(self, request, pk):
         self._require(request, "reindex")
@@ -255,7 +268,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except ValueError as exc:
             messages.error(request, str(exc))
         else:
-            messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+            if job.joined:
+                messages.success(request, f"Reindex job #{job.pk} was already running: {job.images_queued:,} images "
+                                          f"added, {job.total:,} in all.")
+            else:
+                messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+            no_worker = queue_workers_missing(queue="embeddings") if not job.is_finished else None
+            if no_worker:
+                messages.warning(request, no_worker)
         return self._back(pk)
 
     def activate_view(self, request, pk):

@@ -17,7 +17,9 @@ __all__ = ["IndexInfrastructureError", "embedding_batch_size", "image_files_embe
 
 class IndexInfrastructureError(Exception):
     """A batch cannot be embedded here at all (the model does not load, the storage has no local
-    files): never a fact about its images. The task retries, then the job fails with the reason."""
+    files, the model call fails for a reason in no file: a bug, MemoryError): never a fact about
+    its images, so nothing is recorded against them. The task retries, then the job fails with the
+    reason."""
 
 
 
@@ -53,7 +55,12 @@ def image_files_embed(*, model_version: ModelVersion, files: Sequence[tuple[int,
     if paths:
         # The task's batch in four model calls of the device's size (a task is 4 x 256 images on a CPU,
         # 4 x 1,024 on a GPU), each decoded while the model runs the previous (ml.inference.embed_files).
-        array, file_failures = embedder.embed_files(paths, batch_size=len(paths))
+        try:
+            array, file_failures = embedder.embed_files(paths, batch_size=len(paths))
+        except Exception as exc:  # noqa: BLE001 - MemoryError too: not a file's fault (those are in file_failures)
+            raise IndexInfrastructureError(
+                f"The model call failed, not because of an image ({type(exc).__name__}: {exc})."
+            ) from exc
         for index, reason in file_failures.items():
             failures[readable[index]] = str(reason) or "The image could not be read."
         ok = [i for i in range(len(readable)) if i not in file_failures]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Func
 from django.utils import timezone
 
 from catalog.models import ProductImage
@@ -34,21 +35,31 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+# pg_advisory_xact_lock(key, version id): starts for one version take turns, so the second sees the
+# first's committed job and joins it (the partial unique index on IndexJob is the backstop).
+INDEX_JOB_START_LOCK = 0x4C4B_0004
+
+
 def index_missing_for_serving_versions() -> list[IndexJob]:
     """Embed images that bypassed the post_save signal (bulk imports) for the versions that serve or
-    are being indexed: the active one and any with an unfinished job. Returns the jobs started."""
+    are being indexed: the active one and any with an unfinished job. A version's unfinished job
+    takes the images in (index_job_start), it is never cancelled. Returns the jobs."""
     return [index_job_start(model_version=version, only_missing=True) for version in model_versions_written()]
 
 
 def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) -> IndexJob:
-    """Start reindexing the catalogue for `model_version`; returns the job.
+    """Start reindexing the catalogue for `model_version`, or join the job already indexing it;
+    returns the job, with `images_queued` (the images this call queued) and `joined` (it was already
+    running) set on it.
 
     The images (all, or with `only_missing` those without a vector or failure for this version) are
     split into batches of settings.EMBEDDING_BATCH_SIZE; one Celery task per batch is enqueued after
-    this transaction commits. Unfinished earlier jobs for the version are cancelled (their pending
-    batches then do nothing). When the last batch finishes, the job builds the version's HNSW index.
-    The active version keeps serving queries throughout. Raises ValueError when the
-    version did not succeed.
+    this transaction commits. A version has at most one unfinished job (the database enforces it):
+    a start while one runs adds to that job the images it would embed and the job does not have (a
+    full start turns an only-missing job into a full one); while the job builds its HNSW index (no
+    batch can be added) those images are queued one by one (search.tasks.image_embed_task). When
+    the last batch finishes, the job builds the version's HNSW index. The active version keeps
+    serving queries throughout. Raises ValueError when the version did not succeed.
     """
     if model_version.status != ModelVersion.Status.SUCCEEDED:
         raise ValueError(
@@ -57,32 +68,60 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
         )
     size = embedding_batch_size()
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INDEX_JOB_START_LOCK, model_version.pk])
         version_storage_ensure(model_version=model_version)  # fixed before any batch writes
-        IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).update(
-            status=IndexJob.Status.CANCELLED, finished_at=timezone.now()
+        job = (
+            IndexJob.objects.select_for_update()
+            .filter(model_version=model_version, status__in=IndexJob.UNFINISHED)
+            .first()
         )
         images = ProductImage.objects.order_by("id")
         if only_missing:
             images = images.exclude(embeddings__model_version=model_version).exclude(
                 embedding_failures__model_version=model_version
             )
-        ids = list(images.values_list("id", flat=True))
-        batches = [ids[i : i + size] for i in range(0, len(ids), size)]
-        job = IndexJob.objects.create(
-            model_version=model_version,
-            status=IndexJob.Status.RUNNING,
-            total=len(ids),
-            batches_total=len(batches),
-        )
-        created = IndexBatch.objects.bulk_create(
-            IndexBatch(job=job, number=n, image_ids=chunk) for n, chunk in enumerate(batches)
-        )
-        batch_ids = [b.pk for b in created]
-        if batch_ids:
-            transaction.on_commit(lambda: enqueue.batches(batch_ids))
+        joined = job is not None
+        if job is None:
+            job = IndexJob.objects.create(model_version=model_version, status=IndexJob.Status.RUNNING, only_missing=only_missing)
+        elif job.status == IndexJob.Status.BUILDING_INDEX:
+            # Its batches are done and its finish is building the index: the images it lacks (those
+            # without a vector or failure) go one by one; their rows join the index being built.
+            if not only_missing:
+                images = images.exclude(embeddings__model_version=model_version).exclude(
+                    embedding_failures__model_version=model_version
+                )
+            ids = list(images.exclude(id__in=_job_image_ids(job)).values_list("id", flat=True))
+            transaction.on_commit(lambda: [enqueue.image_embed(pk) for pk in ids])
+            job.joined, job.images_queued = True, len(ids)
+            return job
         else:
-            transaction.on_commit(lambda: enqueue.job_finish(job.pk))
+            images = images.exclude(id__in=_job_image_ids(job))
+            if not only_missing and job.only_missing:
+                job.only_missing = False
+                job.save(update_fields=["only_missing"])
+        ids = list(images.values_list("id", flat=True))
+        job.joined, job.images_queued = joined, len(ids)
+        if not ids:
+            if job.batches_total == 0:  # a new job with nothing to embed: straight to its index
+                transaction.on_commit(lambda: enqueue.job_finish(job.pk))
+            return job
+        batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+        first = job.batches_total
+        created = IndexBatch.objects.bulk_create(
+            IndexBatch(job=job, number=first + n, image_ids=chunk) for n, chunk in enumerate(batches)
+        )
+        # Under the job's row lock, as every batch's count is: the finish waits for these batches too.
+        IndexJob.objects.filter(pk=job.pk).update(total=F("total") + len(ids), batches_total=F("batches_total") + len(batches))
+        job.refresh_from_db(fields=["total", "batches_total"])
+        batch_ids = [b.pk for b in created]
+        transaction.on_commit(lambda: enqueue.batches(batch_ids))
     return job
+
+
+def _job_image_ids(job: IndexJob):
+    """The ids of every image in the job's batches, as a subquery."""
+    return IndexBatch.objects.filter(job=job).annotate(image_id=Func(F("image_ids"), function="unnest")).values("image_id")
 
 
 def index_job_cancel(*, job: IndexJob) -> IndexJob:

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def embeddings_write(*, model_version: ModelVersion, vectors: dict[int, np.ndarray], failures: dict[int, str]) -> None:
     """Upsert vectors and failure reasons for images that the caller has locked, with their products,
     in this transaction (`_images_lock`): idempotent. The vectors go in with one binary COPY and one
-    INSERT … SELECT … ON CONFLICT (search.vector_copy) into the version's storage column (vector or
+    INSERT … SELECT … ON CONFLICT (search.indexing.vector_copy) into the version's storage column (vector or
     halfvec, search.storage), which copies product, category and price from the locked rows; a
     failure rolls the caller's transaction back whole."""
     if vectors:

@@ -1,4 +1,4 @@
-"""halfvec storage (issue 15): a version's vectors can live in a float16 `embedding_half` column
+"""halfvec storage: a version's vectors can live in a float16 `embedding_half` column
 beside the float32 `embedding` one. Every existing row keeps its vector where it is, and every
 existing serving state says `vector`, which is where its vectors are. Dropping NOT NULL and adding
 a NULL column rewrite nothing; the check constraint reads the table once."""

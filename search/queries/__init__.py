@@ -1,3 +1,2 @@
-"""Reading vectors for people: nearest products, similar items, photo search (the one query that
-runs the model), photo + words, per-use weights, near-duplicates. May import search.serving and
-search.indexing.progress; never writes."""
+"""Reading vectors for people: nearest products, similar items, photo search (runs the model), photo +
+words, per-use weights, near-duplicates, the crop. May import search.serving, indexing.progress; never writes."""

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection
 
 from catalog.models import Product, ProductImage
 from ml.models import ModelVersion
 
 from ..models import ImageEmbedding
-from ..serving.hnsw import hnsw_scan_set, version_dim
+from ..serving.hnsw import hnsw_scan, version_dim
 from ..serving.versions import version_storage
 
 THRESHOLD_FRACTION = 0.25
@@ -63,8 +63,7 @@ def _nearest_other(*, model_version: ModelVersion, dim: int, ids: list[int], lim
     sql = _NEAREST_OTHER_PRODUCTS.format(
         a=storage.sql(dim, alias="a"), b=storage.sql(dim, alias="b"), version=int(model_version.pk), limit=int(limit)
     )
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        hnsw_scan_set(cursor=cursor, ef_search=EF_SEARCH)
+    with hnsw_scan(ef_search=EF_SEARCH), connection.cursor() as cursor:  # the settings end with the block
         cursor.execute(sql, [ids])
         return cursor.fetchall()
 

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
-from django.db import connections, transaction
 from django.db.models import BooleanField, Expression, F, QuerySet, Subquery
 from pgvector.django import L2Distance
 
@@ -16,7 +15,7 @@ from catalog.filters import catalogue_filter
 from catalog.models import Product
 
 from ..models import ImageEmbedding
-from ..serving.hnsw import hnsw_scan_set
+from ..serving.hnsw import hnsw_scan
 from ..serving.versions import version_storage
 from ..storage import VectorStorage
 
@@ -77,7 +76,7 @@ def nearest_products(
     scan, for checking recall. `products` (a queryset, run as a
     subquery, or ids) keeps only those products: a filter inside the vector query, like category.
     `max_scan_tuples` bounds how far the iterative scan walks (pgvector's default is 20,000).
-    `rank_vector` (search.query_weights): rank by the distance to it instead, and still report the
+    `rank_vector` (search.queries.weights): rank by the distance to it instead, and still report the
     distance to `vector`.
     """
     vector = np.asarray(vector, dtype=np.float32)
@@ -104,11 +103,9 @@ def nearest_products(
                              distance=L2Distance(F(storage.column), vector)).order_by("rank")
         columns = ("product_id", "image_id", "rank", "distance")
     limit = k * 2  # most products have one image; a product's extra images may crowd others out
-    alias = rows.db  # the primary, or the request's read replica (config/replicas.py): the SET LOCAL goes with it
-    with transaction.atomic(using=alias, savepoint=False):
-        with connections[alias].cursor() as cursor:
-            hnsw_scan_set(cursor=cursor, ef_search=max(settings.HNSW_EF_SEARCH, min(limit, 1000)),
-                          max_scan_tuples=max_scan_tuples)
+    alias = rows.db  # the primary, or the request's read replica (config/replicas.py): the settings go with it
+    # The settings end with the block, also inside a caller's transaction (hnsw_scan).
+    with hnsw_scan(using=alias, ef_search=max(settings.HNSW_EF_SEARCH, min(limit, 1000)), max_scan_tuples=max_scan_tuples):
         while True:
             found = list(rows.values_list(*columns)[:limit])
             best: dict[int, tuple[float, Neighbour]] = {}

@@ -68,7 +68,7 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
 
     The query is the mean of the product's photos' vectors, so every photo of it counts. Against the
     alternative (each photo queried, products by their closest photo) it measured as good on the
-    photo catalogue (README, "Photo catalogue") at one index query instead of one per photo.
+    photo catalogue (docs/benchmarks.md, "Photo catalogue") at one index query instead of one per photo.
     Reads the active version once, so every row comes from one version. Six queries when ready
     (pinned by a test).
     """

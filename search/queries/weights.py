@@ -15,14 +15,14 @@ matters to the order).
   orders within them; the item's measured colours (ml.layers.ItemColours, in versions that serve
   them) weigh six times their small share, and the learned colour groups not at all: the groups
   are coarse (a catalogue's orange and yellow can share one) where the measured hue cells are
-  not, and with them weighed the same-category share fell (seventh session, offline on seed 7's
+  not, and with them weighed the same-category share fell (offline on the photo benchmark's seed-7
   vectors: category x1.5 / groups x0.5 gave same category 0.934 and category+colour 0.629,
   category x2 / groups x0 0.972 and 0.635).
 
-Measured on the photo benchmark (bench/photos.py, README "Photo catalogue"): photo search hit@1 0.878
--> 0.901; similar items, same category 0.817 -> 0.912 and same category and colour 0.517 -> 0.557.
-The reported distance stays the plain L2 distance between the unweighted vectors
-(search.selectors.nearest_products ranks by the weighted query and reports the plain one).
+Against one ranking for both uses, on the photo benchmark (bench/photos.py, docs/benchmarks.md):
+photo search hit@1 0.878 -> 0.901; similar items, same category 0.817 -> 0.912 and same category and
+colour 0.517 -> 0.557. The reported distance stays the plain L2 distance between the unweighted
+vectors (search.queries.nearest.nearest_products ranks by the weighted query and reports the plain one).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PHOTO", "SIMILAR", "QUERY_WEIGHTS", "query_vector"]
+__all__ = ["CANDIDATES", "PHOTO", "SIMILAR", "QUERY_WEIGHTS", "candidates", "query_vector"]
 
 PHOTO = "photo"
 SIMILAR = "similar"
@@ -41,6 +41,19 @@ QUERY_WEIGHTS: dict[str, dict[str, float]] = {
     PHOTO: {"instance_embedding": 2.0, "probabilities": 1.0, "colours": 0.0, "item_colours": 0.0},
     SIMILAR: {"instance_embedding": 0.3, "probabilities": 2.0, "colours": 0.0, "item_colours": 6.0},
 }
+
+# Products a weighted query asks the HNSW index for before keeping its k (each ranked by the exact
+# weighted distance; nearest_products walks with ef_search >= 2x that many). The graph is built on the
+# unweighted vectors, and a new photo's weighted query is found less well there as the catalogue
+# grows: recall@10 against the exact weighted ranking at 250k vectors, ef_search 100: 0.94;
+# with 200 candidates (ef_search 400): 0.989, db p50 4.5 -> 16.4 ms on a loaded 2-core host
+# (bench/weighted_recall.py, docs/benchmarks.md, "Recall of the weighted queries"). Similar items keep 0.996 at 100.
+CANDIDATES: dict[str, int] = {PHOTO: 200, SIMILAR: 0}
+
+
+def candidates(k: int, use: str, rank_vector: np.ndarray | None) -> int:
+    """How many products to ask nearest_products for, to keep the first k: more for a weighted query."""
+    return k if rank_vector is None else max(k, CANDIDATES[use])
 
 
 def query_vector(vector: Sequence[float] | np.ndarray, parts: Sequence[dict] | None, use: str) -> np.ndarray | None:

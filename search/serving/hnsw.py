@@ -5,9 +5,11 @@ model version at run time, as partial expression indexes, and CONCURRENTLY."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from ml.claims import advisory_lock_held
 from ml.models import ModelVersion
@@ -17,6 +19,7 @@ from .versions import version_storage
 
 __all__ = [
     "HNSW_BUILD_LOCK",
+    "hnsw_scan",
     "hnsw_scan_set",
     "hnsw_build_in_progress",
     "hnsw_index_build",
@@ -57,7 +60,8 @@ def hnsw_index_exists(*, model_version: ModelVersion) -> bool:
 
 
 def hnsw_scan_set(*, cursor, ef_search: int, max_scan_tuples: int | None = None) -> None:
-    """For this transaction only (SET LOCAL through set_config, which takes parameters): pgvector 0.8's
+    """For the rest of this transaction (SET LOCAL through set_config, which takes parameters; use
+    hnsw_scan for a block whose settings end with it): pgvector 0.8's
     iterative scan (relaxed_order), so a filtered HNSW query keeps returning rows; the candidate list
     size `ef_search`; and, when given, how far the iterative scan walks (pgvector's default 20,000)."""
     cursor.execute(
@@ -66,6 +70,21 @@ def hnsw_scan_set(*, cursor, ef_search: int, max_scan_tuples: int | None = None)
     )
     if max_scan_tuples is not None:
         cursor.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", [str(int(max_scan_tuples))])
+
+
+@contextmanager
+def hnsw_scan(*, using: str = DEFAULT_DB_ALIAS, ef_search: int, max_scan_tuples: int | None = None) -> Iterator[None]:
+    """A block of reads run with hnsw_scan_set's settings, which end with the block.
+
+    SET LOCAL lasts until the end of the transaction, and a released savepoint keeps it: so the
+    block is a transaction of its own, or, inside a caller's, a savepoint that is rolled back at the
+    end, which undoes the settings and nothing of the caller's. For reads only (the rollback would
+    undo the block's writes)."""
+    with transaction.atomic(using=using):
+        with connections[using].cursor() as cursor:
+            hnsw_scan_set(cursor=cursor, ef_search=ef_search, max_scan_tuples=max_scan_tuples)
+        yield
+        transaction.set_rollback(True, using=using)
 
 
 def hnsw_build_in_progress(*, model_version_id: int) -> bool:

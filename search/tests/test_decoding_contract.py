@@ -73,7 +73,9 @@ class DecodingContractTests(TestCase):
     def test_each_file_uploaded_as_a_photo_finds_its_own_product_at_distance_zero(self):
         for name, product in self.products.items():
             with self.subTest(file=name):
-                response = self.client.post("/api/search", {"image": SimpleUploadedFile(name, self.files[name]), "k": 3})
+                # The whole file (crop=none), as indexed; by default the search would crop to the item.
+                data = {"image": SimpleUploadedFile(name, self.files[name]), "k": 3, "crop": "none"}
+                response = self.client.post("/api/search", data)
                 self.assertEqual(response.status_code, 200, response.content)
                 first = response.json()["results"][0]
                 self.assertEqual(first["id"], product.pk)

@@ -16,10 +16,10 @@ from django.urls import reverse
 
 from ml import workers
 from ml.devices import ComputeDevice
-from search.indexing.jobs import index_job_start
+from search.indexing.jobs import index_job_cancel, index_job_start
 
 from .factories import model_version_create, product_create, shape_png
-from .test_faults import ROOT, child_env
+from .processes import ROOT, child_env
 
 GPU = ComputeDevice(kind="GPU", name="NVIDIA L4", compute_capability="8.9", gpus=1, precision="mixed_float16",
                     embedding_batch_size=1024, tensorflow="2.21.0", built_with_cuda=True)
@@ -93,6 +93,7 @@ class BatchSizeTests(RegistryTestCase):
     def start(self) -> list[int]:
         with self.captureOnCommitCallbacks(execute=False):
             job = index_job_start(model_version=self.version)
+        index_job_cancel(job=job)  # so the next start makes a job of its own (a start joins a running one)
         return [len(b.image_ids) for b in job.batches.order_by("number")]
 
     def setUp(self):

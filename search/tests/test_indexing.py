@@ -161,13 +161,14 @@ class IndexJobTests(IndexingTestCase):
         self.assertIn("could not be loaded", job.error)
         self.assertFalse(EmbeddingFailure.objects.filter(model_version=broken).exists())
 
-    def test_a_new_job_cancels_the_unfinished_one(self):
-        old = self.start()
-        new = self.start()
-        old.refresh_from_db()
-        self.assertEqual(old.status, IndexJob.Status.CANCELLED)
-        self.assertFalse(tasks.index_batch_task.apply(args=[old.batches.first().pk]).get())
-        self.assertEqual(new.status, IndexJob.Status.RUNNING)
+    def test_a_second_start_joins_the_unfinished_job_which_still_completes(self):
+        first = self.start()
+        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+            second = index_job_start(model_version=self.version)
+        self.assertEqual((second.pk, second.images_queued, len(callbacks)), (first.pk, 0, 0))  # nothing queued twice
+        job = self.run_all(first)
+        images = ProductImage.objects.count()
+        self.assertEqual((job.status, job.processed, job.total), (IndexJob.Status.DONE, images, images))
 
     def test_auto_activate_switches_when_the_job_is_done(self):
         serving_set(self.version, auto_activate=True)

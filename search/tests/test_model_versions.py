@@ -3,14 +3,17 @@ admin's buttons (moved here from ml with the admin)."""
 
 import io
 import shutil
+from unittest import mock
 
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
-from django.test import TestCase, override_settings
+from django.test import TestCase
 from django.urls import reverse
 
 from catalog.tests.factories import product_create, shape_png
+from config.celery import app
+from ml.enqueue import MODEL_VERSION_TRAIN
 from ml.models import ModelVersion
 from ml.tests.test_django_training import purge_queue, queue_length, tiny_catalogue
 from search.models import ServingState
@@ -94,7 +97,7 @@ class CommandTests(TestCase):
 
 
 class ForegroundTrainingTests(TestCase):
-    """Issue 14: the foreground command trains in this process and queues no task for a worker."""
+    """The foreground command trains in this process and queues no task for a worker."""
 
     def setUp(self):
         self.addCleanup(shutil.rmtree, settings.MODELS_ROOT, ignore_errors=True)
@@ -117,7 +120,6 @@ class ForegroundTrainingTests(TestCase):
         self.assertEqual(queue_length("training"), 1)
 
 
-@override_settings(CELERY_TASK_ALWAYS_EAGER=False)
 class AdminPermissionTests(TestCase):
     @classmethod
     def setUpTestData(cls):
@@ -144,11 +146,14 @@ class AdminPermissionTests(TestCase):
         self.assertFalse(self.version.cancel_requested)
 
     def test_a_manager_can_start_training_and_cancel(self):
-        with self.captureOnCommitCallbacks(execute=False):
+        # Training is queued for a worker after commit, never run in the web process.
+        with mock.patch.object(app, "send_task") as sent, self.captureOnCommitCallbacks(execute=True):
             response = self.post(self.manager, "train", {"architecture": "classifier", "variant": "mlp", "epochs": 1,
                                                          "precision": "float32"})
         self.assertEqual(response.status_code, 302)
         new = ModelVersion.objects.exclude(pk=self.version.pk).get()
+        sent.assert_called_once_with(MODEL_VERSION_TRAIN, args=[new.pk])
+        self.assertEqual(new.status, ModelVersion.Status.QUEUED)
         self.assertEqual((new.hparams["variant"], new.hparams["precision"]), ("mlp", "float32"))
         self.assertEqual(self.post(self.manager, "cancel").status_code, 302)
         self.version.refresh_from_db()

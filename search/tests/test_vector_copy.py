@@ -1,5 +1,6 @@
-"""A batch's vectors go in with one binary COPY and one INSERT … SELECT … ON CONFLICT (search.vector_copy):
-exact floats, the catalogue's copies, idempotency, refusals, and a COPY that fails half-way."""
+"""A batch's vectors go in with one binary COPY and one INSERT … SELECT … ON CONFLICT
+(search.indexing.vector_copy): exact floats, the catalogue's copies, idempotency, refusals, and a COPY
+that fails half-way."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from search.models import ImageEmbedding, IndexJob
 from search.serving.hnsw import hnsw_index_drop
 
 from .factories import COLORS, SHAPES, category_create, product_create, shape_png
-from .test_faults import ROOT, child_env, wait_for
+from .processes import ROOT, child_env, wait_for
 from .tiny_model import tiny_model_version
 
 NODES = ("a@host1", "b@host2")

@@ -2,7 +2,12 @@
 // the shopper drags and resizes with a mouse, a finger or a pen (pointer events) or the keyboard
 // (arrow keys move, Shift + arrow keys resize). The box is kept in pixels of the photo as the browser
 // shows it (EXIF orientation applied, as the server applies it) and written to the hidden "crop"
-// field as x,y,w,h; empty means the whole photo. Without JavaScript the field stays empty.
+// field: empty until the box is touched (the server finds the item itself), "none" for the whole
+// photo, else x,y,w,h. Without JavaScript the field stays empty.
+//
+// With results, the page carries the photo and the boxes found in it ([data-proposals]): the photo
+// goes back into the file input, each box searches again with it at a click or tap, and "Adjust the
+// box" opens the crop box on the photo, starting from the box the results are for.
 (function () {
   "use strict";
 
@@ -17,6 +22,7 @@
     const text = root.querySelector("[data-crop-text]");
     let W = 0, H = 0;            // the photo's size in its own pixels
     let crop = null;             // {x, y, w, h} in those pixels
+    let auto = true;             // untouched: the server finds the item
     let url = null;
 
     function minSide() { return Math.max(1, Math.min(8, W, H)); }
@@ -37,13 +43,15 @@
       box.style.width = crop.w * sx + "px";
       box.style.height = crop.h * sy + "px";
       const whole = crop.x === 0 && crop.y === 0 && crop.w === W && crop.h === H;
-      field.value = whole ? "" : [crop.x, crop.y, crop.w, crop.h].join(",");
-      text.textContent = whole ? "Whole photo (" + W + "×" + H + ")" :
+      field.value = auto ? "" : whole ? "none" : [crop.x, crop.y, crop.w, crop.h].join(",");
+      text.textContent = auto ? "Lookalike will find the item in the photo (" + W + "×" + H + ")" :
+        whole ? "Whole photo (" + W + "×" + H + ")" :
         "Searching the boxed part: " + crop.w + "×" + crop.h + " at " + crop.x + ", " + crop.y;
       box.setAttribute("aria-valuetext", text.textContent);
     }
 
-    function show(file) {
+    // start: the box to begin from ({x, y, w, h}); without one, the whole photo and the server's choice.
+    function show(file, start, done) {
       if (url) URL.revokeObjectURL(url);
       url = URL.createObjectURL(file);
       img.onload = function () {
@@ -52,8 +60,10 @@
         if (Math.max(W, H) <= 64) img.style.width = Math.max(W, H) < 32 ? "256px" : "320px";
         else img.style.width = "";
         root.hidden = false;
-        crop = {x: 0, y: 0, w: W, h: H};
+        auto = !start;
+        crop = start ? clamp(start) : {x: 0, y: 0, w: W, h: H};
         render();
+        if (done) done();
       };
       img.src = url;
     }
@@ -64,7 +74,7 @@
       if (files && files.length && /^image\//.test(files[0].type)) show(files[0]);
     });
     root.querySelector("[data-crop-reset]").addEventListener("click", function () {
-      crop = {x: 0, y: 0, w: W, h: H}; render(); box.focus();
+      auto = false; crop = {x: 0, y: 0, w: W, h: H}; render(); box.focus();
     });
     window.addEventListener("resize", function () { if (crop) render(); });
 
@@ -76,6 +86,7 @@
       box.focus();
       box.setPointerCapture(e.pointerId);
       drag = {mode: e.target.dataset.handle || "move", x0: e.clientX, y0: e.clientY, start: Object.assign({}, crop), id: e.pointerId};
+      auto = false;
     });
     box.addEventListener("pointermove", function (e) {
       if (!drag || e.pointerId !== drag.id) return;
@@ -102,11 +113,93 @@
       const d = keys[e.key];
       if (!d) return;
       e.preventDefault();
+      auto = false;
       const sx = Math.max(1, Math.round(W / 32)), sy = Math.max(1, Math.round(H / 32));
       if (e.shiftKey) crop = clamp({x: crop.x, y: crop.y, w: crop.w + d[0] * sx, h: crop.h + d[1] * sy});
       else crop = clamp({x: crop.x + d[0] * sx, y: crop.y + d[1] * sy, w: crop.w, h: crop.h});
       render();
     });
+
+    const proposals = document.querySelector("[data-proposals]");
+    if (proposals) carry(form, proposals, input, field, show, root, box);
+  }
+
+  // A data: URI as a File, to put back into the file input.
+  function dataFile(uri, name) {
+    const comma = uri.indexOf(",");
+    const type = uri.slice(5, uri.indexOf(";"));
+    const bytes = atob(uri.slice(comma + 1));
+    const buffer = new Uint8Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) buffer[i] = bytes.charCodeAt(i);
+    return new File([buffer], name + "." + type.split("/")[1], {type: type});
+  }
+
+  function parseBox(text) {
+    const v = (text || "").split(",").map(Number);
+    return v.length === 4 && v.every(function (n) { return n >= 0; }) ? {x: v[0], y: v[1], w: v[2], h: v[3]} : null;
+  }
+
+  function carry(form, proposals, input, field, show, root, box) {
+    const photo = proposals.querySelector("[data-proposals-image]");
+    const W0 = Number(proposals.dataset.width), H0 = Number(proposals.dataset.height);
+    const again = proposals.dataset.cropAgain;
+    let file = null;
+
+    // Boxes come in pixels of the photo as uploaded; the page may carry a smaller copy of a large one.
+    function scaled(b) {
+      const kx = photo.naturalWidth / W0, ky = photo.naturalHeight / H0;
+      if (kx === 1 && ky === 1) return b;
+      const x = Math.floor(b.x * kx), y = Math.floor(b.y * ky);
+      return {x: x, y: y, w: Math.max(1, Math.ceil((b.x + b.w) * kx) - x), h: Math.max(1, Math.ceil((b.y + b.h) * ky) - y)};
+    }
+    function asField(b) { b = scaled(b); return [b.x, b.y, b.w, b.h].join(","); }
+    function searchWith(value) {
+      field.value = value;
+      if (form.requestSubmit) form.requestSubmit(); else form.submit();
+    }
+    // The region the results are for, to start the crop box from.
+    function current() {
+      const drawn = parseBox(again);
+      if (drawn) return drawn;
+      const chosen = proposals.querySelector('[data-box][aria-pressed="true"]');
+      return chosen ? parseBox(chosen.dataset.box) : null;
+    }
+
+    function ready() {
+      file = dataFile(photo.src, "photo");
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      input.files = transfer.files;
+      const drawn = parseBox(again);
+      field.value = drawn ? asField(drawn) : again;
+    }
+    if (photo.complete && photo.naturalWidth) ready(); else photo.addEventListener("load", ready);
+    // Another photo chosen or dropped: these boxes are not on it.
+    function stale() { file = null; proposals.hidden = true; }
+    input.addEventListener("change", stale);
+    form.addEventListener("drop", function (e) {
+      const files = e.dataTransfer && e.dataTransfer.files;
+      if (files && files.length) stale();
+    });
+
+    proposals.querySelectorAll("[data-box]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        if (!file || button.getAttribute("aria-pressed") === "true") return;
+        proposals.querySelectorAll("[data-box]").forEach(function (b) { b.setAttribute("aria-pressed", b === button ? "true" : "false"); });
+        searchWith(asField(parseBox(button.dataset.box)));
+      });
+    });
+    const adjust = proposals.querySelector("[data-box-adjust]");
+    if (adjust) adjust.addEventListener("click", function () {
+      if (!file) return;
+      const start = current();
+      show(file, start ? scaled(start) : {x: 0, y: 0, w: photo.naturalWidth, h: photo.naturalHeight}, function () {
+        root.scrollIntoView({block: "nearest"});
+        box.focus();
+      });
+    });
+    const whole = proposals.querySelector("[data-box-whole]");
+    if (whole) whole.addEventListener("click", function () { if (file) searchWith("none"); });
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -6,6 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ml.workers import queue_workers_missing
 from search.indexing.jobs import index_job_start
 from search.models import IndexJob
 from search.serving.versions import active_model_version
@@ -37,11 +38,19 @@ class Command(BaseCommand):
             job = index_job_start(model_version=version, only_missing=only_missing)
         except ValueError as exc:  # the admin shows the same message
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+        if job.joined:
+            self.stdout.write(f"Reindex job #{job.pk} was already running: {job.images_queued:,} images added, "
+                              f"{job.total:,} in all.")
+        else:
+            self.stdout.write(f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+        # Said before any progress bar: without a worker the bar would sit at 0% with no reason given.
+        no_worker = queue_workers_missing(queue="embeddings") if not job.is_finished else None
+        if no_worker:
+            self.stderr.write(self.style.WARNING(no_worker))
         if wait:
-            self._wait(job, timeout=timeout, poll=poll)
+            self._wait(job, timeout=timeout, poll=poll, no_worker=no_worker)
 
-    def _wait(self, job: IndexJob, *, timeout: float | None, poll: float) -> None:
+    def _wait(self, job: IndexJob, *, timeout: float | None, poll: float, no_worker: str | None) -> None:
         from tqdm import tqdm
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -58,6 +67,7 @@ class Command(BaseCommand):
                     raise CommandError(
                         f"Reindex job #{job.pk} is still {job.get_status_display().lower()} after {timeout:g} s "
                         f"({job.processed:,} of {job.total:,} images); it goes on on the workers."
+                        + (f" {no_worker}" if no_worker else "")
                     )
                 time.sleep(poll)
         summary = f"Reindex job #{job.pk} {job.get_status_display().lower()}: {job.done:,} embedded, {job.failed:,} unreadable."

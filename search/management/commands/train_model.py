@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ml import hparams as hp
 from ml.architectures import ARCHITECTURES, CLASSIFIER_VARIANTS
 from ml.models import ModelVersion
-from ml.services import model_version_train
+from ml.services import TIME_BUDGET_EPOCHS, model_version_train
 from search.indexing.repair import lifecycle_repair
 from search.models import IndexJob, ServingState
 from search.serving.activation import model_version_train_start
@@ -22,7 +22,10 @@ def _tqdm_callback():
 
     class Bar(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self.params.get('epochs')}", unit="step")
+            epochs = self.params.get("epochs")
+            # A wall-time budget has no fixed number of chunks: the bar shows the budget used instead.
+            of = f"/{epochs}" if epochs and epochs < TIME_BUDGET_EPOCHS else f", budget {self.used:.0%} used"
+            self.bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}{of}", unit="step")
 
         def on_train_batch_end(self, batch, logs=None):
             self.bar.update(1)
@@ -30,9 +33,12 @@ def _tqdm_callback():
                 self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
         def on_epoch_end(self, epoch, logs=None):
+            self.used = float((logs or {}).get("budget_used", self.used))
             self.bar.close()
 
-    return Bar()
+    bar = Bar()
+    bar.used = 0.0
+    return bar
 
 
 class Command(BaseCommand):
@@ -43,6 +49,10 @@ class Command(BaseCommand):
                             help="default: the one that measures best on a catalogue like this (ml.architectures.recommend)")
         parser.add_argument("--variant", choices=CLASSIFIER_VARIANTS, help="classifier only (default: cnn)")
         parser.add_argument("--epochs", type=int)
+        parser.add_argument("--budget",
+                            help="train for a budget instead of epochs: steps (20000steps), wall time (30m, 2h) or "
+                                 "auto (grows with the square root of the products); each step samples products, "
+                                 "their photos and augmented views")
         parser.add_argument("--image-size", type=int, dest="image_size")
         parser.add_argument("--dim", type=int, help="embedding dimension (at most 2000)")
         parser.add_argument("--batch-size", type=int, dest="batch_size")
@@ -68,7 +78,7 @@ class Command(BaseCommand):
 
     def _demo_resume(self) -> bool:
         """make run starts fresh workers, so nothing of an interrupted demo is still running: the
-        lifecycle repair (search.repair, what Celery beat runs) sends again whatever was lost
+        lifecycle repair (search.indexing.repair, what Celery beat runs) sends again whatever was lost
         (training resumes from its checkpoint; indexing embeds only what is missing).
         Returns True when a model is active or on its way."""
         for line in lifecycle_repair(stale_after=0).lines():
@@ -89,7 +99,7 @@ class Command(BaseCommand):
             activate = background = True
         if variant and architecture != "classifier":
             raise CommandError(f"--variant applies to the classifier only. Received: --architecture {architecture}")
-        keys = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights",
+        keys = ("epochs", "budget", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights",
                 "precision", "scene_views")
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         if options.get("framing"):
@@ -111,6 +121,10 @@ class Command(BaseCommand):
         version = model_version_train(model_version=version, extra_callbacks=(_tqdm_callback(),))
         if version.status != ModelVersion.Status.SUCCEEDED:
             raise CommandError(f"Model version {version.pk} {version.status}: {version.error}")
+        spent = version.metrics.get("budget")
+        if spent:
+            self.stdout.write(f"Budget {spent['text']}: {spent['steps']} steps in {spent['seconds']:.0f} s "
+                              f"({spent['used']:.0%} used); peak memory {version.metrics.get('peak_rss_mib')} MiB.")
         figures = version.metrics.get("holdout", {})
         model, pixels = figures.get("model", {}), figures.get("pixels", {})
         self.stdout.write(
