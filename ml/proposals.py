@@ -72,8 +72,8 @@ def propose_boxes(image: np.ndarray, *, version: ModelVersion | None = None) -> 
     return classical_boxes(image)
 
 
-def classical_boxes(image: np.ndarray) -> list[Box]:
-    """The item boxes found against the photo's own background (see the module's docstring)."""
+def _work_copy(image: np.ndarray) -> np.ndarray:
+    """float32 copy of uint8 RGB `image` [H, W, 3] with at most WORK_PIXELS pixels."""
     rgb = np.ascontiguousarray(image, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
         raise ValueError(f"propose_boxes takes a uint8 RGB array [H, W, 3]; received shape {rgb.shape}")
@@ -83,7 +83,18 @@ def classical_boxes(image: np.ndarray) -> list[Box]:
     if scale < 1.0:  # by area, so a long narrow photo keeps detail across its narrow side
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         work = work.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    a = np.asarray(work, np.float32)
+    return np.asarray(work, np.float32)
+
+
+def plain_background(image: np.ndarray) -> bool:
+    """Whether uint8 RGB `image` [H, W, 3] shows its items on one plain background, as framing reads it."""
+    return bool(estimate_background(_work_copy(image)).plain)
+
+
+def classical_boxes(image: np.ndarray) -> list[Box]:
+    """The item boxes found against the photo's own background (see the module's docstring)."""
+    height, width = np.shape(image)[:2]
+    a = _work_copy(image)
     h, w = a.shape[:2]
     bg = estimate_background(a)
     if not bg.plain:  # the border is not one background: nothing to tell items from

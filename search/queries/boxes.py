@@ -6,8 +6,10 @@ as it is shown, EXIF orientation applied, so the page and the API can offer ever
 whatever was searched. Each box is the region that is searched when it is chosen: for a model that
 frames its images (ml.framing crops to the item itself) the item's box, for one that does not, the box
 grown until the item sits in it as in a catalogue packshot, with a margin. With `auto` the best box
-becomes the crop, exactly as if it had been sent as x,y,w,h; when no item is found the whole photo is
-searched and a notice says so.
+becomes the crop, exactly as if it had been sent as x,y,w,h, except for one item on a plain background
+with a model that frames: framing crops to that item itself, so the photo goes in whole and the model
+sees what it saw of the catalogue's own photos. When no item is found the whole photo is searched and a
+notice says so.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from ml.models import ModelVersion
-from ml.proposals import Box, propose_boxes
+from ml.proposals import Box, plain_background, propose_boxes
 from ml.runtime import embedder_for
 
 from .crop import BadCrop, Crop, crop_parse
@@ -81,10 +83,7 @@ def crop_apply(info: ImageInfo, crop: Crop) -> ImageInfo:
 
 def boxes_propose(info: ImageInfo, version: ModelVersion | None) -> list[Box]:
     """The item boxes in the photo as shown, best first, in its pixels. Raises what the proposer raises."""
-    img = info.image
-    if max(img.size) > PROPOSAL_SIDE:
-        img = img.copy()
-        img.thumbnail((PROPOSAL_SIDE, PROPOSAL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    img = _proposal_copy(info)
     boxes = list(propose_boxes(np.asarray(img.convert("RGB")), version=version))
     # In the photo's pixels and inside it (a learned localiser may reach past an edge); empty boxes go.
     sx, sy = info.width / img.width, info.height / img.height
@@ -92,6 +91,15 @@ def boxes_propose(info: ImageInfo, version: ModelVersion | None) -> list[Box]:
     if not _frames(version):
         boxes = [_with_context(b, info.width, info.height) for b in boxes]
     return boxes
+
+
+def _proposal_copy(info: ImageInfo) -> Image.Image:
+    """The photo as shown, at most PROPOSAL_SIDE on its longer side."""
+    img = info.image
+    if max(img.size) > PROPOSAL_SIDE:
+        img = img.copy()
+        img.thumbnail((PROPOSAL_SIDE, PROPOSAL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return img
 
 
 def _frames(version: ModelVersion | None) -> bool:
@@ -132,6 +140,11 @@ def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | No
         return BoxedPhoto(info, [], None, None, NO_PROPOSALS if failed else NO_ITEM, crop)
     best = boxes[0]
     box = Crop(best.x, best.y, best.w, best.h)
+    if len(boxes) == 1 and _frames(version) and plain_background(np.asarray(_proposal_copy(info).convert("RGB"))):
+        # One item on a plain background: framing crops the photo to that item itself, exactly as it
+        # did the catalogue's own photos, so the whole photo is searched and a second crop cannot shift
+        # what the model sees. The results are for the item's box all the same.
+        return BoxedPhoto(info, boxes, box, 0, None, crop)
     return BoxedPhoto(crop_apply(info, box), boxes, box, 0, None, crop)
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 from ml.models import ModelVersion
 from ml.proposals import Box
 from ml.tests.test_proposals import _module
-from search.queries.boxes import AUTO, NO_ITEM, NO_PROPOSALS, NONE, crop_choice_parse
+from catalog.images import read_image
+from search.queries.boxes import AUTO, NO_ITEM, NO_PROPOSALS, NONE, crop_choice_parse, photo_boxes
 from search.queries.crop import BadCrop, Crop
 
 from .factories import (
@@ -69,6 +70,28 @@ NO_RATE_LIMIT = override_settings(SEARCH_RATE_LIMIT="")
 
 
 @NO_RATE_LIMIT
+class PlainBackgroundTests(SimpleTestCase):
+    """For a model that frames (version None counts as one), one item on a plain background goes in whole:
+    framing crops to it as it did the catalogue's photos. Several items: the best one is cropped."""
+
+    def test_one_item_on_a_plain_background_is_searched_whole_with_its_box(self):
+        info = read_image(shape_png("circle", color=COLORS[2], size=64), max_bytes=10**6)
+        boxed = photo_boxes(info, AUTO, version=None)
+        self.assertEqual(len(boxed.boxes), 1)
+        self.assertIs(boxed.image, info)
+        best = boxed.boxes[0]
+        self.assertEqual(boxed.box, Crop(best.x, best.y, best.w, best.h))
+        self.assertEqual((boxed.chosen, boxed.notice), (0, None))
+
+    def test_two_items_crop_to_the_best(self):
+        photo = two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64))
+        info = read_image(photo, max_bytes=10**6)
+        boxed = photo_boxes(info, AUTO, version=None)
+        self.assertEqual(len(boxed.boxes), 2)
+        self.assertEqual((boxed.image.width, boxed.image.height), (boxed.box.w, boxed.box.h))
+        self.assertLess(boxed.image.width, info.width)
+
+
 class BoxesSearchTests(TestCase):
     """A red square beside a green triangle, on black: two items, the square (solid) first."""
 
