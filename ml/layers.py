@@ -190,13 +190,18 @@ class Compose(layers.Layer):
     Hellinger geometry (sqrt of a distribution is a unit vector), so a squared L2 distance is the
     instance distance plus, per part, share * the Hellinger distance between the two distributions:
     products of another category (or colour group) are pushed away by up to 2 * share, products of
-    the same one are ranked by the instance part."""
+    the same one are ranked by the instance part. `names`: the parts' names in input order (the
+    instance embedding's first), recorded for vector_parts; empty in models saved without them."""
 
-    def __init__(self, shares: tuple[float, ...] = (), **kwargs):
+    def __init__(self, shares: tuple[float, ...] = (), names: tuple[str, ...] = (), **kwargs):
         super().__init__(**kwargs)
         self.shares = tuple(float(s) for s in shares)
+        self.names = tuple(str(n) for n in names)
         if any(s < 0 for s in self.shares) or sum(self.shares) >= 1:
             raise ValueError(f"shares must be >= 0 and sum to less than 1. Received: shares={self.shares}")
+        if self.names and len(self.names) != len(self.shares) + 1:
+            raise ValueError(f"names must name the instance embedding and each share's part. Received: "
+                             f"names={self.names}, shares={self.shares}")
 
     def call(self, inputs):
         embedding, *distributions = inputs
@@ -209,20 +214,21 @@ class Compose(layers.Layer):
         return (*input_shapes[0][:-1], sum(s[-1] for s in input_shapes))
 
     def get_config(self):
-        return {**super().get_config(), "shares": list(self.shares)}
+        return {**super().get_config(), "shares": list(self.shares), "names": list(self.names)}
 
 
 def vector_parts(model: keras.Model) -> list[dict] | None:
     """The layout of a model's served vector when a Compose layer named "embedding" made it:
     [{"name": the part's source layer, "size": its width, "share": its squared weight}, ...] in
-    vector order (search.queries.weights weighs them per use); None for a vector of one part."""
+    vector order (search.queries.weights weighs them per use); None for a vector of one part, or
+    for a Compose layer that was not given its parts' names."""
     try:
         layer = model.get_layer("embedding")
     except ValueError:
         return None
-    if not isinstance(layer, Compose):
+    if not isinstance(layer, Compose) or not layer.names:
         return None
     sources = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
     shares = [1.0 - sum(layer.shares), *layer.shares]
-    return [{"name": tensor._keras_history.operation.name, "size": int(tensor.shape[-1]), "share": round(float(s), 6)}
-            for tensor, s in zip(sources, shares, strict=True)]
+    return [{"name": name, "size": int(tensor.shape[-1]), "share": round(float(s), 6)}
+            for name, tensor, s in zip(layer.names, sources, shares, strict=True)]

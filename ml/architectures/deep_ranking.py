@@ -125,19 +125,21 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
         logits = CosineLogits(num_classes, name="logits", dtype=OUTPUT_DTYPE)(instance_embedding)
         probabilities = layers.Softmax(name="probabilities", dtype=OUTPUT_DTYPE)(logits)
         train_outputs["probabilities"] = probabilities
-        parts.append(probabilities)
+        parts.append(("probabilities", probabilities))
         part_shares.append(shares[0])
     if num_colours is not None:
         colour_logits = CosineLogits(num_colours, name="colour_logits", dtype=OUTPUT_DTYPE)(instance_embedding)
         colours = layers.Softmax(name="colours", dtype=OUTPUT_DTYPE)(colour_logits)
         train_outputs["colours"] = colours
-        parts.append(colours)
+        parts.append(("colours", colours))
         part_shares.append(shares[1])
     if item_colour_share > 0:
-        parts.append(ItemColours(name="item_colours", dtype=OUTPUT_DTYPE, **ITEM_COLOURS)(inputs))
+        parts.append(("item_colours", ItemColours(name="item_colours", dtype=OUTPUT_DTYPE, **ITEM_COLOURS)(inputs)))
         part_shares.append(item_colour_share)
     if any(part_shares):
-        embedding = Compose(tuple(part_shares), name="embedding", dtype=OUTPUT_DTYPE)([instance_embedding, *parts])
+        names = ("instance_embedding", *(name for name, _ in parts))
+        embedding = Compose(tuple(part_shares), names, name="embedding",
+                            dtype=OUTPUT_DTYPE)([instance_embedding, *(tensor for _, tensor in parts)])
     else:
         embedding = layers.Identity(name="embedding", dtype=OUTPUT_DTYPE)(instance_embedding)
     outputs = {"embedding": embedding}
