@@ -6,6 +6,15 @@ import keras
 from keras import layers, ops
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# ItemColours: a pixel's weight rises from 0 to 1 over this many levels beyond `threshold` from the
+# background, so anti-aliased edges and JPEG noise count a little rather than flipping in or out.
+_FOREGROUND_RAMP = 20.0
+# ItemColours (space="hue"): a pixel goes from grey to fully coloured over this many levels of chroma
+# beyond `chroma`, since the hue of a near-grey pixel is mostly noise.
+_CHROMA_RAMP = 32.0
+# ItemColours configs saved before the colour space was configurable have none of these keys; they
+# were rgb cells (the hue arguments then unused), and load as such.
+_ITEM_COLOURS_BEFORE_SPACES = {"space": "rgb", "hue_bins": 12, "value_bins": 3, "grey_bins": 6, "chroma": 16.0}
 
 
 @keras.saving.register_keras_serializable(package="lookalike")
@@ -94,25 +103,28 @@ class ItemColours(layers.Layer):
     pixels of a framed image [n, s, s, 3] (0-255) that differ from its background.
 
     The background is the median of the image's outer ring (framing pads every item with a margin
-    of the catalogue's background colour); a pixel counts fully from `threshold` + 20 levels away
+    of the catalogue's background colour); a pixel counts fully from `threshold` + _FOREGROUND_RAMP levels away
     from it, not at all within `threshold`. Cells are soft (each pixel shares its count between
     the nearest cell centres, as ml.colour does), and the image is first average-pooled by `pool`,
     so the layer is cheap beside the network. Served as a part of the vector (Compose,
     `item_colour_share`), it lets similar items rank by the colour a product's photos show where the
     learned colour groups only say which cluster it is in. No weights.
 
-    space="rgb": bins^3 cells of the RGB cube. space="hue" (the default of new versions): cells of
+    space="rgb": bins^3 cells of the RGB cube. space="hue" (the default): cells of
     hue (`hue_bins` round the colour wheel) x brightness (`value_bins` of max(r, g, b)) for the
     coloured pixels, and `grey_bins` of brightness for the grey ones, a pixel sharing itself between
-    the two by its chroma (max - min: fully coloured from `chroma` + 32 levels, grey below `chroma`).
+    the two by its chroma (max - min: fully coloured from `chroma` + _CHROMA_RAMP levels, grey below `chroma`).
     Shading, folds and light of another strength scale a pixel's channels together, which keeps its
     hue and moves it across the RGB cube's cells: a shaded yellow lands in an orange's RGB cell but
-    keeps a yellow's hue."""
+    keeps a yellow's hue.
+
+    get_config records every argument, so a saved layer keeps its own cells whatever the defaults;
+    a config saved before `space` existed loads as the rgb cells it was."""
 
     SPACES = ("rgb", "hue")
 
-    def __init__(self, bins: int = 4, pool: int = 2, threshold: float = 12.0, space: str = "rgb",
-                 hue_bins: int = 12, value_bins: int = 3, grey_bins: int = 6, chroma: float = 16.0, **kwargs):
+    def __init__(self, bins: int = 4, pool: int = 2, threshold: float = 12.0, space: str = "hue",
+                 hue_bins: int = 16, value_bins: int = 3, grey_bins: int = 6, chroma: float = 16.0, **kwargs):
         super().__init__(**kwargs)
         if space not in self.SPACES:
             raise ValueError(f"space must be one of {self.SPACES}. Received: space={space!r}")
@@ -148,7 +160,7 @@ class ItemColours(layers.Layer):
         ring = ops.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)  # [n, border, 3]
         background = ops.sort(ring, axis=1)[:, ring.shape[1] // 2]  # the median, per channel
         distance = ops.max(ops.abs(x - background[:, None, None, :]), axis=-1)
-        weight = ops.clip((distance - self.threshold) / 20.0, 0.0, 1.0) + 1e-3  # an empty item: the whole image
+        weight = ops.clip((distance - self.threshold) / _FOREGROUND_RAMP, 0.0, 1.0) + 1e-3  # an empty item: the whole image
         counts = self._rgb(x, weight) if self.space == "rgb" else self._hue(x, weight)
         return counts / ops.sum(counts, axis=-1, keepdims=True)
 
@@ -166,7 +178,7 @@ class ItemColours(layers.Layer):
         from_red = (g - b) / safe
         hue = ops.where(top == r, ops.where(from_red < 0, from_red + 6.0, from_red),
                         ops.where(top == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))  # [0, 6)
-        coloured = ops.clip((chroma - self.chroma) / 32.0, 0.0, 1.0)
+        coloured = ops.clip((chroma - self.chroma) / _CHROMA_RAMP, 0.0, 1.0)
         hues = self._soft(hue * (self.hue_bins / 6.0), self.hue_bins, circular=True)
         values = self._soft(top * (self.value_bins / 256.0) - 0.5, self.value_bins)
         greys = self._soft(top * (self.grey_bins / 256.0) - 0.5, self.grey_bins)
@@ -181,6 +193,12 @@ class ItemColours(layers.Layer):
         return {**super().get_config(), "bins": self.bins, "pool": self.pool, "threshold": self.threshold,
                 "space": self.space, "hue_bins": self.hue_bins, "value_bins": self.value_bins,
                 "grey_bins": self.grey_bins, "chroma": self.chroma}
+
+    @classmethod
+    def from_config(cls, config):
+        if "space" not in config:
+            config = {**_ITEM_COLOURS_BEFORE_SPACES, **config}
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="lookalike")

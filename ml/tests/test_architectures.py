@@ -195,7 +195,7 @@ class ItemColoursTests(unittest.TestCase):
     def test_the_item_counts_and_its_background_does_not(self):
         from ml.layers import ItemColours
 
-        layer = ItemColours()
+        layer = ItemColours(space="rgb")
         red_on_white = np.asarray(layer(self._framed((200, 30, 30), (240, 240, 236))))[0]
         red_on_dark = np.asarray(layer(self._framed((200, 30, 30), (30, 40, 60))))[0]
         blue_on_white = np.asarray(layer(self._framed((40, 60, 200), (240, 240, 236))))[0]
@@ -215,7 +215,7 @@ class ItemColoursTests(unittest.TestCase):
         affinity = lambda a, b: float(np.sqrt(a * b).sum())  # noqa: E731
         histograms = {}
         for space in ("rgb", "hue"):
-            layer = ItemColours(space=space)
+            layer = ItemColours(space=space, hue_bins=12)
             histograms[space] = {name: np.asarray(layer(self._framed(rgb, (240, 240, 236))))[0] for name, rgb in {
                 "yellow": (232, 200, 40), "yellow in shadow": (144, 124, 25), "orange": (236, 124, 28),
                 "white": (236, 236, 230), "grey": (128, 128, 132), "black": (34, 34, 36)}.items()}
@@ -236,11 +236,15 @@ class ItemColoursTests(unittest.TestCase):
     def test_a_version_saved_before_the_hue_cells_keeps_the_rgb_cells(self):
         from ml.layers import ItemColours
 
-        config = ItemColours(name="item_colours").get_config()
+        config = ItemColours(name="item_colours", space="rgb").get_config()
         old = {k: v for k, v in config.items() if k not in ("space", "hue_bins", "value_bins", "grey_bins", "chroma")}
         self.assertEqual(ItemColours.from_config(old).size, 64)
         hue = ItemColours.from_config(ItemColours(space="hue", hue_bins=16).get_config())
         self.assertEqual((hue.space, hue.size), ("hue", 16 * 3 + 6))
+        # Saved values win over the defaults: a saved 12-hue layer keeps 12 hues.
+        twelve = ItemColours.from_config(ItemColours(space="hue", hue_bins=12).get_config())
+        self.assertEqual(twelve.size, 12 * 3 + 6)
+        self.assertEqual(ItemColours().get_config()["space"], "hue")
         with self.assertRaisesRegex(ValueError, "space"):
             ItemColours(space="lab")
 
