@@ -43,9 +43,13 @@ class KeywordFilterForm(forms.Form):
             raise forms.ValidationError(f"The min price ({low}) is above the max price ({high}).")
         return data
 
+    unlabelled_errors: tuple[str, ...] = ()  # fields whose errors already say what they are about
+
     def first_error(self) -> str:
+        """The first error as one line for people: "Label: message" (the message alone for a form-wide
+        error or a field in `unlabelled_errors`)."""
         for field, errors in self.errors.items():
-            label = self.fields[field].label if field in self.fields else ""
+            label = self.fields[field].label if field in self.fields and field not in self.unlabelled_errors else ""
             return f"{label}: {errors[0]}" if label else errors[0]
         return "The request was not valid."
 

@@ -3,7 +3,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from config.api import json_api_view
+from config.api import json_api_view, json_error
 from config.replicas import replica_reads
 
 from .api_schema import product_list_schema
@@ -55,10 +55,6 @@ def product_list_view(request):
     return render(request, "catalog/product_list.html", context)
 
 
-def _json_error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
-
-
 def _int_param(request, name: str, default: int, low: int, high: int | None = None) -> int:
     raw = request.GET.get(name, "")
     if raw == "":
@@ -81,15 +77,15 @@ def api_product_list(request):
     JSON. `corrected_query` is what was searched when typos in `q` were corrected (null otherwise), and
     `corrections` the words it changed; exact=1 searches `q` as typed."""
     if request.method not in ("GET", "HEAD"):
-        return _json_error("Use GET.", 405)
+        return json_error("Use GET.", 405)
     form = ProductSearchForm(request.GET)
     if not form.is_valid():
-        return _json_error(form.first_error(), 400)
+        return json_error(form.first_error(), 400)
     try:
         number = _int_param(request, "page", 1, 1)
         size = _int_param(request, "page_size", API_PAGE_SIZE, 1, API_MAX_PAGE_SIZE)
     except ValueError as exc:
-        return _json_error(str(exc), 400)
+        return json_error(str(exc), 400)
     data = form.cleaned_data
     results = product_search(
         query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"], correct=not _exact(request)
@@ -99,7 +95,7 @@ def api_product_list(request):
         page = paginator.page(number)
     except (EmptyPage, PageNotAnInteger):
         more = " (the first ones of more matches: narrow the words or filters)" if getattr(paginator.object_list, "capped", False) else ""
-        return _json_error(f"There is no page {number}: the results have {paginator.num_pages} page(s){more}.", 404)
+        return json_error(f"There is no page {number}: the results have {paginator.num_pages} page(s){more}.", 404)
     ranked = results.match != Match.ALL
     return JsonResponse(
         {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from django.http import JsonResponse
 from rest_framework import exceptions
 from rest_framework.decorators import api_view
 from rest_framework.negotiation import BaseContentNegotiation
@@ -20,6 +21,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+
+def json_error(message: str, status: int) -> JsonResponse:
+    """The API's error response: {"error": a message for people}, with its status."""
+    return JsonResponse({"error": message}, status=status)
 
 
 class JsonAlways(BaseContentNegotiation):

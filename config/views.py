@@ -4,10 +4,12 @@ import logging
 import sys
 
 from django.conf import settings
-from django.http import HttpResponseServerError, JsonResponse
+from django.http import HttpResponseServerError
 from django.shortcuts import render
 from django.template import loader
 from django.views.static import serve
+
+from .api import json_error
 
 logger = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 30  # seconds
@@ -23,7 +25,7 @@ def media_serve(request, path):
 
 def _error(request, status: int, message: str):
     if request.path.startswith("/api/"):
-        return JsonResponse({"error": message}, status=status)
+        return json_error(message, status)
     return render(request, "error.html", {"status": status, "message": message}, status=status)
 
 

@@ -33,6 +33,8 @@ def k_parse(raw: str | int | None) -> int:
 class PhotoSearchForm(KeywordFilterForm):
     """A photo, and optionally a category, words (q) and a price range that the results must match."""
 
+    unlabelled_errors = ("image",)  # the photo's errors are whole sentences about the file
+
     image = forms.FileField(
         label="Photo",
         help_text="JPEG, PNG, WebP or GIF.",
@@ -109,8 +111,3 @@ class PhotoSearchForm(KeywordFilterForm):
                 self.add_error("crop", str(exc))
         return data
 
-    def first_error(self) -> str:
-        for field, errors in self.errors.items():
-            label = self.fields[field].label if field in self.fields else ""
-            return f"{label}: {errors[0]}" if label and field != "image" else errors[0]
-        return "The request was not valid."

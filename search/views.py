@@ -16,7 +16,7 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from catalog.models import Product
-from config.api import json_api_view
+from config.api import json_api_view, json_error
 from config.ratelimit import rate_limit_check
 from config.replicas import replica_reads
 
@@ -91,7 +91,7 @@ def upload_guard(*, api: bool):
             retry_after = rate_limit_check(request=request, scope="photo_search", rate=settings.SEARCH_RATE_LIMIT)
             if retry_after is not None:
                 message = f"Too many photo searches; try again in {retry_after} seconds."
-                response = _error(message, 429) if api else _page_error(request, 429, message)
+                response = json_error(message, 429) if api else _page_error(request, 429, message)
                 response["Retry-After"] = str(retry_after)
                 return response
             try:
@@ -101,7 +101,7 @@ def upload_guard(*, api: bool):
             max_bytes = settings.SEARCH_UPLOAD_MAX_BYTES
             if length > max_bytes + UPLOAD_BODY_SLACK:
                 message = f"The upload is {length / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
-                return _error(message, 400) if api else _page_error(request, 400, message)
+                return json_error(message, 400) if api else _page_error(request, 400, message)
             request.upload_handlers = [MemoryFileUploadHandler(request)]
             return view(request, *args, **kwargs)
 
@@ -156,10 +156,6 @@ def _search_args(form: PhotoSearchForm) -> dict:
 # --- JSON API -----------------------------------------------------------------------------------
 
 
-def _error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
-
-
 def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
     return {
         "id": item.product.pk,
@@ -176,17 +172,17 @@ def _item_json(request: HttpRequest, item: SimilarProduct) -> dict:
 def api_product_similar(request: HttpRequest, pk: int) -> JsonResponse:
     """GET /api/products/<id>/similar?k=8&same_category=1"""
     if request.method not in ("GET", "HEAD"):
-        return _error("Use GET.", 405)
+        return json_error("Use GET.", 405)
     try:
         k = k_parse(request.GET.get("k"))
     except ValueError as exc:
-        return _error(str(exc), 400)
+        return json_error(str(exc), 400)
     product = Product.objects.browsable().filter(pk=pk).first()
     if product is None:
-        return _error(f"There is no product with id {pk}.", 404)
+        return json_error(f"There is no product with id {pk}.", 404)
     similar = product_similar(product=product, k=k, same_category=request.GET.get("same_category") in ("1", "true"))
     if similar.state == SimilarItems.NO_MODEL:
-        return _error("Similar items are not available yet: no model is active.", 503)
+        return json_error("Similar items are not available yet: no model is active.", 503)
     body = {
         "product": product.pk,
         "model_version": similar.model_version.pk,
@@ -208,18 +204,18 @@ def api_search(request: HttpRequest) -> JsonResponse:
     """POST /api/search (multipart: image; optional crop (auto, none or x,y,w,h), k, category slug, q,
     min_price, max_price)"""
     if request.method != "POST":
-        return _error("Use POST with a multipart form: image, and optionally k and category.", 405)
+        return json_error("Use POST with a multipart form: image, and optionally k and category.", 405)
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
-        return _error(form.first_error(), 400)
+        return json_error(form.first_error(), 400)
     version = active_model_version()
     boxed = photo_boxes(form.cleaned_data["image"], form.cleaned_data["crop"], version=version)
     try:
         result = photo_search(image=boxed.image, model_version=version, **_search_args(form))
     except PhotoRefused as exc:
-        return _error(str(exc), 400)
+        return json_error(str(exc), 400)
     except SearchUnavailable as exc:
-        return _retry_later(_error(str(exc), 503), exc)
+        return _retry_later(json_error(str(exc), 503), exc)
     return JsonResponse(
         {
             "model_version": result.model_version.pk,
