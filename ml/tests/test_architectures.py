@@ -256,6 +256,9 @@ class ItemColoursTests(unittest.TestCase):
         self.assertEqual([(p["name"], p["size"]) for p in parts],
                          [("instance_embedding", 8), ("probabilities", 3), ("item_colours", 54)])
         self.assertAlmostEqual(parts[2]["share"], 0.05)
+        with tempfile.TemporaryDirectory() as tmp:  # the names are saved with the model
+            model.save(Path(tmp) / "m.keras")
+            self.assertEqual(vector_parts(keras.models.load_model(Path(tmp) / "m.keras")), parts)
         vectors = np.asarray(model(_x(3), training=False)["embedding"])
         self.assertEqual(vectors.shape, (3, 65))
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
