@@ -144,7 +144,10 @@ def _catalogue(products: int) -> None:
 
 class TrainModelBudgetTests(TestCase):
     def setUp(self):
-        self.addCleanup(shutil.rmtree, settings.MODELS_ROOT, ignore_errors=True)
+        # A models folder of its own: "nothing was written" must not see other tests' shared models.
+        root = tempfile.mkdtemp(prefix="lookalike-models-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        self.enterContext(override_settings(MODELS_ROOT=root))
 
     def test_train_model_trains_for_a_step_budget_and_reports_it(self):
         _catalogue(36)  # 32 training images in batches of 4: checkpoints every 8 steps
