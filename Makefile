@@ -32,6 +32,7 @@ run: run-deps install
 ## ruff (pyproject.toml): a lint error fails `make test`, and so CI.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## The whole suite on real PostgreSQL + pgvector and real Redis, after the lint.
 test: system-deps install lint

@@ -202,11 +202,20 @@ def machine() -> dict:
     cpu = name or platform.processor() or platform.machine()
     # Time figures depend on these: TensorFlow trains in bfloat16 only with avx512_bf16 (ml.precision).
     vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"platform": platform.platform(), "processor": cpu, "cpu_flags": vector, "cpu_count": os.cpu_count(),
-            "memory_gib": mem, "gpu": None, "note": "CPU shared with other engineers' test runs: see load_average"}
+    return {
+        "platform": platform.platform(),
+        "processor": cpu,
+        "cpu_flags": vector,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": mem,
+        "gpu": None,
+        "note": "CPU shared with other engineers' test runs: see load_average",
+    }
 
 
-def write_report(name: str, *, quick: bool, argv: list[str], started: float, load: dict, script: str | None = None, **body) -> Path:
+def write_report(
+    name: str, *, quick: bool, argv: list[str], started: float, load: dict, script: str | None = None, **body
+) -> Path:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([f"python bench/{script or name}.py", *argv]),

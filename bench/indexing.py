@@ -82,23 +82,45 @@ def measure_predict(model_path: str | os.PathLike, n: int, batches=PREDICT_BATCH
             model.predict(x, batch_size=batch, verbose=0)
             seconds = time.perf_counter() - t0
             best = seconds if best is None else min(best, seconds)
-        rows.append({"path": "model.predict", "batch": batch, "images": n, "seconds": round(best, 3),
-                     "images_per_s": round(n / best, 1)})
+        rows.append(
+            {
+                "path": "model.predict",
+                "batch": batch,
+                "images": n,
+                "seconds": round(best, 3),
+                "images_per_s": round(n / best, 1),
+            }
+        )
     # The pipeline's own call (a traced model call per batch), on the same tensors.
     batch = batches[0]
-    embedder = Embedder(model=model, meta={"dim": 0, "image_size": size, "label_names": [],
-                                           "has_classifier_head": False}, path=Path(model_path))
+    embedder = Embedder(
+        model=model,
+        meta={"dim": 0, "image_size": size, "label_names": [], "has_classifier_head": False},
+        path=Path(model_path),
+    )
     embedder._predict(x[:batch], batch)
     t0 = time.perf_counter()
     embedder._predict(x, batch)
     seconds = time.perf_counter() - t0
-    rows.append({"path": "Embedder._predict", "batch": batch, "images": n, "seconds": round(seconds, 3),
-                 "images_per_s": round(n / seconds, 1)})
+    rows.append(
+        {
+            "path": "Embedder._predict",
+            "batch": batch,
+            "images": n,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(n / seconds, 1),
+        }
+    )
     return rows
 
 
-PREDICT_COLUMNS = [("path", "(a) model alone", "s"), ("batch", "batch", "d"), ("images", "images", "d"),
-                   ("seconds", "seconds", ".2f"), ("images_per_s", "images/s", ".0f")]
+PREDICT_COLUMNS = [
+    ("path", "(a) model alone", "s"),
+    ("batch", "batch", "d"),
+    ("images", "images", "d"),
+    ("seconds", "seconds", ".2f"),
+    ("images_per_s", "images/s", ".0f"),
+]
 
 
 def only_predict(args, argv) -> int:
@@ -152,9 +174,15 @@ def clone_version(base):
     from search.models import ServingState
 
     clone = ModelVersion.objects.create(
-        architecture=base.architecture, hparams=base.hparams, epochs=base.epochs, epoch=base.epoch,
-        status=ModelVersion.Status.SUCCEEDED, dim=base.dim, image_size=base.image_size,
-        label_names=base.label_names, metrics={"bench_clone_of": base.pk},
+        architecture=base.architecture,
+        hparams=base.hparams,
+        epochs=base.epochs,
+        epoch=base.epoch,
+        status=ModelVersion.Status.SUCCEEDED,
+        dim=base.dim,
+        image_size=base.image_size,
+        label_names=base.label_names,
+        metrics={"bench_clone_of": base.pk},
     )
     ServingState.objects.create(model_version=clone, auto_activate=True)
     clone.workdir.mkdir(parents=True, exist_ok=True)
@@ -163,8 +191,9 @@ def clone_version(base):
     return clone
 
 
-def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: int | None,
-                  pool: str = "prefork") -> list[subprocess.Popen]:
+def start_workers(
+    *, quick: bool, workers: int, concurrency: int, tf_threads: int | None, pool: str = "prefork"
+) -> list[subprocess.Popen]:
     from config.celery import app
 
     app.control.purge()
@@ -178,20 +207,40 @@ def start_workers(*, quick: bool, workers: int, concurrency: int, tf_threads: in
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     for i in range(workers):
-        cmd = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-Q", "embeddings",
-               "-c", str(concurrency), "-P", pool, "-n", f"bench{i}@%h", "-l", "info",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "embeddings",
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "-n",
+            f"bench{i}@%h",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
         out = open(logs / f"celery-worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        )
     names = {f"bench{i}@" for i in range(workers)}
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         replies = app.control.inspect(timeout=1.0).ping() or {}
         # Up, and every pool process has imported TensorFlow (ml.workers, at process start): a
         # reindex in production finds its workers running, not starting.
-        warm = all((logs / f"celery-worker-{i}.log").read_text(errors="replace").count("TensorFlow ready in")
-                   >= (concurrency if pool == "prefork" else 1) for i in range(workers))
+        warm = all(
+            (logs / f"celery-worker-{i}.log").read_text(errors="replace").count("TensorFlow ready in")
+            >= (concurrency if pool == "prefork" else 1)
+            for i in range(workers)
+        )
         if warm and all(any(r.startswith(n) for r in replies) for n in names):
             return procs
         if any(p.poll() is not None for p in procs):
@@ -212,8 +261,16 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_threads: int | None, timeout: float,
-                 pool: str = "prefork") -> dict:
+def run_pipeline(
+    version,
+    *,
+    quick: bool,
+    workers: int,
+    concurrency: int,
+    tf_threads: int | None,
+    timeout: float,
+    pool: str = "prefork",
+) -> dict:
     from django.conf import settings
     from django.db import connection
 
@@ -282,7 +339,9 @@ def run_pipeline(version, *, quick: bool, workers: int, concurrency: int, tf_thr
         "vectors": ImageEmbedding.objects.filter(model_version=version).count(),
         "activated": model_version_is_active(model_version=version),
         "postgres": {"maintenance_work_mem": mwm, "max_parallel_maintenance_workers": mpmw},
-        "stages": worker_stages(job.pk, [ROOT / "var" / "bench-logs" / f"celery-worker-{i}.log" for i in range(workers)]),
+        "stages": worker_stages(
+            job.pk, [ROOT / "var" / "bench-logs" / f"celery-worker-{i}.log" for i in range(workers)]
+        ),
     }
 
 
@@ -302,7 +361,7 @@ def profile_batches(version, batches: int = 8) -> dict:
 
     size = settings.EMBEDDING_BATCH_SIZE
     ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True)[: size * (batches + 1)])
-    chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
+    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     embedder = embedder_for(version)
     keys = ("rows", "decode", "model", "read", "graph_decode_model", "embed_files", "encode", "lock", "write")
     stages = dict.fromkeys(keys, 0.0)
@@ -343,8 +402,12 @@ def profile_batches(version, batches: int = 8) -> dict:
             with transaction.atomic():
                 # A fresh version, as in a reindex: its rows are new inserts and no HNSW index exists
                 # for it yet (writing the active version's rows would update its HNSW index too).
-                fresh = ModelVersion.objects.create(architecture=version.architecture, status=version.status,
-                                                    dim=version.dim, image_size=version.image_size)
+                fresh = ModelVersion.objects.create(
+                    architecture=version.architecture,
+                    status=version.status,
+                    dim=version.dim,
+                    image_size=version.image_size,
+                )
                 t0 = time.perf_counter()
                 images_lock(image_ids=chunk)
                 t["lock"] = time.perf_counter() - t0
@@ -367,16 +430,18 @@ def profile_batches(version, batches: int = 8) -> dict:
         "ms_per_batch": per_batch,
         "images_per_s_single_process": round(images_done / pipeline, 1) if pipeline else None,
         "note": "decode: Pillow (the whole contract), one thread, alone; model: Embedder._predict alone; "
-                "read: the files' bytes; graph_decode_model: PNGs that are their own model input "
-                "(ml.preprocess.png_as_is) decoded inside the model's graph, and the model (0 where the files "
-                "are not such PNGs); embed_files: what the task runs (decode or graph decode, and the model); encode: the binary COPY data (inside write); lock: "
-                "images and products FOR NO KEY UPDATE; write: COPY + INSERT ... SELECT ... ON CONFLICT + "
-                "failure records. One process, no Celery.",
+        "read: the files' bytes; graph_decode_model: PNGs that are their own model input "
+        "(ml.preprocess.png_as_is) decoded inside the model's graph, and the model (0 where the files "
+        "are not such PNGs); embed_files: what the task runs (decode or graph decode, and the model); encode: the binary COPY data (inside write); lock: "
+        "images and products FOR NO KEY UPDATE; write: COPY + INSERT ... SELECT ... ON CONFLICT + "
+        "failure records. One process, no Celery.",
     }
 
 
-WORKER_LINE = re.compile(r"Index batch \d+ of job (\d+): (\d+) embedded, (\d+) failed; "
-                         r"ms rows=([\d.]+) embed=([\d.]+) write=([\d.]+) total=([\d.]+)")
+WORKER_LINE = re.compile(
+    r"Index batch \d+ of job (\d+): (\d+) embedded, (\d+) failed; "
+    r"ms rows=([\d.]+) embed=([\d.]+) write=([\d.]+) total=([\d.]+)"
+)
 
 
 def worker_stages(job_id: int, logs: list[Path]) -> dict:
@@ -397,8 +462,8 @@ def worker_stages(job_id: int, logs: list[Path]) -> dict:
         "ms_per_batch_median": {k: round(float(v), 1) for k, v in zip(names, np.median(a, axis=0))},
         "ms_per_batch_mean_without_slowest_4": {k: round(float(v), 1) for k, v in zip(names, steady.mean(axis=0))},
         "note": "inside each task, in each worker process: rows = batch and image rows before the model; "
-                "embed = decode + model (prefetch-overlapped); write = the batch's transaction (locks, COPY, "
-                "upsert, counts). Processes run side by side, so these add up to more than the wall time.",
+        "embed = decode + model (prefetch-overlapped); write = the batch's transaction (locks, COPY, "
+        "upsert, counts). Processes run side by side, so these add up to more than the wall time.",
     }
 
 
@@ -422,17 +487,31 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 5k catalogue (bench/setup_data.py --quick)")
-    parser.add_argument("--only-predict", metavar="PATH", help="(a) only, for this .keras file or workdir; "
-                        "no Django, no database (e.g. on a GPU machine)")
+    parser.add_argument(
+        "--only-predict",
+        metavar="PATH",
+        help="(a) only, for this .keras file or workdir; no Django, no database (e.g. on a GPU machine)",
+    )
     parser.add_argument("--n", type=int, help="images for (a) (default 20000, at most the catalogue)")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (1)")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="-c per worker (default: a process per core, at most 4, as make worker and the demo "
-                             "run it: config.celery.cpu_worker_processes)")
-    parser.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),
-                        help="Celery pool (prefork: a process per slot; threads: slots share one process and model)")
-    parser.add_argument("--tf-threads", type=int, help="TF_NUM_INTRAOP/INTEROP_THREADS for each worker process "
-                        "(default: TensorFlow's, every core)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="-c per worker (default: a process per core, at most 4, as make worker and the demo "
+        "run it: config.celery.cpu_worker_processes)",
+    )
+    parser.add_argument(
+        "--pool",
+        default="prefork",
+        choices=("prefork", "threads", "solo"),
+        help="Celery pool (prefork: a process per slot; threads: slots share one process and model)",
+    )
+    parser.add_argument(
+        "--tf-threads",
+        type=int,
+        help="TF_NUM_INTRAOP/INTEROP_THREADS for each worker process (default: TensorFlow's, every core)",
+    )
     parser.add_argument("--label", help="write bench/results/indexing_<label>.json (a variant's run)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the job")
     parser.add_argument("--out", help="--only-predict: where to write the JSON")
@@ -477,8 +556,15 @@ def main(argv=None) -> int:
     clone = clone_version(base)
     log(f"(b) pipeline: version {clone.pk} (copy of {base.pk}) over {catalogue} images")
     with LoadSampler() as load_b:
-        pipeline = run_pipeline(clone, quick=args.quick, workers=args.workers, concurrency=args.concurrency,
-                                tf_threads=args.tf_threads, timeout=args.timeout, pool=args.pool)
+        pipeline = run_pipeline(
+            clone,
+            quick=args.quick,
+            workers=args.workers,
+            concurrency=args.concurrency,
+            tf_threads=args.tf_threads,
+            timeout=args.timeout,
+            pool=args.pool,
+        )
     # The CPU is shared: (a) again right after (b) says how much the machine changed meanwhile.
     with LoadSampler() as load_a2:
         log("(a) again, after the pipeline")
@@ -493,13 +579,22 @@ def main(argv=None) -> int:
     rows = [
         {"what": "(a) model alone, in memory (best of before and after (b))", "images_per_s": limit, "ratio": 1.0},
         {"what": "(a) before (b), best row above", "images_per_s": limit_before, "ratio": limit_before / limit},
-        {"what": "(b) files -> decode -> model -> pgvector (Celery)", "images_per_s": pipeline["images_per_s"],
-         "ratio": ratio},
-        {"what": "(b) steady state (after first batch)", "images_per_s": pipeline["steady_images_per_s"],
-         "ratio": steady_ratio},
+        {
+            "what": "(b) files -> decode -> model -> pgvector (Celery)",
+            "images_per_s": pipeline["images_per_s"],
+            "ratio": ratio,
+        },
+        {
+            "what": "(b) steady state (after first batch)",
+            "images_per_s": pipeline["steady_images_per_s"],
+            "ratio": steady_ratio,
+        },
         {"what": "(a) again after (b) (machine drift)", "images_per_s": limit_after, "ratio": limit_after / limit},
-        {"what": "profile: one process, rows+embed_files+lock+write", "images_per_s": profile["images_per_s_single_process"],
-         "ratio": (profile["images_per_s_single_process"] or 0) / limit},
+        {
+            "what": "profile: one process, rows+embed_files+lock+write",
+            "images_per_s": profile["images_per_s_single_process"],
+            "ratio": (profile["images_per_s_single_process"] or 0) / limit,
+        },
     ]
     print()
     print(table(rows, [("what", "indexing", "s"), ("images_per_s", "images/s", ".0f"), ("ratio", "b/a", ".2f")]))
@@ -508,18 +603,35 @@ def main(argv=None) -> int:
     for k, v in (pipeline["stages"].get("ms_per_batch_median") or {}).items():
         stage_rows.append({"stage": f"Celery run, median per batch: {k}", "ms": v})
     print(table(stage_rows, [("stage", f"per {profile['batch_size']}-image batch", "s"), ("ms", "ms", ".1f")]))
-    print(f"\nHNSW build {pipeline['hnsw_build_seconds']} s for {pipeline['vectors']} vectors "
-          f"({pipeline['hnsw_index_bytes'] / 2**20:.1f} MiB); whole job {pipeline['total_seconds']} s; "
-          f"target b/a >= 0.7: {'met' if ratio >= 0.7 else 'MISSED'} ({ratio:.2f})")
+    print(
+        f"\nHNSW build {pipeline['hnsw_build_seconds']} s for {pipeline['vectors']} vectors "
+        f"({pipeline['hnsw_index_bytes'] / 2**20:.1f} MiB); whole job {pipeline['total_seconds']} s; "
+        f"target b/a >= 0.7: {'met' if ratio >= 0.7 else 'MISSED'} ({ratio:.2f})"
+    )
     path = write_report(
-        "indexing" + (f"_{args.label}" if args.label else ""), quick=args.quick, argv=argv, started=started,
+        "indexing" + (f"_{args.label}" if args.label else ""),
+        quick=args.quick,
+        argv=argv,
+        started=started,
         script="indexing",
-        load={"predict": load_a.summary(), "profile": load_p.summary(), "pipeline": load_b.summary(),
-              "predict_after": load_a2.summary()},
-        catalogue=catalogue, predict=predict, predict_after=predict_after,
-        ratio_to_predict_after=round(pipeline["images_per_s"] / limit_after, 3), profile=profile, pipeline=pipeline,
-        limit_images_per_s=limit, limit_before_images_per_s=limit_before, ratio=round(ratio, 3), steady_ratio=round(steady_ratio, 3),
-        target={"ratio": 0.7, "met": ratio >= 0.7}, vectors_deleted_from_older_versions=deleted,
+        load={
+            "predict": load_a.summary(),
+            "profile": load_p.summary(),
+            "pipeline": load_b.summary(),
+            "predict_after": load_a2.summary(),
+        },
+        catalogue=catalogue,
+        predict=predict,
+        predict_after=predict_after,
+        ratio_to_predict_after=round(pipeline["images_per_s"] / limit_after, 3),
+        profile=profile,
+        pipeline=pipeline,
+        limit_images_per_s=limit,
+        limit_before_images_per_s=limit_before,
+        ratio=round(ratio, 3),
+        steady_ratio=round(steady_ratio, 3),
+        target={"ratio": 0.7, "met": ratio >= 0.7},
+        vectors_deleted_from_older_versions=deleted,
     )
     print(f"wall time {time.monotonic() - started:.0f} s; load {load_b.summary()}; wrote {path}")
     return 0

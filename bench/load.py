@@ -33,7 +33,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    ROOT, LoadSampler, configure, percentiles_ms, static_collect, subprocess_env, table, write_report,
+    ROOT,
+    LoadSampler,
+    configure,
+    percentiles_ms,
+    static_collect,
+    subprocess_env,
+    table,
+    write_report,
 )
 
 HOST = "127.0.0.1"
@@ -52,12 +59,30 @@ def free_port() -> int:
 def start_gunicorn(*, quick: bool, port: int, workers: int, threads: int) -> subprocess.Popen:
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    cmd = [str(ROOT / ".venv" / "bin" / "gunicorn"), "config.wsgi:application", "--bind", f"{HOST}:{port}",
-           "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-           "--keep-alive", "30", "--timeout", "120", "--backlog", "256", "--log-level", "warning"]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        "config.wsgi:application",
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--worker-class",
+        "gthread",
+        "--keep-alive",
+        "30",
+        "--timeout",
+        "120",
+        "--backlog",
+        "256",
+        "--log-level",
+        "warning",
+    ]
     out = open(logs / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(quick=quick), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=subprocess_env(quick=quick), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -86,10 +111,14 @@ def stop_gunicorn(proc: subprocess.Popen) -> None:
 def multipart(png: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n8\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + png + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n8\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -180,10 +209,16 @@ def main(argv=None) -> int:
 
     scenarios = {
         "page": ("product page GET /products/<id>/", lambda rng: ("GET", f"/products/{rng.choice(ids)}/", None, {})),
-        "similar": ("similar API GET /api/products/<id>/similar",
-                    lambda rng: ("GET", f"/api/products/{rng.choice(ids)}/similar", None, {})),
-        "photo": ("photo search POST /api/search (28x28 PNG)", lambda rng: (
-            lambda body_type: ("POST", "/api/search", body_type[0], {"Content-Type": body_type[1]}))(rng.choice(pngs))),
+        "similar": (
+            "similar API GET /api/products/<id>/similar",
+            lambda rng: ("GET", f"/api/products/{rng.choice(ids)}/similar", None, {}),
+        ),
+        "photo": (
+            "photo search POST /api/search (28x28 PNG)",
+            lambda rng: (lambda body_type: ("POST", "/api/search", body_type[0], {"Content-Type": body_type[1]}))(
+                rng.choice(pngs)
+            ),
+        ),
     }
     wanted = [s.strip() for s in args.only.split(",") if s.strip()] or list(scenarios)
     port = free_port()
@@ -206,19 +241,40 @@ def main(argv=None) -> int:
     finally:
         stop_gunicorn(proc)
     print()
-    print(table(rows, [("scenario", f"{args.clients} clients x {seconds:.0f} s", "s"), ("requests", "requests", "d"),
-                       ("rps", "req/s", ".1f"), ("latency_ms.p50", "p50 ms", ".1f"), ("latency_ms.p99", "p99 ms", ".1f"),
-                       ("errors", "errors", "d"), ("load_average.mean", "load avg", ".1f")]))
+    print(
+        table(
+            rows,
+            [
+                ("scenario", f"{args.clients} clients x {seconds:.0f} s", "s"),
+                ("requests", "requests", "d"),
+                ("rps", "req/s", ".1f"),
+                ("latency_ms.p50", "p50 ms", ".1f"),
+                ("latency_ms.p99", "p99 ms", ".1f"),
+                ("errors", "errors", "d"),
+                ("load_average.mean", "load avg", ".1f"),
+            ],
+        )
+    )
     path = write_report(
-        "load", quick=args.quick, argv=argv, started=started,
+        "load",
+        quick=args.quick,
+        argv=argv,
+        started=started,
         load={key: r["load_average"] for key, r in zip(wanted, rows)},
-        server={"gunicorn": f"{args.workers} workers x {args.threads} threads (gthread), 127.0.0.1",
-                "settings": "DEBUG=0; SEARCH_RATE_LIMIT raised to " + os.environ.get("SEARCH_RATE_LIMIT", "?"),
-                "hnsw_ef_search": int(os.environ.get("HNSW_EF_SEARCH", 100))},
-        client={"clients": args.clients, "seconds_per_scenario": seconds, "kind": "threads + http.client keep-alive",
-                "same_machine": True},
+        server={
+            "gunicorn": f"{args.workers} workers x {args.threads} threads (gthread), 127.0.0.1",
+            "settings": "DEBUG=0; SEARCH_RATE_LIMIT raised to " + os.environ.get("SEARCH_RATE_LIMIT", "?"),
+            "hnsw_ef_search": int(os.environ.get("HNSW_EF_SEARCH", 100)),
+        },
+        client={
+            "clients": args.clients,
+            "seconds_per_scenario": seconds,
+            "kind": "threads + http.client keep-alive",
+            "same_machine": True,
+        },
         catalogue={"products": len(ids), "model_version": version.pk},
-        scenarios=rows, errors_total=sum(r["errors"] for r in rows),
+        scenarios=rows,
+        errors_total=sum(r["errors"] for r in rows),
     )
     print(f"\nwall time {time.monotonic() - started:.0f} s; wrote {path}")
     return 0

@@ -132,11 +132,19 @@ def product_specs(labels: np.ndarray, class_names, n_products: int, rng: np.rand
             second = np.clip(base + (255 - base) * 0.55, 0, 255)
         else:
             second = np.array((245, 245, 240)) if base.mean() < 140 else np.array((30, 30, 30))
-        specs.append(ProductSpec(
-            sku=f"P{i:05d}", shape=shape, category=class_names[c], colour=colour, rgb=rgb, pattern=pattern,
-            second=tuple(int(v) for v in second), pattern_scale=float(rng.uniform(0.07, 0.16)),
-            pattern_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])),
-        ))
+        specs.append(
+            ProductSpec(
+                sku=f"P{i:05d}",
+                shape=shape,
+                category=class_names[c],
+                colour=colour,
+                rgb=rgb,
+                pattern=pattern,
+                second=tuple(int(v) for v in second),
+                pattern_scale=float(rng.uniform(0.07, 0.16)),
+                pattern_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])),
+            )
+        )
     return specs
 
 
@@ -171,8 +179,12 @@ def render_item(spec: ProductSpec, shape: np.ndarray, side: int) -> Image.Image:
 
 def _background(style: Style, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     dark = rng.random() < style.dark_share
-    base = np.asarray(style.dark_backgrounds[rng.integers(len(style.dark_backgrounds))] if dark
-                      else style.backgrounds[rng.integers(len(style.backgrounds))], np.float32)
+    base = np.asarray(
+        style.dark_backgrounds[rng.integers(len(style.dark_backgrounds))]
+        if dark
+        else style.backgrounds[rng.integers(len(style.backgrounds))],
+        np.float32,
+    )
     gh, gw = h // 8 + 1, w // 8 + 1  # drawn small, then enlarged
     ramp = np.linspace(-1, 1, gh, dtype=np.float32)[:, None, None] * rng.uniform(-style.gradient, style.gradient)
     small = base[None, None, :] * (1.0 + ramp) + rng.normal(0, style.texture, (gh, gw, 1)).astype(np.float32)
@@ -180,7 +192,9 @@ def _background(style: Style, w: int, h: int, rng: np.random.Generator) -> np.nd
     return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
 
 
-def photograph(spec: ProductSpec, shape: np.ndarray, style: Style, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def photograph(
+    spec: ProductSpec, shape: np.ndarray, style: Style, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 photo, alpha of the item in it) of one product in one style."""
     w, h = (int(rng.integers(style.size[0], style.size[1] + 1)) for _ in range(2))
     sprite = render_item(spec, shape, int(rng.uniform(*style.scale) * min(w, h)))
@@ -244,8 +258,17 @@ def _pick(formats: dict[str, float], rng: np.random.Generator) -> str:
     return str(rng.choice(names, p=p / p.sum()))
 
 
-def write_catalogue(out: Path, shapes: np.ndarray, labels: np.ndarray, class_names, *, n_products: int,
-                    photos: tuple[int, int] = (2, 4), seed: int = 0, progress=None) -> dict:
+def write_catalogue(
+    out: Path,
+    shapes: np.ndarray,
+    labels: np.ndarray,
+    class_names,
+    *,
+    n_products: int,
+    photos: tuple[int, int] = (2, 4),
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """Write the catalogue under `out`; return the manifest (also written as manifest.json)."""
     rng = np.random.default_rng(seed)
     out = Path(out)
@@ -278,8 +301,14 @@ def write_catalogue(out: Path, shapes: np.ndarray, labels: np.ndarray, class_nam
             title = f"{spec.colour.title()} {spec.pattern} {spec.category.lower()}"
             price = f"{rng.uniform(5, 200):.2f}"
             writer.writerow([spec.sku, title, spec.category, price, f"{title}, product {spec.sku}.", "|".join(files)])
-            products[spec.sku] = {"category": spec.category, "colour": spec.colour, "pattern": spec.pattern,
-                                  "images": files, "query": query, "query_dark": query_dark}
+            products[spec.sku] = {
+                "category": spec.category,
+                "colour": spec.colour,
+                "pattern": spec.pattern,
+                "images": files,
+                "query": query,
+                "query_dark": query_dark,
+            }
             if progress:
                 progress(n + 1, len(specs))
     manifest = {"seed": seed, "n_products": n_products, "generator": GENERATOR_VERSION, "products": products}

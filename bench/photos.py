@@ -45,8 +45,13 @@ sys.path.insert(0, str(ROOT))
 from bench.common import LoadSampler, table, write_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-TARGETS = {"hit_at_1": 0.90, "colour_share_of_ceiling": 0.80, "vs_baseline": 3.0, "train_minutes": 15.0,
-           "reupload_hit_at_1": 0.95}
+TARGETS = {
+    "hit_at_1": 0.90,
+    "colour_share_of_ceiling": 0.80,
+    "vs_baseline": 3.0,
+    "train_minutes": 15.0,
+    "reupload_hit_at_1": 0.95,
+}
 
 
 def log(message: str) -> None:
@@ -59,8 +64,11 @@ DEFAULT_SEED = 7
 def _tag(quick: bool, seed: int, variant: str = "") -> str:
     """var/ folders of this run: another seed (another catalogue), or another size or training
     variant (--variant), gets its own database and files."""
-    return (("bench-photos-quick" if quick else "bench-photos") + ("" if seed == DEFAULT_SEED else f"-seed{seed}")
-            + (f"-{variant}" if variant else ""))
+    return (
+        ("bench-photos-quick" if quick else "bench-photos")
+        + ("" if seed == DEFAULT_SEED else f"-seed{seed}")
+        + (f"-{variant}" if variant else "")
+    )
 
 
 def environment(quick: bool, seed: int = DEFAULT_SEED, variant: str = "") -> dict[str, str]:
@@ -72,10 +80,16 @@ def environment(quick: bool, seed: int = DEFAULT_SEED, variant: str = "") -> dic
         "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
         "CELERY_BROKER_URL": f"redis://127.0.0.1:6379/{5 if quick else 3}",
         "CACHE_URL": f"redis://127.0.0.1:6379/{4 if quick else 2}",
-        "DEBUG": "0", "SECRET_KEY": "bench-only-not-secret", "SECURE_SSL_REDIRECT": "0",
-        "SESSION_COOKIE_SECURE": "0", "CSRF_COOKIE_SECURE": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver", "SEARCH_RATE_LIMIT": "1000000/minute",
-        "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-not-secret",
+        "SECURE_SSL_REDIRECT": "0",
+        "SESSION_COOKIE_SECURE": "0",
+        "CSRF_COOKIE_SECURE": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "SEARCH_RATE_LIMIT": "1000000/minute",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
     }
 
 
@@ -105,13 +119,23 @@ def generate(folder: Path, n_products: int, seed: int) -> dict:
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if (manifest.get("n_products"), manifest.get("seed"), manifest.get("generator")) == (
-                n_products, seed, GENERATOR_VERSION):
+            n_products,
+            seed,
+            GENERATOR_VERSION,
+        ):
             return manifest
     # Test-split shapes: the Fashion-MNIST benchmark trains on the train split, this never sees it.
     shapes, labels = load_split("test")
     started = time.monotonic()
-    manifest = write_catalogue(folder, shapes, labels, CLASS_NAMES, n_products=n_products, seed=seed,
-                               progress=lambda i, n: i % max(1, n // 10) == 0 and log(f"generated {i}/{n} products"))
+    manifest = write_catalogue(
+        folder,
+        shapes,
+        labels,
+        CLASS_NAMES,
+        n_products=n_products,
+        seed=seed,
+        progress=lambda i, n: i % max(1, n // 10) == 0 and log(f"generated {i}/{n} products"),
+    )
     log(f"generated {n_products} products in {time.monotonic() - started:.0f} s")
     return manifest
 
@@ -147,11 +171,19 @@ def train_default(epochs: int | None, **options) -> dict:
     version = ModelVersion.objects.order_by("-id").first()
     if version.status != ModelVersion.Status.SUCCEEDED:
         raise SystemExit(f"training failed: {version.error}")
-    info = {"version": version.pk, "architecture": version.architecture, "image_size": version.image_size,
-            "epochs": version.epochs, "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-            "train_seconds": version.metrics.get("train_seconds"), "holdout": version.metrics.get("holdout"),
-            "localiser": version.metrics.get("localiser"), "localiser_skipped": version.metrics.get("localiser_skipped"),
-            "hparams": {k: version.hparams.get(k) for k in ("localiser", "localiser_steps", "scene_views")}}
+    info = {
+        "version": version.pk,
+        "architecture": version.architecture,
+        "image_size": version.image_size,
+        "epochs": version.epochs,
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+        "train_seconds": version.metrics.get("train_seconds"),
+        "holdout": version.metrics.get("holdout"),
+        "localiser": version.metrics.get("localiser"),
+        "localiser_skipped": version.metrics.get("localiser_skipped"),
+        "hparams": {k: version.hparams.get(k) for k in ("localiser", "localiser_steps", "scene_views")},
+    }
     ModelVersion.objects.filter(pk=version.pk).update(metrics={**version.metrics, "bench_train": info})
     return info
 
@@ -172,9 +204,24 @@ def index_with_worker(version_id: int, quick: bool, seed: int = DEFAULT_SEED, va
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-Q", "embeddings", "-c", "1",
-         "-l", "warning", "-n", f"photos-bench-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=open(logs / "photos-worker.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        [
+            str(ROOT / ".venv" / "bin" / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "embeddings",
+            "-c",
+            "1",
+            "-l",
+            "warning",
+            "-n",
+            f"photos-bench-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(logs / "photos-worker.log", "w"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
     )
     try:
         started = time.monotonic()
@@ -236,8 +283,11 @@ def similar_shares(neighbours: dict[int, list[int]], cat: dict[int, str], colour
     for pid in cat:
         cells[(cat[pid], colour[pid])] = cells.get((cat[pid], colour[pid]), 0) + 1
     ceiling = np.mean([min(10, cells[(cat[p], colour[p])] - 1) / 10 for p in cat])
-    return {"same_category": round(float(np.mean(same_cat)), 4), "same_category_and_colour": round(float(np.mean(same_cell)), 4),
-            "ceiling": round(float(ceiling), 4)}
+    return {
+        "same_category": round(float(np.mean(same_cat)), 4),
+        "same_category_and_colour": round(float(np.mean(same_cell)), 4),
+        "ceiling": round(float(ceiling), 4),
+    }
 
 
 # perturbations of a decoded photo (uint8 RGB) -> another photo, as people take them
@@ -278,8 +328,19 @@ def perturb(rgb: np.ndarray, kind: str, rng: np.random.Generator, opposite: np.n
     return rgb
 
 
-PERTURBATIONS = ("clean", "off_centre", "scale_0.7", "scale_1.3", "rotate_+15", "rotate_-15", "darker_40",
-                 "brighter_40", "jpeg_q20", "mirrored", "opposite_background")
+PERTURBATIONS = (
+    "clean",
+    "off_centre",
+    "scale_0.7",
+    "scale_1.3",
+    "rotate_+15",
+    "rotate_-15",
+    "darker_40",
+    "brighter_40",
+    "jpeg_q20",
+    "mirrored",
+    "opposite_background",
+)
 
 
 def robustness_drop(robustness: dict) -> float:
@@ -314,7 +375,7 @@ def score_api(folder: Path, manifest: dict, limit: int | None, perturbations=PER
     timings = []
     for kind in perturbations:
         found, truth = [], []
-        for sku in (skus if kind == "clean" else skus[:ROBUSTNESS_PRODUCTS]):
+        for sku in skus if kind == "clean" else skus[:ROBUSTNESS_PRODUCTS]:
             info = manifest["products"][sku]
             data = (folder / "queries" / info["query"]).read_bytes()
             if kind != "clean":
@@ -335,7 +396,7 @@ def score_api(folder: Path, manifest: dict, limit: int | None, perturbations=PER
         robustness[kind] = row
         log(f"photo search, {kind}: {row}")
     found, truth = [], []
-    for sku in skus[:2 * ROBUSTNESS_PRODUCTS]:
+    for sku in skus[: 2 * ROBUSTNESS_PRODUCTS]:
         name = manifest["products"][sku]["images"][0]
         found.append(api.search((folder / "images" / name).read_bytes(), name))
         truth.append(by_sku[sku])
@@ -345,8 +406,13 @@ def score_api(folder: Path, manifest: dict, limit: int | None, perturbations=PER
     similar = similar_shares(neighbours, {p: cat[p] for p in cat}, colour)
     similar["ceiling"] = similar_shares({p: [] for p in cat}, cat, colour)["ceiling"]
     log(f"similar items: {similar}")
-    return {"held_out": robustness["clean"], "robustness": robustness, "reupload": reupload, "similar": similar,
-            "api_search_p50_ms": round(float(np.median(timings) * 1000), 1)}
+    return {
+        "held_out": robustness["clean"],
+        "robustness": robustness,
+        "reupload": reupload,
+        "similar": similar,
+        "api_search_p50_ms": round(float(np.median(timings) * 1000), 1),
+    }
 
 
 # --- 3b. shopper photos: the item on a surface among other things (bench/shopper_photos.py) ----------
@@ -387,8 +453,9 @@ def score_shopper(folder: Path, manifest: dict, version_id: int, limit: int | No
     shop = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
     if shop.get("n_products") != manifest["n_products"] or set(shop.get("photos", {})) != set(skus):
         shapes, labels = load_split("test")
-        shop = write_shopper_photos(out, shapes, labels, CLASS_NAMES, n_products=manifest["n_products"],
-                                    seed=manifest["seed"], skus=set(skus))
+        shop = write_shopper_photos(
+            out, shapes, labels, CLASS_NAMES, n_products=manifest["n_products"], seed=manifest["seed"], skus=set(skus)
+        )
     cat = {by_sku[s]: manifest["products"][s]["category"] for s in manifest["products"] if s in by_sku}
     api = Api()
     found: dict[str, list] = {"whole": [], "proposed_box": [], "true_box": []}
@@ -414,26 +481,40 @@ def score_shopper(folder: Path, manifest: dict, version_id: int, limit: int | No
     rows = {}
     for mode, results in found.items():
         row = _hits(results, truth)
-        row["category_p_at_10"] = round(float(np.mean([np.mean([cat[q] == cat[t] for q in f[:10]]) if f else 0.0
-                                                       for f, t in zip(results, truth)])), 4)
+        row["category_p_at_10"] = round(
+            float(np.mean([np.mean([cat[q] == cat[t] for q in f[:10]]) if f else 0.0 for f, t in zip(results, truth)])),
+            4,
+        )
         rows[mode] = row
         log(f"shopper photos, {mode}: {row}")
     ious_a = np.array(ious)
     end_to_end = np.array(locate_ms) + np.array(api_ms)
-    box = {"iou_mean": round(float(ious_a.mean()), 4), "iou_median": round(float(np.median(ious_a)), 4),
-           "share_iou_0_7": round(float((ious_a >= 0.7).mean()), 4),
-           "no_box_share": round(float(np.mean(np.array(n_boxes) == 0)), 4),
-           "boxes_per_photo": round(float(np.mean(n_boxes)), 2),
-           "localise_p50_ms": round(float(np.median(locate_ms)), 1),
-           "search_with_localisation_p50_ms": round(float(np.median(end_to_end)), 1),
-           "proposer": "ml.proposals" if _has_proposals() else ("ml.localiser" if version.metrics.get("localiser") else "none")}
+    box = {
+        "iou_mean": round(float(ious_a.mean()), 4),
+        "iou_median": round(float(np.median(ious_a)), 4),
+        "share_iou_0_7": round(float((ious_a >= 0.7).mean()), 4),
+        "no_box_share": round(float(np.mean(np.array(n_boxes) == 0)), 4),
+        "boxes_per_photo": round(float(np.mean(n_boxes)), 2),
+        "localise_p50_ms": round(float(np.median(locate_ms)), 1),
+        "search_with_localisation_p50_ms": round(float(np.median(end_to_end)), 1),
+        "proposer": "ml.proposals"
+        if _has_proposals()
+        else ("ml.localiser" if version.metrics.get("localiser") else "none"),
+    }
     log(f"shopper photos, proposed box: {box}")
     by_surface = {}
     for kind in sorted({shop["photos"][s]["surface"] for s in skus}):
         sel = [i for i, s in enumerate(skus) if shop["photos"][s]["surface"] == kind]
-        by_surface[kind] = {"n": len(sel), "iou_share_0_7": round(float((ious_a[sel] >= 0.7).mean()), 4),
-                            "proposed_hit_at_1": round(float(np.mean([bool(found["proposed_box"][i]) and
-                                                                       found["proposed_box"][i][0] == truth[i] for i in sel])), 4)}
+        by_surface[kind] = {
+            "n": len(sel),
+            "iou_share_0_7": round(float((ious_a[sel] >= 0.7).mean()), 4),
+            "proposed_hit_at_1": round(
+                float(
+                    np.mean([bool(found["proposed_box"][i]) and found["proposed_box"][i][0] == truth[i] for i in sel])
+                ),
+                4,
+            ),
+        }
     return {**rows, "box": box, "by_surface": by_surface, "n": len(skus)}
 
 
@@ -458,14 +539,14 @@ def _pixels(rgb: np.ndarray, size: int = 32) -> np.ndarray:
 
 def _histogram(rgb: np.ndarray, bins: int = 8) -> np.ndarray:
     q = (rgb.reshape(-1, 3).astype(np.int32) * bins) // 256
-    h = np.bincount(q[:, 0] * bins * bins + q[:, 1] * bins + q[:, 2], minlength=bins ** 3).astype(np.float32)
+    h = np.bincount(q[:, 0] * bins * bins + q[:, 1] * bins + q[:, 2], minlength=bins**3).astype(np.float32)
     h = np.sqrt(h / h.sum())
     return h / max(np.linalg.norm(h), 1e-6)
 
 
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared L2 distances [len(a), len(b)] without the [a, b, dim] intermediate."""
-    return (a ** 2).sum(1)[:, None] - 2.0 * a @ b.T + (b ** 2).sum(1)[None]
+    return (a**2).sum(1)[:, None] - 2.0 * a @ b.T + (b**2).sum(1)[None]
 
 
 def baselines(folder: Path, manifest: dict) -> dict:
@@ -479,14 +560,18 @@ def baselines(folder: Path, manifest: dict) -> dict:
         for name in manifest["products"][sku]["images"]:
             photos.append(np.asarray(read_image((folder / "images" / name).read_bytes(), draft=64).image))
             owner.append(i)
-    queries = [np.asarray(read_image((folder / "queries" / manifest["products"][s]["query"]).read_bytes(), draft=64).image)
-               for s in skus]
+    queries = [
+        np.asarray(read_image((folder / "queries" / manifest["products"][s]["query"]).read_bytes(), draft=64).image)
+        for s in skus
+    ]
     owner = np.asarray(owner)
     cat = {i: manifest["products"][s]["category"] for i, s in enumerate(skus)}
     colour = {i: manifest["products"][s]["colour"] for i, s in enumerate(skus)}
     out = {}
-    for name, fn in (("raw_pixels", _pixels), ("colour_histogram_and_pixels",
-                                                lambda r: np.concatenate([_pixels(r), _histogram(r)]) / np.sqrt(2))):
+    for name, fn in (
+        ("raw_pixels", _pixels),
+        ("colour_histogram_and_pixels", lambda r: np.concatenate([_pixels(r), _histogram(r)]) / np.sqrt(2)),
+    ):
         cv = np.stack([fn(p) for p in photos])
         qv = np.stack([fn(q) for q in queries])
         d = _sq_distances(qv, cv)
@@ -548,17 +633,36 @@ def input_check(folder: Path, manifest: dict, architecture: str, image_size: int
         with tempfile.TemporaryDirectory() as workdir:
             started = time.monotonic()
             if source == "photos":
-                train(architecture=architecture, hparams=hp, paths=paths, labels=labels, groups=groups,
-                      label_names=cats, workdir=workdir, callbacks=[epochs])
+                train(
+                    architecture=architecture,
+                    hparams=hp,
+                    paths=paths,
+                    labels=labels,
+                    groups=groups,
+                    label_names=cats,
+                    workdir=workdir,
+                    callbacks=[epochs],
+                )
             else:
                 # Decoded beforehand (outside the timing of the epochs), as an in-memory catalogue would be.
-                arrays = np.stack([np.asarray(read_image(open(p, "rb").read()).image.resize((256, 256)))
-                                   for p in paths])
+                arrays = np.stack(
+                    [np.asarray(read_image(open(p, "rb").read()).image.resize((256, 256))) for p in paths]
+                )
                 started = time.monotonic()
-                train(architecture=architecture, hparams=hp, images=arrays, labels=labels, groups=groups,
-                      label_names=cats, workdir=workdir, callbacks=[epochs])
-            runs[source] = {"epoch_seconds": [round(s, 2) for s in epochs.seconds],
-                            "run_seconds": round(time.monotonic() - started, 1)}
+                train(
+                    architecture=architecture,
+                    hparams=hp,
+                    images=arrays,
+                    labels=labels,
+                    groups=groups,
+                    label_names=cats,
+                    workdir=workdir,
+                    callbacks=[epochs],
+                )
+            runs[source] = {
+                "epoch_seconds": [round(s, 2) for s in epochs.seconds],
+                "run_seconds": round(time.monotonic() - started, 1),
+            }
     ratio = runs["photos"]["epoch_seconds"][-1] / max(runs["arrays"]["epoch_seconds"][-1], 1e-6)
     log(f"training input: {runs}; epoch over photos / over arrays = {ratio:.2f}")
     return {**runs, "ratio": round(ratio, 3)}
@@ -575,17 +679,28 @@ def plot(result: dict, path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     rows = [("Lookalike", result["held_out"], result["similar"])] + [
-        (name.replace("_", " "), b["held_out"], b["similar"]) for name, b in result["baselines"].items()]
-    metrics = [("hit@1", lambda h, s: h["hit_at_1"]), ("hit@10", lambda h, s: h["hit_at_10"]),
-               ("similar: category", lambda h, s: s["same_category"]),
-               ("similar: category+colour", lambda h, s: s["same_category_and_colour"])]
+        (name.replace("_", " "), b["held_out"], b["similar"]) for name, b in result["baselines"].items()
+    ]
+    metrics = [
+        ("hit@1", lambda h, s: h["hit_at_1"]),
+        ("hit@10", lambda h, s: h["hit_at_10"]),
+        ("similar: category", lambda h, s: s["same_category"]),
+        ("similar: category+colour", lambda h, s: s["same_category_and_colour"]),
+    ]
     xs = np.arange(len(metrics))
     width = 0.8 / len(rows)
     for i, (name, h, s) in enumerate(rows):
         bars = ax1.bar(xs + (i - (len(rows) - 1) / 2) * width, [f(h, s) for _, f in metrics], width, label=name)
         ax1.bar_label(bars, fmt="%.2f", fontsize=6)
     ax1.axhline(result["similar"]["ceiling"], color="grey", linestyle=":", linewidth=1)
-    ax1.text(len(metrics) - 0.5, result["similar"]["ceiling"], " category+colour ceiling", fontsize=7, ha="right", va="bottom")
+    ax1.text(
+        len(metrics) - 0.5,
+        result["similar"]["ceiling"],
+        " category+colour ceiling",
+        fontsize=7,
+        ha="right",
+        va="bottom",
+    )
     ax1.axhline(TARGETS["hit_at_1"], color="#c92a2a", linestyle="--", linewidth=1)
     ax1.set_xticks(xs, [m for m, _ in metrics], fontsize=8)
     ax1.set_ylim(0, 1.05)
@@ -593,8 +708,13 @@ def plot(result: dict, path: Path) -> None:
     ax1.legend(fontsize=7, loc="upper right")
     kinds = list(result["robustness"])
     ax2.bar(np.arange(len(kinds)), [result["robustness"][k]["hit_at_1"] for k in kinds], color="#3b5bdb", label="hit@1")
-    ax2.plot(np.arange(len(kinds)), [result["robustness"][k]["category_p_at_10"] for k in kinds], "o", color="#e8590c",
-             label="category P@10")
+    ax2.plot(
+        np.arange(len(kinds)),
+        [result["robustness"][k]["category_p_at_10"] for k in kinds],
+        "o",
+        color="#e8590c",
+        label="category P@10",
+    )
     ax2.set_xticks(np.arange(len(kinds)), [k.replace("_", " ") for k in kinds], rotation=35, ha="right", fontsize=7)
     ax2.set_ylim(0, 1.05)
     ax2.set_title("Held-out photos, perturbed", fontsize=10)
@@ -606,8 +726,14 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-SHOPPER_TARGETS = {"proposed_hit_at_1": 0.80, "proposed_hit_at_10": 0.95, "proposed_category_p_at_10": 0.85,
-                   "true_box_hit_at_1": 0.90, "iou_share_0_7": 0.90, "search_p50_ms": 150.0}
+SHOPPER_TARGETS = {
+    "proposed_hit_at_1": 0.80,
+    "proposed_hit_at_10": 0.95,
+    "proposed_category_p_at_10": 0.85,
+    "true_box_hit_at_1": 0.90,
+    "iou_share_0_7": 0.90,
+    "search_p50_ms": 150.0,
+}
 
 
 def main(argv=None) -> int:
@@ -617,20 +743,26 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="120 products, 4 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="override the default epochs (not for figures)")
     parser.add_argument("--skip-input-check", action="store_true")
-    parser.add_argument("--label", help="write bench/results/photos_<label>.json (another catalogue's run, e.g. --seed 8)")
+    parser.add_argument(
+        "--label", help="write bench/results/photos_<label>.json (another catalogue's run, e.g. --seed 8)"
+    )
     parser.add_argument("--variant", default="", help="its own var/ folders (another size or training setting)")
     parser.add_argument("--localiser", choices=("on", "off"), help="train_model --localiser (default: hparams)")
     parser.add_argument("--scene-views", type=float, help="train_model --scene-views")
     parser.add_argument("--shopper", action="store_true", help="add the shopper-photo section")
-    parser.add_argument("--only-shopper", action="store_true",
-                        help="held-out photos, similar items and shopper photos only (no robustness, baselines, "
-                             "input check)")
+    parser.add_argument(
+        "--only-shopper",
+        action="store_true",
+        help="held-out photos, similar items and shopper photos only (no robustness, baselines, input check)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.products, args.epochs = 120, args.epochs or 4
     shopper = args.shopper or args.only_shopper
-    train_options = {**({"localiser": args.localiser} if args.localiser else {}),
-                     **({"scene_views": args.scene_views} if args.scene_views is not None else {})}
+    train_options = {
+        **({"localiser": args.localiser} if args.localiser else {}),
+        **({"scene_views": args.scene_views} if args.scene_views is not None else {}),
+    }
     started = time.monotonic()
     folder = ROOT / "var" / f"{_tag(args.quick, args.seed, args.variant)}-catalogue"
     with LoadSampler() as load:
@@ -644,78 +776,152 @@ def main(argv=None) -> int:
         scores = score_api(folder, manifest, None, perturbations=("clean",) if args.only_shopper else PERTURBATIONS)
         shopper_scores = score_shopper(folder, manifest, trained["version"], None) if shopper else None
         base = {} if args.only_shopper else baselines(folder, manifest)
-        check = None if args.skip_input_check or args.only_shopper else input_check(
-            folder, manifest, trained["architecture"], trained["image_size"])
+        check = (
+            None
+            if args.skip_input_check or args.only_shopper
+            else input_check(folder, manifest, trained["architecture"], trained["image_size"])
+        )
     better = max([b["held_out"]["hit_at_1"] for b in base.values()] or [0.0])
     better_cell = max([b["similar"]["same_category_and_colour"] for b in base.values()] or [0.0])
     result = {
-        "catalogue": {"products": args.products, "seed": args.seed,
-                      "catalogue_photos": sum(len(p["images"]) for p in manifest["products"].values())},
-        "import_seconds": round(import_seconds, 1), "training": trained, "index_seconds": round(index_seconds, 1),
-        **scores, "baselines": base, "training_input": check, "shopper": shopper_scores,
+        "catalogue": {
+            "products": args.products,
+            "seed": args.seed,
+            "catalogue_photos": sum(len(p["images"]) for p in manifest["products"].values()),
+        },
+        "import_seconds": round(import_seconds, 1),
+        "training": trained,
+        "index_seconds": round(index_seconds, 1),
+        **scores,
+        "baselines": base,
+        "training_input": check,
+        "shopper": shopper_scores,
         "targets": {
             "hit_at_1": {"target": TARGETS["hit_at_1"], "measured": scores["held_out"]["hit_at_1"]},
-            "colour_share_of_ceiling": {"target": TARGETS["colour_share_of_ceiling"],
-                                        "measured": round(scores["similar"]["same_category_and_colour"]
-                                                          / max(scores["similar"]["ceiling"], 1e-6), 3)},
+            "colour_share_of_ceiling": {
+                "target": TARGETS["colour_share_of_ceiling"],
+                "measured": round(
+                    scores["similar"]["same_category_and_colour"] / max(scores["similar"]["ceiling"], 1e-6), 3
+                ),
+            },
             "reupload_hit_at_1": {"target": TARGETS["reupload_hit_at_1"], "measured": scores["reupload"]["hit_at_1"]},
-            "train_minutes_wall": {"target": TARGETS["train_minutes"],
-                                   "measured": round(trained["wall_seconds"] / 60, 1)},
+            "train_minutes_wall": {
+                "target": TARGETS["train_minutes"],
+                "measured": round(trained["wall_seconds"] / 60, 1),
+            },
         },
     }
     if base:
-        result["targets"].update({
-            "hit_at_1_vs_better_baseline": {"target": TARGETS["vs_baseline"],
-                                            "measured": round(scores["held_out"]["hit_at_1"] / max(better, 1e-6), 2)},
-            "colour_vs_better_baseline": {"target": TARGETS["vs_baseline"],
-                                          "measured": round(scores["similar"]["same_category_and_colour"]
-                                                            / max(better_cell, 1e-6), 2)},
-        })
+        result["targets"].update(
+            {
+                "hit_at_1_vs_better_baseline": {
+                    "target": TARGETS["vs_baseline"],
+                    "measured": round(scores["held_out"]["hit_at_1"] / max(better, 1e-6), 2),
+                },
+                "colour_vs_better_baseline": {
+                    "target": TARGETS["vs_baseline"],
+                    "measured": round(scores["similar"]["same_category_and_colour"] / max(better_cell, 1e-6), 2),
+                },
+            }
+        )
     if not args.only_shopper:
-        result["targets"].update({
-            "input_epoch_ratio": {"target": 1.3, "measured": check["ratio"] if check else None},
-            # Each perturbation against the clean figure of the same queries (its subset).
-            "robustness_largest_category_drop": {"target": 0.08, "measured": robustness_drop(scores["robustness"])},
-        })
+        result["targets"].update(
+            {
+                "input_epoch_ratio": {"target": 1.3, "measured": check["ratio"] if check else None},
+                # Each perturbation against the clean figure of the same queries (its subset).
+                "robustness_largest_category_drop": {"target": 0.08, "measured": robustness_drop(scores["robustness"])},
+            }
+        )
     if shopper_scores:
         sp = shopper_scores
-        result["targets"].update({
-            "shopper_proposed_box_hit_at_1": {"target": SHOPPER_TARGETS["proposed_hit_at_1"],
-                                              "measured": sp["proposed_box"]["hit_at_1"]},
-            "shopper_proposed_box_hit_at_10": {"target": SHOPPER_TARGETS["proposed_hit_at_10"],
-                                               "measured": sp["proposed_box"]["hit_at_10"]},
-            "shopper_proposed_box_category_p_at_10": {"target": SHOPPER_TARGETS["proposed_category_p_at_10"],
-                                                      "measured": sp["proposed_box"]["category_p_at_10"]},
-            "shopper_true_box_hit_at_1": {"target": SHOPPER_TARGETS["true_box_hit_at_1"],
-                                          "measured": sp["true_box"]["hit_at_1"]},
-            "shopper_box_iou_0_7_share": {"target": SHOPPER_TARGETS["iou_share_0_7"],
-                                          "measured": sp["box"]["share_iou_0_7"]},
-            "shopper_search_p50_ms_with_localisation": {"target": SHOPPER_TARGETS["search_p50_ms"],
-                                                        "measured": sp["box"]["search_with_localisation_p50_ms"]},
-        })
-    path = write_report("photos" + (f"_{args.label}" if args.label else ""), quick=args.quick, argv=sys.argv[1:] if argv is None else argv, started=started,
-                        load=load.summary(), **result)
+        result["targets"].update(
+            {
+                "shopper_proposed_box_hit_at_1": {
+                    "target": SHOPPER_TARGETS["proposed_hit_at_1"],
+                    "measured": sp["proposed_box"]["hit_at_1"],
+                },
+                "shopper_proposed_box_hit_at_10": {
+                    "target": SHOPPER_TARGETS["proposed_hit_at_10"],
+                    "measured": sp["proposed_box"]["hit_at_10"],
+                },
+                "shopper_proposed_box_category_p_at_10": {
+                    "target": SHOPPER_TARGETS["proposed_category_p_at_10"],
+                    "measured": sp["proposed_box"]["category_p_at_10"],
+                },
+                "shopper_true_box_hit_at_1": {
+                    "target": SHOPPER_TARGETS["true_box_hit_at_1"],
+                    "measured": sp["true_box"]["hit_at_1"],
+                },
+                "shopper_box_iou_0_7_share": {
+                    "target": SHOPPER_TARGETS["iou_share_0_7"],
+                    "measured": sp["box"]["share_iou_0_7"],
+                },
+                "shopper_search_p50_ms_with_localisation": {
+                    "target": SHOPPER_TARGETS["search_p50_ms"],
+                    "measured": sp["box"]["search_with_localisation_p50_ms"],
+                },
+            }
+        )
+    path = write_report(
+        "photos" + (f"_{args.label}" if args.label else ""),
+        quick=args.quick,
+        argv=sys.argv[1:] if argv is None else argv,
+        started=started,
+        load=load.summary(),
+        **result,
+    )
     if not args.only_shopper:
         plot(result, path.with_suffix(".png"))
     rows = [{"name": "Lookalike", **scores["held_out"], **scores["similar"]}] + [
-        {"name": n, **b["held_out"], **b["similar"]} for n, b in base.items()]
+        {"name": n, **b["held_out"], **b["similar"]} for n, b in base.items()
+    ]
     print()
-    print(table(rows, [("name", "", ""), ("hit_at_1", "hit@1", ".3f"), ("hit_at_10", "hit@10", ".3f"),
-                       ("same_category", "similar: cat", ".3f"), ("same_category_and_colour", "cat+colour", ".3f"),
-                       ("ceiling", "ceiling", ".3f")]))
+    print(
+        table(
+            rows,
+            [
+                ("name", "", ""),
+                ("hit_at_1", "hit@1", ".3f"),
+                ("hit_at_10", "hit@10", ".3f"),
+                ("same_category", "similar: cat", ".3f"),
+                ("same_category_and_colour", "cat+colour", ".3f"),
+                ("ceiling", "ceiling", ".3f"),
+            ],
+        )
+    )
     print()
-    print(table([{"name": k, **v} for k, v in scores["robustness"].items()],
-                [("name", "perturbation", ""), ("hit_at_1", "hit@1", ".3f"), ("hit_at_10", "hit@10", ".3f"),
-                 ("category_p_at_10", "category P@10", ".3f")]))
+    print(
+        table(
+            [{"name": k, **v} for k, v in scores["robustness"].items()],
+            [
+                ("name", "perturbation", ""),
+                ("hit_at_1", "hit@1", ".3f"),
+                ("hit_at_10", "hit@10", ".3f"),
+                ("category_p_at_10", "category P@10", ".3f"),
+            ],
+        )
+    )
     if shopper_scores:
         print()
-        print(table([{"name": k, **shopper_scores[k]} for k in ("whole", "proposed_box", "true_box")],
-                    [("name", "shopper photo", ""), ("hit_at_1", "hit@1", ".3f"), ("hit_at_10", "hit@10", ".3f"),
-                     ("category_p_at_10", "category P@10", ".3f")]))
+        print(
+            table(
+                [{"name": k, **shopper_scores[k]} for k in ("whole", "proposed_box", "true_box")],
+                [
+                    ("name", "shopper photo", ""),
+                    ("hit_at_1", "hit@1", ".3f"),
+                    ("hit_at_10", "hit@10", ".3f"),
+                    ("category_p_at_10", "category P@10", ".3f"),
+                ],
+            )
+        )
         print(f"proposed box: {shopper_scores['box']}")
     print()
-    print(table([{"name": k, **v} for k, v in result["targets"].items()],
-                [("name", "target", ""), ("target", "wanted", ".2f"), ("measured", "measured", ".3f")]))
+    print(
+        table(
+            [{"name": k, **v} for k, v in result["targets"].items()],
+            [("name", "target", ""), ("target", "wanted", ".2f"), ("measured", "measured", ".3f")],
+        )
+    )
     print(f"\nwrote {path}")
     return 0
 

@@ -66,8 +66,14 @@ def catalogue(n: int, dim: int = 64):
     other = rng.normal(size=(n, dim)).astype(np.float32)
     other /= np.linalg.norm(other, axis=1, keepdims=True)
     ImageEmbedding.objects.bulk_create(
-        ImageEmbedding(image_id=r.image_id, model_version=versions[1], product_id=r.product_id, category_id=r.category_id,
-                       price=r.price, embedding=v.tolist())
+        ImageEmbedding(
+            image_id=r.image_id,
+            model_version=versions[1],
+            product_id=r.product_id,
+            category_id=r.category_id,
+            price=r.price,
+            embedding=v.tolist(),
+        )
         for r, v in zip(rows, other, strict=True)
     )
     for version in versions:
@@ -121,13 +127,18 @@ def main() -> int:
                     for _ in range(args.requests):
                         seen = []
                         pk = rng.choice(product_ids)
-                        with connections["default"].execute_wrapper(lambda ex, sql, p, m, c, seen=seen: (seen.append(sql), ex(sql, p, m, c))[1]):
+                        with connections["default"].execute_wrapper(
+                            lambda ex, sql, p, m, c, seen=seen: (seen.append(sql), ex(sql, p, m, c))[1]
+                        ):
                             t = time.perf_counter()
                             response = client.get(f"/api/products/{pk}/similar?k=8")
                             times.append(time.perf_counter() - t)
                         assert response.status_code == 200, response.content
                         primary_queries.append(len(seen))
-                results[label] = {**percentiles_ms(times), "primary_queries_per_request": round(sum(primary_queries) / len(primary_queries), 3)}
+                results[label] = {
+                    **percentiles_ms(times),
+                    "primary_queries_per_request": round(sum(primary_queries) / len(primary_queries), 3),
+                }
 
             requests("similar_primary_only", [])
             requests("similar_via_replica", [ALIAS])
@@ -154,10 +165,29 @@ def main() -> int:
         {"what": "similar items, primary only (again)", **results["similar_primary_only_again"]},
         {"what": "activation -> replica usable again", **results["catch_up_after_activation_ms"]},
     ]
-    print(table(rows, [("what", "", "s"), ("n", "n", "d"), ("p50", "p50 ms", ".2f"), ("p95", "p95 ms", ".2f"),
-                       ("p99", "p99 ms", ".2f"), ("primary_queries_per_request", "primary queries/request", ".3f")]))
-    path = write_report("replicas", quick=False, argv=sys.argv[1:], started=started, load=load.summary(),
-                        products=args.products, dim=64, results=results)
+    print(
+        table(
+            rows,
+            [
+                ("what", "", "s"),
+                ("n", "n", "d"),
+                ("p50", "p50 ms", ".2f"),
+                ("p95", "p95 ms", ".2f"),
+                ("p99", "p99 ms", ".2f"),
+                ("primary_queries_per_request", "primary queries/request", ".3f"),
+            ],
+        )
+    )
+    path = write_report(
+        "replicas",
+        quick=False,
+        argv=sys.argv[1:],
+        started=started,
+        load=load.summary(),
+        products=args.products,
+        dim=64,
+        results=results,
+    )
     print(f"load average {load.summary()}; wrote {path}")
     return 0
 

@@ -34,16 +34,24 @@ RUNS = ("pixels", "classifier:cnn", "classifier:softmax", "classifier:mlp", "aut
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(RUNS)}; "
-                        "'classifier' means all three variants")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of {', '.join(RUNS)}; 'classifier' means all three variants"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override every model's default epochs")
     parser.add_argument("--quick", action="store_true", help="10k catalogue, 2k queries, 1 epoch")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument("--robustness", action="store_true",
-                        help="also score the default model on perturbed test photos (off-centre, scaled, ...)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a hyperparameter of every model run, e.g. --set augment=false; "
-                        "the row's name records it")
+    parser.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also score the default model on perturbed test photos (off-centre, scaled, ...)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter of every model run, e.g. --set augment=false; the row's name records it",
+    )
     args = parser.parse_args(argv)
     runs = list(RUNS)
     if args.only:
@@ -75,8 +83,15 @@ PHOTO_SIDE = 112
 FRAME = 1.4
 
 
-def _photo(item: np.ndarray, *, scale: float = 1.0, offset=(0.5, 0.5), angle: float = 0.0,
-           mirror: bool = False, canvas: float = FRAME) -> np.ndarray:
+def _photo(
+    item: np.ndarray,
+    *,
+    scale: float = 1.0,
+    offset=(0.5, 0.5),
+    angle: float = 0.0,
+    mirror: bool = False,
+    canvas: float = FRAME,
+) -> np.ndarray:
     from PIL import Image
 
     img = Image.fromarray(item).resize((PHOTO_SIDE, PHOTO_SIDE), Image.BICUBIC)
@@ -117,8 +132,9 @@ PERTURBATIONS = {
 }
 
 
-def robustness(embedder, x: np.ndarray, catalogue: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
-               n: int = 2000) -> dict:
+def robustness(
+    embedder, x: np.ndarray, catalogue: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, n: int = 2000
+) -> dict:
     """Category P@10 of perturbed test photos against the catalogue's vectors; the catalogue image
     itself re-uploaded as a photo -> its own image first."""
     from ml.metrics import knn, retrieval_metrics
@@ -138,8 +154,9 @@ def robustness(embedder, x: np.ndarray, catalogue: np.ndarray, y: np.ndarray, xt
     return rows
 
 
-def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = None,
-              with_robustness: bool = False) -> dict:
+def run_model(
+    name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = None, with_robustness: bool = False
+) -> dict:
     from ml.architectures import defaults
     from ml.inference import Embedder
     from ml.metrics import retrieval_metrics
@@ -152,8 +169,15 @@ def run_model(name: str, x, y, xt, yt, epochs: int | None, extra: dict | None = 
     hp = defaults(architecture, variant or None, **overrides)
     with tempfile.TemporaryDirectory(prefix=f"bench-{architecture}-") as workdir:
         start, cpu_start = time.monotonic(), time.process_time()
-        result = train(architecture=architecture, hparams=hp, images=x, labels=y, label_names=CLASS_NAMES,
-                       workdir=workdir, verbose=2)
+        result = train(
+            architecture=architecture,
+            hparams=hp,
+            images=x,
+            labels=y,
+            label_names=CLASS_NAMES,
+            workdir=workdir,
+            verbose=2,
+        )
         seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
         embedder = Embedder.load(workdir)
         t0 = time.monotonic()
@@ -190,9 +214,13 @@ def run_pixels(x, y, xt, yt) -> dict:
     start = time.monotonic()
     metrics = pixel_baseline(x, y, xt, yt)
     return {
-        "name": "pixels", **{k: metrics.to_dict()[k] for k in ("precision_at_1", "precision_at_10", "map_at_100")},
-        "test_accuracy": None, "train_seconds": 0.0, "embed_seconds": round(time.monotonic() - start, 1),
-        "dim": int(np.prod(x.shape[1:])), "epochs": 0,
+        "name": "pixels",
+        **{k: metrics.to_dict()[k] for k in ("precision_at_1", "precision_at_10", "map_at_100")},
+        "test_accuracy": None,
+        "train_seconds": 0.0,
+        "embed_seconds": round(time.monotonic() - start, 1),
+        "dim": int(np.prod(x.shape[1:])),
+        "epochs": 0,
     }
 
 
@@ -208,8 +236,10 @@ def table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = f"{r['test_accuracy']:.3f}" if r.get("test_accuracy") is not None else "-"
-        lines.append(f"{r['name']:<20} {r['precision_at_1']:>6.3f} {r['precision_at_10']:>6.3f} "
-                     f"{r['map_at_100']:>8.3f} {acc:>6} {r['dim']:>5} {r['epochs']:>6} {r['train_seconds']:>8.1f}")
+        lines.append(
+            f"{r['name']:<20} {r['precision_at_1']:>6.3f} {r['precision_at_10']:>6.3f} "
+            f"{r['map_at_100']:>8.3f} {acc:>6} {r['dim']:>5} {r['epochs']:>6} {r['train_seconds']:>8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -227,8 +257,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for i, ((key, label), color) in enumerate(zip(keys, colors)):
         bars = ax.bar(xs + (i - 1) * width, [r[key] for r in rows], width, label=label, color=color)
         ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
-    for value, label, color, va in ((TARGETS["precision_at_1"], "P@1 target", colors[0], "bottom"),
-                                    (TARGETS["precision_at_10"], "P@10 target", colors[1], "top")):
+    for value, label, color, va in (
+        (TARGETS["precision_at_1"], "P@1 target", colors[0], "bottom"),
+        (TARGETS["precision_at_10"], "P@10 target", colors[1], "top"),
+    ):
         ax.axhline(value, color=color, linestyle="--", linewidth=1)
         ax.text(len(rows) - 0.5, value, f" {label} {value}", color=color, fontsize=7, va=va, ha="right")
     ax.set_xticks(xs, [r["name"] for r in rows], rotation=20, ha="right")
@@ -252,10 +284,17 @@ def _report(argv, x, xt, rows: list[dict], wall_seconds: float) -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.retrieval", *(argv if argv is not None else sys.argv[1:])]),
         "dataset": {"name": "Fashion-MNIST", "catalogue": int(len(x)), "queries": int(len(xt))},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count()},
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                     "keras": keras.__version__, "numpy": np.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
         "wall_seconds": round(wall_seconds, 1),
         "relevance": "same label; AP@k averages precision over the relevant hits in the top k",
         "note": "each row carries the load average when it finished: training times are inflated when it exceeds 2",
@@ -282,8 +321,13 @@ def main(argv=None) -> int:
     rows = [r for r in previous if r["name"] not in {row_name(name, args.overrides) for name in runs}]
     for name in runs:
         print(f"== {name}", flush=True)
-        row = run_pixels(x, y, xt, yt) if name == "pixels" else run_model(
-            name, x, y, xt, yt, epochs, args.overrides, with_robustness=args.robustness and name == "classifier:cnn")
+        row = (
+            run_pixels(x, y, xt, yt)
+            if name == "pixels"
+            else run_model(
+                name, x, y, xt, yt, epochs, args.overrides, with_robustness=args.robustness and name == "classifier:cnn"
+            )
+        )
         row["name"] = row_name(name, args.overrides)
         row["load_average"] = [round(v, 2) for v in os.getloadavg()]
         row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

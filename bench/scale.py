@@ -60,16 +60,24 @@ def folder(size: int) -> Path:
 def environment(size: int) -> dict[str, str]:
     base = folder(size)
     return {
-        "LOOKALIKE_PGDATA": str(base / "pgdata"), "MEDIA_ROOT": str(base / "media"),
-        "MODELS_ROOT": str(base / "models"), "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
+        "LOOKALIKE_PGDATA": str(base / "pgdata"),
+        "MEDIA_ROOT": str(base / "media"),
+        "MODELS_ROOT": str(base / "models"),
+        "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
         "CELERY_BROKER_URL": os.environ.get("BENCH_SCALE_BROKER", "redis://127.0.0.1:6379/11"),
         # In-process cache: every size numbers its products and versions from 1, so a shared cache
         # would answer one size's similar items from another's.
         "CACHE_URL": os.environ.get("BENCH_SCALE_CACHE", "locmem://"),
-        "DEBUG": "0", "SECRET_KEY": "bench-only-not-secret", "SECURE_SSL_REDIRECT": "0",
-        "SESSION_COOKIE_SECURE": "0", "CSRF_COOKIE_SECURE": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver", "SEARCH_RATE_LIMIT": "1000000/minute",
-        "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-not-secret",
+        "SECURE_SSL_REDIRECT": "0",
+        "SESSION_COOKIE_SECURE": "0",
+        "CSRF_COOKIE_SECURE": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "SEARCH_RATE_LIMIT": "1000000/minute",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
 
@@ -107,8 +115,16 @@ def stage_generate(size: int) -> dict:
         if (manifest.get("n_products"), manifest.get("generator")) == (size, GENERATOR_VERSION):
             return {"reused": True}
     shapes, labels = load_split("test")
-    write_catalogue(out, shapes, labels, CLASS_NAMES, n_products=size, photos=(PHOTOS, PHOTOS), seed=SEED,
-                    progress=lambda i, n: i % max(1, n // 5) == 0 and log(f"generated {i}/{n} products"))
+    write_catalogue(
+        out,
+        shapes,
+        labels,
+        CLASS_NAMES,
+        n_products=size,
+        photos=(PHOTOS, PHOTOS),
+        seed=SEED,
+        progress=lambda i, n: i % max(1, n // 5) == 0 and log(f"generated {i}/{n} products"),
+    )
     return {"catalogue_bytes": du(out / "images")}
 
 
@@ -137,10 +153,17 @@ def stage_train(size: int, budget: str | None) -> dict:
         if version.status != ModelVersion.Status.SUCCEEDED:
             raise SystemExit(f"training failed: {version.error}")
     m = version.metrics
-    return {"version": version.pk, "architecture": version.architecture, "image_size": version.image_size,
-            "epochs": version.epochs, "budget": m.get("budget"), "steps": m.get("steps"),
-            "train_seconds": m.get("train_seconds"), "peak_rss_mib_reported": m.get("peak_rss_mib"),
-            "holdout_model": (m.get("holdout") or {}).get("model")}
+    return {
+        "version": version.pk,
+        "architecture": version.architecture,
+        "image_size": version.image_size,
+        "epochs": version.epochs,
+        "budget": m.get("budget"),
+        "steps": m.get("steps"),
+        "train_seconds": m.get("train_seconds"),
+        "peak_rss_mib_reported": m.get("peak_rss_mib"),
+        "holdout_model": (m.get("holdout") or {}).get("model"),
+    }
 
 
 def stage_index(size: int) -> dict:
@@ -165,9 +188,24 @@ def stage_index(size: int) -> dict:
     app.control.purge()  # nothing left over from an interrupted run
     # Solo pool: the worker embeds in its own process, so its peak RSS is that process's.
     worker = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "worker", "-Q", "embeddings", "-P", "solo",
-         "-l", "warning", "-n", f"scale-bench-{os.getpid()}@%h"],
-        cwd=ROOT, env={**os.environ}, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        [
+            str(ROOT / ".venv" / "bin" / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "embeddings",
+            "-P",
+            "solo",
+            "-l",
+            "warning",
+            "-n",
+            f"scale-bench-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=open(logs / "worker.log", "w"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
     )
     worker_rss = 0
     try:
@@ -242,23 +280,32 @@ def stage_score(size: int) -> dict:
         cursor.execute("SELECT pg_relation_size(%s)", [hnsw_index_name(version.pk)])
         hnsw_bytes = cursor.fetchone()[0]
     return {
-        "held_out_hit_at_1": round(hit1, 4), "queries": len(sample),
+        "held_out_hit_at_1": round(hit1, 4),
+        "queries": len(sample),
         "similar": shares,
         "colour_share_of_ceiling": round(shares["same_category_and_colour"] / max(shares["ceiling"], 1e-6), 3),
         "photo_search_p50_ms": round(float(np.median(search_times)) * 1000, 1),
         "similar_p50_ms": round(float(np.median(similar_times)) * 1000, 1),
         "find_duplicates_seconds": round(duplicates_seconds, 1),
-        "disk_bytes": {"images": du(Path(os.environ["MEDIA_ROOT"])), "vectors": vector_bytes, "hnsw": hnsw_bytes,
-                       "models": du(Path(os.environ["MODELS_ROOT"])),
-                       "database": du(Path(os.environ["LOOKALIKE_PGDATA"]))},
+        "disk_bytes": {
+            "images": du(Path(os.environ["MEDIA_ROOT"])),
+            "vectors": vector_bytes,
+            "hnsw": hnsw_bytes,
+            "models": du(Path(os.environ["MODELS_ROOT"])),
+            "database": du(Path(os.environ["LOOKALIKE_PGDATA"])),
+        },
     }
 
 
 def run_stage(stage: str, size: int, budget: str | None) -> None:
     """In the stage's own process: do it, write its figures to the size's folder."""
-    fn = {"generate": lambda: stage_generate(size), "import": lambda: stage_import(size),
-          "train": lambda: stage_train(size, budget), "index": lambda: stage_index(size),
-          "score": lambda: stage_score(size)}[stage]
+    fn = {
+        "generate": lambda: stage_generate(size),
+        "import": lambda: stage_import(size),
+        "train": lambda: stage_train(size, budget),
+        "index": lambda: stage_index(size),
+        "score": lambda: stage_score(size),
+    }[stage]
     if stage != "generate":
         _django()
     figures = fn()
@@ -306,13 +353,21 @@ def fit(sizes: list[int], values: list[float]) -> dict | None:
         return None
     x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
     b, log_a = np.polyfit(x, y, 1)
-    return {"exponent": round(float(b), 3), "coefficient": float(np.exp(log_a)),
-            "predicted": {str(n): round(float(np.exp(log_a) * n ** b), 1) for n in PREDICT}}
+    return {
+        "exponent": round(float(b), 3),
+        "coefficient": float(np.exp(log_a)),
+        "predicted": {str(n): round(float(np.exp(log_a) * n**b), 1) for n in PREDICT},
+    }
 
 
-COSTS = (("import", "wall_seconds", "import s"), ("train", "wall_seconds", "train s"),
-         ("index", "wall_seconds", "index s"), ("import", "peak_rss_bytes", "import RSS"),
-         ("train", "peak_rss_bytes", "train RSS"), ("index", "peak_rss_bytes", "index RSS"))
+COSTS = (
+    ("import", "wall_seconds", "import s"),
+    ("train", "wall_seconds", "train s"),
+    ("index", "wall_seconds", "index s"),
+    ("import", "peak_rss_bytes", "import RSS"),
+    ("train", "peak_rss_bytes", "train RSS"),
+    ("index", "peak_rss_bytes", "index RSS"),
+)
 
 
 def plot(rows: list[dict], fits: dict, path: Path) -> None:
@@ -324,14 +379,23 @@ def plot(rows: list[dict], fits: dict, path: Path) -> None:
     sizes = [r["products"] for r in rows]
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     grid = np.geomspace(min(sizes), PREDICT[-1], 50)
-    for ax, key, unit, scale in ((ax_t, "wall_seconds", "wall seconds", 1.0), (ax_m, "peak_rss_bytes", "peak RSS (GiB)", 2**30)):
+    for ax, key, unit, scale in (
+        (ax_t, "wall_seconds", "wall seconds", 1.0),
+        (ax_m, "peak_rss_bytes", "peak RSS (GiB)", 2**30),
+    ):
         for stage in ("import", "train", "index"):
             ys = [r[stage][key] / scale for r in rows]
             line = ax.loglog(sizes, ys, "o-", label=stage)[0]
             f = fits.get(f"{stage}.{key}")
             if f:
-                ax.loglog(grid, f["coefficient"] * grid ** f["exponent"] / scale, "--", color=line.get_color(),
-                          alpha=0.6, label=f"{stage} fit (exponent {f['exponent']:.2f})")
+                ax.loglog(
+                    grid,
+                    f["coefficient"] * grid ** f["exponent"] / scale,
+                    "--",
+                    color=line.get_color(),
+                    alpha=0.6,
+                    label=f"{stage} fit (exponent {f['exponent']:.2f})",
+                )
         ax.set_xlabel("products (3 photos each)")
         ax.set_ylabel(unit)
         ax.grid(True, which="both", alpha=0.3)
@@ -355,7 +419,9 @@ def stop_database(base: Path) -> None:
 
 def clean(sizes: list[int] | None) -> None:
     """Stop each size's database and remove its folders (what this benchmark made)."""
-    targets = [folder(s) for s in sizes] if sizes else sorted(p for p in (ROOT / "var").glob("bench-scale-*") if p.is_dir())
+    targets = (
+        [folder(s) for s in sizes] if sizes else sorted(p for p in (ROOT / "var").glob("bench-scale-*") if p.is_dir())
+    )
     if not sizes:
         (ROOT / "var" / "bench-scale-index.lock").unlink(missing_ok=True)
     for base in targets:
@@ -393,21 +459,51 @@ def main(argv=None) -> int:
             fits[f"{stage}.{key}"] = f
     sizes = sorted(args.sizes)
     path = write_report(
-        "scale", quick=False, argv=sys.argv[1:] if argv is None else argv, started=started, load=load.summary(),
-        sizes=sizes, not_run=[s for s in DEFAULT_SIZES if s not in sizes], photos_per_product=PHOTOS,
-        budget=args.budget or "the train_model defaults", sizes_measured=rows, fits=fits,
+        "scale",
+        quick=False,
+        argv=sys.argv[1:] if argv is None else argv,
+        started=started,
+        load=load.summary(),
+        sizes=sizes,
+        not_run=[s for s in DEFAULT_SIZES if s not in sizes],
+        photos_per_product=PHOTOS,
+        budget=args.budget or "the train_model defaults",
+        sizes_measured=rows,
+        fits=fits,
     )
     plot(rows, fits, path.with_suffix(".png"))
     print()
-    print(table([{"products": r["products"], "import": r["import"]["wall_seconds"], "train": r["train"]["wall_seconds"],
-                  "index": r["index"]["wall_seconds"], "rss": max(r[s]["peak_rss_bytes"] for s in ("import", "train", "index")) / 2**30,
-                  "hit1": r["score"]["held_out_hit_at_1"], "colour": r["score"]["colour_share_of_ceiling"],
-                  "sim": r["score"]["similar_p50_ms"], "photo": r["score"]["photo_search_p50_ms"],
-                  "dups": r["score"]["find_duplicates_seconds"]} for r in rows],
-                [("products", "products", "d"), ("import", "import s", ".0f"), ("train", "train s", ".0f"),
-                 ("index", "index s", ".0f"), ("rss", "peak GiB", ".2f"), ("hit1", "hit@1", ".3f"),
-                 ("colour", "cat+colour/ceiling", ".3f"), ("sim", "similar p50 ms", ".1f"),
-                 ("photo", "photo p50 ms", ".1f"), ("dups", "duplicates s", ".1f")]))
+    print(
+        table(
+            [
+                {
+                    "products": r["products"],
+                    "import": r["import"]["wall_seconds"],
+                    "train": r["train"]["wall_seconds"],
+                    "index": r["index"]["wall_seconds"],
+                    "rss": max(r[s]["peak_rss_bytes"] for s in ("import", "train", "index")) / 2**30,
+                    "hit1": r["score"]["held_out_hit_at_1"],
+                    "colour": r["score"]["colour_share_of_ceiling"],
+                    "sim": r["score"]["similar_p50_ms"],
+                    "photo": r["score"]["photo_search_p50_ms"],
+                    "dups": r["score"]["find_duplicates_seconds"],
+                }
+                for r in rows
+            ],
+            [
+                ("products", "products", "d"),
+                ("import", "import s", ".0f"),
+                ("train", "train s", ".0f"),
+                ("index", "index s", ".0f"),
+                ("rss", "peak GiB", ".2f"),
+                ("hit1", "hit@1", ".3f"),
+                ("colour", "cat+colour/ceiling", ".3f"),
+                ("sim", "similar p50 ms", ".1f"),
+                ("photo", "photo p50 ms", ".1f"),
+                ("dups", "duplicates s", ".1f"),
+            ],
+        )
+    )
     for name, f in fits.items():
         print(f"{name}: exponent {f['exponent']}, predicted {f['predicted']}")
     print(f"\nwrote {path}")

@@ -50,16 +50,23 @@ def surface(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         across = xx if vertical else yy
         plank = np.floor(across / width)
         tone = 1.0 + 0.12 * np.sin(plank * 12.9898 + rng.uniform(0, 6))  # each plank its own shade
-        grain = 0.08 * np.sin(across / rng.uniform(2.0, 5.0) + 3 * _lowfreq(h, w, 6, rng)) + 0.05 * _lowfreq(h, w, 40, rng)
+        grain = 0.08 * np.sin(across / rng.uniform(2.0, 5.0) + 3 * _lowfreq(h, w, 6, rng)) + 0.05 * _lowfreq(
+            h, w, 40, rng
+        )
         seam = (np.abs(across - (plank + 0.5) * width) > width / 2 - 1.5).astype(np.float32) * 0.35
         out = base[None, None] * (tone + grain - seam)[..., None]
     elif kind == "bedsheet":
-        base = np.array(rng.choice([(235, 235, 240), (200, 215, 235), (240, 225, 215), (180, 200, 180), (90, 100, 130)]),
-                        np.float32)
-        folds = 0.1 * _lowfreq(h, w, 5, rng) + 0.06 * np.sin((xx * 0.7 + yy * 0.3) / rng.uniform(18, 40) + 2 * _lowfreq(h, w, 4, rng))
+        base = np.array(
+            rng.choice([(235, 235, 240), (200, 215, 235), (240, 225, 215), (180, 200, 180), (90, 100, 130)]), np.float32
+        )
+        folds = 0.1 * _lowfreq(h, w, 5, rng) + 0.06 * np.sin(
+            (xx * 0.7 + yy * 0.3) / rng.uniform(18, 40) + 2 * _lowfreq(h, w, 4, rng)
+        )
         out = base[None, None] * (1.0 + folds)[..., None]
     elif kind == "carpet":
-        base = np.array(rng.choice([(120, 40, 40), (70, 80, 95), (160, 150, 130), (60, 90, 60), (40, 40, 45)]), np.float32)
+        base = np.array(
+            rng.choice([(120, 40, 40), (70, 80, 95), (160, 150, 130), (60, 90, 60), (40, 40, 45)]), np.float32
+        )
         fibre = np.clip(128 + rng.normal(0, 40, (h, w)), 0, 255).astype(np.uint8)
         fibre = (np.asarray(Image.fromarray(fibre, "L").filter(ImageFilter.GaussianBlur(0.8)), np.float32) - 128) / 330
         out = base[None, None] * (1.0 + fibre + 0.08 * _lowfreq(h, w, 8, rng))[..., None]
@@ -95,7 +102,9 @@ def _prop(kind: str, side: int, rng: np.random.Generator) -> Image.Image:
     elif kind == "phone":
         d.rounded_rectangle([s * 0.25, s * 0.05, s * 0.75, s * 0.95], radius=s // 10, fill=(20, 20, 24, 255))
         top = np.array(rng.uniform(40, 200, 3))
-        d.rounded_rectangle([s * 0.28, s * 0.1, s * 0.72, s * 0.9], radius=s // 14, fill=tuple(int(v) for v in top) + (255,))
+        d.rounded_rectangle(
+            [s * 0.28, s * 0.1, s * 0.72, s * 0.9], radius=s // 14, fill=tuple(int(v) for v in top) + (255,)
+        )
     elif kind == "book":
         cover = tuple(int(v) for v in rng.uniform(30, 220, 3))
         d.rectangle([s * 0.1, s * 0.15, s * 0.9, s * 0.85], fill=cover + (255,))
@@ -107,15 +116,22 @@ def _prop(kind: str, side: int, rng: np.random.Generator) -> Image.Image:
         d.rectangle([s * 0.8, s * 0.47, s * 0.95, s * 0.53], fill=(200, 200, 200, 255))
     else:  # keys: a ring and two metal bits
         d.ellipse([s * 0.1, s * 0.1, s * 0.4, s * 0.4], outline=(190, 190, 195, 255), width=max(2, s // 20))
-        d.polygon([(s * 0.35, s * 0.3), (s * 0.9, s * 0.6), (s * 0.85, s * 0.7), (s * 0.3, s * 0.4)], fill=(200, 180, 90, 255))
-        d.polygon([(s * 0.3, s * 0.35), (s * 0.55, s * 0.95), (s * 0.45, s * 0.95), (s * 0.25, s * 0.4)], fill=(180, 180, 185, 255))
+        d.polygon(
+            [(s * 0.35, s * 0.3), (s * 0.9, s * 0.6), (s * 0.85, s * 0.7), (s * 0.3, s * 0.4)], fill=(200, 180, 90, 255)
+        )
+        d.polygon(
+            [(s * 0.3, s * 0.35), (s * 0.55, s * 0.95), (s * 0.45, s * 0.95), (s * 0.25, s * 0.4)],
+            fill=(180, 180, 185, 255),
+        )
     return img
 
 
 PROPS = ("mug", "phone", "book", "pen", "keys")
 
 
-def shopper_photo(spec, shape: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int], str]:
+def shopper_photo(
+    spec, shape: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[int, int, int, int], str]:
     """(RGB uint8 photo, the item's true box (x, y, w, h), the surface) for one product."""
     portrait = rng.random() < 0.5
     short = int(LONG_SIDE * rng.uniform(0.66, 0.8))
@@ -125,9 +141,12 @@ def shopper_photo(spec, shape: np.ndarray, rng: np.random.Generator) -> tuple[np
     # Things first, around the frame; the item goes on top of them.
     for _ in range(int(rng.integers(1, 4))):
         side = int(min(w, h) * rng.uniform(0.18, 0.4))
-        prop = _prop(str(rng.choice(PROPS)), side, rng).rotate(float(rng.uniform(0, 360)), expand=True,
-                                                                resample=Image.Resampling.BILINEAR)
-        photo.alpha_composite(prop, (int(rng.integers(-side // 3, w - side // 2)), int(rng.integers(-side // 3, h - side // 2))))
+        prop = _prop(str(rng.choice(PROPS)), side, rng).rotate(
+            float(rng.uniform(0, 360)), expand=True, resample=Image.Resampling.BILINEAR
+        )
+        photo.alpha_composite(
+            prop, (int(rng.integers(-side // 3, w - side // 2)), int(rng.integers(-side // 3, h - side // 2)))
+        )
     sprite = render_item(spec, shape, int(rng.uniform(*SCALE) * min(w, h)))
     if rng.random() < 0.5:
         sprite = sprite.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -159,8 +178,17 @@ def shopper_photo(spec, shape: np.ndarray, rng: np.random.Generator) -> tuple[np
     return np.asarray(img), box, kind
 
 
-def write_shopper_photos(out: Path, shapes: np.ndarray, labels: np.ndarray, class_names, *, n_products: int,
-                         seed: int, skus: set[str] | None = None, progress=None) -> dict:
+def write_shopper_photos(
+    out: Path,
+    shapes: np.ndarray,
+    labels: np.ndarray,
+    class_names,
+    *,
+    n_products: int,
+    seed: int,
+    skus: set[str] | None = None,
+    progress=None,
+) -> dict:
     """One shopper photo per product of the photo catalogue made with (n_products, seed), saved as
     JPEG under out/; returns (and writes) the manifest: sku -> file, true box, surface."""
     out = Path(out)

@@ -30,12 +30,40 @@ TARGETS = {"one_edit_min_share": 0.95, "two_edits_min_share": 0.80, "false_corre
 # Apparel titles with the longer words shops sell (9 letters and more for two-edit typos), five products
 # each, in four categories of their own.
 APPAREL = {
-    "Knitwear": ["Cashmere turtleneck sweater", "Cable knit cardigan", "Merino crewneck jumper", "Ribbed sleeveless camisole"],
-    "Outerwear": ["Waterproof windbreaker jacket", "Quilted puffer waistcoat", "Double breasted overcoat", "Lightweight raincoat",
-                  "Herringbone blazer", "Houndstooth trench coat", "Hooded sweatshirt", "Polyester tracksuit"],
-    "Footwear": ["Suede moccasins", "Canvas espadrilles", "Leather loafers", "Platform stiletto heels", "Breathable trainers"],
-    "Accessories": ["Crossbody messenger satchel", "Leather briefcase", "Embroidered backpack", "Patterned silk scarf",
-                    "Corduroy dungarees", "Striped drawstring joggers", "Denim jumpsuit", "Chiffon blouse", "Velvet tuxedo"],
+    "Knitwear": [
+        "Cashmere turtleneck sweater",
+        "Cable knit cardigan",
+        "Merino crewneck jumper",
+        "Ribbed sleeveless camisole",
+    ],
+    "Outerwear": [
+        "Waterproof windbreaker jacket",
+        "Quilted puffer waistcoat",
+        "Double breasted overcoat",
+        "Lightweight raincoat",
+        "Herringbone blazer",
+        "Houndstooth trench coat",
+        "Hooded sweatshirt",
+        "Polyester tracksuit",
+    ],
+    "Footwear": [
+        "Suede moccasins",
+        "Canvas espadrilles",
+        "Leather loafers",
+        "Platform stiletto heels",
+        "Breathable trainers",
+    ],
+    "Accessories": [
+        "Crossbody messenger satchel",
+        "Leather briefcase",
+        "Embroidered backpack",
+        "Patterned silk scarf",
+        "Corduroy dungarees",
+        "Striped drawstring joggers",
+        "Denim jumpsuit",
+        "Chiffon blouse",
+        "Velvet tuxedo",
+    ],
 }
 PER_TITLE = 5
 
@@ -167,18 +195,35 @@ def measure(words: list[str], vocabulary: set[str], samples: int, seed: int, ori
                     hit = finds(word, first)
                     cells.setdefault((origin[word], kind, edits, band), []).append(hit)
                     if not hit and (edits == 1 and band != "3" or edits == 2 and band == "9+"):  # the targets' typos
-                        misses.append({"word": word, "typed": typed, "kind": kind, "edits": edits,
-                                       "corrected_query": results.corrected_query, "match": results.match})
+                        misses.append(
+                            {
+                                "word": word,
+                                "typed": typed,
+                                "kind": kind,
+                                "edits": edits,
+                                "corrected_query": results.corrected_query,
+                                "match": results.match,
+                            }
+                        )
         if n % 10 == 9:
             log(f"{n + 1} of {len(words)} words")
-    return {"cells": cells, "corrected_db": corrected_db, "lookups_db": lookups_db, "typed_right_db": typed_right_db,
-            "fallback_db": fallback_db, "skipped_typos_that_are_words": skipped, "misses": misses}
+    return {
+        "cells": cells,
+        "corrected_db": corrected_db,
+        "lookups_db": lookups_db,
+        "typed_right_db": typed_right_db,
+        "fallback_db": fallback_db,
+        "skipped_typos_that_are_words": skipped,
+        "misses": misses,
+    }
 
 
 def false_corrections(vocabulary: set[str]) -> dict:
 
     words = sorted(vocabulary)
-    plurals = {w + ("es" if w.endswith(("sh", "ch", "x")) else "s"): w for w in words if len(w) >= 3 and not w.endswith("s")}
+    plurals = {
+        w + ("es" if w.endswith(("sh", "ch", "x")) else "s"): w for w in words if len(w) >= 3 and not w.endswith("s")
+    }
     exact_db, wrong, to_singular = [], [], []
     for word in words + sorted(plurals):
         seconds, results, _first = page_read(word)
@@ -189,13 +234,23 @@ def false_corrections(vocabulary: set[str]) -> dict:
             to_singular.append(word)
         else:
             wrong.append({"word": word, "corrected": results.corrected_query})
-    return {"sample": len(words) + len(plurals), "words": len(words), "plurals": len(plurals),
-            "false_corrections": wrong, "plurals_corrected_to_their_word": to_singular, "exact_db": exact_db}
+    return {
+        "sample": len(words) + len(plurals),
+        "words": len(words),
+        "plurals": len(plurals),
+        "false_corrections": wrong,
+        "plurals_corrected_to_their_word": to_singular,
+        "exact_db": exact_db,
+    }
 
 
 def share(cells: dict, *, origin: str | None = None, kind: str, edits: int, bands: tuple[str, ...]) -> dict:
-    hits = [h for (o, k, e, b), v in cells.items() if (origin is None or o == origin) and k == kind and e == edits
-            and b in bands for h in v]
+    hits = [
+        h
+        for (o, k, e, b), v in cells.items()
+        if (origin is None or o == origin) and k == kind and e == edits and b in bands
+        for h in v
+    ]
     return {"n": len(hits), "share": round(sum(hits) / len(hits), 3) if hits else None}
 
 
@@ -217,13 +272,17 @@ def typos_main(args) -> int:
             category = Category.objects.create(name=name, slug=f"bench-typos-{name.lower()}")
             first = Product.objects.count() * 10
             Product.objects.bulk_create(  # SKUs without words: they would be vocabulary words too
-                [Product(sku=f"T-{first + n}", title=title, category=category, price=30 + n % PER_TITLE)
-                 for n, title in enumerate(t for t in titles for _ in range(PER_TITLE))]
+                [
+                    Product(sku=f"T-{first + n}", title=title, category=category, price=30 + n % PER_TITLE)
+                    for n, title in enumerate(t for t in titles for _ in range(PER_TITLE))
+                ]
             )
         words, vocabulary = catalogue_words()
         origin = {w: "fashion-mnist" if w in fashion_words else "apparel" for w in words}
-        log(f"{products} products (+{sum(map(len, APPAREL.values())) * PER_TITLE} apparel, rolled back after); "
-            f"{len(words)} category and title words ({len(fashion_words)} Fashion-MNIST), vocabulary of {len(vocabulary)}")
+        log(
+            f"{products} products (+{sum(map(len, APPAREL.values())) * PER_TITLE} apparel, rolled back after); "
+            f"{len(words)} category and title words ({len(fashion_words)} Fashion-MNIST), vocabulary of {len(vocabulary)}"
+        )
         for w in words[:3]:
             page_read(w)  # warm-up
         found = measure(words, vocabulary, samples, args.seed, origin)
@@ -240,32 +299,59 @@ def typos_main(args) -> int:
                 cell = share(cells, kind=kind, edits=edits, bands=bands)
                 row[f"e{edits}"], row[f"n{edits}"] = cell["share"], cell["n"]
             rows.append(row)
-    by_origin = {o: {kind: share(cells, origin=o, kind=kind, edits=1, bands=("4-8", "9+")) for kind in KINDS}
-                 for o in ("fashion-mnist", "apparel")}
+    by_origin = {
+        o: {kind: share(cells, origin=o, kind=kind, edits=1, bands=("4-8", "9+")) for kind in KINDS}
+        for o in ("fashion-mnist", "apparel")
+    }
     corrected = percentiles_ms(found["corrected_db"])
     lookups = percentiles_ms(found["lookups_db"])
     typed_right = percentiles_ms(found["typed_right_db"])
     fallback = percentiles_ms(found["fallback_db"])
     exact = percentiles_ms(false["exact_db"])
     print()
-    print(table(rows, [("words", f"first result is the intended word's ({products} products)", "s"), ("kind", "typo", "s")]
-                + [(f"e{e}", f"{e} edit{'s' if e > 1 else ''}", ".3f") for e in EDITS]
-                + [(f"n{e}", f"n{e}", "d") for e in EDITS]))
+    print(
+        table(
+            rows,
+            [("words", f"first result is the intended word's ({products} products)", "s"), ("kind", "typo", "s")]
+            + [(f"e{e}", f"{e} edit{'s' if e > 1 else ''}", ".3f") for e in EDITS]
+            + [(f"n{e}", f"n{e}", "d") for e in EDITS],
+        )
+    )
     print()
-    print(table([{"what": o, **{kind: v["share"] for kind, v in by_kind.items()}} for o, by_kind in by_origin.items()],
-                [("what", "one edit, words of 4+ letters", "s")] + [(kind, kind, ".3f") for kind in KINDS]))
+    print(
+        table(
+            [{"what": o, **{kind: v["share"] for kind, v in by_kind.items()}} for o, by_kind in by_origin.items()],
+            [("what", "one edit, words of 4+ letters", "s")] + [(kind, kind, ".3f") for kind in KINDS],
+        )
+    )
     print()
-    print(table([{"what": k, **v} for k, v in (
+    print(
+        table(
+            [
+                {"what": k, **v}
+                for k, v in (
                     ("corrected path (typo, then the corrected words' page)", corrected),
                     ("  of which the vocabulary lookup", lookups),
                     ("  the same pages typed right", typed_right),
                     ("no correction in reach (trigram fallback)", fallback),
-                    ("vocabulary words and plurals typed right", exact))],
-                [("what", "results page, db ms", "s"), ("p50", "p50", ".2f"), ("p95", "p95", ".2f"), ("p99", "p99", ".2f"),
-                 ("n", "n", "d")]))
-    print(f"false corrections: {len(false['false_corrections'])} of {false['words']} vocabulary words and {false['plurals']} "
-          f"plurals typed right" + (f": {false['false_corrections'][:10]}" if false["false_corrections"] else "")
-          + f"; plurals corrected to their own word: {false['plurals_corrected_to_their_word']}")
+                    ("vocabulary words and plurals typed right", exact),
+                )
+            ],
+            [
+                ("what", "results page, db ms", "s"),
+                ("p50", "p50", ".2f"),
+                ("p95", "p95", ".2f"),
+                ("p99", "p99", ".2f"),
+                ("n", "n", "d"),
+            ],
+        )
+    )
+    print(
+        f"false corrections: {len(false['false_corrections'])} of {false['words']} vocabulary words and {false['plurals']} "
+        f"plurals typed right"
+        + (f": {false['false_corrections'][:10]}" if false["false_corrections"] else "")
+        + f"; plurals corrected to their own word: {false['plurals_corrected_to_their_word']}"
+    )
     print(f"one- and two-edit misses: {len(found['misses'])} {found['misses'][:12]}")
     one = {kind: share(cells, kind=kind, edits=1, bands=("4-8", "9+"))["share"] for kind in KINDS}
     two = {kind: share(cells, kind=kind, edits=2, bands=("9+",))["share"] for kind in KINDS}
@@ -278,16 +364,37 @@ def typos_main(args) -> int:
     for key, t in targets.items():
         low_is_good = key in ("false_corrections", "corrected_p50_db_ms")
         t["met"] = t["value"] is not None and (t["value"] <= t["target"] if low_is_good else t["value"] >= t["target"])
-        print(f"{key}: {t['value']} (target {'<=' if low_is_good else '>='} {t['target']}) {'met' if t['met'] else 'MISSED'}")
+        print(
+            f"{key}: {t['value']} (target {'<=' if low_is_good else '>='} {t['target']}) {'met' if t['met'] else 'MISSED'}"
+        )
     path = write_report(
-        "search_typos", script="search", quick=args.quick, argv=sys.argv[1:], started=started, load=load.summary(),
-        catalogue={"products": products, "apparel_products_added_and_rolled_back": sum(map(len, APPAREL.values())) * PER_TITLE,
-                   "words": len(words), "fashion_mnist_words": fashion_words, "vocabulary": len(vocabulary)},
-        samples_per_word_kind_edits=samples, seed=args.seed, shares=rows, one_edit_by_origin=by_origin,
+        "search_typos",
+        script="search",
+        quick=args.quick,
+        argv=sys.argv[1:],
+        started=started,
+        load=load.summary(),
+        catalogue={
+            "products": products,
+            "apparel_products_added_and_rolled_back": sum(map(len, APPAREL.values())) * PER_TITLE,
+            "words": len(words),
+            "fashion_mnist_words": fashion_words,
+            "vocabulary": len(vocabulary),
+        },
+        samples_per_word_kind_edits=samples,
+        seed=args.seed,
+        shares=rows,
+        one_edit_by_origin=by_origin,
         skipped_typos_that_are_words=found["skipped_typos_that_are_words"],
-        db_ms={"corrected": corrected, "correction_lookups": lookups, "corrected_pages_typed_right": typed_right,
-               "fallback": fallback, "vocabulary_typed_right": exact},
-        false_corrections={k: v for k, v in false.items() if k != "exact_db"}, misses_one_two_edits=found["misses"],
+        db_ms={
+            "corrected": corrected,
+            "correction_lookups": lookups,
+            "corrected_pages_typed_right": typed_right,
+            "fallback": fallback,
+            "vocabulary_typed_right": exact,
+        },
+        false_corrections={k: v for k, v in false.items() if k != "exact_db"},
+        misses_one_two_edits=found["misses"],
         targets=targets,
     )
     print(f"\nwall time {time.monotonic() - started:.0f} s; load {load.summary()}; wrote {path}")

@@ -13,7 +13,9 @@ def _thumbnail(image: ProductImage, size: int = 64):
     if not image.image:
         return "—"
     css = "image-rendering:pixelated;" if image.is_small else "object-fit:contain;"
-    return format_html('<img src="{}" width="{}" height="{}" style="{}background:#f3f3f0" alt="">', image.image.url, size, size, css)
+    return format_html(
+        '<img src="{}" width="{}" height="{}" style="{}background:#f3f3f0" alt="">', image.image.url, size, size, css
+    )
 
 
 class ProductImageForm(forms.ModelForm):
@@ -27,7 +29,9 @@ class ProductImageForm(forms.ModelForm):
         if isinstance(upload, UploadedFile):
             max_bytes = settings.SEARCH_UPLOAD_MAX_BYTES
             if upload.size > max_bytes:  # refused before it is read into memory
-                raise forms.ValidationError(f"The file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+                raise forms.ValidationError(
+                    f"The file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+                )
             upload.seek(0)
             try:
                 info = read_image(upload.read(), max_bytes=max_bytes)

@@ -8,8 +8,9 @@ from decimal import Decimal
 from django.db.models import Q
 
 
-def catalogue_filter(*, category_id: int | None = None, min_price: Decimal | None = None,
-                     max_price: Decimal | None = None) -> Q:
+def catalogue_filter(
+    *, category_id: int | None = None, min_price: Decimal | None = None, max_price: Decimal | None = None
+) -> Q:
     """Rows in the category (when given) priced within [min_price, max_price] (each bound when given);
     an empty Q (every row) when nothing is given. A product without a price matches no price bound."""
     condition = Q()

@@ -31,7 +31,9 @@ class KeywordFilterForm(forms.Form):
         label="Search",
         required=False,
         max_length=QUERY_MAX_LENGTH,
-        error_messages={"max_length": f"Search words can be at most {QUERY_MAX_LENGTH} characters long (yours has %(show_value)d)."},
+        error_messages={
+            "max_length": f"Search words can be at most {QUERY_MAX_LENGTH} characters long (yours has %(show_value)d)."
+        },
     )
     min_price = _price_field("Min price")
     max_price = _price_field("Max price")

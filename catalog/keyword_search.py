@@ -137,14 +137,21 @@ def product_keyword_match(
     one more (catalog.spelling.query_correct's vocabulary lookup).
     """
     query = query.strip()
-    products = _filtered(Product.objects.all() if products is None else products, category=category, min_price=min_price, max_price=max_price)
+    products = _filtered(
+        Product.objects.all() if products is None else products,
+        category=category,
+        min_price=min_price,
+        max_price=max_price,
+    )
     if not query:
         return KeywordResults(products=products.order_by("id"), match=Match.ALL, query=query)
     if SKU_LIKE.fullmatch(query):
         sku = products.filter(sku__iexact=query)  # catalog_product_sku_upper
         if sku.exists():
             # One row, ranked 1: paginated as it is (no `rank` for RankedPages).
-            return KeywordResults(products=sku.annotate(rank=Value(1.0, output_field=FloatField())), match=Match.SKU, query=query)
+            return KeywordResults(
+                products=sku.annotate(rank=Value(1.0, output_field=FloatField())), match=Match.SKU, query=query
+            )
     found = _full_text(products, query, known_words_only=correct)
     if found is not None:
         return found

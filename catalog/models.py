@@ -89,7 +89,9 @@ class SearchWord(models.Model):
 
     class Meta:
         indexes = [
-            GistIndex(fields=["word"], opclasses=["gist_trgm_ops"], name="catalog_searchword_trgm"),  # nearest by trigrams
+            GistIndex(
+                fields=["word"], opclasses=["gist_trgm_ops"], name="catalog_searchword_trgm"
+            ),  # nearest by trigrams
             models.Index(fields=["stem"], name="catalog_searchword_stem"),
         ]
 

@@ -230,7 +230,10 @@ def _write_row(row: _Row) -> str:
             if not created:
                 old_sums = list(product.images.order_by("position", "id").values_list("sha256", flat=True))
                 same_fields = (product.title, product.category_id, product.price, product.description) == (
-                    row.title, category.id, row.price, row.description
+                    row.title,
+                    category.id,
+                    row.price,
+                    row.description,
                 )
                 if same_fields and old_sums == new_sums:
                     return "unchanged"
@@ -279,7 +282,10 @@ def catalog_import_csv(*, rows: Iterable[str], images_dir: Path, progress: Progr
             seen[row.sku] = line
             sums = [info.sha256 for _, _, info in row.images]
             for other in (
-                Product.objects.filter(images__sha256__in=sums).exclude(sku=row.sku).values_list("sku", flat=True).distinct()
+                Product.objects.filter(images__sha256__in=sums)
+                .exclude(sku=row.sku)
+                .values_list("sku", flat=True)
+                .distinct()
             ):
                 report.duplicates.append(f"line {line}: {row.sku} has the same image as {other}")
             try:

@@ -175,8 +175,13 @@ def query_correct(query: str) -> CorrectedQuery | None:
         return None
     variants = sorted({v for w in words if len(w) <= VARIANTS_UP_TO for v in one_edit_variants(w)})
     with connection.cursor() as cursor:
-        params = {"words": words, "variants": variants, "near": TRIGRAM_CANDIDATES, "max_edits": MAX_EDITS,
-                  "two_edits_from": TWO_EDITS_FROM}
+        params = {
+            "words": words,
+            "variants": variants,
+            "near": TRIGRAM_CANDIDATES,
+            "max_edits": MAX_EDITS,
+            "two_edits_from": TWO_EDITS_FROM,
+        }
         cursor.execute(LOOKUP_SQL, params)
         rows = cursor.fetchall()
     # A misspelt plural ("snekers") is also compared through its stem ("sneker"), after the word itself:

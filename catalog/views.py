@@ -35,7 +35,11 @@ def product_list_view(request):
         return render(request, "catalog/product_list.html", context, status=400)
     data = form.cleaned_data
     results = product_search(
-        query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"], correct=not _exact(request)
+        query=data["q"],
+        category=data["category"],
+        min_price=data["min_price"],
+        max_price=data["max_price"],
+        correct=not _exact(request),
     )
     paginator = Paginator(results.pages(), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
@@ -88,13 +92,21 @@ def api_product_list(request):
         return json_error(str(exc), 400)
     data = form.cleaned_data
     results = product_search(
-        query=data["q"], category=data["category"], min_price=data["min_price"], max_price=data["max_price"], correct=not _exact(request)
+        query=data["q"],
+        category=data["category"],
+        min_price=data["min_price"],
+        max_price=data["max_price"],
+        correct=not _exact(request),
     )
     paginator = Paginator(results.pages(), size)
     try:
         page = paginator.page(number)
     except (EmptyPage, PageNotAnInteger):
-        more = " (the first ones of more matches: narrow the words or filters)" if getattr(paginator.object_list, "capped", False) else ""
+        more = (
+            " (the first ones of more matches: narrow the words or filters)"
+            if getattr(paginator.object_list, "capped", False)
+            else ""
+        )
         return json_error(f"There is no page {number}: the results have {paginator.num_pages} page(s){more}.", 404)
     ranked = results.match != Match.ALL
     return JsonResponse(
@@ -115,7 +127,9 @@ def api_product_list(request):
                     "category": product.category.slug,
                     "price": str(product.price) if product.price is not None else None,
                     "url": request.build_absolute_uri(product.get_absolute_url()),
-                    "image_url": request.build_absolute_uri(product.primary_image.image.url) if product.primary_image else None,
+                    "image_url": request.build_absolute_uri(product.primary_image.image.url)
+                    if product.primary_image
+                    else None,
                     "rank": float(product.rank) if ranked else None,
                 }
                 for product in page.object_list
@@ -128,7 +142,9 @@ def _similar_context(request, pk: int, k: int) -> dict:
     """The product, and how many similar items its template asks search for (the similar_items tag)."""
     product = get_object_or_404(Product.objects.browsable(), pk=pk)
     same_category = request.GET.get("same_category") == "1"
-    more_url = reverse("catalog:product_more_like_this", args=[product.pk]) + ("?same_category=1" if same_category else "")
+    more_url = reverse("catalog:product_more_like_this", args=[product.pk]) + (
+        "?same_category=1" if same_category else ""
+    )
     return {"product": product, "similar_k": k, "same_category": same_category, "more_url": more_url}
 
 

@@ -122,14 +122,19 @@ class DatabaseUnavailableMiddleware:
             return database_unavailable(request, exception)
         code = _sqlstate(exception)
         if code in _DEADLOCK_STATES:
-            if (request.method in _RETRY_METHODS and not getattr(request, "database_retried", False)
-                    and not any(c.in_atomic_block for c in connections.all(initialized_only=True))):
+            if (
+                request.method in _RETRY_METHODS
+                and not getattr(request, "database_retried", False)
+                and not any(c.in_atomic_block for c in connections.all(initialized_only=True))
+            ):
                 logger.warning("Deadlock in %s %s: retrying the request once", request.method, request.path)
                 request.database_retry = True
                 return HttpResponse(status=503)  # replaced by the retry's response in __call__
             logger.error("Deadlock in %s %s (not retried)", request.method, request.path, exc_info=exception)
         elif code == _QUERY_CANCELED:
-            logger.error("Statement timeout (query cancelled) in %s %s", request.method, request.path, exc_info=exception)
+            logger.error(
+                "Statement timeout (query cancelled) in %s %s", request.method, request.path, exc_info=exception
+            )
         else:
             return None  # Django logs it and answers with the 500 page (config.views.error_500)
         return _error(request, 500, "Something went wrong on our side. Please try again.")

@@ -28,7 +28,7 @@ class Rate:
 
 
 def rate_parse(rate: str) -> Rate | None:
-    """"30/minute", "5/10second", "1000/hour" -> Rate; "" or "0" -> None (no limit)."""
+    """ "30/minute", "5/10second", "1000/hour" -> Rate; "" or "0" -> None (no limit)."""
     if not rate or rate.strip() in {"0", "off", "none"}:
         return None
     match = _RATE.match(rate)

@@ -157,7 +157,10 @@ def _replicas_check(aliases: list[str]) -> list[ReplicaHealth]:
             lsn, started = cursor.fetchone()
         primary = _Primary(lsn, started, tuple(check(using=PRIMARY) for check in _state_checks))
     except Exception as exc:  # noqa: BLE001 - no replica is used when the primary cannot be compared
-        return [ReplicaHealth(a, False, f"the primary could not be checked ({_first_line(exc)})", None, now) for a in aliases]
+        return [
+            ReplicaHealth(a, False, f"the primary could not be checked ({_first_line(exc)})", None, now)
+            for a in aliases
+        ]
     return [_replica_check(alias, primary, now) for alias in aliases]
 
 
@@ -174,7 +177,9 @@ def _replica_check(alias: str, primary: _Primary, now: float) -> ReplicaHealth:
             )
             in_recovery, started, behind_bytes, since_replay = cursor.fetchone()
         if not in_recovery and started != primary.started:
-            return ReplicaHealth(alias, False, "it is not a standby of the primary (promoted, or another server)", None, now)
+            return ReplicaHealth(
+                alias, False, "it is not a standby of the primary (promoted, or another server)", None, now
+            )
         if not in_recovery or (behind_bytes is not None and behind_bytes <= 0):
             lag = 0.0  # the primary itself (a mirror), or it has replayed everything written before this check
         else:
@@ -186,8 +191,14 @@ def _replica_check(alias: str, primary: _Primary, now: float) -> ReplicaHealth:
         _connection_drop(alias)
         return ReplicaHealth(alias, False, f"it cannot be read ({_first_line(exc)})", None, now)
     if states != primary.states:
-        return ReplicaHealth(alias, False, f"it has not caught up: it serves {states}, the primary {primary.states}", lag, now,
-                             catching_up=True)
+        return ReplicaHealth(
+            alias,
+            False,
+            f"it has not caught up: it serves {states}, the primary {primary.states}",
+            lag,
+            now,
+            catching_up=True,
+        )
     return ReplicaHealth(alias, True, "", lag, now)
 
 
@@ -260,7 +271,9 @@ def replica_reads(view):
             # connection unexpectedly"): a query error on a replica that still answers is the view's own.
             if not isinstance(exc, (OperationalError, InterfaceError)) and _connection_usable(alias):
                 raise
-            logger.warning("Read replica %s failed during %s (%s); retrying on the primary.", alias, request.path, _first_line(exc))
+            logger.warning(
+                "Read replica %s failed during %s (%s); retrying on the primary.", alias, request.path, _first_line(exc)
+            )
             replica_mark_unusable(alias, f"it failed a request ({_first_line(exc)})")
             _connection_drop(alias)
         _uploads_rewind(request)

@@ -121,7 +121,9 @@ DATABASE_REPLICA_MAX_LAG_SECONDS = env_float("DATABASE_REPLICA_MAX_LAG_SECONDS",
 DATABASE_REPLICA_CHECK_SECONDS = env_float("DATABASE_REPLICA_CHECK_SECONDS", 1.0)
 DATABASE_REPLICA_CONNECT_TIMEOUT = int(env_float("DATABASE_REPLICA_CONNECT_TIMEOUT", 2, minimum=1))
 try:
-    _replicas = replica_databases(env_list("DATABASE_REPLICA_URLS", ""), connect_timeout=DATABASE_REPLICA_CONNECT_TIMEOUT)
+    _replicas = replica_databases(
+        env_list("DATABASE_REPLICA_URLS", ""), connect_timeout=DATABASE_REPLICA_CONNECT_TIMEOUT
+    )
 except ValueError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 if DATABASES:  # replicas of no primary would be nothing to route

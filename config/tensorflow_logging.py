@@ -27,7 +27,9 @@ VERBOSE_LEVEL = "0"
 VERBOSITY_FLAG = re.compile(r"^--verbosity(?:=(\d+))?$")
 # absl / glog lines ("I0000 00:00:1796407269.745229    2550 cudart_stub.cc:31] ...") and TensorFlow's
 # older format ("2025-09-17 14:44:05.157831: I external/.../cudart_stub.cc:32] ...").
-LOG_LINE = re.compile(rb"^(?:([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: ([IWEF]) )\S+:\d+\] ")
+LOG_LINE = re.compile(
+    rb"^(?:([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: ([IWEF]) )\S+:\d+\] "
+)
 ABSL_NOTICE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
 

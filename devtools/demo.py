@@ -86,8 +86,22 @@ def redis_start(sv: Supervisor, url: str) -> None:
     port = urlparse(url).port or 6379
     VAR.mkdir(exist_ok=True)
     say(f"Starting redis-server on port {port} (stopped with the demo)")
-    server = sv.start("redis-server", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "no",
-                                       "--dir", str(VAR), "--logfile", str(VAR / "redis.log")])
+    server = sv.start(
+        "redis-server",
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--daemonize",
+            "no",
+            "--dir",
+            str(VAR),
+            "--logfile",
+            str(VAR / "redis.log"),
+        ],
+    )
     deadline = time.monotonic() + REDIS_START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -95,7 +109,9 @@ def redis_start(sv: Supervisor, url: str) -> None:
         if redis_probe(url, timeout=0.5)[0] == REDIS_UP:
             return
         time.sleep(0.1)
-    raise DemoError(f"redis-server did not answer on port {port} within {REDIS_START_SECONDS:.0f} s; see {VAR / 'redis.log'}.")
+    raise DemoError(
+        f"redis-server did not answer on port {port} within {REDIS_START_SECONDS:.0f} s; see {VAR / 'redis.log'}."
+    )
 
 
 def choose_broker(sv: Supervisor) -> str:
@@ -134,12 +150,18 @@ def check_services() -> int:
     url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
     state, detail = redis_probe(url)
     if state == REDIS_REFUSED:
-        print(f"Redis at {url_shown(url)} is running but refused the connection ({detail}): put its password in "
-              "CELERY_BROKER_URL (redis://:PASSWORD@HOST:PORT/DB).", file=sys.stderr)
+        print(
+            f"Redis at {url_shown(url)} is running but refused the connection ({detail}): put its password in "
+            "CELERY_BROKER_URL (redis://:PASSWORD@HOST:PORT/DB).",
+            file=sys.stderr,
+        )
         return 1
     if state != REDIS_UP:
-        print(f"Redis is not reachable at {url_shown(url)} ({detail}). Start it (e.g. `redis-server --daemonize yes`) "
-              "or set CELERY_BROKER_URL; the tests run Celery workers against a real broker.", file=sys.stderr)
+        print(
+            f"Redis is not reachable at {url_shown(url)} ({detail}). Start it (e.g. `redis-server --daemonize yes`) "
+            "or set CELERY_BROKER_URL; the tests run Celery workers against a real broker.",
+            file=sys.stderr,
+        )
         return 1
     sys.path.insert(0, str(BASE_DIR))
     from config.database import database_ensure
@@ -167,7 +189,14 @@ def replicas_report() -> int:
 
     for alias, db in replicas.items():
         where = f"{alias} ({db['HOST'] or db['OPTIONS'].get('host', '')}/{db['NAME']})"
-        params = {"dbname": db["NAME"], "user": db["USER"], "password": db["PASSWORD"], "host": db["HOST"], "port": db["PORT"], **db["OPTIONS"]}
+        params = {
+            "dbname": db["NAME"],
+            "user": db["USER"],
+            "password": db["PASSWORD"],
+            "host": db["HOST"],
+            "port": db["PORT"],
+            **db["OPTIONS"],
+        }
         try:
             conn = psycopg2.connect(**{key: value for key, value in params.items() if value not in ("", None)})
             try:
@@ -185,7 +214,11 @@ def replicas_report() -> int:
         if not standby:
             print(f"Read replica {where}: reachable, but not a standby; it is used only if it is the primary itself.")
         else:
-            replayed = "no transaction replayed yet" if since_replay is None else f"last transaction replayed {float(since_replay):.1f} s ago"
+            replayed = (
+                "no transaction replayed yet"
+                if since_replay is None
+                else f"last transaction replayed {float(since_replay):.1f} s ago"
+            )
             print(f"Read replica {where}: a standby, {replayed}.")
     return 0
 
@@ -244,8 +277,24 @@ def web_server_command(port: str) -> list[str]:
     """The demo's web server: gunicorn with a fixed pool of threads, each keeping one database
     connection. Django's runserver starts a thread per request, and with persistent connections
     each left one behind until the database had none left ("too many clients already")."""
-    return [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--worker-class", "gthread", "--threads", "4", "--timeout", "120", "--graceful-timeout", "10"]
+    return [
+        PYTHON,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "10",
+    ]
 
 
 def beat_command() -> list[str]:
@@ -273,16 +322,30 @@ def demo_steps(port: str) -> list[Step]:
     processes = embedding_worker_processes()
     return [
         Step("Migrations", [*MANAGE, "migrate", "--noinput", "-v", "0"]),
-        Step("Fashion-MNIST demo catalogue (skipped where already loaded)", [*MANAGE, "load_fashion_mnist", "--split", "train"],
-             required=False, failed="The demo catalogue could not be loaded (see above); the site starts anyway."),
+        Step(
+            "Fashion-MNIST demo catalogue (skipped where already loaded)",
+            [*MANAGE, "load_fashion_mnist", "--split", "train"],
+            required=False,
+            failed="The demo catalogue could not be loaded (see above); the site starts anyway.",
+        ),
         Step("Admin user", call=lambda sv: f"Admin: http://127.0.0.1:{port}/admin/  user 'admin', {admin_login(sv)}"),
-        Step(f"Celery worker: queue 'embeddings' ({processes} processes)",
-             [*celery, "-Q", "embeddings", "-c", str(processes), "-n", "embeddings@%h"], background=True),
-        Step("Celery worker: queue 'training' (one process)", [*celery, "-Q", "training", "-c", "1", "-n", "training@%h"],
-             background=True),
+        Step(
+            f"Celery worker: queue 'embeddings' ({processes} processes)",
+            [*celery, "-Q", "embeddings", "-c", str(processes), "-n", "embeddings@%h"],
+            background=True,
+        ),
+        Step(
+            "Celery worker: queue 'training' (one process)",
+            [*celery, "-Q", "training", "-c", "1", "-n", "training@%h"],
+            background=True,
+        ),
         Step("Celery beat: the lifecycle repair every few minutes", beat_command(), background=True),
-        Step("Default model: trained and indexed in the background on first run", [*MANAGE, "train_model", "--demo"],
-             required=False, failed="The default model could not be queued (see above); the site starts anyway."),
+        Step(
+            "Default model: trained and indexed in the background on first run",
+            [*MANAGE, "train_model", "--demo"],
+            required=False,
+            failed="The default model could not be queued (see above); the site starts anyway.",
+        ),
         Step("Web server", web_server_command(port), background=True),
         Step("Ready", call=lambda sv: f"Lookalike is running at http://127.0.0.1:{port}/"),
     ]
@@ -311,7 +374,11 @@ def supervise(steps: list[Step], *, grace_seconds: float = GRACE_SECONDS) -> int
             time.sleep(1.5)  # the web server's first lines before the summary
             for note in notes:
                 say(note)
-            ours = ", beat and the redis-server started here" if any(c.name == "redis-server" for c in sv.children) else " and beat"
+            ours = (
+                ", beat and the redis-server started here"
+                if any(c.name == "redis-server" for c in sv.children)
+                else " and beat"
+            )
             say(f"Ctrl-C stops the web server, the workers{ours}; `make stop` also stops the database.")
             stopped = sv.wait()
             print(f"{stopped.name} exited (status {stopped.process.returncode}); stopping the rest.", flush=True)

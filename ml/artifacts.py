@@ -127,7 +127,11 @@ def embedder_load(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any],
 
 
 def meta_check(
-    meta: dict[str, Any], *, path: str | os.PathLike, dim: int | None, image_size: int | None,
+    meta: dict[str, Any],
+    *,
+    path: str | os.PathLike,
+    dim: int | None,
+    image_size: int | None,
     label_names: Sequence[str] | None,
 ) -> None:
     """Raise ModelLoadError where the files disagree with what the version's record says (a fact

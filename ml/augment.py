@@ -46,8 +46,9 @@ class StatelessRandom:
         return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval)
 
 
-def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, spec: ViewAugment,
-                  gen: StatelessRandom) -> tf.Tensor:
+def augment_views(
+    images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, spec: ViewAugment, gen: StatelessRandom
+) -> tf.Tensor:
     """One random view of each image. background: the catalogue's background colour [3] (float)."""
     images = tf.cast(images, tf.float32)
     masks = tf.cast(masks, tf.float32)[..., tf.newaxis]
@@ -89,14 +90,22 @@ def augment_views(images: tf.Tensor, masks: tf.Tensor, background: tf.Tensor, sp
     zeros = tf.zeros([b])
     transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
     shifted = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images - fill, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+        images=images - fill,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
     )
     images = shifted + fill
     if spec.scene_share > 0:
         moved = tf.raw_ops.ImageProjectiveTransformV3(
-            images=masks, transforms=transforms, output_shape=tf.shape(images)[1:3],
-            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+            images=masks,
+            transforms=transforms,
+            output_shape=tf.shape(images)[1:3],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
         )
         scene = gen.uniform([b, 1, 1, 1]) < spec.scene_share
         surface = scene_backgrounds(b, tf.shape(images)[1], gen)
@@ -135,7 +144,8 @@ def scene_backgrounds(b, size, gen: StatelessRandom) -> tf.Tensor:
     t = tf.where(kind < 1, stripes, tf.where(kind < 2, weave, tf.where(kind < 3, tiles, noise)))[..., None]
     level = gen.uniform([b, 1, 1, 1], 20.0, 235.0)
     first = tf.clip_by_value(level + gen.uniform([b, 1, 1, 3], -35.0, 35.0), 0.0, 255.0)
-    second = tf.clip_by_value(first * gen.uniform([b, 1, 1, 1], 0.45, 1.0) + gen.uniform([b, 1, 1, 3], -20.0, 20.0),
-                              0.0, 255.0)
+    second = tf.clip_by_value(
+        first * gen.uniform([b, 1, 1, 1], 0.45, 1.0) + gen.uniform([b, 1, 1, 3], -20.0, 20.0), 0.0, 255.0
+    )
     grain = gen.uniform([b, size, size, 1], -6.0, 6.0)
     return tf.clip_by_value(first * (1.0 - t) + second * t + grain, 0.0, 255.0)

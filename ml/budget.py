@@ -86,13 +86,17 @@ def parse(text: str | None) -> Budget | None:
             raise BudgetError(f"A step budget must be a whole number of steps. Received: budget={text!r}")
         budget = Budget("steps", float(int(number)), f"{int(number)}steps")
         if budget.value < MIN_STEPS:
-            raise BudgetError(f"A budget of {int(number)} steps is too small to learn anything: give at least "
-                              f"{MIN_STEPS} steps. Received: budget={text!r}")
+            raise BudgetError(
+                f"A budget of {int(number)} steps is too small to learn anything: give at least "
+                f"{MIN_STEPS} steps. Received: budget={text!r}"
+            )
         return budget
     seconds = number * _SECONDS[unit]
     if seconds < MIN_SECONDS:
-        raise BudgetError(f"A budget of {seconds:g} s is too small to learn anything: give at least {MIN_SECONDS} s "
-                          f"(1m). Received: budget={text!r}")
+        raise BudgetError(
+            f"A budget of {seconds:g} s is too small to learn anything: give at least {MIN_SECONDS} s "
+            f"(1m). Received: budget={text!r}"
+        )
     return Budget("seconds", seconds, f"{number:g}{unit}")
 
 

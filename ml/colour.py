@@ -32,9 +32,9 @@ def colour_histograms(images: np.ndarray, masks: np.ndarray, indices: np.ndarray
     instead of jumping to another cell at a boundary."""
     indices = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
     n = len(indices)
-    out = np.zeros((n, BINS ** 3), np.float32)
+    out = np.zeros((n, BINS**3), np.float32)
     pixels = images.shape[1] * images.shape[2]
-    offsets = np.arange(n, dtype=np.int64)[:, None] * BINS ** 3
+    offsets = np.arange(n, dtype=np.int64)[:, None] * BINS**3
     for start in range(0, n, 256):  # in chunks: a whole catalogue's pixels would not fit in memory
         chunk = slice(start, start + 256)
         rows = indices[chunk]
@@ -45,20 +45,21 @@ def colour_histograms(images: np.ndarray, masks: np.ndarray, indices: np.ndarray
         high_share = np.clip(at - low, 0.0, 1.0)
         low = low.astype(np.int64)
         weight = (np.asarray(masks[rows]).reshape(m, pixels) > 127).astype(np.float32) + 1e-3
-        counts = np.zeros(m * BINS ** 3, np.float64)
+        counts = np.zeros(m * BINS**3, np.float64)
         for corner in range(8):  # the 2 x 2 x 2 cells around each pixel
             up = [(corner >> c) & 1 for c in range(3)]
             cell = ((low[..., 0] + up[0]) * BINS + low[..., 1] + up[1]) * BINS + low[..., 2] + up[2]
             share = weight.copy()
             for c in range(3):
                 share *= high_share[..., c] if up[c] else 1.0 - high_share[..., c]
-            counts += np.bincount((cell + offsets[:m]).ravel(), weights=share.ravel(), minlength=m * BINS ** 3)
-        out[chunk] = counts.reshape(m, BINS ** 3)  # an empty mask counts the whole image (the 1e-3)
+            counts += np.bincount((cell + offsets[:m]).ravel(), weights=share.ravel(), minlength=m * BINS**3)
+        out[chunk] = counts.reshape(m, BINS**3)  # an empty mask counts the whole image (the 1e-3)
     return np.sqrt(out / out.sum(axis=1, keepdims=True))
 
 
-def _kmeans(x: np.ndarray, groups: int, rng: np.random.Generator, iterations: int = 30
-            ) -> tuple[np.ndarray, np.ndarray, float]:
+def _kmeans(
+    x: np.ndarray, groups: int, rng: np.random.Generator, iterations: int = 30
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(assignment int64 [n], centres [k, d], inertia) of one k-means++ run."""
     n = len(x)
     k = max(1, min(groups, n))
@@ -85,7 +86,7 @@ def _kmeans(x: np.ndarray, groups: int, rng: np.random.Generator, iterations: in
 
 
 def _sq_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return np.maximum((x ** 2).sum(1)[:, None] - 2 * x @ centres.T + (centres ** 2).sum(1)[None], 0.0)
+    return np.maximum((x**2).sum(1)[:, None] - 2 * x @ centres.T + (centres**2).sum(1)[None], 0.0)
 
 
 def silhouette(x: np.ndarray, assign: np.ndarray) -> float:
@@ -104,8 +105,9 @@ def silhouette(x: np.ndarray, assign: np.ndarray) -> float:
     return float(np.mean((other - own) / np.maximum(np.maximum(own, other), 1e-12)))
 
 
-def choose_groups(histograms: np.ndarray, seed: int = 0, candidates: range | None = None,
-                  restarts: int = RESTARTS) -> tuple[int, np.ndarray]:
+def choose_groups(
+    histograms: np.ndarray, seed: int = 0, candidates: range | None = None, restarts: int = RESTARTS
+) -> tuple[int, np.ndarray]:
     """(k, centres [k, 64]): the number of colour groups the histograms fall into most clearly
     (the k-means of the best silhouette, best of `restarts` runs for each k), fitted on a sample of
     at most SAMPLE rows."""
@@ -124,8 +126,9 @@ def choose_groups(histograms: np.ndarray, seed: int = 0, candidates: range | Non
     return best[1], best[2]
 
 
-def product_colours(images: np.ndarray, masks: np.ndarray, products: np.ndarray, usable: np.ndarray,
-                    seed: int = 0) -> np.ndarray:
+def product_colours(
+    images: np.ndarray, masks: np.ndarray, products: np.ndarray, usable: np.ndarray, seed: int = 0
+) -> np.ndarray:
     """int64 [n images]: each image's product's colour group.
 
     A product's colour is the mean histogram of its photos (so one photo's light or background

@@ -23,8 +23,12 @@ from dataclasses import dataclass
 from ml.cpu import cpu_info
 
 __all__ = [
-    "CPU_EMBEDDING_BATCH_SIZE", "ComputeDevice", "DeviceProbeError", "GPU_EMBEDDING_BATCH_SIZE",
-    "device_detect", "device_probe",
+    "CPU_EMBEDDING_BATCH_SIZE",
+    "ComputeDevice",
+    "DeviceProbeError",
+    "GPU_EMBEDDING_BATCH_SIZE",
+    "device_detect",
+    "device_probe",
 ]
 
 # Images per model call (an indexing task is four of them: settings.EMBEDDING_BATCH_SIZE[_GPU]). A GPU
@@ -91,9 +95,13 @@ def device_detect() -> ComputeDevice:
         details = tf.config.experimental.get_device_details(gpus[0])
         capability = details.get("compute_capability")
         return ComputeDevice(
-            kind="GPU", name=str(details.get("device_name") or gpus[0].name),
-            compute_capability=".".join(str(c) for c in capability) if capability else None, gpus=len(gpus),
-            precision=precision, embedding_batch_size=GPU_EMBEDDING_BATCH_SIZE, tensorflow=tf.__version__,
+            kind="GPU",
+            name=str(details.get("device_name") or gpus[0].name),
+            compute_capability=".".join(str(c) for c in capability) if capability else None,
+            gpus=len(gpus),
+            precision=precision,
+            embedding_batch_size=GPU_EMBEDDING_BATCH_SIZE,
+            tensorflow=tf.__version__,
             built_with_cuda=built_with_cuda,
         )
     if not built_with_cuda:
@@ -107,8 +115,14 @@ def device_detect() -> ComputeDevice:
     else:
         note = "an NVIDIA device is visible but TensorFlow cannot use it (driver version? see TensorFlow's log)"
     return ComputeDevice(
-        kind="CPU", name=_cpu_name(), compute_capability=None, gpus=0, precision=precision,
-        embedding_batch_size=CPU_EMBEDDING_BATCH_SIZE, tensorflow=tf.__version__, built_with_cuda=built_with_cuda,
+        kind="CPU",
+        name=_cpu_name(),
+        compute_capability=None,
+        gpus=0,
+        precision=precision,
+        embedding_batch_size=CPU_EMBEDDING_BATCH_SIZE,
+        tensorflow=tf.__version__,
+        built_with_cuda=built_with_cuda,
         note=note,
     )
 
@@ -119,7 +133,11 @@ def device_probe(*, timeout: float = 180.0) -> ComputeDevice:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "ml.devices"], capture_output=True, text=True, timeout=timeout, env=env,
+            [sys.executable, "-m", "ml.devices"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
     except subprocess.TimeoutExpired as exc:

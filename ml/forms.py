@@ -24,15 +24,17 @@ class TrainForm(forms.Form):
     lr = forms.FloatField(min_value=1e-7, max_value=10, required=False, label="Learning rate")
     seed = forms.IntegerField(min_value=0, required=False)
     precision = forms.ChoiceField(
-        choices=[("", "—")] + [(p, p) for p in hp.PRECISIONS], required=False,
+        choices=[("", "—")] + [(p, p) for p in hp.PRECISIONS],
+        required=False,
         help_text="auto: bfloat16 arithmetic where the CPU or GPU has it (about twice as fast), else float32.",
     )
 
     framing = forms.ChoiceField(
-        choices=[("", "—"), ("on", "on"), ("off", "off")], required=False,
+        choices=[("", "—"), ("on", "on"), ("off", "off")],
+        required=False,
         help_text="Crop each image to its item on the catalogue's background before the model sees it "
-                  "(default: on, except the Fashion-MNIST-sized classifier). On copes with off-centre, "
-                  "smaller and inverted photos.",
+        "(default: on, except the Fashion-MNIST-sized classifier). On copes with off-centre, "
+        "smaller and inverted photos.",
     )
 
     OVERRIDES = ("epochs", "image_size", "dim", "batch_size", "lr", "seed", "precision", "framing")

@@ -76,10 +76,12 @@ class Framing:
         if not data:
             return cls(enabled=False)
         background = data.get("background")
-        return cls(enabled=bool(data.get("enabled", True)),
-                   background=tuple(int(v) for v in background) if background is not None else None,
-                   exposure=bool(data.get("exposure", False)),  # metadata without the field: off
-                   greyscale=None if data.get("greyscale") is None else bool(data["greyscale"]))
+        return cls(
+            enabled=bool(data.get("enabled", True)),
+            background=tuple(int(v) for v in background) if background is not None else None,
+            exposure=bool(data.get("exposure", False)),  # metadata without the field: off
+            greyscale=None if data.get("greyscale") is None else bool(data["greyscale"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,9 @@ def estimate_background(a: np.ndarray) -> Background:
     noise = float(np.percentile(residual[close], NOISE_PERCENTILE)) if close.any() else 255.0
     threshold = max(MIN_THRESHOLD, noise + NOISE_MARGIN)
     plain = float(np.mean(residual <= threshold)) >= PLAIN_SHARE
-    return Background(colour=coef[0].astype(np.float32), plane=plane.astype(np.float32), threshold=threshold,
-                      plain=plain)
+    return Background(
+        colour=coef[0].astype(np.float32), plane=plane.astype(np.float32), threshold=threshold, plain=plain
+    )
 
 
 def _item_box(distance: np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
@@ -239,8 +242,10 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
     target = np.asarray(framing.background if framing.background is not None else bg.colour, np.float32)
     # Grey-scale treatment (polarity, stretch) is for grey-scale catalogues: in a colour one, a dim
     # photo's faint colours would read as grey (greyscale None, metadata without the field: any).
-    grey = (framing.greyscale is not False
-            and float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2)
+    grey = (
+        framing.greyscale is not False
+        and float(np.abs(a - a.mean(axis=-1, keepdims=True)).max(axis=-1).mean()) < GREY_CHROMA / 2
+    )
     colour = tuple(int(round(v)) for v in np.clip(target, 0, 255))
     side = max(box[2] - box[0], box[3] - box[1])
     margin_px = side / max(image_size - 2, 1)  # one output pixel around the item
@@ -260,8 +265,12 @@ def frame_with_mask(rgb: np.ndarray, image_size: int, framing: Framing = Framing
     background = squared(Image.fromarray(np.clip(background * 255 + 0.5, 0, 255).astype(np.uint8), "L"), 255) / 255.0
     plane = np.stack([squared(Image.fromarray(bg.plane[..., c], "F"), float(bg.colour[c])) for c in range(3)], axis=-1)
     # A grey-scale catalogue has one polarity (light on dark, or dark on light): keep to it.
-    invert = (grey and bg.plain and framing.background is not None
-              and (_luma(bg.colour) > MID_GREY) != (_luma(framing.background) > MID_GREY))
+    invert = (
+        grey
+        and bg.plain
+        and framing.background is not None
+        and (_luma(bg.colour) > MID_GREY) != (_luma(framing.background) > MID_GREY)
+    )
     if invert:
         pixels = 255.0 - pixels
         plane = 255.0 - plane

@@ -102,7 +102,9 @@ class HParams:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
         if not isinstance(self.budget, str):
-            raise ValueError(f"budget must be a string (20000steps, 30m, auto) or empty. Received: budget={self.budget!r}")
+            raise ValueError(
+                f"budget must be a string (20000steps, 30m, auto) or empty. Received: budget={self.budget!r}"
+            )
         parse_budget(self.budget)  # BudgetError (a ValueError) says what is wrong
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
@@ -120,7 +122,9 @@ class HParams:
                     "weights file (e.g. the Keras Applications .h5) as backbone_weights. Received: backbone_weights=None"
                 )
             if not os.path.isfile(self.backbone_weights):
-                raise ValueError(f"backbone_weights is not a file. Received: backbone_weights={self.backbone_weights!r}")
+                raise ValueError(
+                    f"backbone_weights is not a file. Received: backbone_weights={self.backbone_weights!r}"
+                )
         return self
 
 

@@ -90,14 +90,16 @@ class Embedder:
             # A compiled graph, not eager layer-by-layer calls (about 1.5x slower on CPU), and not
             # predict() (which retraces for odd batch sizes): bench/indexing.py measures the difference.
             size = self.image_size
-            self._forward = tf.function(self._model_fn, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+            self._forward = tf.function(
+                self._model_fn, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)]
+            )
         return self._batched(self._forward, np.asarray(x, np.float32), batch_size)
 
     @staticmethod
     def _batched(forward, x, batch_size: int) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(x), batch_size):
-            part = forward(tf.convert_to_tensor(x[start:start + batch_size]))
+            part = forward(tf.convert_to_tensor(x[start : start + batch_size]))
             for key, value in part.items():
                 out.setdefault(key, []).append(np.asarray(value, np.float32))
         return {key: np.concatenate(value) for key, value in out.items()}
@@ -110,8 +112,11 @@ class Embedder:
             size = self.image_size
 
             def forward(data: tf.Tensor) -> dict[str, tf.Tensor]:
-                pixels = tf.map_fn(lambda one: tf.ensure_shape(tf.io.decode_png(one, channels=3), [size, size, 3]),
-                                   data, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+                pixels = tf.map_fn(
+                    lambda one: tf.ensure_shape(tf.io.decode_png(one, channels=3), [size, size, 3]),
+                    data,
+                    fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+                )
                 return self._model_fn(tf.cast(pixels, tf.float32))
 
             self._forward_png = tf.function(forward, input_signature=[tf.TensorSpec([None], tf.string)])
@@ -127,8 +132,9 @@ class Embedder:
         """float32 [n, dim] for decoded images [n, h, w(, 1|3)] in [0, 255]."""
         return self.predict_arrays(images, batch_size)[0]
 
-    def embed_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 64, *, chunk: int | None = None
-                    ) -> tuple[np.ndarray, dict[int, str]]:
+    def embed_files(
+        self, paths: Sequence[str | os.PathLike], batch_size: int = 64, *, chunk: int | None = None
+    ) -> tuple[np.ndarray, dict[int, str]]:
         """(vectors float32 [n, dim], failures {index: reason}). A missing, unreadable or corrupt
         file gets a zero row and an entry in failures (the reason catalog.images gives, as at
         import); the others are embedded. Any other error (in framing, the model, MemoryError) is
@@ -174,10 +180,14 @@ class Embedder:
 
         starts = list(range(0, len(paths), step))
         with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
+
             def submit(start: int) -> list:
                 # One task per thread, not per file: a future per image costs as much as a small PNG.
                 stop = min(start + step, len(paths))
-                return [pool.submit(decode, range(a, stop, DECODE_THREADS)) for a in range(start, min(start + DECODE_THREADS, stop))]
+                return [
+                    pool.submit(decode, range(a, stop, DECODE_THREADS))
+                    for a in range(start, min(start + DECODE_THREADS, stop))
+                ]
 
             pending = submit(starts[0]) if starts else []
             for n in range(len(starts)):
@@ -216,15 +226,17 @@ class Embedder:
 
     def embed_pil(self, img: Image.Image) -> np.ndarray:
         """float32 [dim] for one decoded PIL image."""
-        return self._predict(model_input(np.asarray(img.convert("RGB")), self.image_size, self.framing)[None],
-                             1)["embedding"][0]
+        return self._predict(model_input(np.asarray(img.convert("RGB")), self.image_size, self.framing)[None], 1)[
+            "embedding"
+        ][0]
 
     def guess_category(self, img: Image.Image) -> tuple[str, float] | None:
         """(label name, probability) of the most likely category, or None without a classifier head."""
         if not self.has_classifier_head:
             return None
-        return self._guess(self._predict(model_input(np.asarray(img.convert("RGB")), self.image_size,
-                                                     self.framing)[None], 1))
+        return self._guess(
+            self._predict(model_input(np.asarray(img.convert("RGB")), self.image_size, self.framing)[None], 1)
+        )
 
     def _guess(self, out: dict[str, np.ndarray]) -> tuple[str, float] | None:
         if "probabilities" not in out:

@@ -64,10 +64,16 @@ def _cache_key(source: Sequence[str] | np.ndarray, image_size: int, framing: Fra
     return h.hexdigest()[:20]
 
 
-def decode_once(source: Sequence[str] | np.ndarray, *, image_size: int, framing: Framing,
-                cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                in_memory_bytes: int | None = None) -> FramedImages:
+def decode_once(
+    source: Sequence[str] | np.ndarray,
+    *,
+    image_size: int,
+    framing: Framing,
+    cache_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    in_memory_bytes: int | None = None,
+) -> FramedImages:
     """Decode and frame every image of `source` (file paths, or uint8 arrays [n, h, w(, c)]) once.
 
     A file that cannot be read or decoded is a failure with its reason (InvalidImage's, or the
@@ -119,8 +125,12 @@ def decode_once(source: Sequence[str] | np.ndarray, *, image_size: int, framing:
             if progress and ((i + 1) % step == 0 or i + 1 == n):
                 progress(i + 1, n)
     if failures:
-        logger.warning("%d of %d images could not be decoded and are left out of training, e.g. %s",
-                       len(failures), n, next(iter(failures.values())))
+        logger.warning(
+            "%d of %d images could not be decoded and are left out of training, e.g. %s",
+            len(failures),
+            n,
+            next(iter(failures.values())),
+        )
     if done is not None:
         import json
 
@@ -149,8 +159,15 @@ def split_by_group(groups: Sequence, eval_fraction: float, seed: int) -> tuple[n
     return np.flatnonzero(~is_eval), np.flatnonzero(is_eval)
 
 
-def balanced_order(labels: np.ndarray, classes_per_batch: int, per_class: int, n_batches: int,
-                   rng: np.random.Generator, *, min_per_class: int = 2) -> np.ndarray:
+def balanced_order(
+    labels: np.ndarray,
+    classes_per_batch: int,
+    per_class: int,
+    n_batches: int,
+    rng: np.random.Generator,
+    *,
+    min_per_class: int = 2,
+) -> np.ndarray:
     """Indices for n_batches class-balanced batches, flat: each run of P*K holds K images of P classes.
 
     Classes with fewer than min_per_class images are skipped (2: a triplet needs a positive; 1 when
@@ -172,13 +189,14 @@ def balanced_order(labels: np.ndarray, classes_per_batch: int, per_class: int, n
     out = np.empty((n_batches, p * per_class), np.int64)
     for b in range(n_batches):
         for j, c in enumerate(rng.choice(len(usable), size=p, replace=False)):
-            m = order[starts[c]:ends[c]]
-            out[b, j * per_class:(j + 1) * per_class] = rng.choice(m, size=per_class, replace=len(m) < per_class)
+            m = order[starts[c] : ends[c]]
+            out[b, j * per_class : (j + 1) * per_class] = rng.choice(m, size=per_class, replace=len(m) < per_class)
     return out.reshape(-1)
 
 
-def augment_batch(images: tf.Tensor, gen: StatelessRandom, *, max_shift: float = 0.08,
-                  max_brightness: float = 0.05) -> tf.Tensor:
+def augment_batch(
+    images: tf.Tensor, gen: StatelessRandom, *, max_shift: float = 0.08, max_brightness: float = 0.05
+) -> tf.Tensor:
     """Light, label-preserving augmentation of a batch [b, s, s, 3] in [0, 255] (the classifier's):
     random horizontal flip, a random shift up to max_shift of the size (zero fill), a brightness
     change up to max_brightness of the range. `gen` is seeded by the run, so runs repeat."""
@@ -191,8 +209,12 @@ def augment_batch(images: tf.Tensor, gen: StatelessRandom, *, max_shift: float =
     ones, zeros = tf.ones([b, 1]), tf.zeros([b, 1])
     transforms = tf.concat([ones, zeros, -shift[:, :1], zeros, ones, -shift[:, 1:], zeros, zeros], axis=1)
     images = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT",
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
     )
     delta = gen.uniform([b, 1, 1, 1], -max_brightness, max_brightness) * 255.0
     return tf.clip_by_value(images + delta, 0.0, 255.0)
@@ -211,6 +233,7 @@ class Augment:
 def _tables(framed: FramedImages):
     """gather(indices) -> (images float32, masks float32 in [0, 1]) from memory or a memory map."""
     if isinstance(framed.images, np.memmap) or framed.images.nbytes > IN_MEMORY_BYTES:
+
         def gather(idx):
             def read(i):
                 # Read each row once, in file order (sequential on disk), then put the rows back in
@@ -219,16 +242,23 @@ def _tables(framed: FramedImages):
                 order = order.reshape(-1)
                 x = framed.images[rows][order].astype(np.float32)
                 return x, framed.masks[rows][order].astype(np.float32) / 255.0
+
             x, m = tf.numpy_function(read, [idx], [tf.float32, tf.float32])
             s = framed.images.shape[1]
             return tf.ensure_shape(x, [None, s, s, 3]), tf.ensure_shape(m, [None, s, s])
+
         return gather
     images, masks = tf.constant(framed.images), tf.constant(framed.masks)
     return lambda idx: (tf.cast(tf.gather(images, idx), tf.float32), tf.cast(tf.gather(masks, idx), tf.float32) / 255.0)
 
 
-def _batches(framed: FramedImages, targets: dict[str, np.ndarray] | str, index_batches: tf.data.Dataset,
-             augment: Augment, seed: int) -> tf.data.Dataset:
+def _batches(
+    framed: FramedImages,
+    targets: dict[str, np.ndarray] | str,
+    index_batches: tf.data.Dataset,
+    augment: Augment,
+    seed: int,
+) -> tf.data.Dataset:
     gather = _tables(framed)
     tables = {} if isinstance(targets, str) else {k: tf.constant(np.asarray(v, np.int32)) for k, v in targets.items()}
     background = tf.constant(augment.background, tf.float32)
@@ -248,8 +278,16 @@ def _batches(framed: FramedImages, targets: dict[str, np.ndarray] | str, index_b
     return index_batches.enumerate().map(load, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
-def make_dataset(framed: FramedImages, targets: dict[str, np.ndarray] | str, indices: np.ndarray, *,
-                 batch_size: int, shuffle: bool, augment: Augment = Augment(), seed: int = 0) -> tf.data.Dataset:
+def make_dataset(
+    framed: FramedImages,
+    targets: dict[str, np.ndarray] | str,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    augment: Augment = Augment(),
+    seed: int = 0,
+) -> tf.data.Dataset:
     """Batches over `indices` of (image, {output: label}) or, with targets="images", (image, image).
     Shuffled each epoch when asked (seeded); the last partial batch is kept."""
     idx = np.asarray(indices, np.int64)
@@ -259,9 +297,18 @@ def make_dataset(framed: FramedImages, targets: dict[str, np.ndarray] | str, ind
     return _batches(framed, targets, ds.batch(batch_size), augment, seed)
 
 
-def make_balanced_dataset(framed: FramedImages, targets: dict[str, np.ndarray], balance_by: np.ndarray,
-                          indices: np.ndarray, *, classes_per_batch: int, per_class: int, augment: Augment,
-                          seed: int = 0, min_per_class: int = 2) -> tf.data.Dataset:
+def make_balanced_dataset(
+    framed: FramedImages,
+    targets: dict[str, np.ndarray],
+    balance_by: np.ndarray,
+    indices: np.ndarray,
+    *,
+    classes_per_batch: int,
+    per_class: int,
+    augment: Augment,
+    seed: int = 0,
+    min_per_class: int = 2,
+) -> tf.data.Dataset:
     """Endless balanced batches (P classes of balance_by x K images each; use steps_per_epoch)."""
     idx = np.asarray(indices, np.int64)
     sub = np.asarray(balance_by)[idx]

@@ -50,9 +50,7 @@ class CosineLogits(layers.Layer):
         self.scale = scale
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform"
-        )
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform")
 
     def call(self, x):
         w = self.kernel / ops.sqrt(ops.maximum(ops.sum(ops.square(self.kernel), axis=0, keepdims=True), 1e-12))
@@ -123,15 +121,27 @@ class ItemColours(layers.Layer):
 
     SPACES = ("rgb", "hue")
 
-    def __init__(self, bins: int = 4, pool: int = 2, threshold: float = 12.0, space: str = "hue",
-                 hue_bins: int = 16, value_bins: int = 3, grey_bins: int = 6, chroma: float = 16.0, **kwargs):
+    def __init__(
+        self,
+        bins: int = 4,
+        pool: int = 2,
+        threshold: float = 12.0,
+        space: str = "hue",
+        hue_bins: int = 16,
+        value_bins: int = 3,
+        grey_bins: int = 6,
+        chroma: float = 16.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if space not in self.SPACES:
             raise ValueError(f"space must be one of {self.SPACES}. Received: space={space!r}")
         if min(bins, hue_bins, value_bins, grey_bins) < 2 or pool < 1:
-            raise ValueError(f"bins, hue_bins, value_bins and grey_bins must be >= 2 and pool >= 1. Received: "
-                             f"bins={bins}, hue_bins={hue_bins}, value_bins={value_bins}, grey_bins={grey_bins}, "
-                             f"pool={pool}")
+            raise ValueError(
+                f"bins, hue_bins, value_bins and grey_bins must be >= 2 and pool >= 1. Received: "
+                f"bins={bins}, hue_bins={hue_bins}, value_bins={value_bins}, grey_bins={grey_bins}, "
+                f"pool={pool}"
+            )
         self.bins, self.pool, self.threshold, self.space = int(bins), int(pool), float(threshold), space
         self.hue_bins, self.value_bins, self.grey_bins = int(hue_bins), int(value_bins), int(grey_bins)
         self.chroma = float(chroma)
@@ -139,7 +149,7 @@ class ItemColours(layers.Layer):
     @property
     def size(self) -> int:
         if self.space == "rgb":
-            return self.bins ** 3
+            return self.bins**3
         return self.hue_bins * self.value_bins + self.grey_bins
 
     @staticmethod
@@ -160,7 +170,9 @@ class ItemColours(layers.Layer):
         ring = ops.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)  # [n, border, 3]
         background = ops.sort(ring, axis=1)[:, ring.shape[1] // 2]  # the median, per channel
         distance = ops.max(ops.abs(x - background[:, None, None, :]), axis=-1)
-        weight = ops.clip((distance - self.threshold) / _FOREGROUND_RAMP, 0.0, 1.0) + 1e-3  # an empty item: the whole image
+        weight = (
+            ops.clip((distance - self.threshold) / _FOREGROUND_RAMP, 0.0, 1.0) + 1e-3
+        )  # an empty item: the whole image
         counts = self._rgb(x, weight) if self.space == "rgb" else self._hue(x, weight)
         return counts / ops.sum(counts, axis=-1, keepdims=True)
 
@@ -168,7 +180,7 @@ class ItemColours(layers.Layer):
         share = self._soft(x * (self.bins / 256.0) - 0.5, self.bins)  # [n, h, w, 3, bins]
         red = share[..., 0, :] * weight[..., None]
         counts = ops.einsum("nhwi,nhwj,nhwk->nijk", red, share[..., 1, :], share[..., 2, :])
-        return ops.reshape(counts, (-1, self.bins ** 3))
+        return ops.reshape(counts, (-1, self.bins**3))
 
     def _hue(self, x, weight):
         r, g, b = x[..., 0], x[..., 1], x[..., 2]
@@ -176,8 +188,11 @@ class ItemColours(layers.Layer):
         chroma = top - bottom
         safe = ops.maximum(chroma, 1e-3)
         from_red = (g - b) / safe
-        hue = ops.where(top == r, ops.where(from_red < 0, from_red + 6.0, from_red),
-                        ops.where(top == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))  # [0, 6)
+        hue = ops.where(
+            top == r,
+            ops.where(from_red < 0, from_red + 6.0, from_red),
+            ops.where(top == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+        )  # [0, 6)
         coloured = ops.clip((chroma - self.chroma) / _CHROMA_RAMP, 0.0, 1.0)
         hues = self._soft(hue * (self.hue_bins / 6.0), self.hue_bins, circular=True)
         values = self._soft(top * (self.value_bins / 256.0) - 0.5, self.value_bins)
@@ -190,9 +205,17 @@ class ItemColours(layers.Layer):
         return (input_shape[0], self.size)
 
     def get_config(self):
-        return {**super().get_config(), "bins": self.bins, "pool": self.pool, "threshold": self.threshold,
-                "space": self.space, "hue_bins": self.hue_bins, "value_bins": self.value_bins,
-                "grey_bins": self.grey_bins, "chroma": self.chroma}
+        return {
+            **super().get_config(),
+            "bins": self.bins,
+            "pool": self.pool,
+            "threshold": self.threshold,
+            "space": self.space,
+            "hue_bins": self.hue_bins,
+            "value_bins": self.value_bins,
+            "grey_bins": self.grey_bins,
+            "chroma": self.chroma,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -218,14 +241,16 @@ class Compose(layers.Layer):
         if any(s < 0 for s in self.shares) or sum(self.shares) >= 1:
             raise ValueError(f"shares must be >= 0 and sum to less than 1. Received: shares={self.shares}")
         if self.names and len(self.names) != len(self.shares) + 1:
-            raise ValueError(f"names must name the instance embedding and each share's part. Received: "
-                             f"names={self.names}, shares={self.shares}")
+            raise ValueError(
+                f"names must name the instance embedding and each share's part. Received: "
+                f"names={self.names}, shares={self.shares}"
+            )
 
     def call(self, inputs):
         embedding, *distributions = inputs
         parts = [embedding * (1.0 - sum(self.shares)) ** 0.5]
         for share, p in zip(self.shares, distributions, strict=True):
-            parts.append(ops.sqrt(ops.maximum(p, 0.0)) * share ** 0.5)
+            parts.append(ops.sqrt(ops.maximum(p, 0.0)) * share**0.5)
         return ops.concatenate(parts, axis=-1)
 
     def compute_output_shape(self, input_shapes):
@@ -248,5 +273,7 @@ def vector_parts(model: keras.Model) -> list[dict] | None:
         return None
     sources = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
     shares = [1.0 - sum(layer.shares), *layer.shares]
-    return [{"name": name, "size": int(tensor.shape[-1]), "share": round(float(s), 6)}
-            for name, tensor, s in zip(layer.names, sources, shares, strict=True)]
+    return [
+        {"name": name, "size": int(tensor.shape[-1]), "share": round(float(s), 6)}
+        for name, tensor, s in zip(layer.names, sources, shares, strict=True)
+    ]

@@ -85,8 +85,9 @@ def _composites(items, n: int, seed: int, spec: SceneSpec, threads: int = 2):
 
     def one(s):
         start = s[1]
-        return composite_batch(items, min(chunk, n - start), seed=int(np.random.SeedSequence(s).generate_state(1)[0]),
-                               spec=spec)
+        return composite_batch(
+            items, min(chunk, n - start), seed=int(np.random.SeedSequence(s).generate_state(1)[0]), spec=spec
+        )
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         parts = list(pool.map(one, seeds))
@@ -114,18 +115,39 @@ def too_small(images: np.ndarray, masks: np.ndarray) -> str | None:
     """Why this catalogue cannot train a localiser (None when it can)."""
     items, _ = cutouts(images, masks)
     if len(items) < MIN_CUTOUTS:
-        return (f"only {len(items)} of {len(images)} catalogue photos show an item on a plain background "
-                f"(at least {MIN_CUTOUTS} are needed to learn items from)")
-    means = np.array([np.concatenate([(c.rgb * c.mask[..., None]).sum((0, 1)) / max(c.mask.sum(), 1.0) / 255.0,
-                                      [c.mask.shape[0] / max(c.mask.shape[1], 1) / 4.0]]) for c in items])
+        return (
+            f"only {len(items)} of {len(images)} catalogue photos show an item on a plain background "
+            f"(at least {MIN_CUTOUTS} are needed to learn items from)"
+        )
+    means = np.array(
+        [
+            np.concatenate(
+                [
+                    (c.rgb * c.mask[..., None]).sum((0, 1)) / max(c.mask.sum(), 1.0) / 255.0,
+                    [c.mask.shape[0] / max(c.mask.shape[1], 1) / 4.0],
+                ]
+            )
+            for c in items
+        ]
+    )
     if float(means.std(axis=0).max()) < MIN_DISTINCT:
         return "the catalogue's items are all alike (colour and shape), so there is nothing to tell from a surface"
     return None
 
 
-def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, seed: int, steps: int = 600,
-                    composites: int = 1200, batch_size: int = 32, width: int = 8,
-                    spec: SceneSpec | None = None, verbose: int = 0) -> dict[str, Any]:
+def train_localiser(
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    workdir: Path,
+    seed: int,
+    steps: int = 600,
+    composites: int = 1200,
+    batch_size: int = 32,
+    width: int = 8,
+    spec: SceneSpec | None = None,
+    verbose: int = 0,
+) -> dict[str, Any]:
     """Train on composites of the catalogue's cut-outs (framed packshots `images` uint8 [n, s, s, 3]
     and masks [n, s, s]) and save it in `workdir`. Returns the figures for the version's metrics:
     {"localiser": {...}} when trained, or {"localiser": None, "localiser_skipped": reason}."""
@@ -159,11 +181,20 @@ def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, see
         r = tf.random.stateless_uniform([2], seed=tf.stack([tf.constant(seed, tf.int64), i]), maxval=4, dtype=tf.int32)
         image, mask = tf.image.rot90(image, r[0]), tf.image.rot90(mask, r[0])
         mirror = r[1] >= 2
-        return (tf.where(mirror, tf.image.flip_left_right(image), image),
-                tf.where(mirror, tf.image.flip_left_right(mask), mask))
+        return (
+            tf.where(mirror, tf.image.flip_left_right(image), image),
+            tf.where(mirror, tf.image.flip_left_right(mask), mask),
+        )
 
-    ds = (tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y)).shuffle(len(x), seed=seed).repeat()
-          .enumerate().map(turn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y))
+        .shuffle(len(x), seed=seed)
+        .repeat()
+        .enumerate()
+        .map(turn, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     epochs = 10 if steps >= 10 else 1  # ten progress points (and Keras logs) over the run
     history = model.fit(ds, steps_per_epoch=steps // epochs, epochs=epochs, verbose=verbose)
     fitted = time.monotonic() - started - made
@@ -171,10 +202,21 @@ def train_localiser(images: np.ndarray, masks: np.ndarray, *, workdir: Path, see
     info = {"input_size": spec.size, "threshold": THRESHOLD, "width": width}
     figures = evaluate_localiser(model, info, eval_items, seed=seed + 1, spec=spec)
     localiser_save(model, Path(workdir), info)
-    return {"localiser": {**figures, "train_cutouts": len(train_items), "eval_cutouts": len(eval_items),
-                          "composites": composites, "steps": steps, "final_loss": round(float(history.history["loss"][-1]), 4),
-                          "seconds": {"composites": round(made, 1), "fit": round(fitted, 1),
-                                      "total": round(time.monotonic() - started, 1)}}}
+    return {
+        "localiser": {
+            **figures,
+            "train_cutouts": len(train_items),
+            "eval_cutouts": len(eval_items),
+            "composites": composites,
+            "steps": steps,
+            "final_loss": round(float(history.history["loss"][-1]), 4),
+            "seconds": {
+                "composites": round(made, 1),
+                "fit": round(fitted, 1),
+                "total": round(time.monotonic() - started, 1),
+            },
+        }
+    }
 
 
 def iou(a, b) -> float:
@@ -203,10 +245,14 @@ def evaluate_localiser(model, info: dict, items, *, seed: int, spec: SceneSpec, 
         top.append(iou(found[0], truth[0]) if found else 0.0)
         best.append(max((iou(f, truth[0]) for f in found), default=0.0))
     top_a, best_a = np.array(top), np.array(best)
-    return {"box_iou_mean": round(float(top_a.mean()), 4), "box_iou_median": round(float(np.median(top_a)), 4),
-            "share_iou_0_7": round(float((top_a >= GOOD_IOU).mean()), 4),
-            "any_box_share_iou_0_7": round(float((best_a >= GOOD_IOU).mean()), 4),
-            "empty_scenes_right": f"{empty_right}/{n_empty}", "eval_composites": n}
+    return {
+        "box_iou_mean": round(float(top_a.mean()), 4),
+        "box_iou_median": round(float(np.median(top_a)), 4),
+        "share_iou_0_7": round(float((top_a >= GOOD_IOU).mean()), 4),
+        "any_box_share_iou_0_7": round(float((best_a >= GOOD_IOU).mean()), 4),
+        "empty_scenes_right": f"{empty_right}/{n_empty}",
+        "eval_composites": n,
+    }
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
@@ -219,7 +265,7 @@ def _predict(model, x: np.ndarray) -> np.ndarray:
     if fn is None:
         fn = tf.function(lambda t: tf.sigmoid(model(t, training=False))[..., 0], reduce_retracing=True)
         model._item_probabilities = fn
-    return np.concatenate([np.asarray(fn(tf.constant(x[i:i + 64]))) for i in range(0, len(x), 64)])
+    return np.concatenate([np.asarray(fn(tf.constant(x[i : i + 64]))) for i in range(0, len(x), 64)])
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -247,8 +293,9 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, count
 
 
-def boxes_from_probability(prob: np.ndarray, width: int, height: int, threshold: float = THRESHOLD
-                           ) -> list[tuple[int, int, int, int, float]]:
+def boxes_from_probability(
+    prob: np.ndarray, width: int, height: int, threshold: float = THRESHOLD
+) -> list[tuple[int, int, int, int, float]]:
     """(x, y, w, h, score) in pixels of a width x height photo, best first, from an item probability
     map: one box per connected part above threshold; score = the part's mean probability. Larger,
     surer parts first (their probability mass), specks dropped, overlapping boxes suppressed."""

@@ -30,8 +30,9 @@ class RetrievalMetrics:
         return asdict(self)
 
 
-def knn(catalogue: np.ndarray, queries: np.ndarray, k: int, *, chunk_size: int = 512,
-        exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    catalogue: np.ndarray, queries: np.ndarray, k: int, *, chunk_size: int = 512, exclude_self: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest catalogue rows for each query by L2: (indices int64 [q, k], distances float32 [q, k]).
 
     Queries go in chunks so memory stays at chunk_size x n_catalogue floats. With exclude_self, the
@@ -54,7 +55,7 @@ def knn(catalogue: np.ndarray, queries: np.ndarray, k: int, *, chunk_size: int =
     out_d = np.empty((queries.shape[0], k), np.float32)
     kk = k + int(exclude_self)
     for start in range(0, queries.shape[0], chunk_size):
-        q = queries[start:start + chunk_size]
+        q = queries[start : start + chunk_size]
         d = c_sq[None, :] - 2.0 * (q @ catalogue.T)  # |q|^2 is constant per row: not needed to rank
         if exclude_self:
             d[np.arange(len(q)), np.arange(start, start + len(q))] = np.inf
@@ -63,13 +64,19 @@ def knn(catalogue: np.ndarray, queries: np.ndarray, k: int, *, chunk_size: int =
         order = np.lexsort((part, pd), axis=1)[:, :k]
         idx = np.take_along_axis(part, order, axis=1)
         q_sq = np.einsum("ij,ij->i", q, q)[:, None]
-        out_i[start:start + len(q)] = idx
-        out_d[start:start + len(q)] = np.sqrt(np.maximum(np.take_along_axis(pd, order, axis=1) + q_sq, 0))
+        out_i[start : start + len(q)] = idx
+        out_d[start : start + len(q)] = np.sqrt(np.maximum(np.take_along_axis(pd, order, axis=1) + q_sq, 0))
     return out_i, out_d
 
 
-def ranked_metrics(retrieved_labels: np.ndarray, query_labels: np.ndarray, relevant_counts: np.ndarray | None = None,
-                   *, n_catalogue: int | None = None, ap_denominator: str = "hits") -> RetrievalMetrics:
+def ranked_metrics(
+    retrieved_labels: np.ndarray,
+    query_labels: np.ndarray,
+    relevant_counts: np.ndarray | None = None,
+    *,
+    n_catalogue: int | None = None,
+    ap_denominator: str = "hits",
+) -> RetrievalMetrics:
     """Metrics from each query's ranked retrieved labels [q, >= 100] (see module docstring)."""
     hits = retrieved_labels == np.asarray(query_labels)[:, None]
     k = min(100, hits.shape[1])
@@ -94,9 +101,16 @@ def ranked_metrics(retrieved_labels: np.ndarray, query_labels: np.ndarray, relev
     )
 
 
-def retrieval_metrics(catalogue_vectors: np.ndarray, catalogue_labels: np.ndarray, query_vectors: np.ndarray,
-                      query_labels: np.ndarray, *, exclude_self: bool = False,
-                      chunk_size: int = 512, ap_denominator: str = "hits") -> RetrievalMetrics:
+def retrieval_metrics(
+    catalogue_vectors: np.ndarray,
+    catalogue_labels: np.ndarray,
+    query_vectors: np.ndarray,
+    query_labels: np.ndarray,
+    *,
+    exclude_self: bool = False,
+    chunk_size: int = 512,
+    ap_denominator: str = "hits",
+) -> RetrievalMetrics:
     """P@1, P@10 and mAP@100 of queries against a catalogue (relevance = same label)."""
     catalogue_labels = np.asarray(catalogue_labels)
     query_labels = np.asarray(query_labels)
@@ -109,12 +123,14 @@ def retrieval_metrics(catalogue_vectors: np.ndarray, catalogue_labels: np.ndarra
     relevant = np.array([count_of.get(label, 0) for label in query_labels.tolist()], np.int64)
     if exclude_self:
         relevant = relevant - 1
-    return ranked_metrics(catalogue_labels[idx], query_labels, relevant, n_catalogue=len(catalogue_vectors),
-                          ap_denominator=ap_denominator)
+    return ranked_metrics(
+        catalogue_labels[idx], query_labels, relevant, n_catalogue=len(catalogue_vectors), ap_denominator=ap_denominator
+    )
 
 
-def pixel_baseline(catalogue_images: np.ndarray, catalogue_labels: np.ndarray, query_images: np.ndarray,
-                   query_labels: np.ndarray) -> RetrievalMetrics:
+def pixel_baseline(
+    catalogue_images: np.ndarray, catalogue_labels: np.ndarray, query_images: np.ndarray, query_labels: np.ndarray
+) -> RetrievalMetrics:
     """The same metrics on raw pixels: flattened, scaled to [0, 1], L2."""
     flat = lambda a: np.asarray(a, np.float32).reshape(len(a), -1) / 255.0  # noqa: E731
     return retrieval_metrics(flat(catalogue_images), catalogue_labels, flat(query_images), query_labels)

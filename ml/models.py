@@ -44,7 +44,10 @@ class ModelVersion(models.Model):
     error = models.TextField(blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     artifacts_folder = models.CharField(
-        max_length=64, unique=True, default=artifacts_folder_new, editable=False,
+        max_length=64,
+        unique=True,
+        default=artifacts_folder_new,
+        editable=False,
         help_text="Folder under MODELS_ROOT: unique across databases, unlike the id (versions made before "
         "it existed keep their version-<id> folder).",
     )

@@ -8,7 +8,9 @@ from django.utils.safestring import SafeString, mark_safe
 COLORS = ("#3b5bdb", "#e8590c", "#2b8a3e", "#862e9c")
 
 
-def line_chart_svg(series: dict[str, list[float]], *, width: int = 520, height: int = 220, y_label: str = "") -> SafeString:
+def line_chart_svg(
+    series: dict[str, list[float]], *, width: int = 520, height: int = 220, y_label: str = ""
+) -> SafeString:
     """Lines for each named series over a shared x axis (1..n), with min/max labels and a legend."""
     values = [v for points in series.values() for v in points if v is not None]
     if not values:
@@ -45,9 +47,22 @@ def line_chart_svg(series: dict[str, list[float]], *, width: int = 520, height: 
         '<text x="{pl}" y="{xb}" font-size="11" fill="#666">epoch 1</text>'
         '<text x="{xr}" y="{xb}" font-size="11" fill="#666" text-anchor="end">epoch {n}</text>'
         "{polylines}{legend}</svg>",
-        label=y_label or "chart", w=width, h=height, pl=pad_l, pt=pad_t, iw=width - pad_l - pad_r,
-        ih=height - pad_t - pad_b, pt2=pad_t + 10, yb=height - pad_b, xb=height - 8, xr=width - pad_r, n=n,
-        hi=f"{hi:.4g}", lo=f"{lo:.4g}", polylines=polylines, legend=legend,  # format_html escapes to str first
+        label=y_label or "chart",
+        w=width,
+        h=height,
+        pl=pad_l,
+        pt=pad_t,
+        iw=width - pad_l - pad_r,
+        ih=height - pad_t - pad_b,
+        pt2=pad_t + 10,
+        yb=height - pad_b,
+        xb=height - 8,
+        xr=width - pad_r,
+        n=n,
+        hi=f"{hi:.4g}",
+        lo=f"{lo:.4g}",
+        polylines=polylines,
+        legend=legend,  # format_html escapes to str first
     )
 
 

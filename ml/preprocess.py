@@ -25,8 +25,15 @@ from catalog.images import read_image
 from ml.framing import Framing, frame, frame_with_mask, work_size
 
 __all__ = [
-    "Framing", "arrays_to_input", "bytes_to_input", "decode", "draft_size", "file_to_input", "model_input",
-    "png_as_is", "to_rgb",
+    "Framing",
+    "arrays_to_input",
+    "bytes_to_input",
+    "decode",
+    "draft_size",
+    "file_to_input",
+    "model_input",
+    "png_as_is",
+    "to_rgb",
 ]
 
 

@@ -140,7 +140,9 @@ def classical_boxes(image: np.ndarray) -> list[Box]:
         size = min(1.0, float(np.sqrt(pixels[i] / (h * w) / FULL_SIZE_SHARE)))
         fill = pixels[i] / box_px
         touching = (t == 0) + (l == 0) + (b == h) + (r == w)
-        score = (SIZE_WEIGHT * size + CONTRAST_WEIGHT * float(contrast[i]) + FILL_WEIGHT * fill) * (1 - EDGE_PENALTY * touching)
+        score = (SIZE_WEIGHT * size + CONTRAST_WEIGHT * float(contrast[i]) + FILL_WEIGHT * fill) * (
+            1 - EDGE_PENALTY * touching
+        )
         candidates.append((float(np.clip(score, 0.0, 1.0)), (t, l, b, r)))
     candidates.sort(key=lambda c: -c[0])
     kept: list[tuple[float, tuple[int, int, int, int]]] = []

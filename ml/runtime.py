@@ -29,7 +29,10 @@ def embedder_for(model_version: ModelVersion) -> Embedder:
 
             embedder = Embedder.load(model_version.workdir)
             meta_check(
-                embedder.meta, path=embedder.path, dim=model_version.dim, image_size=model_version.image_size,
+                embedder.meta,
+                path=embedder.path,
+                dim=model_version.dim,
+                image_size=model_version.image_size,
                 label_names=model_version.label_names,
             )
             _cache[model_version.pk] = embedder

@@ -77,8 +77,9 @@ def cutout(rgb: np.ndarray, mask: np.ndarray) -> Cutout | None:
         return None
     rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return Cutout(np.ascontiguousarray(rgb[top:bottom, left:right, :3], np.uint8),
-                  np.ascontiguousarray(m[top:bottom, left:right]))
+    return Cutout(
+        np.ascontiguousarray(rgb[top:bottom, left:right, :3], np.uint8), np.ascontiguousarray(m[top:bottom, left:right])
+    )
 
 
 def cutouts(images: np.ndarray, masks: np.ndarray) -> tuple[list[Cutout], list[int]]:
@@ -196,7 +197,7 @@ def _prop(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     rgb = colour[None, None, :] * shade[..., None]
     if rng.uniform() < 0.4:
         inner = np.zeros((s, s), np.float32)
-        inner[int(s * 0.3):int(s * 0.7), int(s * 0.3):int(s * 0.7)] = 1
+        inner[int(s * 0.3) : int(s * 0.7), int(s * 0.3) : int(s * 0.7)] = 1
         rgb = rgb * (1 - inner[..., None]) + _colour(rng)[None, None, :] * inner[..., None]
     return np.clip(rgb, 0, 255).astype(np.float32), mask
 
@@ -210,13 +211,17 @@ def _place(canvas: np.ndarray, rgb: np.ndarray, mask: np.ndarray, x: int, y: int
     placed = np.zeros((H, W), np.float32)
     if x1 <= x0 or y1 <= y0:
         return placed
-    m = mask[y0 - y:y1 - y, x0 - x:x1 - x]
-    canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - m[..., None]) + rgb[y0 - y:y1 - y, x0 - x:x1 - x] * m[..., None]
+    m = mask[y0 - y : y1 - y, x0 - x : x1 - x]
+    canvas[y0:y1, x0:x1] = (
+        canvas[y0:y1, x0:x1] * (1 - m[..., None]) + rgb[y0 - y : y1 - y, x0 - x : x1 - x] * m[..., None]
+    )
     placed[y0:y1, x0:x1] = m
     return placed
 
 
-def _transform(rgb: np.ndarray, mask: np.ndarray, side: float, angle: float, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+def _transform(
+    rgb: np.ndarray, mask: np.ndarray, side: float, angle: float, mirror: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Scale a cut-out so its longer side is `side` pixels, mirror, rotate (the frame grows to fit)."""
     h, w = mask.shape
     k = side / max(h, w)
@@ -237,8 +242,12 @@ def _shadow(canvas: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> N
     dx, dy = (int(v) for v in rng.integers(-size // 16, size // 16 + 1, 2))
     shifted = np.roll(np.roll(mask, dy, axis=0), dx, axis=1)
     blur = rng.uniform(1.0, 4.0) * size / 96
-    soft = np.asarray(Image.fromarray((shifted * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(blur)),
-                      np.float32) / 255.0
+    soft = (
+        np.asarray(
+            Image.fromarray((shifted * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(blur)), np.float32
+        )
+        / 255.0
+    )
     canvas *= (1.0 - rng.uniform(0.2, 0.55) * soft)[..., None]
 
 
@@ -269,8 +278,9 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1] + 1 - cols[0]), int(rows[-1] + 1 - rows[0])
 
 
-def composite(items: list[Cutout], main: int, rng: np.random.Generator, spec: SceneSpec = SceneSpec(),
-              empty: bool | None = None) -> Composite:
+def composite(
+    items: list[Cutout], main: int, rng: np.random.Generator, spec: SceneSpec = SceneSpec(), empty: bool | None = None
+) -> Composite:
     """One scene with items[main] in front and a few other items of `items` and props behind it.
 
     empty: no item at all (None: drawn with spec.empty_share)."""
@@ -298,8 +308,13 @@ def composite(items: list[Cutout], main: int, rng: np.random.Generator, spec: Sc
         is_main = rank == len(chosen) - 1
         item = items[idx]
         side = size * rng.uniform(*spec.scale) if is_main else size * rng.uniform(spec.scale[0], 0.5 * sum(spec.scale))
-        rgb, mask = _transform(item.rgb.astype(np.float32), item.mask, side, float(rng.uniform(-spec.rotation, spec.rotation)),
-                               bool(rng.uniform() < 0.5))
+        rgb, mask = _transform(
+            item.rgb.astype(np.float32),
+            item.mask,
+            side,
+            float(rng.uniform(-spec.rotation, spec.rotation)),
+            bool(rng.uniform() < 0.5),
+        )
         h, w = mask.shape
         if is_main:  # fully in frame, anywhere
             x = int(rng.integers(0, max(1, size - w + 1))) if w < size else (size - w) // 2
@@ -327,8 +342,9 @@ def composite(items: list[Cutout], main: int, rng: np.random.Generator, spec: Sc
     return Composite(image=image, mask=(union > MASK_LEVEL).astype(np.uint8), boxes=boxes, sources=sources)
 
 
-def composite_batch(items: list[Cutout], n: int, *, seed: int, spec: SceneSpec = SceneSpec()
-                    ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int, int]]]]:
+def composite_batch(
+    items: list[Cutout], n: int, *, seed: int, spec: SceneSpec = SceneSpec()
+) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int, int]]]]:
     """n composites, each with a main item drawn from `items`: (images uint8 [n, s, s, 3],
     masks uint8 [n, s, s], boxes per composite). The same seed gives the same batch."""
     if not items:

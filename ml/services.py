@@ -59,8 +59,13 @@ def catalogue_images() -> CatalogueImages:
         paths.append(default_storage.path(name))
         labels.append(index[category_id])
         groups.append(product_id)
-    return CatalogueImages(paths, np.asarray(labels, dtype=np.int64), np.asarray(groups, dtype=np.int64),
-                           [n for _, n in categories], np.asarray(ids, dtype=np.int64))
+    return CatalogueImages(
+        paths,
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(groups, dtype=np.int64),
+        [n for _, n in categories],
+        np.asarray(ids, dtype=np.int64),
+    )
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,9 @@ def catalogue_profile(sample: int = 200) -> CatalogueProfile:
 def recommended_architecture():
     """ml.architectures.recommend for this catalogue: what a new run trains when nothing is chosen."""
     profile = catalogue_profile()
-    return recommend(images=profile.images, products=profile.products, median_side=profile.median_side,
-                     grey_share=profile.grey_share)
+    return recommend(
+        images=profile.images, products=profile.products, median_side=profile.median_side, grey_share=profile.grey_share
+    )
 
 
 def model_version_create(
@@ -115,8 +121,9 @@ def model_version_create(
         metrics["chosen_because"] = choice.reason
     params = defaults(architecture, variant, **(overrides or {}))
     training_preflight(architecture, params)
-    version = ModelVersion.objects.create(architecture=architecture, hparams=params.to_dict(), epochs=params.epochs,
-                                          metrics=metrics)
+    version = ModelVersion.objects.create(
+        architecture=architecture, hparams=params.to_dict(), epochs=params.epochs, metrics=metrics
+    )
     if enqueue:
         transaction.on_commit(lambda: messages.model_version_train(version.pk))
     return version
@@ -208,9 +215,9 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
         return version
     if version.cancel_requested:
         return _finish(version, ModelVersion.Status.CANCELLED)
-    ModelVersion.objects.filter(pk=version.pk, status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).update(
-        status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error=""
-    )
+    ModelVersion.objects.filter(
+        pk=version.pk, status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]
+    ).update(status=ModelVersion.Status.RUNNING, started_at=timezone.now(), error="")
     try:
         data = catalogue_images()
         if len(set(data.labels.tolist())) < 2 or len(data.paths) < 4:
@@ -227,11 +234,13 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
             callbacks=[_progress_callback(version), *extra_callbacks],
             in_memory_bytes=settings.TRAINING_IN_MEMORY_BYTES,
         )
-        split = {"relevance": result.holdout.get("relevance", "category"),
-                 "image_ids": [int(data.ids[i]) for i in result.holdout.get("indices", [])],
-                 # Images up to this id were known at training: the catalogue side of the holdout figures.
-                 "max_image_id": int(data.ids.max()),
-                 "failed_images": len(result.failures)}
+        split = {
+            "relevance": result.holdout.get("relevance", "category"),
+            "image_ids": [int(data.ids[i]) for i in result.holdout.get("indices", [])],
+            # Images up to this id were known at training: the catalogue side of the holdout figures.
+            "max_image_id": int(data.ids.max()),
+            "failed_images": len(result.failures),
+        }
     except TrainingError as exc:
         logger.warning("Model version %s cannot be trained: %s", version.pk, exc)
         return _finish(version, ModelVersion.Status.FAILED, error=str(exc))
@@ -249,7 +258,9 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
             error=f"Training stopped after {result.epochs_completed} of {params.epochs} epochs, before the model was exported.",
         )
     ModelVersion.objects.filter(pk=version.pk).update(
-        dim=result.dim, image_size=params.image_size, label_names=data.label_names,
+        dim=result.dim,
+        image_size=params.image_size,
+        label_names=data.label_names,
         metrics={**version.metrics, "split": split},
     )
     version.refresh_from_db()
@@ -262,11 +273,18 @@ def _model_version_train_claimed(*, model_version: ModelVersion, extra_callbacks
             logger.exception("Evaluation of model version %s failed", version.pk)
             metrics = {"error": str(exc)}
     version = _finish(
-        version, ModelVersion.Status.SUCCEEDED,
-        metrics={"holdout": metrics, "train_seconds": round(result.train_seconds, 1), "trained_on": _trained_on(params),
-                 "peak_rss_mib": round(result.peak_rss_bytes / 2**20, 1), "steps": result.steps_done,
-                 **({"budget": result.budget} if result.budget else {}),
-                 **({"vector_parts": result.vector_parts} if result.vector_parts else {}), **result.localiser},
+        version,
+        ModelVersion.Status.SUCCEEDED,
+        metrics={
+            "holdout": metrics,
+            "train_seconds": round(result.train_seconds, 1),
+            "trained_on": _trained_on(params),
+            "peak_rss_mib": round(result.peak_rss_bytes / 2**20, 1),
+            "steps": result.steps_done,
+            **({"budget": result.budget} if result.budget else {}),
+            **({"vector_parts": result.vector_parts} if result.vector_parts else {}),
+            **result.localiser,
+        },
     )
     model_version_trained.send(sender=ModelVersion, model_version=version)
     return version
@@ -327,13 +345,16 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
         # The split recorded at training: images added since are in neither side.
         split = model_version.metrics.get("split") or {}
         if not split.get("image_ids"):
-            raise TrainingError(f"Model version {model_version.pk} has no holdout (trained with eval_fraction=0 "
-                                "or before holdouts were recorded): there are no holdout figures.")
+            raise TrainingError(
+                f"Model version {model_version.pk} has no holdout (trained with eval_fraction=0 "
+                "or before holdouts were recorded): there are no holdout figures."
+            )
         position = {int(pk): i for i, pk in enumerate(data.ids)}
         held = set(split["image_ids"])
         eval_idx = np.array([position[pk] for pk in split["image_ids"] if pk in position], np.int64)
-        train_idx = np.array([i for i, pk in enumerate(data.ids) if pk <= split["max_image_id"] and pk not in held],
-                             np.int64)
+        train_idx = np.array(
+            [i for i, pk in enumerate(data.ids) if pk <= split["max_image_id"] and pk not in held], np.int64
+        )
         train_idx, eval_idx = train_idx[ok[train_idx]], eval_idx[ok[eval_idx]]
         target = data.groups if split.get("relevance") == "product" else data.labels
         cat_v, cat_y, cat_p = vectors[train_idx], target[train_idx], pixels[train_idx]
@@ -344,7 +365,9 @@ def model_version_evaluate(*, model_version: ModelVersion, queries: str = "holdo
         try:
             q_y = np.array([names[fashion_mnist.CLASS_NAMES[label]] for label in labels])
         except KeyError as exc:
-            raise TrainingError(f"The catalogue has no category {exc}: load the Fashion-MNIST train split first.") from exc
+            raise TrainingError(
+                f"The catalogue has no category {exc}: load the Fashion-MNIST train split first."
+            ) from exc
         q_v, probabilities = embedder.predict_arrays(images)
         q_p = _resize_pixels(images, embedder.image_size)
         cat_v, cat_y, cat_p = vectors[ok], data.labels[ok], pixels[ok]

@@ -115,8 +115,9 @@ def train(
     if len(groups) != n:
         raise ValueError(f"Need one group per image. Received: {len(groups)} groups for {n} images")
     _, products = np.unique(groups, return_inverse=True)
-    catalogue = CatalogueLabels(categories=labels, products=products.reshape(-1).astype(np.int64),
-                                category_names=label_names)
+    catalogue = CatalogueLabels(
+        categories=labels, products=products.reshape(-1).astype(np.int64), category_names=label_names
+    )
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -124,12 +125,19 @@ def train(
     initial_epoch = state["epoch"] if state else 0
 
     framing = Framing.from_dict(state["framing"]) if state and "framing" in state else _framing(hp, source)
-    framed = decode_once(source, image_size=hp.image_size, framing=framing, cache_dir=workdir / "cache",
-                         progress=progress, in_memory_bytes=in_memory_bytes)
+    framed = decode_once(
+        source,
+        image_size=hp.image_size,
+        framing=framing,
+        cache_dir=workdir / "cache",
+        progress=progress,
+        in_memory_bytes=in_memory_bytes,
+    )
     usable = framed.usable
     if usable.sum() < 2:
-        raise ValueError(f"Only {int(usable.sum())} of {n} images could be decoded, e.g. "
-                         f"{next(iter(framed.failures.values()), '')}")
+        raise ValueError(
+            f"Only {int(usable.sum())} of {n} images could be decoded, e.g. {next(iter(framed.failures.values()), '')}"
+        )
 
     if spec.learns_colour(hp):
         colours = product_colours(framed.images, framed.masks, catalogue.products, usable, seed=hp.seed)
@@ -159,7 +167,9 @@ def train(
         # A wall-time budget re-plans its total steps as it measures them (total_steps is read each step).
         lr = PlannedCosine(hp.lr, total_steps, alpha=0.01)
     built.trainer.compile(
-        optimizer=keras.optimizers.Adam(lr), loss=built.loss, loss_weights=built.loss_weights,
+        optimizer=keras.optimizers.Adam(lr),
+        loss=built.loss,
+        loss_weights=built.loss_weights,
         metrics=built.metrics,
     )
     if state:
@@ -170,21 +180,33 @@ def train(
     sample_idx = (eval_idx if len(eval_idx) else train_idx)[:PROJECTOR_SAMPLE]
     sample = framed.images[np.sort(sample_idx)].astype(np.float32)
     logger = _TensorBoardLogger(workdir / TENSORBOARD, sample if spec.target == "images" else None)
-    checkpoint = _Checkpoint(workdir, architecture, hp, steps, state, framing, budget=budget, planned=planned,
-                             total_steps=total_steps)
+    checkpoint = _Checkpoint(
+        workdir, architecture, hp, steps, state, framing, budget=budget, planned=planned, total_steps=total_steps
+    )
     if not checkpoint.finished(epochs):
         built.trainer.fit(
-            data.dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-            callbacks=[checkpoint, logger, *callbacks], verbose=verbose,
+            data.dataset,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            callbacks=[checkpoint, logger, *callbacks],
+            verbose=verbose,
         )
     epochs_done = checkpoint.epoch
     history = checkpoint.history
     train_seconds = checkpoint.seconds
     completed = checkpoint.finished(epochs)
     result = TrainResult(
-        workdir=workdir, completed=completed, epochs_completed=epochs_done, initial_epoch=initial_epoch,
-        history=history, train_seconds=train_seconds, dim=built.dim, failures=framed.failures,
-        steps_done=epochs_done * steps, budget=checkpoint.budget_report(),
+        workdir=workdir,
+        completed=completed,
+        epochs_completed=epochs_done,
+        initial_epoch=initial_epoch,
+        history=history,
+        train_seconds=train_seconds,
+        dim=built.dim,
+        failures=framed.failures,
+        steps_done=epochs_done * steps,
+        budget=checkpoint.budget_report(),
     )
     if not completed:
         result.peak_rss_bytes = peak_rss_bytes()
@@ -246,8 +268,9 @@ def _localiser(hp: HParams, framed: FramedImages, train_idx: np.ndarray, workdir
     from ml.localiser import train_localiser
 
     idx = np.sort(train_idx)
-    return train_localiser(framed.images[idx], framed.masks[idx], workdir=workdir, seed=hp.seed,
-                           steps=hp.localiser_steps)
+    return train_localiser(
+        framed.images[idx], framed.masks[idx], workdir=workdir, seed=hp.seed, steps=hp.localiser_steps
+    )
 
 
 def _framing(hp: HParams, source) -> Framing:
@@ -268,8 +291,9 @@ def _framing(hp: HParams, source) -> Framing:
     return catalogue_framing(sample)
 
 
-def _holdout_metrics(embedder, framed: FramedImages, labels: CatalogueLabels, train_idx, eval_idx,
-                     relevance: str) -> dict:
+def _holdout_metrics(
+    embedder, framed: FramedImages, labels: CatalogueLabels, train_idx, eval_idx, relevance: str
+) -> dict:
     """Holdout figures. relevance "category": the held-out products against each other (by
     category); "product": each held-out photo against the training photos (relevant = its own
     product), which is what photo search of a new photo of a catalogue product does."""
@@ -278,8 +302,9 @@ def _holdout_metrics(embedder, framed: FramedImages, labels: CatalogueLabels, tr
         train_v = _embed_rows(embedder, framed.images, train_idx)
         metrics = retrieval_metrics(train_v, labels.products[train_idx], eval_v, labels.products[eval_idx])
     else:
-        metrics = retrieval_metrics(eval_v, labels.categories[eval_idx], eval_v, labels.categories[eval_idx],
-                                    exclude_self=True)
+        metrics = retrieval_metrics(
+            eval_v, labels.categories[eval_idx], eval_v, labels.categories[eval_idx], exclude_self=True
+        )
     return {**metrics.to_dict(), "relevance": relevance}
 
 
@@ -293,8 +318,10 @@ EMBED_CHUNK = 2048  # cache rows made float32 at a time: 100 MB at 64 px, 1.2 GB
 def _embed_rows(embedder: keras.Model, images: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Vectors of images[idx], read and converted a chunk at a time (the cache may be memory-mapped)."""
     idx = np.asarray(idx, np.int64)
-    out = [_embed(embedder, images[idx[start:start + EMBED_CHUNK]].astype(np.float32))
-           for start in range(0, len(idx), EMBED_CHUNK)]
+    out = [
+        _embed(embedder, images[idx[start : start + EMBED_CHUNK]].astype(np.float32))
+        for start in range(0, len(idx), EMBED_CHUNK)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -352,9 +379,19 @@ class _Checkpoint(keras.callbacks.Callback):
     when another chunk would end more than half a chunk past the budget. A budget run's epoch logs
     get budget_used (0-1) for progress reports."""
 
-    def __init__(self, workdir: Path, architecture: str, hp: HParams, steps: int, state: dict | None,
-                 framing: Framing, *, budget: budgets.Budget | None = None, planned: int = 0,
-                 total_steps: tf.Variable | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        architecture: str,
+        hp: HParams,
+        steps: int,
+        state: dict | None,
+        framing: Framing,
+        *,
+        budget: budgets.Budget | None = None,
+        planned: int = 0,
+        total_steps: tf.Variable | None = None,
+    ):
         super().__init__()
         self.workdir, self.architecture, self.hp, self.steps = workdir, architecture, hp, steps
         self.framing = framing
@@ -381,8 +418,14 @@ class _Checkpoint(keras.callbacks.Callback):
     def budget_report(self) -> dict | None:
         if self.budget is None:
             return None
-        return {"text": self.budget.text, "kind": self.budget.kind, "steps": self.epoch * self.steps,
-                "planned_steps": self.planned, "seconds": round(self.seconds, 1), "used": round(self.used(), 3)}
+        return {
+            "text": self.budget.text,
+            "kind": self.budget.kind,
+            "steps": self.epoch * self.steps,
+            "planned_steps": self.planned,
+            "seconds": round(self.seconds, 1),
+            "used": round(self.used(), 3),
+        }
 
     def on_train_begin(self, logs=None):
         self._t0 = time.monotonic()
@@ -407,12 +450,21 @@ class _Checkpoint(keras.callbacks.Callback):
             logs["budget_used"] = self.used()
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        checkpoint_save(self.model, self.workdir, {
-            "architecture": self.architecture, "hparams": self.hp.to_dict(), "epoch": self.epoch,
-            "history": self.history, "train_seconds": self.seconds, "framing": self.framing.to_dict(),
-            "planned_steps": self.planned, "budget": self.budget.text if self.budget else None,
-            "budget_spent": self.spent,
-        })
+        checkpoint_save(
+            self.model,
+            self.workdir,
+            {
+                "architecture": self.architecture,
+                "hparams": self.hp.to_dict(),
+                "epoch": self.epoch,
+                "history": self.history,
+                "train_seconds": self.seconds,
+                "framing": self.framing.to_dict(),
+                "planned_steps": self.planned,
+                "budget": self.budget.text if self.budget else None,
+                "budget_spent": self.spent,
+            },
+        )
 
     def _replan(self) -> None:
         done = self.epoch * self.steps
@@ -469,8 +521,9 @@ class _TensorBoardLogger(keras.callbacks.Callback):
                 tf.summary.write(f"weights/{weight.path}", tf.constant(buckets), step=epoch, metadata=_HISTOGRAM)
             if self.reconstruct is not None:
                 recon = self.model.predict(self.reconstruct, verbose=0)
-                grid = np.concatenate([np.concatenate(list(self.reconstruct), axis=1),
-                                       np.concatenate(list(recon), axis=1)], axis=0)
+                grid = np.concatenate(
+                    [np.concatenate(list(self.reconstruct), axis=1), np.concatenate(list(recon), axis=1)], axis=0
+                )
                 png = tf.io.encode_png(np.clip(grid, 0, 255).astype(np.uint8))
                 h, w = grid.shape[:2]
                 tensor = tf.stack([tf.constant(str(w)), tf.constant(str(h)), png])
@@ -492,7 +545,7 @@ def _write_projector(logdir: Path, vectors: np.ndarray, names: list[str], images
     sprite = np.zeros((side * size, side * size, 3), np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, side)
-        sprite[r * size:(r + 1) * size, c * size:(c + 1) * size] = np.clip(img, 0, 255).astype(np.uint8)
+        sprite[r * size : (r + 1) * size, c * size : (c + 1) * size] = np.clip(img, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(sprite).save(buf, format="PNG")
     (out / "sprite.png").write_bytes(buf.getvalue())

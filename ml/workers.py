@@ -24,7 +24,16 @@ from django.core.cache.backends.redis import RedisCache
 
 from ml.devices import ComputeDevice, DeviceProbeError, device_detect, device_probe
 
-__all__ = ["EXIT_NO_GPU", "RegistryBusy", "WorkerDevice", "connect", "worker_device_forget", "queue_workers_missing", "worker_device_record", "worker_devices"]
+__all__ = [
+    "EXIT_NO_GPU",
+    "RegistryBusy",
+    "WorkerDevice",
+    "connect",
+    "worker_device_forget",
+    "queue_workers_missing",
+    "worker_device_record",
+    "worker_devices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,21 +125,28 @@ def _registry_update(change) -> None:
         change(registry)
         value = backend._cache._serializer.dumps(registry)
         if not client.eval(_SET_IF_HELD, 2, lock, key, token, value, KEEP_SECONDS):
-            raise RegistryBusy(f"The worker registry lock expired after {LOCK_TTL_MS} ms, before the write: nothing written.")
+            raise RegistryBusy(
+                f"The worker registry lock expired after {LOCK_TTL_MS} ms, before the write: nothing written."
+            )
     finally:
         client.eval(_RELEASE, 1, lock, token)
 
 
-def worker_device_record(*, hostname: str, queues: list[str], device: ComputeDevice | None, error: str = "",
-                         started_at: float | None = None) -> None:
+def worker_device_record(
+    *, hostname: str, queues: list[str], device: ComputeDevice | None, error: str = "", started_at: float | None = None
+) -> None:
     """Record (or refresh) a worker's device under its host name."""
     now = time.time()
 
     def change(registry: dict) -> None:
         previous = registry.get(hostname) or {}
         registry[hostname] = {
-            "queues": sorted(queues), "device": device.to_dict() if device else None, "error": error,
-            "pid": os.getpid(), "started_at": started_at or previous.get("started_at") or now, "seen_at": now,
+            "queues": sorted(queues),
+            "device": device.to_dict() if device else None,
+            "error": error,
+            "pid": os.getpid(),
+            "started_at": started_at or previous.get("started_at") or now,
+            "seen_at": now,
         }
 
     _registry_update(change)
@@ -149,9 +165,12 @@ def worker_devices() -> list[WorkerDevice]:
         return []
     rows = [
         WorkerDevice(
-            hostname=host, queues=list(r.get("queues") or []),
+            hostname=host,
+            queues=list(r.get("queues") or []),
             device=ComputeDevice.from_dict(r["device"]) if r.get("device") else None,
-            error=r.get("error", ""), pid=int(r.get("pid") or 0), started_at=float(r.get("started_at") or 0),
+            error=r.get("error", ""),
+            pid=int(r.get("pid") or 0),
+            started_at=float(r.get("started_at") or 0),
             seen_at=float(r.get("seen_at") or 0),
         )
         for host, r in registry.items()
@@ -223,8 +242,9 @@ def on_worker_ready(sender=None, **kwargs) -> None:
 
     def record() -> None:
         try:
-            worker_device_record(hostname=hostname, queues=queues, device=_state["device"], error=_state["error"],
-                                 started_at=started)
+            worker_device_record(
+                hostname=hostname, queues=queues, device=_state["device"], error=_state["error"], started_at=started
+            )
         except Exception:  # noqa: BLE001 - the cache being down must not stop the worker
             logger.warning("Could not record the device of worker %s in the cache", hostname, exc_info=True)
 

@@ -71,7 +71,9 @@ class PhotoSearchForm(KeywordFilterForm):
         upload = self.cleaned_data["image"]
         max_bytes = settings.SEARCH_UPLOAD_MAX_BYTES
         if upload.size > max_bytes:  # refuse before reading it into memory
-            raise forms.ValidationError(f"The file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+            raise forms.ValidationError(
+                f"The file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+            )
         try:
             return read_image(upload.read(), max_bytes=max_bytes)
         except InvalidImage as exc:
@@ -110,4 +112,3 @@ class PhotoSearchForm(KeywordFilterForm):
             except BadCrop as exc:
                 self.add_error("crop", str(exc))
         return data
-

@@ -27,7 +27,9 @@ class ServingState(models.Model):
     Changed only through search.serving.activation (model_version_train_start, model_version_activate).
     """
 
-    model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, primary_key=True, related_name="serving")
+    model_version = models.OneToOneField(
+        ModelVersion, on_delete=models.CASCADE, primary_key=True, related_name="serving"
+    )
     is_active = models.BooleanField(default=False)
     auto_activate = models.BooleanField(
         default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
@@ -35,7 +37,9 @@ class ServingState(models.Model):
     # Fixed once the version has vectors (search.serving.activation.version_storage_ensure). The default is
     # what every version had before halfvec: new versions get settings.VECTOR_STORAGE explicitly.
     storage = models.CharField(
-        max_length=8, choices=STORAGE_CHOICES, default=VECTOR.name,
+        max_length=8,
+        choices=STORAGE_CHOICES,
+        default=VECTOR.name,
         help_text="How the version's vectors are stored: float32 vector or float16 halfvec.",
     )
 
@@ -46,7 +50,9 @@ class ServingState(models.Model):
         ]
         constraints = [
             # At most one active version: two admins activating at once cannot both win.
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_serving_model_version"),
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="one_serving_model_version"
+            ),
         ]
 
     def __str__(self) -> str:

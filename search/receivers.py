@@ -60,10 +60,14 @@ def product_saved(sender, instance: Product, created: bool, raw: bool = False, *
 def images_bulk_imported(sender, count: int, **kwargs) -> str | None:
     """Bulk imports send no post_save: embed their images for the version(s) serving search."""
     jobs = index_missing_for_serving_versions()
-    return "\n".join(
-        f"Indexing {job.images_queued} new images for model version {job.model_version_id}."
-        for job in jobs if job.images_queued
-    ) or None
+    return (
+        "\n".join(
+            f"Indexing {job.images_queued} new images for model version {job.model_version_id}."
+            for job in jobs
+            if job.images_queued
+        )
+        or None
+    )
 
 
 def version_trained(sender, model_version: ModelVersion, **kwargs) -> None:

@@ -121,7 +121,9 @@ def _page_error(request: HttpRequest, status: int, message: str) -> HttpResponse
 def photo_search_view(request: HttpRequest) -> HttpResponse:
     template = "search/photo_search.html"
     if request.method != "POST":
-        form = PhotoSearchForm(initial={name: request.GET.get(name) or None for name in ("category", "q", "min_price", "max_price")})
+        form = PhotoSearchForm(
+            initial={name: request.GET.get(name) or None for name in ("category", "q", "min_price", "max_price")}
+        )
         return render(request, template, {"form": form, "available": active_model_version() is not None})
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
@@ -129,7 +131,12 @@ def photo_search_view(request: HttpRequest) -> HttpResponse:
     photo, version = form.cleaned_data["image"], active_model_version()
     boxed = photo_boxes(photo, form.cleaned_data["crop"], version=version)
     info = boxed.image
-    context = {"form": form, "available": True, "thumbnail": _thumbnail_data_uri(info), "query_is_small": max(info.width, info.height) <= 64}
+    context = {
+        "form": form,
+        "available": True,
+        "thumbnail": _thumbnail_data_uri(info),
+        "query_is_small": max(info.width, info.height) <= 64,
+    }
     context.update(proposals_context(photo, boxed))
     try:
         context["result"] = photo_search(image=info, model_version=version, **_search_args(form))

@@ -46,25 +46,26 @@ DROP FUNCTION IF EXISTS catalog_product_search_vector();
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0001_initial'),
+        ("catalog", "0001_initial"),
     ]
 
     operations = [
         TrigramExtension(),
         migrations.AddField(
-            model_name='product',
-            name='search_vector',
+            model_name="product",
+            name="search_vector",
             field=django.contrib.postgres.search.SearchVectorField(editable=False, null=True),
         ),
         migrations.RunSQL(TRIGGERS, DROP_TRIGGERS),
         migrations.AddIndex(
-            model_name='product',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['search_vector'], name='catalog_product_search_gin'),
+            model_name="product",
+            index=django.contrib.postgres.indexes.GinIndex(fields=["search_vector"], name="catalog_product_search_gin"),
         ),
         migrations.AddIndex(
-            model_name='product',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['title'], name='catalog_product_title_trgm', opclasses=['gin_trgm_ops']),
+            model_name="product",
+            index=django.contrib.postgres.indexes.GinIndex(
+                fields=["title"], name="catalog_product_title_trgm", opclasses=["gin_trgm_ops"]
+            ),
         ),
     ]

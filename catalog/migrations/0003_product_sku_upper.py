@@ -5,14 +5,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0002_product_search'),
+        ("catalog", "0002_product_search"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='product',
-            index=models.Index(django.db.models.functions.text.Upper('sku'), name='catalog_product_sku_upper'),
+            model_name="product",
+            index=models.Index(django.db.models.functions.text.Upper("sku"), name="catalog_product_sku_upper"),
         ),
     ]

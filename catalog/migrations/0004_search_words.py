@@ -141,29 +141,32 @@ DROP FUNCTION IF EXISTS catalog_search_words_apply(text[], bigint[], bigint[]);
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0003_product_sku_upper'),
+        ("catalog", "0003_product_sku_upper"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='product',
-            name='search_words',
-            field=django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), editable=False, null=True, size=None),
+            model_name="product",
+            name="search_words",
+            field=django.contrib.postgres.fields.ArrayField(
+                base_field=models.TextField(), editable=False, null=True, size=None
+            ),
         ),
         migrations.CreateModel(
-            name='SearchWord',
+            name="SearchWord",
             fields=[
-                ('word', models.TextField(primary_key=True, serialize=False)),
-                ('stem', models.TextField(null=True)),
-                ('products', models.IntegerField(default=0)),
-                ('skus', models.IntegerField(default=0)),
+                ("word", models.TextField(primary_key=True, serialize=False)),
+                ("stem", models.TextField(null=True)),
+                ("products", models.IntegerField(default=0)),
+                ("skus", models.IntegerField(default=0)),
             ],
             options={
-                'indexes': [
-                    django.contrib.postgres.indexes.GistIndex(fields=['word'], name='catalog_searchword_trgm', opclasses=['gist_trgm_ops']),
-                    models.Index(fields=['stem'], name='catalog_searchword_stem'),
+                "indexes": [
+                    django.contrib.postgres.indexes.GistIndex(
+                        fields=["word"], name="catalog_searchword_trgm", opclasses=["gist_trgm_ops"]
+                    ),
+                    models.Index(fields=["stem"], name="catalog_searchword_stem"),
                 ],
             },
         ),

@@ -17,7 +17,9 @@ _counter = itertools.count(1)
 SHAPES = ("square", "circle", "triangle", "bar")
 
 
-def shape_png(shape: str = "square", *, color=(220, 40, 40), size: int = 24, offset: int = 0, fmt: str = "PNG") -> bytes:
+def shape_png(
+    shape: str = "square", *, color=(220, 40, 40), size: int = 24, offset: int = 0, fmt: str = "PNG"
+) -> bytes:
     img = Image.new("RGB", (size, size), (0, 0, 0))
     draw = ImageDraw.Draw(img)
     lo, hi = size // 5 + offset, size - size // 5 + offset
@@ -38,7 +40,9 @@ def shape_png(shape: str = "square", *, color=(220, 40, 40), size: int = 24, off
 
 def category_create(name: str | None = None) -> Category:
     name = name or f"Category {next(_counter)}"
-    return Category.objects.get_or_create(name=name, defaults={"slug": name.lower().replace(" ", "-").replace("/", "-")})[0]
+    return Category.objects.get_or_create(
+        name=name, defaults={"slug": name.lower().replace(" ", "-").replace("/", "-")}
+    )[0]
 
 
 def product_create(*, category: Category | None = None, images: list[bytes] | None = None, **fields) -> Product:

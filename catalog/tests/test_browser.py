@@ -36,8 +36,14 @@ from search.tests.tiny_model import LABEL_NAMES, tiny_model_version
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 )
 SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 WAIT = 30  # seconds for a page or an element; the admin flow waits longer for training
@@ -120,7 +126,11 @@ def catalogue_with_index(test: StaticLiveServerTestCase, *, size: int = 48) -> M
     categories = [category_create(name) for name in LABEL_NAMES]
     for i, shape in enumerate(SHAPES):
         for color in COLORS:
-            product_create(category=categories[i], images=[shape_png(shape, color=color, size=size)], title=f"{shape.title()} {'RGBY'[COLORS.index(color)]}")
+            product_create(
+                category=categories[i],
+                images=[shape_png(shape, color=color, size=size)],
+                title=f"{shape.title()} {'RGBY'[COLORS.index(color)]}",
+            )
     index_and_activate(version)  # index_job_start queues tasks too; this test runs them itself
     test.addCleanup(_purge, "embeddings")
     return version
@@ -245,7 +255,9 @@ class ShopperTests(BrowserTestCase):
             )
         button = self.driver.find_element(By.CSS_SELECTOR, ".photo-search button[type=submit]")
         self.assertEqual((button.text, button.is_enabled()), ("Searching…", False))
-        self.assertEqual(self.driver.find_element(By.CSS_SELECTOR, "form.photo-search").get_attribute("aria-busy"), "true")
+        self.assertEqual(
+            self.driver.find_element(By.CSS_SELECTOR, "form.photo-search").get_attribute("aria-busy"), "true"
+        )
         self.assertEqual(self.find(".photo-search [data-status]").text, "Searching for similar items…")
         self.shot("search-busy")
 
@@ -328,7 +340,9 @@ class AdminModelTests(BrowserTestCase):
             self.wait(EC.text_to_be_present_in_element((By.CSS_SELECTOR, css), text), timeout)
         except TimeoutException:
             self.shot("admin-timeout")
-            raise AssertionError(f"{css} never said {text!r}; it says {self.driver.find_element(By.CSS_SELECTOR, css).text!r}") from None
+            raise AssertionError(
+                f"{css} never said {text!r}; it says {self.driver.find_element(By.CSS_SELECTOR, css).text!r}"
+            ) from None
 
     def test_train_watch_reindex_activate_and_see_the_dashboard(self):
         self.open("/admin/login/?next=/admin/ml/modelversion/")

@@ -17,9 +17,15 @@ class KeywordSearchBrowserTests(BrowserTestCase):
     def setUp(self):
         super().setUp()
         dresses, shoes = category_create("Dresses"), category_create("Shoes")
-        product_create(category=dresses, title="Red summer dress", price=Decimal("40"), images=[shape_png("circle", size=48)])
-        product_create(category=dresses, title="Red party dress", price=Decimal("140"), images=[shape_png("square", size=48)])
-        product_create(category=shoes, title="Red running shoe", price=Decimal("60"), images=[shape_png("bar", size=48)])
+        product_create(
+            category=dresses, title="Red summer dress", price=Decimal("40"), images=[shape_png("circle", size=48)]
+        )
+        product_create(
+            category=dresses, title="Red party dress", price=Decimal("140"), images=[shape_png("square", size=48)]
+        )
+        product_create(
+            category=shoes, title="Red running shoe", price=Decimal("60"), images=[shape_png("bar", size=48)]
+        )
         product_create(category=shoes, title="Blue boot", price=Decimal("90"), images=[shape_png("triangle", size=48)])
 
     def titles(self) -> list[str]:
@@ -45,7 +51,9 @@ class KeywordSearchBrowserTests(BrowserTestCase):
 
     def test_a_typo_still_finds_the_product(self):
         self.open("/?q=runing+sho")
-        self.assertEqual(self.find("[data-corrected-query]").text, "Showing results for running shoe; search instead for runing sho")
+        self.assertEqual(
+            self.find("[data-corrected-query]").text, "Showing results for running shoe; search instead for runing sho"
+        )
         self.assertEqual(self.titles(), ["Red running shoe"])
         self.click_and_wait(self.find("[data-corrected-query] a"))  # the words as typed: similar titles
         self.assertIn("similar words", self.find("[data-similar-words]").text)

@@ -45,7 +45,9 @@ def png_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 class AdminImageUploadTests(PrivateMediaRootMixin, TestCase):
@@ -59,9 +61,16 @@ class AdminImageUploadTests(PrivateMediaRootMixin, TestCase):
 
     def add_product(self, data: bytes, name: str, content_type: str = "image/png", sku: str = "H-1"):
         form = {
-            "sku": sku, "title": "Hostile", "category": self.category.pk, "price": "1.00", "description": "",
-            "images-TOTAL_FORMS": "1", "images-INITIAL_FORMS": "0", "images-MIN_NUM_FORMS": "0",
-            "images-MAX_NUM_FORMS": "1000", "images-0-position": "0",
+            "sku": sku,
+            "title": "Hostile",
+            "category": self.category.pk,
+            "price": "1.00",
+            "description": "",
+            "images-TOTAL_FORMS": "1",
+            "images-INITIAL_FORMS": "0",
+            "images-MIN_NUM_FORMS": "0",
+            "images-MAX_NUM_FORMS": "1000",
+            "images-0-position": "0",
             "images-0-image": SimpleUploadedFile(name, data, content_type=content_type),
         }
         return self.client.post(reverse("admin:catalog_product_add"), form)
@@ -102,7 +111,14 @@ class AdminImageUploadTests(PrivateMediaRootMixin, TestCase):
             self.assertRefused(data, "big.png", "the limit is")
 
     def test_stored_names_are_generated_whatever_the_uploaded_name(self):
-        names = ["../../../etc/passwd.png", "UPPER.PNG", "photo.jpg", "a\x00b.png", "line\nbreak.png", "sp ace;rm -rf.png"]
+        names = [
+            "../../../etc/passwd.png",
+            "UPPER.PNG",
+            "photo.jpg",
+            "a\x00b.png",
+            "line\nbreak.png",
+            "sp ace;rm -rf.png",
+        ]
         for i, name in enumerate(names):
             with self.subTest(name=name):
                 response = self.add_product(shape_png(), name, sku=f"N-{i}")

@@ -52,7 +52,9 @@ class FashionMnistImportTests(TestCase):
 
     def test_test_split_gets_its_own_skus(self):
         self.load(limit=3, split="test")
-        self.assertEqual(sorted(Product.objects.values_list("sku", flat=True)), ["FM-test-00000", "FM-test-00001", "FM-test-00002"])
+        self.assertEqual(
+            sorted(Product.objects.values_list("sku", flat=True)), ["FM-test-00000", "FM-test-00001", "FM-test-00002"]
+        )
 
     def test_missing_dataset_names_both_ways_to_get_it(self):
         empty = tempfile.mkdtemp()

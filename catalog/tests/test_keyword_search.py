@@ -37,9 +37,18 @@ class KeywordSearchTestCase(TestCase):
     def setUpTestData(cls):
         cls.dresses = category_create("Dresses")
         cls.shoes = category_create("Shoes")
-        cls.red_dress = product_create(category=cls.dresses, title="Red summer dress", price=Decimal("49.00"), sku="DR-RED-01")
-        cls.blue_dress = product_create(category=cls.dresses, title="Blue evening gown", price=Decimal("120.00"), description="A long dress for evenings.")
-        cls.sneaker = product_create(category=cls.shoes, title="Running sneaker", price=Decimal("80.00"), description="Red laces.")
+        cls.red_dress = product_create(
+            category=cls.dresses, title="Red summer dress", price=Decimal("49.00"), sku="DR-RED-01"
+        )
+        cls.blue_dress = product_create(
+            category=cls.dresses,
+            title="Blue evening gown",
+            price=Decimal("120.00"),
+            description="A long dress for evenings.",
+        )
+        cls.sneaker = product_create(
+            category=cls.shoes, title="Running sneaker", price=Decimal("80.00"), description="Red laces."
+        )
         cls.boot = product_create(category=cls.shoes, title="Ankle boot", price=Decimal("150.00"))
 
     def setUp(self):
@@ -75,7 +84,9 @@ class FullTextTests(KeywordSearchTestCase):
         self.assertEqual(self.titles(query="chelsea"), ["Chelsea boot"])
         self.assertEqual(product_search(query="ankle").match, Match.SIMILAR)  # no longer a word of any product
         Category.objects.filter(pk=self.shoes.pk).update(name="Footwear")
-        self.assertEqual({p.title for p in product_search(query="footwear").products}, {"Running sneaker", "Chelsea boot"})
+        self.assertEqual(
+            {p.title for p in product_search(query="footwear").products}, {"Running sneaker", "Chelsea boot"}
+        )
         self.assertNotEqual(product_search(query="shoes").match, Match.WORDS)
 
     def test_bulk_created_products_are_searchable(self):
@@ -91,7 +102,9 @@ class SkuTests(KeywordSearchTestCase):
         product_create(category=self.dresses, title="Green dress", description="Goes with DR-RED-01.")
         for typed in ("DR-RED-01", "dr-red-01", " Dr-Red-01 "):
             results = product_search(query=typed)
-            self.assertEqual((results.match, [p.title for p in results.products]), (Match.SKU, ["Red summer dress"]), typed)
+            self.assertEqual(
+                (results.match, [p.title for p in results.products]), (Match.SKU, ["Red summer dress"]), typed
+            )
         self.assertEqual(self.client.get(API, {"q": "dr-red-01"}).json()["match"], "sku")
 
     def test_a_sku_outside_the_filters_is_not_found_by_sku(self):
@@ -164,14 +177,18 @@ class TypoFallbackTests(KeywordSearchTestCase):
         self.assertEqual((results.match, list(results.products)), (Match.SIMILAR, []))
 
     def test_fallback_uses_the_trigram_index(self):
-        self.assertIn("catalog_product_title_trgm", bitmap_plan(product_keyword_match(query="sneakr", correct=False).products))
+        self.assertIn(
+            "catalog_product_title_trgm", bitmap_plan(product_keyword_match(query="sneakr", correct=False).products)
+        )
 
 
 class FilterTests(KeywordSearchTestCase):
     def test_category_and_price_filters_with_and_without_words(self):
         self.assertEqual(self.titles(query="red", category=self.shoes), ["Running sneaker"])
         self.assertEqual(self.titles(query="dress", max_price=Decimal("100")), ["Red summer dress"])
-        self.assertEqual(self.titles(min_price=Decimal("100"), max_price=Decimal("150")), ["Blue evening gown", "Ankle boot"])
+        self.assertEqual(
+            self.titles(min_price=Decimal("100"), max_price=Decimal("150")), ["Blue evening gown", "Ankle boot"]
+        )
         self.assertEqual(self.titles(query="sneakr", min_price=Decimal("90")), [])
 
     def test_keyword_match_narrows_a_given_queryset(self):
@@ -182,7 +199,9 @@ class FilterTests(KeywordSearchTestCase):
 class PageTests(KeywordSearchTestCase):
     def test_results_page_ranks_and_keeps_the_words_in_the_header_box(self):
         response = self.client.get(LIST, {"q": "dress"})
-        self.assertEqual([p.title for p in response.context["page"].object_list], ["Red summer dress", "Blue evening gown"])
+        self.assertEqual(
+            [p.title for p in response.context["page"].object_list], ["Red summer dress", "Blue evening gown"]
+        )
         self.assertContains(response, "Results for “dress”")
         self.assertContains(response, 'name="q" value="dress"')
 
@@ -262,17 +281,27 @@ class HostileInputTests(KeywordSearchTestCase):
     def test_unknown_category(self):
         self.assertEqual(self.client.get(LIST, {"category": "nope"}).status_code, 404)
         response = self.client.get(API, {"category": "nope"})
-        self.assertEqual((response.status_code, response.json()["error"]), (400, "Category: There is no category “nope”."))
+        self.assertEqual(
+            (response.status_code, response.json()["error"]), (400, "Category: There is no category “nope”.")
+        )
 
 
 class ApiTests(KeywordSearchTestCase):
     def test_same_results_as_the_page_with_fields(self):
         body = self.client.get(API, {"q": "red", "category": "shoes", "max_price": "100"}).json()
-        self.assertEqual((body["query"], body["match"], body["count"], body["page"], body["num_pages"]), ("red", "words", 1, 1, 1))
+        self.assertEqual(
+            (body["query"], body["match"], body["count"], body["page"], body["num_pages"]), ("red", "words", 1, 1, 1)
+        )
         [item] = body["results"]
         self.assertEqual(
             {k: item[k] for k in ("id", "sku", "title", "category", "price")},
-            {"id": self.sneaker.pk, "sku": self.sneaker.sku, "title": "Running sneaker", "category": "shoes", "price": "80.00"},
+            {
+                "id": self.sneaker.pk,
+                "sku": self.sneaker.sku,
+                "title": "Running sneaker",
+                "category": "shoes",
+                "price": "80.00",
+            },
         )
         self.assertTrue(item["url"].endswith(self.sneaker.get_absolute_url()))
         self.assertIn("/media/", item["image_url"])
@@ -280,7 +309,9 @@ class ApiTests(KeywordSearchTestCase):
 
     def test_paging(self):
         body = self.client.get(API, {"page_size": 3, "page": 2}).json()
-        self.assertEqual((body["count"], body["num_pages"], [r["title"] for r in body["results"]]), (4, 2, ["Ankle boot"]))
+        self.assertEqual(
+            (body["count"], body["num_pages"], [r["title"] for r in body["results"]]), (4, 2, ["Ankle boot"])
+        )
         self.assertIsNone(body["results"][0]["rank"])
         self.assertEqual(self.client.get(API, {"page": 3, "page_size": 3}).status_code, 404)
         for params in ({"page": "x"}, {"page": 0}, {"page_size": 101}, {"page_size": "-1"}):

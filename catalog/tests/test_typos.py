@@ -46,17 +46,22 @@ class VocabularyTests(TestCase):
     @classmethod
     def setUpTestData(cls):
         cls.shoes = category_create("Shoes")
-        cls.sneaker = product_create(category=cls.shoes, title="Running sneaker #6", description="Red laces.", images=[])
+        cls.sneaker = product_create(
+            category=cls.shoes, title="Running sneaker #6", description="Red laces.", images=[]
+        )
         cls.boot = product_create(category=cls.shoes, title="Ankle boot", description="Red leather boot.", images=[])
 
     def test_products_words_are_counted_once_per_product(self):
         words = vocabulary()
-        self.assertEqual({w: words[w] for w in ("shoes", "sneaker", "boot", "red", "ankle")},
-                         {"shoes": 2, "sneaker": 1, "boot": 1, "red": 2, "ankle": 1})
+        self.assertEqual(
+            {w: words[w] for w in ("shoes", "sneaker", "boot", "red", "ankle")},
+            {"shoes": 2, "sneaker": 1, "boot": 1, "red": 2, "ankle": 1},
+        )
         self.assertNotIn("6", words)  # digits are no words
         self.assertNotIn("#6", words)
-        self.assertEqual(Product.objects.get(pk=self.boot.pk).search_words,
-                         ["ankle", "boot", "leather", "red", "shoes"])
+        self.assertEqual(
+            Product.objects.get(pk=self.boot.pk).search_words, ["ankle", "boot", "leather", "red", "shoes"]
+        )
 
     def test_sku_letters_are_known_words_counted_apart(self):
         product_create(category=self.shoes, title="Canvas shoe", sku="DRSS-0042", images=[])
@@ -72,7 +77,9 @@ class VocabularyTests(TestCase):
         self.assertEqual((stems["dresses"], stems["running"], stems["and"]), ("dress", "run", None))
 
     def test_bulk_insert_rename_and_delete_keep_the_counts(self):
-        Product.objects.bulk_create([Product(sku=f"B-{i}", title="Woollen scarf", category=self.shoes) for i in range(3)])
+        Product.objects.bulk_create(
+            [Product(sku=f"B-{i}", title="Woollen scarf", category=self.shoes) for i in range(3)]
+        )
         self.assertEqual((vocabulary()["scarf"], vocabulary()["shoes"]), (3, 5))
         self.boot.title = "Chelsea boot"
         self.boot.save()
@@ -132,7 +139,10 @@ class TyposTestCase(TestCase):
         cls.dresses = category_create("Dress")
         cls.boots = category_create("Ankle boot")
         cls.coats = category_create("Coat")
-        cls.sneakers = [product_create(category=cls.shoes, title=f"Sneaker #{i}", price=Decimal(20 + i), images=[]) for i in range(3)]
+        cls.sneakers = [
+            product_create(category=cls.shoes, title=f"Sneaker #{i}", price=Decimal(20 + i), images=[])
+            for i in range(3)
+        ]
         cls.dress = product_create(category=cls.dresses, title="Red summer dress", sku="DR-RED-01", images=[])
         cls.boot = product_create(category=cls.boots, title="Ankle boot #1", images=[])
         cls.boot2 = product_create(category=cls.boots, title="Chelsea boot", images=[])
@@ -193,7 +203,9 @@ class CorrectionTests(TyposTestCase):
         product_create(category=self.dresses, title="Linen shift", sku="DRS-7", images=[])
         product_create(category=self.dresses, title="Silk shift", sku="DRS-8", images=[])
         self.assertEqual(self.corrected("dres"), "dress")  # one edit from "drs" (2 SKUs) and "dress" (1 text)
-        self.assertEqual(self.found("drs"), set(Product.objects.filter(sku__startswith="DRS-").values_list("pk", flat=True)))
+        self.assertEqual(
+            self.found("drs"), set(Product.objects.filter(sku__startswith="DRS-").values_list("pk", flat=True))
+        )
 
     def test_skus_and_tokens_with_digits_are_never_changed(self):
         self.assertEqual([w for _, _, w in query_words("SNEKR-0042 sneker 10k drss")], ["sneker", "drss"])
@@ -202,8 +214,10 @@ class CorrectionTests(TyposTestCase):
         self.assertEqual(query_correct("DRSS-01 sneker").query, "DRSS-01 sneaker")
 
     def test_or_and_not_are_corrected_and_unknown_words_in_them_left_alone(self):
-        self.assertEqual((self.corrected("sneker or chelsae"), self.found("sneker or chelsae")),
-                         ("sneaker or chelsea", {p.pk for p in self.sneakers} | {self.boot2.pk}))
+        self.assertEqual(
+            (self.corrected("sneker or chelsae"), self.found("sneker or chelsae")),
+            ("sneaker or chelsea", {p.pk for p in self.sneakers} | {self.boot2.pk}),
+        )
         self.assertEqual(self.found("dress or xyzzy"), {self.dress.pk})  # as typed: nothing to correct
         self.assertEqual(self.found("-xyzzy dress"), {self.dress.pk})
 
@@ -239,13 +253,23 @@ class CorrectionTests(TyposTestCase):
 
     def test_photo_search_words_are_corrected_too(self):
         results = product_keyword_match(query="ankel", products=Product.objects.all())
-        self.assertEqual(({p.pk for p in results.products}, results.corrected_query), ({self.boot.pk, self.boot2.pk}, "ankle"))
+        self.assertEqual(
+            ({p.pk for p in results.products}, results.corrected_query), ({self.boot.pk, self.boot2.pk}, "ankle")
+        )
 
 
 class DistanceTests(TestCase):
     def test_optimal_string_alignment(self):
-        cases = [("sneaker", "sneaker", 0), ("sneker", "sneaker", 1), ("snaeker", "sneaker", 1), ("ca", "abc", 3),
-                 ("snekaer", "sneaker", 1), ("embrodired", "embroidered", 2), ("coat", "caot", 1), ("kitten", "sitting", 3)]
+        cases = [
+            ("sneaker", "sneaker", 0),
+            ("sneker", "sneaker", 1),
+            ("snaeker", "sneaker", 1),
+            ("ca", "abc", 3),
+            ("snekaer", "sneaker", 1),
+            ("embrodired", "embroidered", 2),
+            ("coat", "caot", 1),
+            ("kitten", "sitting", 3),
+        ]
         for a, b, expected in cases:
             self.assertEqual(osa_distance(a, b, 5), expected, (a, b))
             self.assertEqual(osa_distance(b, a, 5), expected, (b, a))
@@ -296,7 +320,17 @@ class PageAndApiTests(TyposTestCase):
 
 class BadInputTests(TyposTestCase):
     def test_symbols_other_scripts_and_long_words_are_not_corrected(self):
-        for q in ("!!! ### ???", "кроссовки", "運動鞋", "スニーカー", "sneaker" * 28, "a" * 200, "🙂🙂", "ñandú", "x y z"):
+        for q in (
+            "!!! ### ???",
+            "кроссовки",
+            "運動鞋",
+            "スニーカー",
+            "sneaker" * 28,
+            "a" * 200,
+            "🙂🙂",
+            "ñandú",
+            "x y z",
+        ):
             for params in ({"q": q}, {"q": q, "exact": "1"}):
                 response = self.client.get(API, params)
                 self.assertEqual(response.status_code, 200, q)
@@ -316,7 +350,10 @@ class BadInputTests(TyposTestCase):
         # 300 stored words as long as the typed one and sharing most of its trigrams.
         stem = "sneakerdressbootcoatsneaker"
         SearchWord.objects.bulk_create(
-            [SearchWord(word=stem + "".join(chr(97 + (i // 26**k) % 26) for k in range(4)), stem=None, products=1) for i in range(300)]
+            [
+                SearchWord(word=stem + "".join(chr(97 + (i // 26**k) % 26) for k in range(4)), stem=None, products=1)
+                for i in range(300)
+            ]
         )
         with mock.patch.object(spelling, "osa_distance", wraps=spelling.osa_distance) as distance:
             self.assertIsNone(query_correct(stem + "zzzz"))  # 31 letters, three edits from any of them

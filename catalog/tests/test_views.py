@@ -81,10 +81,15 @@ class MoreLikeThisTests(TestCase):
 
 
 class CacheOutageTests(TestCase):
-    @override_settings(CACHES={"default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0",
-        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-    }})
+    @override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://127.0.0.1:1/0",
+                "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+            }
+        }
+    )
     def test_pages_render_without_the_navigation_when_the_cache_is_down(self):
         product = product_create(title="Still here")
         self.assertContains(self.client.get(reverse("catalog:product_list")), "Still here")

@@ -94,7 +94,9 @@ class StreamingReplica:
         conn = self._primary_connection()
         try:
             with conn.cursor() as cursor:
-                cursor.execute("SELECT current_setting('wal_level'), current_setting('max_wal_senders')::int, current_setting('port')")
+                cursor.execute(
+                    "SELECT current_setting('wal_level'), current_setting('max_wal_senders')::int, current_setting('port')"
+                )
                 wal_level, senders, self.port = cursor.fetchone()
                 if wal_level not in ("replica", "logical") or senders < 2:
                     raise RuntimeError(
@@ -153,8 +155,23 @@ class StreamingReplica:
         self._started = True
         host = _connect_kwargs(self.primary).get("host", "")
         conninfo = f"host={host} port={self.port} user={ROLE}"
-        self._run(str(_bin_dir() / "pg_basebackup"), "-D", str(self.dir), "-d", conninfo, "-X", "stream", "-R",
-                  "-c", "fast", "--no-sync", "-C", "-S", self.slot, timeout=120)
+        self._run(
+            str(_bin_dir() / "pg_basebackup"),
+            "-D",
+            str(self.dir),
+            "-d",
+            conninfo,
+            "-X",
+            "stream",
+            "-R",
+            "-c",
+            "fast",
+            "--no-sync",
+            "-C",
+            "-S",
+            self.slot,
+            timeout=120,
+        )
         # The embedded server keeps its socket's lock file, its log and pgserver's handle list in its
         # data folder, and the base backup copied them.
         for leftover in [*self.dir.glob(".s.PGSQL.*"), self.dir / "log", self.dir / ".handle_pids.json"]:
@@ -171,7 +188,17 @@ class StreamingReplica:
 
     def resume_server(self) -> None:
         """Start (again) the standby's server; it catches up from its slot."""
-        self._run(str(_bin_dir() / "pg_ctl"), "-D", str(self.dir), "-l", str(self.dir / "replica.log"), "-w", "-t", "60", "start")
+        self._run(
+            str(_bin_dir() / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-l",
+            str(self.dir / "replica.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the standby's server (mode "immediate": as if it had crashed)."""
@@ -210,7 +237,11 @@ class StreamingReplica:
     def pause(self) -> None:
         """Stop replaying WAL (it still receives it): the standby falls behind until `resume`."""
         self.query("SELECT pg_wal_replay_pause()")
-        _wait(lambda: self.query("SELECT pg_get_wal_replay_pause_state()") == ("paused",), timeout=10, what="replay to pause")
+        _wait(
+            lambda: self.query("SELECT pg_get_wal_replay_pause_state()") == ("paused",),
+            timeout=10,
+            what="replay to pause",
+        )
 
     def resume(self) -> None:
         self.query("SELECT pg_wal_replay_resume()")
@@ -218,8 +249,11 @@ class StreamingReplica:
     def wait_caught_up(self, *, timeout: float = 30) -> None:
         """Until the standby has replayed everything the primary had written when this was called."""
         lsn = self.primary_lsn()
-        _wait(lambda: self.query("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]) == (True,), timeout=timeout,
-              what=f"the replica to replay up to {lsn}")
+        _wait(
+            lambda: self.query("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]) == (True,),
+            timeout=timeout,
+            what=f"the replica to replay up to {lsn}",
+        )
 
     def cleanup(self) -> None:
         if not self._started:
@@ -249,15 +283,20 @@ def replicas_sweep() -> None:
         if running and time.time() - folder.stat().st_mtime < STALE_AFTER_S:
             continue  # another test process of this checkout may be using it
         if running:
-            subprocess.run([str(_bin_dir() / "pg_ctl"), "-D", str(folder), "-m", "immediate", "-w", "stop"],
-                           user=pwd.getpwuid(folder.stat().st_uid).pw_name if os.geteuid() == 0 else None,
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                [str(_bin_dir() / "pg_ctl"), "-D", str(folder), "-m", "immediate", "-w", "stop"],
+                user=pwd.getpwuid(folder.stat().st_uid).pw_name if os.geteuid() == 0 else None,
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def database_alias_add(alias: str, settings_dict: dict) -> None:
     """Make `alias` a database of this test process (Django reads DATABASES once, at start)."""
-    configured = connections.configure_settings({"default": dict(connections["default"].settings_dict), alias: dict(settings_dict)})
+    configured = connections.configure_settings(
+        {"default": dict(connections["default"].settings_dict), alias: dict(settings_dict)}
+    )
     connections.settings[alias] = configured[alias]
 
 

@@ -37,7 +37,9 @@ class ModelVersionActionAccessTests(TestCase):
         if user is not None:
             client.force_login(user)
         name = f"admin:ml_modelversion_{action}"
-        return client.post(reverse(name, args=[] if action == "train" else [pk or self.version.pk]), {"architecture": "classifier"})
+        return client.post(
+            reverse(name, args=[] if action == "train" else [pk or self.version.pk]), {"architecture": "classifier"}
+        )
 
     def assertNothingChanged(self):
         self.assertEqual(ModelVersion.objects.count(), 2)
@@ -47,7 +49,13 @@ class ModelVersionActionAccessTests(TestCase):
         self.assertEqual(self.version.embeddings.count(), 1)
 
     def test_anonymous_and_non_staff_users_are_sent_to_the_login_page(self):
-        everything = ["view_modelversion", "train_modelversion", "reindex_modelversion", "activate_modelversion", "cancel_modelversion"]
+        everything = [
+            "view_modelversion",
+            "train_modelversion",
+            "reindex_modelversion",
+            "activate_modelversion",
+            "cancel_modelversion",
+        ]
         for user in (None, user_with("customer", *everything, staff=False)):
             for action in ("train", *ACTIONS):
                 with self.subTest(user=user and user.username, action=action):
@@ -57,7 +65,13 @@ class ModelVersionActionAccessTests(TestCase):
         self.assertNothingChanged()
 
     def test_each_action_needs_its_own_permission(self):
-        needs = {"train": "train", "reindex": "reindex", "delete_vectors": "reindex", "activate": "activate", "cancel": "cancel"}
+        needs = {
+            "train": "train",
+            "reindex": "reindex",
+            "delete_vectors": "reindex",
+            "activate": "activate",
+            "cancel": "cancel",
+        }
         for permission in ("train", "reindex", "activate", "cancel"):
             user = user_with(f"only-{permission}", "view_modelversion", f"{permission}_modelversion")
             for action, required in needs.items():
@@ -72,8 +86,10 @@ class ModelVersionActionAccessTests(TestCase):
         with mock.patch.object(app, "send_task") as sent, self.captureOnCommitCallbacks(execute=True):
             self.assertEqual(self.post(user_with("r", "reindex_modelversion"), "reindex").status_code, 302)
         job = IndexJob.objects.get(model_version=self.version)
-        self.assertEqual([(c.args, c.kwargs) for c in sent.call_args_list],
-                         [((INDEX_BATCH,), {"args": [pk]}) for pk in job.batches.values_list("pk", flat=True)])
+        self.assertEqual(
+            [(c.args, c.kwargs) for c in sent.call_args_list],
+            [((INDEX_BATCH,), {"args": [pk]}) for pk in job.batches.values_list("pk", flat=True)],
+        )
         self.assertEqual((job.status, job.batches_done), (IndexJob.Status.RUNNING, 0))
         self.assertEqual(self.post(user_with("c", "cancel_modelversion"), "cancel").status_code, 302)
         self.assertEqual(IndexJob.objects.get().status, IndexJob.Status.CANCELLED)
@@ -92,12 +108,16 @@ class ModelVersionActionAccessTests(TestCase):
         client.force_login(manager)
         for action in ACTIONS:
             with self.subTest(action):
-                self.assertEqual(client.get(reverse(f"admin:ml_modelversion_{action}", args=[self.version.pk])).status_code, 405)
+                self.assertEqual(
+                    client.get(reverse(f"admin:ml_modelversion_{action}", args=[self.version.pk])).status_code, 405
+                )
         strict = Client(enforce_csrf_checks=True)
         strict.force_login(manager)
         for action in ACTIONS:
             with self.subTest(action, csrf=True):
-                self.assertEqual(strict.post(reverse(f"admin:ml_modelversion_{action}", args=[self.version.pk])).status_code, 403)
+                self.assertEqual(
+                    strict.post(reverse(f"admin:ml_modelversion_{action}", args=[self.version.pk])).status_code, 403
+                )
         self.assertNothingChanged()
 
     def test_model_version_status_needs_the_view_permission(self):
@@ -138,7 +158,9 @@ class IndexJobAdminAccessTests(TestCase):
         self.assertEqual(client.get(reverse("admin:search_indexjob_add")).status_code, 403)
         change = client.post(reverse("admin:search_indexjob_change", args=[self.job.pk]), {"status": "done"})
         self.assertIn(change.status_code, (302, 403))
-        self.assertEqual(client.post(reverse("admin:search_indexjob_delete", args=[self.job.pk]), {"post": "yes"}).status_code, 403)
+        self.assertEqual(
+            client.post(reverse("admin:search_indexjob_delete", args=[self.job.pk]), {"post": "yes"}).status_code, 403
+        )
         self.job.refresh_from_db()
         self.assertEqual(self.job.status, IndexJob.Status.RUNNING)
         root = User.objects.create_superuser("root", "root@example.com", "pw")

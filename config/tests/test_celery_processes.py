@@ -37,18 +37,32 @@ class WorkerProcessTests(TestCase):
             self.assertEqual(embedding_worker_processes({"WORKER_REQUIRE_GPU": "0"}), 3)
             self.assertEqual(embedding_worker_processes({"WORKER_REQUIRE_GPU": "1"}), GPU_WORKER_PROCESSES)
             self.assertEqual(embedding_worker_processes({"WORKER_REQUIRE_GPU": "yes"}), GPU_WORKER_PROCESSES)
-            self.assertEqual(embedding_worker_processes({"WORKER_REQUIRE_GPU": "1", "EMBEDDING_WORKER_PROCESSES": "6"}), 6)
-            self.assertEqual(embedding_worker_processes({"EMBEDDING_WORKER_PROCESSES": " "}), 3)  # compose's empty default
+            self.assertEqual(
+                embedding_worker_processes({"WORKER_REQUIRE_GPU": "1", "EMBEDDING_WORKER_PROCESSES": "6"}), 6
+            )
+            self.assertEqual(
+                embedding_worker_processes({"EMBEDDING_WORKER_PROCESSES": " "}), 3
+            )  # compose's empty default
         for bad in ("0", "-2", "two", "1.5"):
-            with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, "EMBEDDING_WORKER_PROCESSES must be a whole number"):
+            with (
+                self.subTest(bad=bad),
+                self.assertRaisesRegex(ValueError, "EMBEDDING_WORKER_PROCESSES must be a whole number"),
+            ):
                 embedding_worker_processes({"EMBEDDING_WORKER_PROCESSES": bad})
 
     def test_each_prefork_process_gets_its_share_of_the_cores(self):
-        cases = ((2, "prefork", 4, "2"), (4, "prefork", 2, "1"), (2, "celery.concurrency.threads:TaskPool", 4, "4"),
-                 (1, "solo", 2, "2"))
+        cases = (
+            (2, "prefork", 4, "2"),
+            (4, "prefork", 2, "1"),
+            (2, "celery.concurrency.threads:TaskPool", 4, "4"),
+            (1, "solo", 2, "2"),
+        )
         for concurrency, pool, cores, threads in cases:
             env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
-            with mock.patch.dict(os.environ, env, clear=True), mock.patch("config.celery.os.cpu_count", return_value=cores):
+            with (
+                mock.patch.dict(os.environ, env, clear=True),
+                mock.patch("config.celery.os.cpu_count", return_value=cores),
+            ):
                 tensorflow_threads_share(sender=SimpleNamespace(concurrency=concurrency, pool_cls=pool))
                 self.assertEqual(os.environ["TF_NUM_INTRAOP_THREADS"], threads, (concurrency, pool, cores))
                 self.assertEqual(os.environ["TF_NUM_INTEROP_THREADS"], threads)
@@ -69,8 +83,14 @@ class WorkerCommandTests(TestCase):
 
     def concurrency(self, argv: list[str], **env: str) -> list[int]:
         clean = {k: v for k, v in os.environ.items() if k not in ("WORKER_REQUIRE_GPU", "EMBEDDING_WORKER_PROCESSES")}
-        result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                                env={**clean, "PATH": f"{self.bin}:{os.environ['PATH']}", **env})
+        result = subprocess.run(
+            argv,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**clean, "PATH": f"{self.bin}:{os.environ['PATH']}", **env},
+        )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         return [int(n) for n in re.findall(r"^celery .*-Q embeddings -c (\d+)", result.stdout, re.M)]
 

@@ -164,9 +164,15 @@ class ClassificationTests(TestCase):
 
         self.assertTrue(database_connection_lost(InterfaceError("connection already closed")))
         self.assertTrue(database_connection_lost(wrapped(psycopg2.OperationalError("could not connect to server"))))
-        self.assertTrue(database_connection_lost(wrapped(psycopg2.DatabaseError("server closed the connection unexpectedly"))))
+        self.assertTrue(
+            database_connection_lost(wrapped(psycopg2.DatabaseError("server closed the connection unexpectedly")))
+        )
         self.assertIsInstance(wrapped(psycopg2.DatabaseError("x")), DatabaseError)
-        self.assertFalse(database_connection_lost(wrapped(psycopg2.errors.QueryCanceled("canceling statement due to statement timeout"))))
+        self.assertFalse(
+            database_connection_lost(
+                wrapped(psycopg2.errors.QueryCanceled("canceling statement due to statement timeout"))
+            )
+        )
         self.assertFalse(database_connection_lost(wrapped(psycopg2.errors.DeadlockDetected("deadlock detected"))))
         self.assertFalse(database_connection_lost(OperationalError("a bare Django error")))
         self.assertFalse(database_connection_lost(IntegrityError("duplicate key")))

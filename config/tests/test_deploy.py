@@ -16,8 +16,12 @@ ROOT = settings.BASE_DIR
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, "CACHE_URL": "locmem://", **env},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, "CACHE_URL": "locmem://", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -37,14 +41,24 @@ class DeployCheckTests(SimpleTestCase):
             " s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_CONTENT_TYPE_NOSNIFF, s.X_FRAME_OPTIONS, s.ALLOWED_HOSTS,"
             " s.SEARCH_RATE_LIMIT]))"
         )
-        base = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "SEARCH_RATE_LIMIT"}}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "SEARCH_RATE_LIMIT"}
+        }
         result = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", "CACHE_URL": "locmem://", **PRODUCTION},
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         values = __import__("json").loads(result.stdout.strip().splitlines()[-1])
-        self.assertEqual(values, [False, True, True, True, 31536000, True, True, "DENY", ["shop.example.com"], "30/minute"])
+        self.assertEqual(
+            values, [False, True, True, True, 31536000, True, True, "DENY", ["shop.example.com"], "30/minute"]
+        )
 
     def test_debug_off_without_a_secret_key_refuses_to_start(self):
         result = manage("check", DEBUG="0", ALLOWED_HOSTS="shop.example.com")

@@ -100,8 +100,12 @@ class WebServer:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="lookalike-web-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            web_server_command(str(self.port)), cwd=ROOT, env=child_env(DEBUG="1", **env),
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            web_server_command(str(self.port)),
+            cwd=ROOT,
+            env=child_env(DEBUG="1", **env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
         def up():
@@ -246,9 +250,15 @@ class MakeRunInstallsTests(TestCase):
             path = bin_dir / stub
             path.write_text("#!" + str(bin_dir / "bash") + "\n" + body)
             path.chmod(path.stat().st_mode | stat.S_IEXEC)
-        env = {"PATH": str(bin_dir), "FASHION_MNIST_DIR": "/nonexistent", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/11",
-               "HOME": str(bin_dir)}
-        result = subprocess.run(["bash", str(ROOT / ".ci" / "system-deps"), *args], env=env, capture_output=True, text=True, timeout=60)
+        env = {
+            "PATH": str(bin_dir),
+            "FASHION_MNIST_DIR": "/nonexistent",
+            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/11",
+            "HOME": str(bin_dir),
+        }
+        result = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "system-deps"), *args], env=env, capture_output=True, text=True, timeout=60
+        )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         return log.read_text() if log.exists() else ""
 

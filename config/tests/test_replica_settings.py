@@ -31,8 +31,14 @@ ROOT = settings.BASE_DIR
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_REPLICA")}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**base, "CACHE_URL": "locmem://", **env})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "CACHE_URL": "locmem://", **env},
+    )
 
 
 class ReplicaSettingsTests(SimpleTestCase):
@@ -43,29 +49,46 @@ class ReplicaSettingsTests(SimpleTestCase):
             " d['CONN_HEALTH_CHECKS']] for a, d in s.DATABASES.items() if a != 'default'}, s.DATABASE_ROUTERS,"
             " [c.connection is None for c in connections.all()]]))"
         )
-        result = python(code, DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL="postgres://shop@primary.invalid/shop",
-                        DATABASE_REPLICA_URLS=" postgres://shop:pw@replica-a.invalid:5433/shop , postgres://shop@replica-b.invalid/shop,")
+        result = python(
+            code,
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATABASE_URL="postgres://shop@primary.invalid/shop",
+            DATABASE_REPLICA_URLS=" postgres://shop:pw@replica-a.invalid:5433/shop , postgres://shop@replica-b.invalid/shop,",
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         aliases, databases, routers, unconnected = json.loads(result.stdout.strip().splitlines()[-1])
         self.assertEqual(aliases, ["replica1", "replica2"])
-        self.assertEqual(databases["replica1"], ["replica-a.invalid", 5433, "shop", {"connect_timeout": 2}, "default", True])
+        self.assertEqual(
+            databases["replica1"], ["replica-a.invalid", 5433, "shop", {"connect_timeout": 2}, "default", True]
+        )
         self.assertEqual(databases["replica2"][0], "replica-b.invalid")
         self.assertEqual(routers, ["config.replicas.ReplicaRouter"])
         self.assertTrue(all(unconnected))
 
     def test_a_url_that_is_not_postgres_is_refused_naming_the_entry(self):
         for bad in ("mysql://shop@db/shop", "postgres://db-without-a-name", "not a url"):
-            with self.subTest(bad=bad), self.assertRaisesMessage(ValueError, "DATABASE_REPLICA_URLS entry 2 must be a postgres:// URL"):
+            with (
+                self.subTest(bad=bad),
+                self.assertRaisesMessage(ValueError, "DATABASE_REPLICA_URLS entry 2 must be a postgres:// URL"),
+            ):
                 replica_databases(["postgres://shop@db/shop", bad], connect_timeout=2)
-        result = python("import django; django.setup()", DJANGO_SETTINGS_MODULE="config.settings",
-                        DATABASE_URL="postgres://shop@primary.invalid/shop", DATABASE_REPLICA_URLS="mysql://shop@db/shop")
+        result = python(
+            "import django; django.setup()",
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATABASE_URL="postgres://shop@primary.invalid/shop",
+            DATABASE_REPLICA_URLS="mysql://shop@db/shop",
+        )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("ImproperlyConfigured: DATABASE_REPLICA_URLS entry 1 must be a postgres:// URL", result.stderr)
 
     def test_lag_and_interval_settings_must_be_non_negative_numbers(self):
         with mock.patch.dict(os.environ, {"DATABASE_REPLICA_MAX_LAG_SECONDS": "2.5"}):
             self.assertEqual(env_float("DATABASE_REPLICA_MAX_LAG_SECONDS", 5.0), 2.5)
-        for bad, message in (("soon", "must be a number of seconds"), ("-1", "must be at least 0"), ("nan", "must be at least 0")):
+        for bad, message in (
+            ("soon", "must be a number of seconds"),
+            ("-1", "must be at least 0"),
+            ("nan", "must be at least 0"),
+        ):
             with self.subTest(bad=bad), mock.patch.dict(os.environ, {"DATABASE_REPLICA_MAX_LAG_SECONDS": bad}):
                 with self.assertRaisesMessage(ImproperlyConfigured, message):
                     env_float("DATABASE_REPLICA_MAX_LAG_SECONDS", 5.0)
@@ -87,10 +110,17 @@ class RouterTests(SimpleTestCase):
         self.assertEqual(router.db_for_read(Product), "default")  # outside a replica_reads view
 
         def view(request):
-            return [router.db_for_read(Product), router.db_for_read(ImageEmbedding), router.db_for_read(User),
-                    router.db_for_write(Product), router.db_for_read(Product, instance=Product(pk=1))]
+            return [
+                router.db_for_read(Product),
+                router.db_for_read(ImageEmbedding),
+                router.db_for_read(User),
+                router.db_for_write(Product),
+                router.db_for_read(Product, instance=Product(pk=1)),
+            ]
 
-        self.assertEqual(_call_on("replica_x", view, None, (), {}), ["replica_x", "replica_x", "default", "default", "replica_x"])
+        self.assertEqual(
+            _call_on("replica_x", view, None, (), {}), ["replica_x", "replica_x", "default", "default", "replica_x"]
+        )
         loaded_there = Product(pk=1)
         loaded_there._state.db = "replica_x"
         self.assertEqual(router.db_for_read(Product, instance=loaded_there), "default")  # not its database: the primary

@@ -66,9 +66,23 @@ class PasswordRedis:
     def __enter__(self):
         self.port = free_port()
         self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password,
-             "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--requirepass",
+                self.password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tempfile.gettempdir(),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
         wait_for(lambda: redis_probe(url, timeout=0.3)[0] == REDIS_UP, timeout=10, what="the password Redis")
@@ -118,8 +132,12 @@ class RedisProbeTests(SimpleTestCase):
             threading.Thread(target=answer_like_http, daemon=True).start()
             url = f"redis://127.0.0.1:{port}/0"
             self.assertEqual(redis_probe(url, timeout=0.5)[0], REDIS_NOT_REDIS)
-            with tempfile.TemporaryDirectory() as var, mock.patch.object(demo, "VAR", Path(var)), \
-                    mock.patch.dict(os.environ, {"CELERY_BROKER_URL": url}), Supervisor() as sv:
+            with (
+                tempfile.TemporaryDirectory() as var,
+                mock.patch.object(demo, "VAR", Path(var)),
+                mock.patch.dict(os.environ, {"CELERY_BROKER_URL": url}),
+                Supervisor() as sv,
+            ):
                 self.assertEqual(demo.choose_broker(sv), "filesystem://")  # not a redis-server on a taken port
                 self.assertEqual(sv.children, [])
 
@@ -148,13 +166,28 @@ class SupervisorProcessTests(SimpleTestCase):
         self.var = Path(tempfile.mkdtemp(prefix="lookalike-demo-"))
         self.pids_file = self.var / "pids"
         self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
-        self.sleeper = {"name": "sleeper", "argv": [sys.executable, "-c", SLEEPER, str(self.pids_file)], "background": True}
+        self.sleeper = {
+            "name": "sleeper",
+            "argv": [sys.executable, "-c", SLEEPER, str(self.pids_file)],
+            "background": True,
+        }
 
     def supervise(self, steps: list[dict]) -> subprocess.Popen:
-        env = {**os.environ, "CELERY_BROKER_URL": self.redis_url, "DATABASE_URL": "postgres://unused@127.0.0.1/unused",
-               "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, "-c", RUNNER, str(self.var), json.dumps(steps)], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        env = {
+            **os.environ,
+            "CELERY_BROKER_URL": self.redis_url,
+            "DATABASE_URL": "postgres://unused@127.0.0.1/unused",
+            "PYTHONUNBUFFERED": "1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(self.var), json.dumps(steps)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.addCleanup(self._kill_all, process)
         return process
 
@@ -188,7 +221,10 @@ class SupervisorProcessTests(SimpleTestCase):
         return output
 
     def test_a_failed_step_stops_everything_started(self):
-        failing = {"name": "failing step", "argv": [sys.executable, "-c", "import time, sys; time.sleep(2); sys.exit(3)"]}
+        failing = {
+            "name": "failing step",
+            "argv": [sys.executable, "-c", "import time, sys; time.sleep(2); sys.exit(3)"],
+        }
         process = self.supervise([self.sleeper, self.sleeper, failing])
         pids, redis_pid = self.started(4)
         output = self.assert_all_gone(process, pids, redis_pid, status=1)

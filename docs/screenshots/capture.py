@@ -104,7 +104,9 @@ def two_products_photo(path: str) -> None:
     """A "photo" of two catalogue products side by side, enlarged: what the crop box is for."""
     left = Product.objects.filter(category__name="Sneaker").order_by("id")[5].images.first()
     right = Product.objects.filter(category__name="Bag").order_by("id")[5].images.first()
-    tiles = [Image.open(i.image.path).convert("RGB").resize((224, 224), Image.Resampling.NEAREST) for i in (left, right)]
+    tiles = [
+        Image.open(i.image.path).convert("RGB").resize((224, 224), Image.Resampling.NEAREST) for i in (left, right)
+    ]
     photo = Image.new("RGB", (448, 224))
     photo.paste(tiles[0], (0, 0))
     photo.paste(tiles[1], (224, 0))
@@ -143,7 +145,9 @@ def main_search_pages(base: str) -> None:
             wait(driver, "[data-crop-box]")
             image = driver.find_element(By.CSS_SELECTOR, "[data-crop-image]")
             handle = driver.find_element(By.CSS_SELECTOR, '[data-handle="nw"]')
-            ActionChains(driver).move_to_element(handle).click_and_hold().move_by_offset(image.size["width"] // 2 + 10, 12).release().perform()
+            ActionChains(driver).move_to_element(handle).click_and_hold().move_by_offset(
+                image.size["width"] // 2 + 10, 12
+            ).release().perform()
             driver.execute_script("document.querySelector('[data-cropper]').scrollIntoView({block: 'center'})")
             save(driver, "crop-box")
     finally:

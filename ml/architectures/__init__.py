@@ -23,8 +23,20 @@ DEFAULT_ARCHITECTURE = "classifier"
 PHOTO_ARCHITECTURE = "deep_ranking"
 
 __all__ = [
-    "ARCHITECTURES", "CLASSIFIER_VARIANTS", "DEFAULT_ARCHITECTURE", "REGISTRY", "Architecture", "Built",
-    "CatalogueLabels", "Recommendation", "TrainingData", "build", "defaults", "float32_embedder", "get", "recommend",
+    "ARCHITECTURES",
+    "CLASSIFIER_VARIANTS",
+    "DEFAULT_ARCHITECTURE",
+    "REGISTRY",
+    "Architecture",
+    "Built",
+    "CatalogueLabels",
+    "Recommendation",
+    "TrainingData",
+    "build",
+    "defaults",
+    "float32_embedder",
+    "get",
+    "recommend",
 ]
 
 
@@ -72,12 +84,20 @@ def recommend(*, images: int, products: int, median_side: float, grey_share: flo
     """
     per_product = images / max(products, 1)
     if median_side <= 48 and grey_share >= 0.9:
-        return Recommendation(DEFAULT_ARCHITECTURE, classifier.ARCHITECTURE.default_variant, {"image_size": 28},
-                              reason=f"small grey-scale images ({median_side:.0f} px, {per_product:.1f} per "
-                                     "product): the category classifier measures best on such catalogues "
-                                     "(bench/retrieval.py)")
+        return Recommendation(
+            DEFAULT_ARCHITECTURE,
+            classifier.ARCHITECTURE.default_variant,
+            {"image_size": 28},
+            reason=f"small grey-scale images ({median_side:.0f} px, {per_product:.1f} per "
+            "product): the category classifier measures best on such catalogues "
+            "(bench/retrieval.py)",
+        )
     size = 64 if median_side >= 64 else 48 if median_side >= 40 else 32
-    return Recommendation(PHOTO_ARCHITECTURE, None, {"image_size": size},
-                          reason=f"photos ({median_side:.0f} px, {100 * (1 - grey_share):.0f}% in colour, "
-                                 f"{per_product:.1f} per product): deep ranking on product identity finds the "
-                                 "same product and its look-alikes best (bench/photos.py)")
+    return Recommendation(
+        PHOTO_ARCHITECTURE,
+        None,
+        {"image_size": size},
+        reason=f"photos ({median_side:.0f} px, {100 * (1 - grey_share):.0f}% in colour, "
+        f"{per_product:.1f} per product): deep ranking on product identity finds the "
+        "same product and its look-alikes best (bench/photos.py)",
+    )

@@ -82,8 +82,15 @@ class Autoencoder(Architecture):
     def training_data(self, hp, built, framed, labels, train_idx, seed) -> TrainingData:
         from ml.input import Augment, make_dataset
 
-        ds = make_dataset(framed, "images", train_idx, batch_size=hp.batch_size, shuffle=True,
-                          augment=Augment("light" if hp.augment else None), seed=seed)
+        ds = make_dataset(
+            framed,
+            "images",
+            train_idx,
+            batch_size=hp.batch_size,
+            shuffle=True,
+            augment=Augment("light" if hp.augment else None),
+            seed=seed,
+        )
         return TrainingData(ds, int(np.ceil(len(train_idx) / hp.batch_size)))
 
 

@@ -86,8 +86,10 @@ class Architecture:
     def validate(self, hp: HParams) -> HParams:
         """The checks every run needs (HParams.validate), then this architecture's own."""
         if hp.backbone is not None:
-            raise ValueError(f"A backbone is only used by deep_ranking. Received: backbone={hp.backbone!r} "
-                             f"with architecture={self.name!r}")
+            raise ValueError(
+                f"A backbone is only used by deep_ranking. Received: backbone={hp.backbone!r} "
+                f"with architecture={self.name!r}"
+            )
         hp.validate()
         if self.variants and hp.variant not in self.variants:
             raise ValueError(f"variant must be one of {tuple(self.variants)}. Received: variant={hp.variant!r}")
@@ -110,8 +112,9 @@ class Architecture:
         """What makes a holdout image relevant to a query: "category" or "product"."""
         return "category"
 
-    def training_data(self, hp: HParams, built: Built, framed: FramedImages, labels: CatalogueLabels,
-                      train_idx: np.ndarray, seed: int) -> TrainingData:
+    def training_data(
+        self, hp: HParams, built: Built, framed: FramedImages, labels: CatalogueLabels, train_idx: np.ndarray, seed: int
+    ) -> TrainingData:
         raise NotImplementedError  # every architecture file overrides it
 
     def learns_colour(self, hp: HParams) -> bool:

@@ -19,8 +19,9 @@ def _check(image_size: int, dim: int, num_classes: int) -> None:
         raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
 
 
-def build_classifier(*, image_size: int, dim: int, num_classes: int, variant: str = "cnn", hidden_units: int = 120,
-                     l2: float = 1e-4):
+def build_classifier(
+    *, image_size: int, dim: int, num_classes: int, variant: str = "cnn", hidden_units: int = 120, l2: float = 1e-4
+):
     """Embedding model with a category head: outputs {"embedding", "probabilities"}.
 
     softmax (seed 002): a linear map to the dim-d embedding, then linear logits; overall still a
@@ -50,10 +51,12 @@ def build_classifier(*, image_size: int, dim: int, num_classes: int, variant: st
             raise ValueError(f"hidden_units must be a positive integer. Received: hidden_units={hidden_units!r}")
         reg = keras.regularizers.L2(l2)
         x = layers.Flatten(name="flatten")(x)
-        embedding = layers.Dense(hidden_units, activation="relu", kernel_regularizer=reg, name="embedding",
-                                 dtype=OUTPUT_DTYPE)(x)
-        probs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, name="probabilities",
-                             dtype=OUTPUT_DTYPE)(embedding)
+        embedding = layers.Dense(
+            hidden_units, activation="relu", kernel_regularizer=reg, name="embedding", dtype=OUTPUT_DTYPE
+        )(x)
+        probs = layers.Dense(
+            num_classes, activation="softmax", kernel_regularizer=reg, name="probabilities", dtype=OUTPUT_DTYPE
+        )(embedding)
     else:
         x = conv_block(x, 32, "block1")
         x = conv_block(x, 64, "block2")
@@ -77,8 +80,10 @@ def classifier_trainer(embedder):
 class Classifier(Architecture):
     name = "classifier"
     title = "Classifier"
-    summary = ("Learns the catalogue's categories; similar items are products of the same kind. Best on "
-               "Fashion-MNIST-like catalogues (small, centred, one image per product).")
+    summary = (
+        "Learns the catalogue's categories; similar items are products of the same kind. Best on "
+        "Fashion-MNIST-like catalogues (small, centred, one image per product)."
+    )
     # bench/retrieval.py measured these on Fashion-MNIST (see its JSON for the figures).
     # framing=False: Fashion-MNIST-like images come framed by their dataset; on them the inputs (and so the
     # figures of bench/retrieval.py) stay exactly those measured before framing existed.
@@ -94,16 +99,34 @@ class Classifier(Architecture):
     def build(self, hp: HParams, labels: CatalogueLabels) -> Built:
         import keras
 
-        embedder = build_classifier(image_size=hp.image_size, dim=hp.dim, num_classes=len(labels.category_names),
-                                    variant=hp.variant, hidden_units=hp.hidden_units, l2=hp.l2)
-        return Built(embedder, classifier_trainer(embedder), loss=keras.losses.SparseCategoricalCrossentropy(),
-                     metrics=["accuracy"], has_classifier_head=True)
+        embedder = build_classifier(
+            image_size=hp.image_size,
+            dim=hp.dim,
+            num_classes=len(labels.category_names),
+            variant=hp.variant,
+            hidden_units=hp.hidden_units,
+            l2=hp.l2,
+        )
+        return Built(
+            embedder,
+            classifier_trainer(embedder),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+            has_classifier_head=True,
+        )
 
     def training_data(self, hp, built, framed, labels, train_idx, seed) -> TrainingData:
         from ml.input import Augment, make_dataset
 
-        ds = make_dataset(framed, {"probabilities": labels.categories}, train_idx, batch_size=hp.batch_size,
-                          shuffle=True, augment=Augment("light" if hp.augment else None), seed=seed)
+        ds = make_dataset(
+            framed,
+            {"probabilities": labels.categories},
+            train_idx,
+            batch_size=hp.batch_size,
+            shuffle=True,
+            augment=Augment("light" if hp.augment else None),
+            seed=seed,
+        )
         return TrainingData(ds.map(lambda x, y: (x, y["probabilities"])), int(np.ceil(len(train_idx) / hp.batch_size)))
 
 

@@ -48,10 +48,19 @@ def _backbone(name: str, weights: str | None, image_size: int):
 ITEM_COLOURS = {"space": "hue", "hue_bins": 16}
 
 
-def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = None, num_products: int | None = None,
-                       num_colours: int | None = None, shares: tuple[float, float] = (0.0, 0.0),
-                       item_colour_share: float = 0.0, width: int = 32,
-                       backbone: str | None = None, backbone_weights: str | None = None):
+def build_deep_ranking(
+    *,
+    image_size: int,
+    dim: int,
+    num_classes: int | None = None,
+    num_products: int | None = None,
+    num_colours: int | None = None,
+    shares: tuple[float, float] = (0.0, 0.0),
+    item_colour_share: float = 0.0,
+    width: int = 32,
+    backbone: str | None = None,
+    backbone_weights: str | None = None,
+):
     """Seed 004's multi-scale network: a deep ConvNet branch for shape and pattern plus a shallow
     branch on the downsampled input for colour and coarse appearance, concatenated and projected
     to a `dim`-d L2-normalised embedding.
@@ -99,8 +108,9 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
         d = conv_block(d, width, "deep1", convs=1)
         d = conv_block(d, 2 * width, "deep2")
         d = conv_block(d, 4 * width, "deep3", pool=False)
-        d = layers.Concatenate(name="deep_pool")([layers.GlobalAveragePooling2D(name="deep_avg")(d),
-                                                  layers.GlobalMaxPooling2D(name="deep_max")(d)])
+        d = layers.Concatenate(name="deep_pool")(
+            [layers.GlobalAveragePooling2D(name="deep_avg")(d), layers.GlobalMaxPooling2D(name="deep_max")(d)]
+        )
     else:
         d = conv_block(x, width, "deep1")
         d = conv_block(d, 2 * width, "deep2")
@@ -138,8 +148,9 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
         part_shares.append(item_colour_share)
     if any(part_shares):
         names = ("instance_embedding", *(name for name, _ in parts))
-        embedding = Compose(tuple(part_shares), names, name="embedding",
-                            dtype=OUTPUT_DTYPE)([instance_embedding, *(tensor for _, tensor in parts)])
+        embedding = Compose(tuple(part_shares), names, name="embedding", dtype=OUTPUT_DTYPE)(
+            [instance_embedding, *(tensor for _, tensor in parts)]
+        )
     else:
         embedding = layers.Identity(name="embedding", dtype=OUTPUT_DTYPE)(instance_embedding)
     outputs = {"embedding": embedding}
@@ -148,20 +159,38 @@ def build_deep_ranking(*, image_size: int, dim: int, num_classes: int | None = N
     embedder = keras.Model(inputs, outputs, name="deep_ranking")
     if num_products is None:
         return embedder
-    train_outputs["instance"] = CosineLogits(num_products, scale=24.0, name="instance",
-                                             dtype=OUTPUT_DTYPE)(instance_embedding)
+    train_outputs["instance"] = CosineLogits(num_products, scale=24.0, name="instance", dtype=OUTPUT_DTYPE)(
+        instance_embedding
+    )
     return embedder, train_outputs
 
 
 class DeepRanking(Architecture):
     name = "deep_ranking"
     title = "Deep ranking (triplets)"
-    summary = ("Learns what makes each product look like itself (its other photos and augmented views that "
-               "keep colour) plus its category; similar items share kind, colour and pattern. Best on photo "
-               "catalogues (bench/photos.py).")
-    defaults = dict(image_size=64, dim=128, batch_size=128, lr=3e-3, epochs=100, margin=0.2, mining="semi-hard",
-                    positives="product", triplet_weight=0.0, aux_weight=1.0, colour_weight=1.0, category_share=0.3,
-                    colour_share=0.3, item_colour_share=0.05, width=48, augment=True)
+    summary = (
+        "Learns what makes each product look like itself (its other photos and augmented views that "
+        "keep colour) plus its category; similar items share kind, colour and pattern. Best on photo "
+        "catalogues (bench/photos.py)."
+    )
+    defaults = dict(
+        image_size=64,
+        dim=128,
+        batch_size=128,
+        lr=3e-3,
+        epochs=100,
+        margin=0.2,
+        mining="semi-hard",
+        positives="product",
+        triplet_weight=0.0,
+        aux_weight=1.0,
+        colour_weight=1.0,
+        category_share=0.3,
+        colour_share=0.3,
+        item_colour_share=0.05,
+        width=48,
+        augment=True,
+    )
 
     def validate(self, hp: HParams) -> HParams:
         hp.validate()  # a backbone is this architecture's to use
@@ -171,8 +200,10 @@ class DeepRanking(Architecture):
     def check(self, hp: HParams) -> None:
         if hp.positives == "product":
             if hp.batch_size % VIEWS_PER_PRODUCT:
-                raise ValueError(f"batch_size must be even ({VIEWS_PER_PRODUCT} views per product). "
-                                 f"Received: batch_size={hp.batch_size}")
+                raise ValueError(
+                    f"batch_size must be even ({VIEWS_PER_PRODUCT} views per product). "
+                    f"Received: batch_size={hp.batch_size}"
+                )
             return
         if hp.batch_size % hp.classes_per_batch:
             raise ValueError(
@@ -194,11 +225,16 @@ class DeepRanking(Architecture):
         head = hp.aux_weight > 0
         colours = by_product and hp.colour_weight > 0 and labels.colours is not None
         made = build_deep_ranking(
-            image_size=hp.image_size, dim=hp.dim, num_classes=len(labels.category_names) if head else None,
+            image_size=hp.image_size,
+            dim=hp.dim,
+            num_classes=len(labels.category_names) if head else None,
             num_products=max(2, labels.n_products) if by_product else None,
             num_colours=max(2, int(labels.colours.max()) + 1) if colours else None,
             shares=(hp.category_share if head else 0.0, hp.colour_share if colours else 0.0),
-            item_colour_share=hp.item_colour_share, width=hp.width, backbone=hp.backbone, backbone_weights=hp.backbone_weights,
+            item_colour_share=hp.item_colour_share,
+            width=hp.width,
+            backbone=hp.backbone,
+            backbone_weights=hp.backbone_weights,
         )
         embedder, outputs = made if by_product else (made, {})
         if not by_product:
@@ -215,8 +251,14 @@ class DeepRanking(Architecture):
         if "colours" in outputs:
             losses["colours"], weights["colours"] = sparse(), hp.colour_weight
         trainer = keras.Model(embedder.input, outputs, name="deep_ranking_trainer")
-        return Built(embedder, trainer, loss=losses, loss_weights=weights,
-                     metrics={"probabilities": ["accuracy"]} if head else None, has_classifier_head=head)
+        return Built(
+            embedder,
+            trainer,
+            loss=losses,
+            loss_weights=weights,
+            metrics={"probabilities": ["accuracy"]} if head else None,
+            has_classifier_head=head,
+        )
 
     def learns_colour(self, hp: HParams) -> bool:
         return hp.positives == "product" and hp.colour_weight > 0
@@ -253,24 +295,41 @@ class DeepRanking(Architecture):
         from ml.input import Augment, make_balanced_dataset
 
         if hp.positives == "product":
-            augment = Augment("views" if hp.augment else None, views=ViewAugment(scene_share=hp.scene_views),
-                              background=framed.background)
-            targets = {"instance_embedding": labels.products, "instance": labels.products,
-                       "probabilities": labels.categories}
+            augment = Augment(
+                "views" if hp.augment else None,
+                views=ViewAugment(scene_share=hp.scene_views),
+                background=framed.background,
+            )
+            targets = {
+                "instance_embedding": labels.products,
+                "instance": labels.products,
+                "probabilities": labels.categories,
+            }
             if labels.colours is not None:
                 targets["colours"] = labels.colours
             ds = make_balanced_dataset(
-                framed, targets,
-                labels.products, train_idx, classes_per_batch=hp.batch_size // VIEWS_PER_PRODUCT,
-                per_class=VIEWS_PER_PRODUCT, augment=augment, seed=seed, min_per_class=1,
+                framed,
+                targets,
+                labels.products,
+                train_idx,
+                classes_per_batch=hp.batch_size // VIEWS_PER_PRODUCT,
+                per_class=VIEWS_PER_PRODUCT,
+                augment=augment,
+                seed=seed,
+                min_per_class=1,
             )
             n_products = len(np.unique(labels.products[train_idx]))
             steps = max(1, int(np.ceil(n_products / (hp.batch_size // VIEWS_PER_PRODUCT))))
         else:
             ds = make_balanced_dataset(
-                framed, {"instance_embedding": labels.categories, "probabilities": labels.categories}, labels.categories,
-                train_idx, classes_per_batch=hp.classes_per_batch, per_class=hp.batch_size // hp.classes_per_batch,
-                augment=Augment("light" if hp.augment else None), seed=seed,
+                framed,
+                {"instance_embedding": labels.categories, "probabilities": labels.categories},
+                labels.categories,
+                train_idx,
+                classes_per_batch=hp.classes_per_batch,
+                per_class=hp.batch_size // hp.classes_per_batch,
+                augment=Augment("light" if hp.augment else None),
+                seed=seed,
             )
             steps = max(1, len(train_idx) // hp.batch_size)
         keep = set(built.loss)

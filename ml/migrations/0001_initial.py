@@ -4,40 +4,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('architecture', models.CharField(choices=[('autoencoder', 'Convolutional autoencoder'), ('deep_ranking', 'Deep ranking (triplets)'), ('classifier', 'Classifier')], max_length=32)),
-                ('hparams', models.JSONField(default=dict, help_text='Hyperparameters as given to ml.training.train.')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='queued', max_length=16)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('epoch', models.PositiveIntegerField(default=0, help_text='Epochs finished.')),
-                ('epochs', models.PositiveIntegerField(default=0)),
-                ('step', models.PositiveIntegerField(default=0, help_text='Step within the current epoch.')),
-                ('steps_per_epoch', models.PositiveIntegerField(default=0)),
-                ('loss_history', models.JSONField(blank=True, default=list, help_text='Per epoch: {epoch, loss, val_loss}.')),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('dim', models.PositiveIntegerField(blank=True, help_text='Embedding dimension.', null=True)),
-                ('image_size', models.PositiveIntegerField(blank=True, null=True)),
-                ('label_names', models.JSONField(blank=True, default=list)),
-                ('error', models.TextField(blank=True)),
-                ('is_active', models.BooleanField(default=False)),
-                ('task_id', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "architecture",
+                    models.CharField(
+                        choices=[
+                            ("autoencoder", "Convolutional autoencoder"),
+                            ("deep_ranking", "Deep ranking (triplets)"),
+                            ("classifier", "Classifier"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("hparams", models.JSONField(default=dict, help_text="Hyperparameters as given to ml.training.train.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("epoch", models.PositiveIntegerField(default=0, help_text="Epochs finished.")),
+                ("epochs", models.PositiveIntegerField(default=0)),
+                ("step", models.PositiveIntegerField(default=0, help_text="Step within the current epoch.")),
+                ("steps_per_epoch", models.PositiveIntegerField(default=0)),
+                (
+                    "loss_history",
+                    models.JSONField(blank=True, default=list, help_text="Per epoch: {epoch, loss, val_loss}."),
+                ),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("dim", models.PositiveIntegerField(blank=True, help_text="Embedding dimension.", null=True)),
+                ("image_size", models.PositiveIntegerField(blank=True, null=True)),
+                ("label_names", models.JSONField(blank=True, default=list)),
+                ("error", models.TextField(blank=True)),
+                ("is_active", models.BooleanField(default=False)),
+                ("task_id", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-id'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('is_active',), name='one_active_model_version')],
+                "ordering": ["-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_active", True)), fields=("is_active",), name="one_active_model_version"
+                    )
+                ],
             },
         ),
     ]

@@ -4,19 +4,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ml', '0001_initial'),
+        ("ml", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='modelversion',
-            options={'ordering': ['-id'], 'permissions': [('train_modelversion', 'Can start training a model'), ('reindex_modelversion', 'Can reindex the catalogue with a model'), ('activate_modelversion', 'Can activate a model for search'), ('cancel_modelversion', 'Can cancel training or indexing')]},
+            name="modelversion",
+            options={
+                "ordering": ["-id"],
+                "permissions": [
+                    ("train_modelversion", "Can start training a model"),
+                    ("reindex_modelversion", "Can reindex the catalogue with a model"),
+                    ("activate_modelversion", "Can activate a model for search"),
+                    ("cancel_modelversion", "Can cancel training or indexing"),
+                ],
+            },
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='auto_activate',
-            field=models.BooleanField(default=False, help_text='Index the catalogue after training and activate when the vectors cover it.'),
+            model_name="modelversion",
+            name="auto_activate",
+            field=models.BooleanField(
+                default=False, help_text="Index the catalogue after training and activate when the vectors cover it."
+            ),
         ),
     ]

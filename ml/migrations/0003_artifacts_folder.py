@@ -7,7 +7,6 @@ Existing rows keep the folder they have, version-<id>; new rows get a random hex
 from django.db import migrations, models
 
 
-
 def existing_folders_keep_their_names(apps, schema_editor):
     ModelVersion = apps.get_model("ml", "ModelVersion")
     for version in ModelVersion.objects.only("pk").iterator():
@@ -15,7 +14,6 @@ def existing_folders_keep_their_names(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("ml", "0002_permissions_auto_activate"),
     ]

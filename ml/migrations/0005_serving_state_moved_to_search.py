@@ -6,7 +6,6 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("ml", "0004_artifacts_folder_unique"),
         ("search", "0004_servingstate"),

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ml', '0005_serving_state_moved_to_search'),
+        ("ml", "0005_serving_state_moved_to_search"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='modelversion',
-            name='architecture',
+            model_name="modelversion",
+            name="architecture",
             field=models.CharField(max_length=32),
         ),
     ]

@@ -6,8 +6,15 @@ import keras
 import numpy as np
 
 from ml.architectures import (
-    ARCHITECTURES, CLASSIFIER_VARIANTS, DEFAULT_ARCHITECTURE, REGISTRY, CatalogueLabels, build, defaults,
-    float32_embedder, recommend,
+    ARCHITECTURES,
+    CLASSIFIER_VARIANTS,
+    DEFAULT_ARCHITECTURE,
+    REGISTRY,
+    CatalogueLabels,
+    build,
+    defaults,
+    float32_embedder,
+    recommend,
 )
 from ml.architectures.autoencoder import build_autoencoder
 from ml.architectures.classifier import build_classifier
@@ -16,8 +23,12 @@ from ml.hparams import HParams
 from ml.precision import resolve
 
 SIZE = 16
-LABELS = CatalogueLabels(categories=np.arange(12) % 4, products=np.arange(12) // 2,
-                         category_names=["a", "b", "c", "d"], colours=np.arange(12) // 2 % 3)
+LABELS = CatalogueLabels(
+    categories=np.arange(12) % 4,
+    products=np.arange(12) // 2,
+    category_names=["a", "b", "c", "d"],
+    colours=np.arange(12) // 2 % 3,
+)
 
 
 def _x(n=3, size=SIZE):
@@ -26,7 +37,9 @@ def _x(n=3, size=SIZE):
 
 class BuildTests(unittest.TestCase):
     def test_every_architecture_gives_embedding_of_dim(self):
-        cases = [(a, None) for a in ARCHITECTURES if a != "classifier"] + [("classifier", v) for v in CLASSIFIER_VARIANTS]
+        cases = [(a, None) for a in ARCHITECTURES if a != "classifier"] + [
+            ("classifier", v) for v in CLASSIFIER_VARIANTS
+        ]
         for architecture, variant in cases:
             with self.subTest(architecture=architecture, variant=variant):
                 hp = defaults(architecture, variant, image_size=SIZE, dim=12)
@@ -34,7 +47,9 @@ class BuildTests(unittest.TestCase):
                 out = built.embedder(_x(), training=False)
                 # deep_ranking serves the instance embedding with its category and colour-group parts.
                 # (and the item's measured colours: 16 hues x 3 brightnesses + 6 greys)
-                expected = {"mlp": hp.hidden_units}.get(variant, 12 + 4 + 3 + 54 if architecture == "deep_ranking" else 12)
+                expected = {"mlp": hp.hidden_units}.get(
+                    variant, 12 + 4 + 3 + 54 if architecture == "deep_ranking" else 12
+                )
                 self.assertEqual(tuple(out["embedding"].shape), (3, expected))
                 self.assertEqual(built.dim, expected)
                 self.assertEqual("probabilities" in out, built.has_classifier_head)
@@ -82,7 +97,9 @@ class BuildTests(unittest.TestCase):
             source.save_weights(weights)
             model = build_deep_ranking(image_size=32, dim=8, backbone="mobilenet_v2", backbone_weights=str(weights))
         backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-        np.testing.assert_array_equal(backbone.get_layer("Conv1").kernel.numpy(), source.get_layer("Conv1").kernel.numpy())
+        np.testing.assert_array_equal(
+            backbone.get_layer("Conv1").kernel.numpy(), source.get_layer("Conv1").kernel.numpy()
+        )
         self.assertEqual(tuple(model(_x(2, 32))["embedding"].shape), (2, 8))
 
     def test_keras_round_trip_gives_identical_embeddings(self):
@@ -96,7 +113,9 @@ class BuildTests(unittest.TestCase):
                 x = _x()
                 np.testing.assert_allclose(
                     np.asarray(built.embedder(x, training=False)["embedding"]),
-                    np.asarray(loaded(x, training=False)["embedding"]), rtol=1e-6, atol=1e-6,
+                    np.asarray(loaded(x, training=False)["embedding"]),
+                    rtol=1e-6,
+                    atol=1e-6,
                 )
 
 
@@ -216,9 +235,17 @@ class ItemColoursTests(unittest.TestCase):
         histograms = {}
         for space in ("rgb", "hue"):
             layer = ItemColours(space=space, hue_bins=12)
-            histograms[space] = {name: np.asarray(layer(self._framed(rgb, (240, 240, 236))))[0] for name, rgb in {
-                "yellow": (232, 200, 40), "yellow in shadow": (144, 124, 25), "orange": (236, 124, 28),
-                "white": (236, 236, 230), "grey": (128, 128, 132), "black": (34, 34, 36)}.items()}
+            histograms[space] = {
+                name: np.asarray(layer(self._framed(rgb, (240, 240, 236))))[0]
+                for name, rgb in {
+                    "yellow": (232, 200, 40),
+                    "yellow in shadow": (144, 124, 25),
+                    "orange": (236, 124, 28),
+                    "white": (236, 236, 230),
+                    "grey": (128, 128, 132),
+                    "black": (34, 34, 36),
+                }.items()
+            }
         rgb, hue = histograms["rgb"], histograms["hue"]
         self.assertEqual(hue["yellow"].shape, (12 * 3 + 6,))
         self.assertAlmostEqual(float(hue["orange"].sum()), 1.0, places=5)
@@ -226,8 +253,9 @@ class ItemColoursTests(unittest.TestCase):
         # own), where its hue stays, so the shaded yellow is nearer the lit one than an orange.
         self.assertLess(affinity(rgb["yellow"], rgb["yellow in shadow"]), 0.05)
         self.assertGreater(affinity(hue["yellow"], hue["yellow in shadow"]), 0.4)
-        self.assertGreater(affinity(hue["yellow"], hue["yellow in shadow"]),
-                           affinity(hue["orange"], hue["yellow in shadow"]) + 0.15)
+        self.assertGreater(
+            affinity(hue["yellow"], hue["yellow in shadow"]), affinity(hue["orange"], hue["yellow in shadow"]) + 0.15
+        )
         # Greys have no hue: they fill the brightness cells only, which keep white, grey and black apart.
         self.assertAlmostEqual(float(hue["grey"][-6:].sum()), 1.0, places=3)
         self.assertLess(affinity(hue["white"], hue["grey"]), 0.1)
@@ -253,8 +281,10 @@ class ItemColoursTests(unittest.TestCase):
 
         model = build_deep_ranking(image_size=SIZE, dim=8, num_classes=3, shares=(0.3, 0.0), item_colour_share=0.05)
         parts = vector_parts(model)
-        self.assertEqual([(p["name"], p["size"]) for p in parts],
-                         [("instance_embedding", 8), ("probabilities", 3), ("item_colours", 54)])
+        self.assertEqual(
+            [(p["name"], p["size"]) for p in parts],
+            [("instance_embedding", 8), ("probabilities", 3), ("item_colours", 54)],
+        )
         self.assertAlmostEqual(parts[2]["share"], 0.05)
         with tempfile.TemporaryDirectory() as tmp:  # the names are saved with the model
             model.save(Path(tmp) / "m.keras")

@@ -37,8 +37,14 @@ class ParseTests(unittest.TestCase):
         self.assertIsNone(budgets.parse(None))
 
     def test_unreadable_or_too_small_budgets_say_why(self):
-        for text, message in (("fast", "number of steps"), ("10 epochs", "number of steps"), ("-5m", "number of steps"),
-                              ("12.5steps", "whole number"), ("50steps", "too small"), ("30s", "too small")):
+        for text, message in (
+            ("fast", "number of steps"),
+            ("10 epochs", "number of steps"),
+            ("-5m", "number of steps"),
+            ("12.5steps", "whole number"),
+            ("50steps", "too small"),
+            ("30s", "too small"),
+        ):
             with self.assertRaisesRegex(budgets.BudgetError, message, msg=text):
                 budgets.parse(text)
 
@@ -66,9 +72,20 @@ SIZE = 16
 
 
 def _hp(**overrides):
-    return defaults("deep_ranking", **{"image_size": SIZE, "dim": 8, "batch_size": 16, "eval_fraction": 0.0,
-                                       "augment": False, "framing": False, "width": 8, "colour_weight": 0.0,
-                                       **overrides})
+    return defaults(
+        "deep_ranking",
+        **{
+            "image_size": SIZE,
+            "dim": 8,
+            "batch_size": 16,
+            "eval_fraction": 0.0,
+            "augment": False,
+            "framing": False,
+            "width": 8,
+            "colour_weight": 0.0,
+            **overrides,
+        },
+    )
 
 
 class _StopAfterFirstEpoch(keras.callbacks.Callback):
@@ -95,8 +112,16 @@ class BudgetTrainingTests(unittest.TestCase):
         cls.products = np.arange(96) // 2  # 48 products of two photos
 
     def _train(self, workdir, hp, callbacks=()):
-        return train(architecture="deep_ranking", hparams=hp, images=self.images, labels=self.labels,
-                     label_names=SHAPES, groups=self.products, workdir=workdir, callbacks=callbacks)
+        return train(
+            architecture="deep_ranking",
+            hparams=hp,
+            images=self.images,
+            labels=self.labels,
+            label_names=SHAPES,
+            groups=self.products,
+            workdir=workdir,
+            callbacks=callbacks,
+        )
 
     def test_a_step_budget_trains_that_many_steps_and_resumes_when_stopped(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -138,8 +163,9 @@ def _catalogue(products: int) -> None:
     categories = {shape: category_create(shape.title()) for shape in colours}
     for i in range(products):
         shape = list(colours)[i % 3]
-        product_create(category=categories[shape], images=[shape_png(shape, color=colours[shape], size=16,
-                                                                      offset=i % 3 - 1)])
+        product_create(
+            category=categories[shape], images=[shape_png(shape, color=colours[shape], size=16, offset=i % 3 - 1)]
+        )
 
 
 class TrainModelBudgetTests(TestCase):
@@ -152,8 +178,22 @@ class TrainModelBudgetTests(TestCase):
     def test_train_model_trains_for_a_step_budget_and_reports_it(self):
         _catalogue(36)  # 32 training images in batches of 4: checkpoints every 8 steps
         out = io.StringIO()
-        call_command("train_model", "--architecture", "classifier", "--variant", "cnn", "--budget", "100steps",
-                     "--image-size", "16", "--dim", "8", "--batch-size", "4", stdout=out)
+        call_command(
+            "train_model",
+            "--architecture",
+            "classifier",
+            "--variant",
+            "cnn",
+            "--budget",
+            "100steps",
+            "--image-size",
+            "16",
+            "--dim",
+            "8",
+            "--batch-size",
+            "4",
+            stdout=out,
+        )
         version = ModelVersion.objects.get()
         self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
         self.assertEqual(version.hparams["budget"], "100steps")
@@ -167,8 +207,16 @@ class TrainModelBudgetTests(TestCase):
     def test_a_budget_too_small_for_the_catalogue_is_refused_and_nothing_is_written(self):
         _catalogue(120)  # deep ranking, batch 2: one product a step, 240 steps to see each twice
         with self.assertRaisesRegex(CommandError, r"too few to learn them: give at least 240 steps"):
-            call_command("train_model", "--architecture", "deep_ranking", "--budget", "100steps", "--batch-size", "2",
-                         stdout=io.StringIO())
+            call_command(
+                "train_model",
+                "--architecture",
+                "deep_ranking",
+                "--budget",
+                "100steps",
+                "--batch-size",
+                "2",
+                stdout=io.StringIO(),
+            )
         with self.assertRaisesRegex(CommandError, "too small to learn anything"):
             call_command("train_model", "--budget", "20s", stdout=io.StringIO())
         self.assertFalse(ModelVersion.objects.exists())
@@ -178,8 +226,10 @@ class TrainModelBudgetTests(TestCase):
     def test_a_cache_that_will_not_fit_the_disk_is_refused_and_nothing_is_written(self):
         _catalogue(6)
         usage = namedtuple("usage", "total used free")
-        with (mock.patch("ml.budget.shutil.disk_usage", return_value=usage(10**9, 10**9 - 2**20, 2**20)),
-              self.assertRaisesRegex(CommandError, r"GiB free .* free some space")):
+        with (
+            mock.patch("ml.budget.shutil.disk_usage", return_value=usage(10**9, 10**9 - 2**20, 2**20)),
+            self.assertRaisesRegex(CommandError, r"GiB free .* free some space"),
+        ):
             call_command("train_model", "--architecture", "classifier", "--image-size", "64", stdout=io.StringIO())
         self.assertFalse(ModelVersion.objects.exists())
         self.assertFalse(Path(settings.MODELS_ROOT).exists() and any(Path(settings.MODELS_ROOT).iterdir()))

@@ -32,7 +32,7 @@ class ColourGroupTests(unittest.TestCase):
         images, masks, _, _ = catalogue(1, 1)
         h = colour_histograms(images, masks)
         self.assertEqual(h.shape, (len(PALETTE), 64))
-        np.testing.assert_allclose((h ** 2).sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose((h**2).sum(axis=1), 1.0, atol=1e-5)
         grey_cell = (2 * 4 + 2) * 4 + 2  # the background's 128 falls in cell (2, 2, 2)
         self.assertTrue((h[:, grey_cell] ** 2 < 0.01).all())
 

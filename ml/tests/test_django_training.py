@@ -10,8 +10,13 @@ from django.test import TestCase
 from catalog.tests.factories import category_create, product_create, shape_png
 from ml.models import ModelVersion
 from ml.services import (
-    TrainingError, model_version_cancel, model_version_create, model_version_evaluate, model_version_train,
+    TrainingError,
+    model_version_cancel,
+    model_version_create,
+    model_version_evaluate,
+    model_version_train,
 )
+
 
 def queue_length(name: str) -> int:
     """Messages waiting on a queue of the real (test) broker."""
@@ -61,8 +66,9 @@ class TrainingRunTests(TestCase):
 
     def test_the_holdout_is_recorded_and_products_added_later_never_join_it(self):
         with self.captureOnCommitCallbacks(execute=False):
-            version = model_version_create(architecture="classifier", variant="softmax",
-                                           overrides={**TINY, "epochs": 1, "eval_fraction": 0.3})
+            version = model_version_create(
+                architecture="classifier", variant="softmax", overrides={**TINY, "epochs": 1, "eval_fraction": 0.3}
+            )
         version = model_version_train(model_version=version)
         self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
         split = version.metrics["split"]
@@ -80,8 +86,9 @@ class TrainingRunTests(TestCase):
 
     def test_eval_fraction_zero_means_no_holdout_and_says_so(self):
         with self.captureOnCommitCallbacks(execute=False):
-            version = model_version_create(architecture="classifier", variant="softmax",
-                                           overrides={**TINY, "epochs": 1, "eval_fraction": 0.0})
+            version = model_version_create(
+                architecture="classifier", variant="softmax", overrides={**TINY, "epochs": 1, "eval_fraction": 0.0}
+            )
         version = model_version_train(model_version=version)
         self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
         self.assertEqual(version.metrics["split"]["image_ids"], [])
@@ -92,7 +99,9 @@ class TrainingRunTests(TestCase):
 
     def test_a_finished_run_is_not_trained_again(self):
         with self.captureOnCommitCallbacks(execute=False):
-            version = model_version_create(architecture="classifier", variant="softmax", overrides={**TINY, "epochs": 1})
+            version = model_version_create(
+                architecture="classifier", variant="softmax", overrides={**TINY, "epochs": 1}
+            )
         model_version_train(model_version=version)
         finished_at = ModelVersion.objects.get(pk=version.pk).finished_at
         again = model_version_train(model_version=version)
@@ -130,7 +139,9 @@ class FashionMnistEvaluationTests(TestCase):
     def test_the_test_split_queries_the_catalogue_and_classifiers_report_accuracy(self):
         with self.captureOnCommitCallbacks(execute=False):
             version = model_version_create(
-                architecture="classifier", variant="softmax", overrides={"epochs": 1, "batch_size": 32, "image_size": 28}
+                architecture="classifier",
+                variant="softmax",
+                overrides={"epochs": 1, "batch_size": 32, "image_size": 28},
             )
         version = model_version_train(model_version=version)
         out = io.StringIO()

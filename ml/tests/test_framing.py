@@ -10,8 +10,9 @@ from PIL import Image, ImageDraw
 from ml.framing import Framing, catalogue_framing, estimate_background, frame, frame_with_mask
 
 
-def item_photo(*, size=(200, 160), box=(60, 40, 120, 130), bg=(240, 240, 236), colour=(200, 30, 40),
-               stripe=(40, 40, 200)) -> np.ndarray:
+def item_photo(
+    *, size=(200, 160), box=(60, 40, 120, 130), bg=(240, 240, 236), colour=(200, 30, 40), stripe=(40, 40, 200)
+) -> np.ndarray:
     """A red item with a blue stripe on a plain background."""
     img = Image.new("RGB", size, bg)
     draw = ImageDraw.Draw(img)
@@ -96,8 +97,9 @@ class UnframedFastPathTests(unittest.TestCase):
         from ml.framing import _square
 
         rgb = np.random.default_rng(3).integers(0, 256, (28, 28, 3), dtype=np.uint8)
-        general = np.asarray(_square(Image.fromarray(rgb), (0, 0, 28, 28), (0, 0, 0), 0)
-                             .resize((28, 28), Image.Resampling.BILINEAR))
+        general = np.asarray(
+            _square(Image.fromarray(rgb), (0, 0, 28, 28), (0, 0, 0), 0).resize((28, 28), Image.Resampling.BILINEAR)
+        )
         fast, mask = frame_with_mask(rgb, 28, Framing(enabled=False))
         np.testing.assert_array_equal(fast, general)
         self.assertEqual(mask.shape, (28, 28))
@@ -125,7 +127,9 @@ class ExposureTests(unittest.TestCase):
     def test_a_dark_backdrop_or_a_brighter_photo_is_left_as_it_is(self):
         without = Framing(enabled=True, background=(244, 244, 244))
         on_dark = item_photo(bg=(30, 30, 30))  # a dark backdrop says nothing of the exposure
-        brighter = np.clip(item_photo(bg=(244, 244, 244)).astype(float) * 1.2, 0, 255).astype(np.uint8)  # white stays white
+        brighter = np.clip(item_photo(bg=(244, 244, 244)).astype(float) * 1.2, 0, 255).astype(
+            np.uint8
+        )  # white stays white
         for photo in (on_dark, brighter):
             np.testing.assert_array_equal(frame(photo, 32, self.framing), frame(photo, 32, without))
 
@@ -137,7 +141,9 @@ class ExposureTests(unittest.TestCase):
         old = Framing.from_dict({"enabled": True, "background": [244, 244, 244]})
         self.assertFalse(old.exposure)
         darker = (item_photo(bg=(244, 244, 244)) * 0.6).astype(np.uint8)
-        np.testing.assert_array_equal(frame(darker, 32, old), frame(darker, 32, Framing(enabled=True, background=(244, 244, 244))))
+        np.testing.assert_array_equal(
+            frame(darker, 32, old), frame(darker, 32, Framing(enabled=True, background=(244, 244, 244)))
+        )
         self.assertTrue(Framing.from_dict(self.framing.to_dict()).exposure)
 
 

@@ -59,8 +59,9 @@ class MemoryMappedInputTests(unittest.TestCase):
         cls._tmp.cleanup()
 
     def _framed(self, folder, in_memory_bytes=0):
-        return decode_once(self.images, image_size=SIZE, framing=UNFRAMED, cache_dir=folder,
-                           in_memory_bytes=in_memory_bytes)
+        return decode_once(
+            self.images, image_size=SIZE, framing=UNFRAMED, cache_dir=folder, in_memory_bytes=in_memory_bytes
+        )
 
     def _assert_aligned(self, dataset, batches=6):
         seen = 0
@@ -81,22 +82,33 @@ class MemoryMappedInputTests(unittest.TestCase):
     def test_balanced_batches_from_a_memory_map_keep_images_and_labels_together(self):
         framed = self._framed(self.tmp / "balanced")
         idx = np.arange(len(self.products))
-        ds = make_balanced_dataset(framed, {"product": self.products}, self.products, idx, classes_per_batch=8,
-                                   per_class=2, augment=Augment(), seed=3,
-                                   min_per_class=1)
+        ds = make_balanced_dataset(
+            framed,
+            {"product": self.products},
+            self.products,
+            idx,
+            classes_per_batch=8,
+            per_class=2,
+            augment=Augment(),
+            seed=3,
+            min_per_class=1,
+        )
         self._assert_aligned(ds)
 
     def test_shuffled_batches_from_a_memory_map_keep_images_and_labels_together(self):
         framed = self._framed(self.tmp / "shuffled")
-        ds = make_dataset(framed, {"product": self.products}, np.arange(len(self.products))[::-1], batch_size=16,
-                          shuffle=True, seed=5)
+        ds = make_dataset(
+            framed, {"product": self.products}, np.arange(len(self.products))[::-1], batch_size=16, shuffle=True, seed=5
+        )
         self._assert_aligned(ds, batches=8)
 
     def test_colour_histograms_read_the_rows_asked_for_from_a_memory_map(self):
         framed = self._framed(self.tmp / "colour")
         rows = np.array([7, 3, 3, 100, 0])
-        np.testing.assert_allclose(colour_histograms(framed.images, framed.masks, rows),
-                                   colour_histograms(np.asarray(framed.images)[rows], np.asarray(framed.masks)[rows]))
+        np.testing.assert_allclose(
+            colour_histograms(framed.images, framed.masks, rows),
+            colour_histograms(np.asarray(framed.images)[rows], np.asarray(framed.masks)[rows]),
+        )
 
     def test_a_decode_interrupted_half_way_is_decoded_again_not_reused(self):
         folder = self.tmp / "interrupted"
@@ -106,34 +118,66 @@ class MemoryMappedInputTests(unittest.TestCase):
                 raise _Interrupt()
 
         with self.assertRaises(_Interrupt):
-            decode_once(self.images, image_size=SIZE, framing=UNFRAMED, cache_dir=folder, in_memory_bytes=0,
-                        progress=stop_half_way)
+            decode_once(
+                self.images,
+                image_size=SIZE,
+                framing=UNFRAMED,
+                cache_dir=folder,
+                in_memory_bytes=0,
+                progress=stop_half_way,
+            )
         self.assertFalse(list(folder.glob("*.done")))
         framed = self._framed(folder)
         np.testing.assert_array_equal(_product_of(np.asarray(framed.images)), self.products)
-        ds = make_dataset(framed, {"product": self.products}, np.arange(len(self.products)), batch_size=16,
-                          shuffle=True, seed=1)
+        ds = make_dataset(
+            framed, {"product": self.products}, np.arange(len(self.products)), batch_size=16, shuffle=True, seed=1
+        )
         self._assert_aligned(ds, batches=8)
 
     def test_a_stopped_run_on_a_memory_mapped_cache_resumes_with_the_same_alignment(self):
         from ml.architectures import defaults
 
         workdir = self.tmp / "run"
-        hp = defaults("deep_ranking", image_size=SIZE, dim=8, batch_size=16, epochs=2, eval_fraction=0.0,
-                      augment=False, framing=False, width=8, colour_weight=0.0)
+        hp = defaults(
+            "deep_ranking",
+            image_size=SIZE,
+            dim=8,
+            batch_size=16,
+            epochs=2,
+            eval_fraction=0.0,
+            augment=False,
+            framing=False,
+            width=8,
+            colour_weight=0.0,
+        )
         labels = self.products % 4
-        kwargs = {"architecture": "deep_ranking", "hparams": hp, "images": self.images, "labels": labels,
-                  "label_names": ["a", "b", "c", "d"], "groups": self.products, "workdir": workdir,
-                  "in_memory_bytes": 0}
+        kwargs = {
+            "architecture": "deep_ranking",
+            "hparams": hp,
+            "images": self.images,
+            "labels": labels,
+            "label_names": ["a", "b", "c", "d"],
+            "groups": self.products,
+            "workdir": workdir,
+            "in_memory_bytes": 0,
+        }
         first = train(callbacks=[_StopAfterFirstEpoch()], **kwargs)
         self.assertFalse(first.completed)
         self.assertTrue(list((workdir / "cache").glob("*.done")))
         # The resumed run reads the cache the first one wrote (read-only map), aligned as before.
         reused = self._framed(workdir / "cache")
         self.assertEqual(reused.images.mode, "r")
-        ds = make_balanced_dataset(reused, {"product": self.products}, self.products, np.arange(len(self.products)),
-                                   classes_per_batch=8, per_class=2, augment=Augment(),
-                                   seed=hp.seed + 1, min_per_class=1)
+        ds = make_balanced_dataset(
+            reused,
+            {"product": self.products},
+            self.products,
+            np.arange(len(self.products)),
+            classes_per_batch=8,
+            per_class=2,
+            augment=Augment(),
+            seed=hp.seed + 1,
+            min_per_class=1,
+        )
         self._assert_aligned(ds)
         second = train(**kwargs)
         self.assertTrue(second.completed)

@@ -39,7 +39,9 @@ class EarlyStopTests(TestCase):
             def on_epoch_end(self, epoch, logs=None):
                 self.model.stop_training = True  # as EarlyStopping or TerminateOnNaN would
 
-        version = model_version_create(architecture="classifier", variant="softmax", overrides={**TINY, "epochs": 3}, enqueue=False)
+        version = model_version_create(
+            architecture="classifier", variant="softmax", overrides={**TINY, "epochs": 3}, enqueue=False
+        )
         version = model_version_train(model_version=version, extra_callbacks=(StopAfterFirstEpoch(),))
         self.assertEqual(version.status, ModelVersion.Status.FAILED)
         self.assertIn("stopped after 1 of 3 epochs", version.error)
@@ -104,8 +106,12 @@ model_version_train(model_version=ModelVersion.objects.get(pk=int(os.environ["VE
         progress = Path(tempfile.mkdtemp()) / "progress"
         self.addCleanup(shutil.rmtree, progress.parent)
         child = subprocess.Popen(
-            [sys.executable, "-c", self.CHILD], cwd=ROOT, env=child_env(VERSION=str(version.pk), PROGRESS=str(progress)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-c", self.CHILD],
+            cwd=ROOT,
+            env=child_env(VERSION=str(version.pk), PROGRESS=str(progress)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.addCleanup(lambda: child.poll() is None and os.killpg(child.pid, signal.SIGKILL))
 

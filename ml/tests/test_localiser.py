@@ -7,7 +7,12 @@ import numpy as np
 
 from ml.artifacts import ModelLoadError, localiser_load, localiser_paths
 from ml.localiser import (
-    boxes_from_probability, build_localiser, iou, localise, too_small, train_localiser,
+    boxes_from_probability,
+    build_localiser,
+    iou,
+    localise,
+    too_small,
+    train_localiser,
 )
 from ml.scenes import SceneSpec
 from ml.tests.test_scenes import _items
@@ -63,8 +68,17 @@ class TrainTests(unittest.TestCase):
         cls.images, cls.masks = _items(16, size=24)
         cls._tmp = tempfile.TemporaryDirectory()
         cls.workdir = Path(cls._tmp.name)
-        cls.figures = train_localiser(cls.images, cls.masks, workdir=cls.workdir, seed=0, steps=30, composites=96,
-                                      batch_size=16, width=4, spec=SPEC)
+        cls.figures = train_localiser(
+            cls.images,
+            cls.masks,
+            workdir=cls.workdir,
+            seed=0,
+            steps=30,
+            composites=96,
+            batch_size=16,
+            width=4,
+            spec=SPEC,
+        )
 
     @classmethod
     def tearDownClass(cls):

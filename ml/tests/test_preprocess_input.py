@@ -10,7 +10,14 @@ from PIL import Image
 from ml.augment import StatelessRandom, ViewAugment, augment_views
 from ml.input import Augment, balanced_order, decode_once, make_balanced_dataset, make_dataset, split_by_group
 from ml.preprocess import (
-    Framing, arrays_to_input, bytes_to_input, decode, draft_size, file_to_input, model_input, png_as_is,
+    Framing,
+    arrays_to_input,
+    bytes_to_input,
+    decode,
+    draft_size,
+    file_to_input,
+    model_input,
+    png_as_is,
 )
 from ml.tests import shapes_dataset
 
@@ -40,8 +47,11 @@ class PreprocessTests(unittest.TestCase):
         rgb = Image.fromarray(self.images[0])
         text = PngImagePlugin.PngInfo()
         text.add_text("Raw profile type exif", "orientation")
-        as_is = {"rgb": _encode(rgb, "PNG"), "grey": _encode(rgb.convert("L"), "PNG"),
-                 "with a resolution": _encode(rgb, "PNG", dpi=(72, 72))}
+        as_is = {
+            "rgb": _encode(rgb, "PNG"),
+            "grey": _encode(rgb.convert("L"), "PNG"),
+            "with a resolution": _encode(rgb, "PNG", dpi=(72, 72)),
+        }
         not_as_is = {
             "transparent": _encode(rgb.convert("RGBA"), "PNG"),
             "grey with a transparent level": _encode(rgb.convert("L"), "PNG", transparency=0),
@@ -154,8 +164,15 @@ class InputTests(unittest.TestCase):
         batches = list(ds)
         self.assertEqual([tuple(x.shape) for x, _ in batches], [(4, 16, 16, 3), (2, 16, 16, 3)])
         np.testing.assert_array_equal(np.concatenate([y["y"] for _, y in batches]), labels)
-        balanced = make_balanced_dataset(framed, {"y": labels}, labels, np.arange(6), classes_per_batch=2,
-                                         per_class=2, augment=Augment("views", background=(0, 0, 0)))
+        balanced = make_balanced_dataset(
+            framed,
+            {"y": labels},
+            labels,
+            np.arange(6),
+            classes_per_batch=2,
+            per_class=2,
+            augment=Augment("views", background=(0, 0, 0)),
+        )
         x, y = next(iter(balanced))
         self.assertEqual(tuple(x.shape), (4, 16, 16, 3))
         self.assertEqual(sorted(np.unique(y["y"].numpy(), return_counts=True)[1].tolist()), [2, 2])
@@ -165,8 +182,15 @@ class InputTests(unittest.TestCase):
         framed = decode_once(images, image_size=16, framing=FRAMED)
 
         def first(seed):
-            ds = make_dataset(framed, {"y": labels}, np.arange(8), batch_size=8, shuffle=True, seed=seed,
-                              augment=Augment("views", background=(0, 0, 0)))
+            ds = make_dataset(
+                framed,
+                {"y": labels},
+                np.arange(8),
+                batch_size=8,
+                shuffle=True,
+                seed=seed,
+                augment=Augment("views", background=(0, 0, 0)),
+            )
             return next(iter(ds))[0].numpy()
 
         np.testing.assert_array_equal(first(3), first(3))
@@ -179,8 +203,13 @@ class AugmentViewsTests(unittest.TestCase):
         red[:, 6:18, 6:18] = (200, 30, 30)
         mask = np.zeros((4, 24, 24), np.float32)
         mask[:, 6:18, 6:18] = 1
-        out = augment_views(tf.constant(red), tf.constant(mask), tf.constant([0.0, 0.0, 0.0]),
-                            ViewAugment(background_share=1.0, zoom=(1.0, 1.0), shift=0.0, rotation=0.0, flip=False), StatelessRandom(tf.constant([1, 2]))).numpy()
+        out = augment_views(
+            tf.constant(red),
+            tf.constant(mask),
+            tf.constant([0.0, 0.0, 0.0]),
+            ViewAugment(background_share=1.0, zoom=(1.0, 1.0), shift=0.0, rotation=0.0, flip=False),
+            StatelessRandom(tf.constant([1, 2])),
+        ).numpy()
         item = out[mask.astype(bool) & (out.max(axis=-1) > 60)]
         # Brightness and contrast change, hue does not: red stays the strongest channel by far.
         self.assertTrue((item[:, 0] > 2 * item[:, 1]).mean() > 0.9)

@@ -65,7 +65,9 @@ class ProposalTests(SimpleTestCase):
         self.assertEqual(propose_boxes(ramp.astype(np.uint8)), [])
 
     def test_specks_are_not_items(self):
-        specks = [("rect", (x, y, x + 2, y + 2), (20, 20, 20)) for x, y in ((50, 50), (300, 90), (400, 300), (100, 250))]
+        specks = [
+            ("rect", (x, y, x + 2, y + 2), (20, 20, 20)) for x, y in ((50, 50), (300, 90), (400, 300), (100, 250))
+        ]
         self.assertEqual(propose_boxes(photo(*specks)), [])
         # Beside a real item, specks still give no box of their own.
         boxes = propose_boxes(photo(("rect", (150, 100, 329, 279), (30, 120, 60)), *specks))
@@ -98,7 +100,11 @@ class ProposalTests(SimpleTestCase):
             propose_boxes(np.zeros((10, 10), np.uint8))
 
     def test_at_most_a_few_boxes(self):
-        items = [("rect", (20 + 90 * i, 40 + 150 * j, 80 + 90 * i, 140 + 150 * j), (40, 40, 200)) for i in range(5) for j in range(2)]
+        items = [
+            ("rect", (20 + 90 * i, 40 + 150 * j, 80 + 90 * i, 140 + 150 * j), (40, 40, 200))
+            for i in range(5)
+            for j in range(2)
+        ]
         boxes = propose_boxes(photo(*items))
         self.assertEqual(len(boxes), 5)
         self.assertEqual([b.score for b in boxes], sorted((b.score for b in boxes), reverse=True))

@@ -56,14 +56,15 @@ class SceneTests(unittest.TestCase):
         x, y, w, h = c.boxes[0]
         self.assertTrue(0 <= x and 0 <= y and x + w <= 48 and y + h <= 48)
         # the mask covers most of the main box (it is on top: nothing occludes it)
-        self.assertGreater(c.mask[y:y + h, x:x + w].mean(), 0.2)
+        self.assertGreater(c.mask[y : y + h, x : x + w].mean(), 0.2)
         self.assertEqual(set(np.unique(c.mask)) <= {0, 1}, True)
 
     def test_items_span_the_scale_range(self):
         images, masks = _items()
         items, _ = cutouts(images, masks)
-        _, _, boxes = composite_batch(items, 60, seed=1, spec=SceneSpec(size=48, extra_items=(0, 0), props=(0, 0),
-                                                                          empty_share=0.0, rotation=0.0))
+        _, _, boxes = composite_batch(
+            items, 60, seed=1, spec=SceneSpec(size=48, extra_items=(0, 0), props=(0, 0), empty_share=0.0, rotation=0.0)
+        )
         sides = np.array([max(b[0][2], b[0][3]) / 48 for b in boxes])
         self.assertLess(sides.min(), 0.35)
         self.assertGreater(sides.max(), 0.65)

@@ -36,10 +36,29 @@ class _Counter(keras.callbacks.Callback):
 
 
 def _train(architecture, workdir, images, labels, variant=None, callbacks=(), groups=None, **overrides):
-    hp = defaults(architecture, variant, **{"image_size": SIZE, "dim": 16, "batch_size": 32, "epochs": 3,
-                                             "eval_fraction": 0.0, "augment": False, **overrides})
-    return train(architecture=architecture, hparams=hp, images=images, labels=labels, label_names=SHAPES,
-                 workdir=workdir, callbacks=callbacks, groups=groups)
+    hp = defaults(
+        architecture,
+        variant,
+        **{
+            "image_size": SIZE,
+            "dim": 16,
+            "batch_size": 32,
+            "epochs": 3,
+            "eval_fraction": 0.0,
+            "augment": False,
+            **overrides,
+        },
+    )
+    return train(
+        architecture=architecture,
+        hparams=hp,
+        images=images,
+        labels=labels,
+        label_names=SHAPES,
+        workdir=workdir,
+        callbacks=callbacks,
+        groups=groups,
+    )
 
 
 class TrainingTests(unittest.TestCase):
@@ -52,24 +71,39 @@ class TrainingTests(unittest.TestCase):
         cls.counter = _Counter()
         # Without framing: framed, these shapes are told apart even by random weights (ml/tests/test_framing.py
         # covers framing); here the model itself must learn where the shape is.
-        cls.result = _train("classifier", cls.workdir, cls.images, cls.labels, "cnn", callbacks=[cls.counter],
-                            epochs=8, eval_fraction=0.25, lr=2e-3, framing=False)
+        cls.result = _train(
+            "classifier",
+            cls.workdir,
+            cls.images,
+            cls.labels,
+            "cnn",
+            callbacks=[cls.counter],
+            epochs=8,
+            eval_fraction=0.25,
+            lr=2e-3,
+            framing=False,
+        )
 
     @classmethod
     def tearDownClass(cls):
         cls._tmp.cleanup()
 
     def _p10(self, embed):
-        return retrieval_metrics(embed(self.images), self.labels, embed(self.queries), self.query_labels).precision_at_10
+        return retrieval_metrics(
+            embed(self.images), self.labels, embed(self.queries), self.query_labels
+        ).precision_at_10
 
     def test_trained_model_retrieves_shapes_better_than_random_weights(self):
         hp = defaults("classifier", "cnn", image_size=SIZE, dim=16)
         keras.utils.set_random_seed(hp.seed)  # the same random weights every run: a fixed baseline
-        labels = CatalogueLabels(categories=self.labels, products=np.arange(len(self.labels)), category_names=list(SHAPES))
+        labels = CatalogueLabels(
+            categories=self.labels, products=np.arange(len(self.labels)), category_names=list(SHAPES)
+        )
         untrained = build("classifier", hp, labels).embedder
         framing = Embedder.load(self.workdir).framing  # the same input as the trained model's
-        random_p10 = self._p10(lambda x: np.asarray(untrained(arrays_to_input(x, SIZE, framing),
-                                                              training=False)["embedding"]))
+        random_p10 = self._p10(
+            lambda x: np.asarray(untrained(arrays_to_input(x, SIZE, framing), training=False)["embedding"])
+        )
         trained_p10 = self._p10(Embedder.load(self.workdir).embed_arrays)
         self.assertGreater(trained_p10, random_p10 + 0.1)
 
@@ -83,8 +117,14 @@ class TrainingTests(unittest.TestCase):
         self.assertEqual({layer.compute_dtype for layer in exported.layers}, {"float32"})
         self.assertEqual(self.result.epochs_completed, 8)
         self.assertIsNotNone(self.result.eval_metrics)
-        for name in ("embedder.keras", "checkpoint.keras", "state.json", "tensorboard/projector_config.pbtxt",
-                     "tensorboard/projector/tensors.tsv", "tensorboard/projector/metadata.tsv"):
+        for name in (
+            "embedder.keras",
+            "checkpoint.keras",
+            "state.json",
+            "tensorboard/projector_config.pbtxt",
+            "tensorboard/projector/tensors.tsv",
+            "tensorboard/projector/metadata.tsv",
+        ):
             self.assertTrue((self.workdir / name).exists(), name)
         self.assertTrue(list((self.workdir / "tensorboard" / "train").glob("events.out.tfevents.*")))
 
@@ -121,8 +161,16 @@ class TrainingTests(unittest.TestCase):
 
     def test_deep_ranking_training_lowers_the_triplet_loss(self):
         with tempfile.TemporaryDirectory() as tmp:
-            result = _train("deep_ranking", tmp, self.images, self.labels, epochs=3, classes_per_batch=4,
-                            lr=3e-3, positives="category")
+            result = _train(
+                "deep_ranking",
+                tmp,
+                self.images,
+                self.labels,
+                epochs=3,
+                classes_per_batch=4,
+                lr=3e-3,
+                positives="category",
+            )
             loss = result.history["instance_embedding_loss"]
             self.assertLess(loss[-1], loss[0])
 
@@ -138,8 +186,19 @@ class TrainingTests(unittest.TestCase):
         groups = np.repeat(np.arange(products), 3)
         labels = np.repeat(self.labels[:products], 3)
         with tempfile.TemporaryDirectory() as tmp:
-            result = _train("deep_ranking", tmp, photos, labels, groups=groups, epochs=12, lr=3e-3, batch_size=16,
-                            augment=True, eval_fraction=0.5, width=16)
+            result = _train(
+                "deep_ranking",
+                tmp,
+                photos,
+                labels,
+                groups=groups,
+                epochs=12,
+                lr=3e-3,
+                batch_size=16,
+                augment=True,
+                eval_fraction=0.5,
+                width=16,
+            )
             self.assertEqual(result.holdout["relevance"], "product")
             held = result.holdout["indices"]
             self.assertEqual(len(held), 12)  # half the products give one of their three photos
@@ -159,8 +218,13 @@ class TrainingTests(unittest.TestCase):
     def test_bad_inputs_raise_value_error(self):
         with tempfile.TemporaryDirectory() as tmp:
             with self.assertRaisesRegex(ValueError, "exactly one"):
-                train(architecture="classifier", hparams=defaults("classifier"), labels=[0], label_names=SHAPES,
-                      workdir=tmp)
+                train(
+                    architecture="classifier",
+                    hparams=defaults("classifier"),
+                    labels=[0],
+                    label_names=SHAPES,
+                    workdir=tmp,
+                )
             with self.assertRaisesRegex(ValueError, "one label per image"):
                 _train("classifier", tmp, self.images, self.labels[:10])
 
@@ -206,27 +270,34 @@ class InferenceTests(unittest.TestCase):
 
         # Without framing, an 8-bit PNG of the model's size is its own input: TensorFlow decodes it in
         # the model's graph; every other file goes the whole way through the contract, in one call.
-        unframed = dataclasses.replace(self.embedder, meta=json.loads(json.dumps({**self.embedder.meta, "framing": None})))
+        unframed = dataclasses.replace(
+            self.embedder, meta=json.loads(json.dumps({**self.embedder.meta, "framing": None}))
+        )
         folder = Path(self._tmp.name) / "as-is"
         folder.mkdir(exist_ok=True)
-        files = {"rgb.png": Image.fromarray(self.images[0]), "grey.png": Image.fromarray(self.images[1]).convert("L"),
-                 "rgba.png": Image.fromarray(self.images[2]).convert("RGBA"),
-                 "large.png": Image.fromarray(self.images[3]).resize((2 * SIZE, 2 * SIZE))}
+        files = {
+            "rgb.png": Image.fromarray(self.images[0]),
+            "grey.png": Image.fromarray(self.images[1]).convert("L"),
+            "rgba.png": Image.fromarray(self.images[2]).convert("RGBA"),
+            "large.png": Image.fromarray(self.images[3]).resize((2 * SIZE, 2 * SIZE)),
+        }
         for name, image in files.items():
             image.save(folder / name)
         good = (folder / "rgb.png").read_bytes()
         at = good.index(b"IDAT") + 10
-        (folder / "damaged.png").write_bytes(good[:at] + bytes(b ^ 0x5A for b in good[at:at + 8]) + good[at + 8:])
+        (folder / "damaged.png").write_bytes(good[:at] + bytes(b ^ 0x5A for b in good[at : at + 8]) + good[at + 8 :])
         names = ["rgb.png", "damaged.png", "rgba.png", "grey.png", "large.png"]
         paths = [folder / name for name in names]
-        self.assertEqual([png_as_is(p.read_bytes(), SIZE, unframed.framing) for p in paths],
-                         [True, True, False, True, False])
+        self.assertEqual(
+            [png_as_is(p.read_bytes(), SIZE, unframed.framing) for p in paths], [True, True, False, True, False]
+        )
         for chunk in (8, 2):  # the damaged file with good ones in one graph call, then with one other
             vectors, failures = unframed.embed_files(paths, batch_size=8, chunk=chunk)
             self.assertEqual(sorted(failures), [1])
             self.assertIn("damaged", failures[1])  # the contract's reason, as at import
-            contract = unframed._predict(np.stack([bytes_to_input(paths[i].read_bytes(), SIZE, unframed.framing)
-                                                   for i in (0, 2, 3, 4)]), 8)["embedding"]
+            contract = unframed._predict(
+                np.stack([bytes_to_input(paths[i].read_bytes(), SIZE, unframed.framing) for i in (0, 2, 3, 4)]), 8
+            )["embedding"]
             np.testing.assert_allclose(vectors[[0, 2, 3, 4]], contract, atol=1e-5)
         self.assertIsNotNone(unframed._forward_png)
         vectors, failures = unframed.embed_files(paths[:1], batch_size=8)
@@ -236,7 +307,9 @@ class InferenceTests(unittest.TestCase):
         paths = self._png_files("prefetch", 7)
         paths.insert(3, paths[0].parent / "missing.png")
         whole, whole_failures = self.embedder.embed_files(paths, batch_size=8, chunk=8)
-        parts, part_failures = self.embedder.embed_files(paths, batch_size=8, chunk=3)  # 3 + 3 + 2, the miss in the middle
+        parts, part_failures = self.embedder.embed_files(
+            paths, batch_size=8, chunk=3
+        )  # 3 + 3 + 2, the miss in the middle
         self.assertEqual(sorted(whole_failures), [3])
         self.assertEqual(part_failures, whole_failures)
         np.testing.assert_allclose(parts, whole, atol=1e-5)
@@ -244,8 +317,9 @@ class InferenceTests(unittest.TestCase):
 
     def test_pil_and_array_paths_agree_and_guess_a_category(self):
         img = Image.fromarray(self.images[0])
-        np.testing.assert_allclose(self.embedder.embed_pil(img), self.embedder.embed_arrays(self.images[:1])[0],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            self.embedder.embed_pil(img), self.embedder.embed_arrays(self.images[:1])[0], atol=1e-4
+        )
         self.assertIsInstance(self.embedder.framing, Framing)
         label, probability = self.embedder.guess_category(img)
         self.assertIn(label, SHAPES)

@@ -53,11 +53,19 @@ class RegistryLockTests(SimpleTestCase):
     def holder(self, seconds: float) -> subprocess.Popen:
         """A second process holding the registry lock for `seconds` once it prints "locked"."""
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test", "PYTHONUNBUFFERED": "1"}
-        child = subprocess.Popen([sys.executable, "-c", HOLDER, str(seconds)], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(seconds)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.addCleanup(lambda: child.poll() is None and child.kill())
         line = child.stdout.readline()
-        self.assertEqual(line.strip(), "locked", line + child.stdout.read()[-2000:] if child.poll() is not None else line)
+        self.assertEqual(
+            line.strip(), "locked", line + child.stdout.read()[-2000:] if child.poll() is not None else line
+        )
         return child
 
     def test_a_record_waits_for_the_lock_another_process_holds_and_neither_record_is_lost(self):
@@ -74,8 +82,10 @@ class RegistryLockTests(SimpleTestCase):
         held = self.client.get(lock_key())
         self.assertIsNotNone(held)
         started = time.monotonic()
-        with mock.patch.object(workers, "LOCK_WAIT_SECONDS", 1, create=True), \
-                self.assertRaises(getattr(workers, "RegistryBusy", LookupError)):
+        with (
+            mock.patch.object(workers, "LOCK_WAIT_SECONDS", 1, create=True),
+            self.assertRaises(getattr(workers, "RegistryBusy", LookupError)),
+        ):
             workers.worker_device_record(hostname="waiter@box", queues=["embeddings"], device=None)
         self.assertLess(time.monotonic() - started, 5)
         self.assertEqual(self.client.get(lock_key()), held)  # still the holder's
@@ -89,7 +99,10 @@ class RegistryLockTests(SimpleTestCase):
             time.sleep(0.4)  # past the lock's lifetime: another writer takes the lock meanwhile
             self.assertTrue(self.client.set(lock_key(), "someone-else", nx=True, px=10_000))
 
-        with mock.patch.object(workers, "LOCK_TTL_MS", 200, create=True), self.assertRaises(getattr(workers, "RegistryBusy", LookupError)):
+        with (
+            mock.patch.object(workers, "LOCK_TTL_MS", 200, create=True),
+            self.assertRaises(getattr(workers, "RegistryBusy", LookupError)),
+        ):
             workers._registry_update(slow)
         self.assertIsNone(cache.get(workers.REGISTRY_KEY))
         self.assertEqual(self.client.get(lock_key()), b"someone-else")

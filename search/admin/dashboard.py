@@ -23,8 +23,16 @@ from ..storage import vector_array
 MAP_SAMPLE = 2000
 # Tableau 10: distinguishable, and readable on white.
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
 )
 
 
@@ -67,10 +75,16 @@ def dashboard_versions(*, limit: int = 50) -> list[VersionRow]:
     ids = [v.pk for v in versions]
     total_images = ProductImage.objects.count()
     embedded = dict(
-        ImageEmbedding.objects.filter(model_version_id__in=ids).values("model_version").annotate(n=Count("id")).values_list("model_version", "n")
+        ImageEmbedding.objects.filter(model_version_id__in=ids)
+        .values("model_version")
+        .annotate(n=Count("id"))
+        .values_list("model_version", "n")
     )
     failed = dict(
-        EmbeddingFailure.objects.filter(model_version_id__in=ids).values("model_version").annotate(n=Count("id")).values_list("model_version", "n")
+        EmbeddingFailure.objects.filter(model_version_id__in=ids)
+        .values("model_version")
+        .annotate(n=Count("id"))
+        .values_list("model_version", "n")
     )
     jobs: dict[int, IndexJob] = {}
     for job in IndexJob.objects.filter(model_version_id__in=ids).order_by("-id"):
@@ -116,9 +130,16 @@ def loss_sparkline_svg(loss_history: list[dict], *, width: int = 110, height: in
         'viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">'
         '<polyline fill="none" stroke="#3b5bdb" stroke-width="1.8" points="{points}"/>'
         '<circle cx="{cx}" cy="{cy}" r="2.5" fill="#3b5bdb"/></svg>'
-        '<small>{first} → {last}</small></span>',
-        first=f"{losses[0]:.3g}", last=f"{losses[-1]:.3g}", n=n, s="" if n == 1 else "s", w=width, h=height, points=points,
-        cx=dot[0], cy=dot[1],
+        "<small>{first} → {last}</small></span>",
+        first=f"{losses[0]:.3g}",
+        last=f"{losses[-1]:.3g}",
+        n=n,
+        s="" if n == 1 else "s",
+        w=width,
+        h=height,
+        points=points,
+        cx=dot[0],
+        cy=dot[1],
     )
 
 
@@ -179,7 +200,9 @@ def embedding_map(*, model_version: ModelVersion, sample: int = MAP_SAMPLE, seed
         return None
     chosen = ids if ids.size <= sample else np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
     column = version_storage(model_version=model_version).column
-    picked = list(ImageEmbedding.objects.filter(id__in=chosen.tolist()).order_by("id").values_list(column, "category_id"))
+    picked = list(
+        ImageEmbedding.objects.filter(id__in=chosen.tolist()).order_by("id").values_list(column, "category_id")
+    )
     names = dict(Category.objects.values_list("id", "name"))
     vectors = np.stack([vector_array(vector) for vector, _ in picked])
     coords, explained = pca_2d(vectors)
@@ -212,12 +235,23 @@ def embedding_map_svg(emap: EmbeddingMap, *, width: int = 720, height: int = 480
     for name, colour, count in categories:
         mask = [label == name for label in emap.labels]
         circles = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.6"/>' for x, y, m in zip(xs, ys, mask) if m)
-        groups.append(format_html('<g fill="{}" fill-opacity=".72"><title>{} ({} points)</title>{}</g>', colour, name, count, mark_safe(circles)))
+        groups.append(
+            format_html(
+                '<g fill="{}" fill-opacity=".72"><title>{} ({} points)</title>{}</g>',
+                colour,
+                name,
+                count,
+                mark_safe(circles),
+            )
+        )
     legend = format_html_join(
         "",
         '<g transform="translate({},{})"><circle cx="6" cy="-4" r="5" fill="{}"/>'
         '<text x="16" y="0" font-size="12" fill="#333">{} <tspan fill="#888">{}</tspan></text></g>',
-        ((width - legend_w + 6, pad + 14 + 20 * i, colours[name], name, count) for i, (name, _, count) in enumerate(categories)),
+        (
+            (width - legend_w + 6, pad + 14 + 20 * i, colours[name], name, count)
+            for i, (name, _, count) in enumerate(categories)
+        ),
     )
     return format_html(
         '<svg class="lk-map" role="img" aria-label="{label}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
@@ -228,7 +262,16 @@ def embedding_map_svg(emap: EmbeddingMap, *, width: int = 720, height: int = 480
         '<text x="{lx}" y="{ay2}" font-size="11" fill="#777">y: PC2, {e2} of variance</text>'
         "</svg>",
         label=f"PCA map of {emap.sampled} of {emap.total} vectors of {emap.model_version}, coloured by category",
-        w=width, h=height, p0=pad - 6, pw=plot_w + 12, ph=plot_h + 12, groups=mark_safe("".join(groups)), legend=legend,
-        lx=width - legend_w + 6, ay=pad + 20 * len(categories) + 24, ay2=pad + 20 * len(categories) + 40,
-        e1=f"{emap.explained[0]:.0%}", e2=f"{emap.explained[1]:.0%}",
+        w=width,
+        h=height,
+        p0=pad - 6,
+        pw=plot_w + 12,
+        ph=plot_h + 12,
+        groups=mark_safe("".join(groups)),
+        legend=legend,
+        lx=width - legend_w + 6,
+        ay=pad + 20 * len(categories) + 24,
+        ay2=pad + 20 * len(categories) + 40,
+        e1=f"{emap.explained[0]:.0%}",
+        e2=f"{emap.explained[1]:.0%}",
     )

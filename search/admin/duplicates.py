@@ -75,7 +75,11 @@ class NearDuplicateAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Near-duplicate products"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Near-duplicate products",
+        }
         version = active_model_version()
         context.update(version=version, fraction=THRESHOLD_FRACTION)
         if version is None:
@@ -94,6 +98,8 @@ class NearDuplicateAdmin(admin.ModelAdmin):
                 status = 400
         context.update(default_threshold=default, threshold=threshold, threshold_raw=raw)
         if threshold is not None and status == 200:
-            pairs = _cached(f"{key}:pairs:{threshold!r}", lambda: duplicate_pairs(model_version=version, threshold=threshold))
+            pairs = _cached(
+                f"{key}:pairs:{threshold!r}", lambda: duplicate_pairs(model_version=version, threshold=threshold)
+            )
             context.update(pair_count=len(pairs), rows=duplicate_rows(pairs[:SHOWN]), shown=SHOWN)
         return TemplateResponse(request, "admin/search/nearduplicate/change_list.html", context, status=status)

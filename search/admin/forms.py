@@ -13,14 +13,18 @@ class TrainServeForm(TrainForm):
     index the catalogue and switch search to it."""
 
     budget = forms.CharField(
-        required=False, max_length=32, label="Training budget",
+        required=False,
+        max_length=32,
+        label="Training budget",
         help_text="Instead of epochs: steps (20000steps), wall time (30m, 2h) or auto (grows with the square root "
-                  "of the products). Each step samples products, a photo of each and augmented views. Empty: epochs.",
+        "of the products). Each step samples products, a photo of each and augmented views. Empty: epochs.",
     )
     OVERRIDES = (*TrainForm.OVERRIDES, "budget")
 
     auto_activate = forms.BooleanField(
-        required=False, initial=True, label="Index and activate when trained",
+        required=False,
+        initial=True,
+        label="Index and activate when trained",
         help_text="Reindex the catalogue after training and switch search to this model once its vectors cover it.",
     )
 

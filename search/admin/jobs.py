@@ -17,7 +17,19 @@ class IndexJobAdmin(admin.ModelAdmin):
     list_display = ["id", "model_version", "status", "progress", "done", "failed", "total", "created_at", "finished_at"]
     list_filter = ["status"]
     list_select_related = ["model_version"]
-    readonly_fields = ["model_version", "status", "progress", "total", "done", "failed", "batches_total", "batches_done", "error", "created_at", "finished_at"]
+    readonly_fields = [
+        "model_version",
+        "status",
+        "progress",
+        "total",
+        "done",
+        "failed",
+        "batches_total",
+        "batches_done",
+        "error",
+        "created_at",
+        "finished_at",
+    ]
     fields = readonly_fields
 
     class Media:
@@ -47,9 +59,7 @@ class IndexJobAdmin(admin.ModelAdmin):
         )
 
     def get_urls(self):
-        status = path(
-            "<int:pk>/status/", self.admin_site.admin_view(self.status_view), name="search_indexjob_status"
-        )
+        status = path("<int:pk>/status/", self.admin_site.admin_view(self.status_view), name="search_indexjob_status")
         return [status, *super().get_urls()]
 
     def status_view(self, request, pk: int) -> JsonResponse:

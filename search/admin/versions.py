@@ -22,7 +22,6 @@ from ml.services import model_version_cancel, recommended_architecture
 from ml.workers import queue_workers_missing, worker_devices
 
 from ..indexing.jobs import index_job_cancel, index_job_start
-from ..indexing.progress import index_coverage, index_job_status
 from ..models import IndexJob
 from ..queries.weights import PHOTO, QUERY_WEIGHTS, SIMILAR
 from ..serving.activation import (
@@ -36,6 +35,7 @@ from ..serving.versions import model_version_is_active
 from ..storage import STORAGE_CHOICES, VECTOR
 from . import dashboard
 from .forms import TrainServeForm
+from .status import figure, progress_bar, version_status
 
 # What each button needs: training and cancelling are ml's permissions, serving ones are search's.
 PERMISSIONS = {
@@ -44,51 +44,6 @@ PERMISSIONS = {
     "reindex": "search.reindex_modelversion",
     "activate": "search.activate_modelversion",
 }
-
-
-def _progress_bar(fraction: float, label: str = ""):
-    return format_html(
-        '<div class="lk-progress" title="{}"><span style="width:{}%"></span></div> <small>{}</small>',
-        label, round(fraction * 100, 1), label,
-    )
-
-
-def _figure(version: ModelVersion, key: str):
-    value = (version.metrics.get("holdout") or {}).get("model", {}).get(key)
-    return f"{value:.3f}" if isinstance(value, float) else "—"
-
-
-def version_status(version: ModelVersion, *, polling: bool = False) -> dict:
-    """Everything the admin's live panel shows, as JSON-ready data.
-
-    `polling`: the panel's request every two seconds. While a reindex job runs, its counters (kept
-    by each batch as it finishes) are the progress, and the coverage, three counts over the
-    catalogue's tables, is left out; the page reloads with it once the job has finished."""
-    job = IndexJob.objects.filter(model_version=version).order_by("-id").first()
-    busy = job is not None and not job.is_finished
-    coverage = (
-        index_coverage(model_version=version)
-        if version.status == ModelVersion.Status.SUCCEEDED and not (polling and busy)
-        else None
-    )
-    return {
-        "id": version.pk,
-        "status": version.status,
-        "is_active": model_version_is_active(model_version=version),
-        "epoch": version.epoch,
-        "epochs": version.epochs,
-        "step": version.step,
-        "steps_per_epoch": version.steps_per_epoch,
-        "training_fraction": version.progress_fraction,
-        "loss_history": version.loss_history,
-        "error": version.error,
-        "index_job": None if job is None else index_job_status(job),
-        "coverage": None if coverage is None else {
-            "total": coverage.total_images, "embedded": coverage.embedded, "failed": coverage.failed,
-            "complete": coverage.complete, "fraction": coverage.fraction,
-            "failed_percent": round(100 * coverage.failed_fraction, 1),
-        },
-    }
 
 
 @admin.register(ModelVersion)
@@ -100,9 +55,29 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ["architecture", "status", "serving__is_active"]
     list_select_related = ["serving"]
     readonly_fields = [
-        "architecture", "hparams", "status", "cancel_requested", "epoch", "epochs", "step", "steps_per_epoch",
-        "loss_history", "metrics", "dim", "image_size", "label_names", "error", "is_active", "auto_activate",
-        "vector_storage", "vector_layout", "task_id", "created_at", "started_at", "finished_at", "workdir_path",
+        "architecture",
+        "hparams",
+        "status",
+        "cancel_requested",
+        "epoch",
+        "epochs",
+        "step",
+        "steps_per_epoch",
+        "loss_history",
+        "metrics",
+        "dim",
+        "image_size",
+        "label_names",
+        "error",
+        "is_active",
+        "auto_activate",
+        "vector_storage",
+        "vector_layout",
+        "task_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "workdir_path",
     ]
     change_form_template = "admin/ml/modelversion/change_form.html"
     change_list_template = "admin/ml/modelversion/change_list.html"
@@ -152,25 +127,38 @@ class ModelVersionAdmin(admin.ModelAdmin):
         parts = (obj.metrics or {}).get("vector_parts")
         if not parts:
             return "One part: every dimension counts the same for photo search and similar items."
-        names = {"instance_embedding": "this product's look", "probabilities": "category", "colours": "colour group",
-                 "item_colours": "measured colours"}
+        names = {
+            "instance_embedding": "this product's look",
+            "probabilities": "category",
+            "colours": "colour group",
+            "item_colours": "measured colours",
+        }
         return format_html_join(
-            format_html("<br>"), "{}: {} dims, share {} · photo search ×{} · similar items ×{}",
-            ((names.get(p["name"], p["name"]), p["size"], f"{p['share']:.2f}",
-              QUERY_WEIGHTS[PHOTO].get(p["name"], 1.0), QUERY_WEIGHTS[SIMILAR].get(p["name"], 1.0)) for p in parts),
+            format_html("<br>"),
+            "{}: {} dims, share {} · photo search ×{} · similar items ×{}",
+            (
+                (
+                    names.get(p["name"], p["name"]),
+                    p["size"],
+                    f"{p['share']:.2f}",
+                    QUERY_WEIGHTS[PHOTO].get(p["name"], 1.0),
+                    QUERY_WEIGHTS[SIMILAR].get(p["name"], 1.0),
+                )
+                for p in parts
+            ),
         )
 
     @admin.display(description="Training")
     def training(self, obj):
-        return _progress_bar(obj.progress_fraction, f"epoch {obj.epoch}/{obj.epochs}")
+        return progress_bar(obj.progress_fraction, f"epoch {obj.epoch}/{obj.epochs}")
 
     @admin.display(description="P@1 (holdout)")
     def p_at_1(self, obj):
-        return _figure(obj, "precision_at_1")
+        return figure(obj, "precision_at_1")
 
     @admin.display(description="P@10 (holdout)")
     def p_at_10(self, obj):
-        return _figure(obj, "precision_at_10")
+        return figure(obj, "precision_at_10")
 
     @admin.display(description="Artifacts")
     def workdir_path(self, obj):
@@ -185,7 +173,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
             path("<int:pk>/reindex/", wrap(require_POST(self.reindex_view)), name="ml_modelversion_reindex"),
             path("<int:pk>/activate/", wrap(require_POST(self.activate_view)), name="ml_modelversion_activate"),
             path("<int:pk>/cancel/", wrap(require_POST(self.cancel_view)), name="ml_modelversion_cancel"),
-            path("<int:pk>/delete-vectors/", wrap(require_POST(self.delete_vectors_view)), name="ml_modelversion_delete_vectors"),
+            path(
+                "<int:pk>/delete-vectors/",
+                wrap(require_POST(self.delete_vectors_view)),
+                name="ml_modelversion_delete_vectors",
+            ),
         ] + super().get_urls()
 
     def _require(self, request, permission: str) -> None:
@@ -223,9 +215,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"Training of model version #{version.pk} is queued for a worker.")
                 return self._back(version.pk)
-        context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta,
-                   "title": "Train a new model", "recommendation": recommended_architecture()}
-        return TemplateResponse(request, "admin/ml/modelversion/train.html", context, status=400 if form.errors else 200)
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "opts": self.model._meta,
+            "title": "Train a new model",
+            "recommendation": recommended_architecture(),
+        }
+        return TemplateResponse(
+            request, "admin/ml/modelversion/train.html", context, status=400 if form.errors else 200
+        )
 
     def dashboard_view(self, request):
         if not self.has_view_permission(request):
@@ -269,10 +268,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.error(request, str(exc))
         else:
             if job.joined:
-                messages.success(request, f"Reindex job #{job.pk} was already running: {job.images_queued:,} images "
-                                          f"added, {job.total:,} in all.")
+                messages.success(
+                    request,
+                    f"Reindex job #{job.pk} was already running: {job.images_queued:,} images "
+                    f"added, {job.total:,} in all.",
+                )
             else:
-                messages.success(request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
+                messages.success(
+                    request, f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches."
+                )
             no_worker = queue_workers_missing(queue="embeddings") if not job.is_finished else None
             if no_worker:
                 messages.warning(request, no_worker)
@@ -310,4 +314,3 @@ class ModelVersionAdmin(admin.ModelAdmin):
         else:
             messages.success(request, f"Deleted {deleted:,} vectors of model version #{pk}.")
         return self._back(pk)
-

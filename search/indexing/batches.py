@@ -50,7 +50,9 @@ def index_batch_run(*, batch_id: int) -> bool:
     # that crashes the decoder, is given up after INDEX_BATCH_MAX_ATTEMPTS instead of looping.
     # Raw SQL: the ORM's update() returns no values, and the count is needed (one round trip, not two).
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE search_indexbatch SET attempts = attempts + 1 WHERE id = %s RETURNING attempts", [batch.pk])
+        cursor.execute(
+            "UPDATE search_indexbatch SET attempts = attempts + 1 WHERE id = %s RETURNING attempts", [batch.pk]
+        )
         batch.attempts = cursor.fetchone()[0]
     if batch.attempts > settings.INDEX_BATCH_MAX_ATTEMPTS:
         logger.error("Batch %s given up after %s attempts", batch.pk, batch.attempts - 1)
@@ -72,8 +74,14 @@ def index_batch_run(*, batch_id: int) -> bool:
     # One line per batch (bench/indexing.py reads them for its per-stage profile of the real run).
     logger.info(
         "Index batch %s of job %s: %d embedded, %d failed; ms rows=%.1f embed=%.1f write=%.1f total=%.1f",
-        batch.number, batch.job_id, len(vectors), len(failures), 1000 * (read - started),
-        1000 * (embedded - read), 1000 * (done - embedded), 1000 * (done - started),
+        batch.number,
+        batch.job_id,
+        len(vectors),
+        len(failures),
+        1000 * (read - started),
+        1000 * (embedded - read),
+        1000 * (done - embedded),
+        1000 * (done - started),
     )
     return written
 
@@ -123,4 +131,3 @@ def _batch_write(*, batch: IndexBatch, vectors: dict[int, np.ndarray], failures:
                 job_id = job.pk
                 transaction.on_commit(lambda: enqueue.job_finish(job_id))
     return True
-

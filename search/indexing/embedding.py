@@ -22,15 +22,16 @@ class IndexInfrastructureError(Exception):
     reason."""
 
 
-
-
-def images_embed(*, model_version: ModelVersion, images: Sequence[ProductImage]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+def images_embed(
+    *, model_version: ModelVersion, images: Sequence[ProductImage]
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Run the model once over `images`: ({image_id: vector}, {image_id: reason}). Raises ModelLoadError."""
     return image_files_embed(model_version=model_version, files=[(image.pk, image.image.name) for image in images])
 
 
-def image_files_embed(*, model_version: ModelVersion, files: Sequence[tuple[int, str]]
-                       ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+def image_files_embed(
+    *, model_version: ModelVersion, files: Sequence[tuple[int, str]]
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """images_embed for (image id, stored file name) rows: a batch reads just these two columns
     (model instances cost more per row than the database read)."""
     embedder = embedder_for(model_version)
@@ -40,7 +41,9 @@ def image_files_embed(*, model_version: ModelVersion, files: Sequence[tuple[int,
     paths: list[str] = []
     for pk, name in files:
         if not name:  # as FieldFile.path says it
-            failures[pk] = f"The image file cannot be opened (The '{field.name}' attribute has no file associated with it.)."
+            failures[pk] = (
+                f"The image file cannot be opened (The '{field.name}' attribute has no file associated with it.)."
+            )
             continue
         try:
             path = field.storage.path(name)
@@ -84,4 +87,3 @@ def embedding_batch_size() -> int:
     if workers and all(w.device is not None and w.device.is_gpu for w in workers):
         return settings.EMBEDDING_BATCH_SIZE_GPU
     return settings.EMBEDDING_BATCH_SIZE
-

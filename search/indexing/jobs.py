@@ -83,7 +83,9 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
             )
         joined = job is not None
         if job is None:
-            job = IndexJob.objects.create(model_version=model_version, status=IndexJob.Status.RUNNING, only_missing=only_missing)
+            job = IndexJob.objects.create(
+                model_version=model_version, status=IndexJob.Status.RUNNING, only_missing=only_missing
+            )
         elif job.status == IndexJob.Status.BUILDING_INDEX:
             # Its batches are done and its finish is building the index: the images it lacks (those
             # without a vector or failure) go one by one; their rows join the index being built.
@@ -112,7 +114,9 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
             IndexBatch(job=job, number=first + n, image_ids=chunk) for n, chunk in enumerate(batches)
         )
         # Under the job's row lock, as every batch's count is: the finish waits for these batches too.
-        IndexJob.objects.filter(pk=job.pk).update(total=F("total") + len(ids), batches_total=F("batches_total") + len(batches))
+        IndexJob.objects.filter(pk=job.pk).update(
+            total=F("total") + len(ids), batches_total=F("batches_total") + len(batches)
+        )
         job.refresh_from_db(fields=["total", "batches_total"])
         batch_ids = [b.pk for b in created]
         transaction.on_commit(lambda: enqueue.batches(batch_ids))
@@ -121,7 +125,9 @@ def index_job_start(*, model_version: ModelVersion, only_missing: bool = False) 
 
 def _job_image_ids(job: IndexJob):
     """The ids of every image in the job's batches, as a subquery."""
-    return IndexBatch.objects.filter(job=job).annotate(image_id=Func(F("image_ids"), function="unnest")).values("image_id")
+    return (
+        IndexBatch.objects.filter(job=job).annotate(image_id=Func(F("image_ids"), function="unnest")).values("image_id")
+    )
 
 
 def index_job_cancel(*, job: IndexJob) -> IndexJob:
@@ -138,7 +144,6 @@ def index_job_fail(*, job_id: int, error: str) -> None:
     IndexJob.objects.filter(pk=job_id, status__in=IndexJob.UNFINISHED).update(
         status=IndexJob.Status.FAILED, error=error[:4000], finished_at=timezone.now()
     )
-
 
 
 def index_job_finish(*, job_id: int) -> IndexJob | None:
@@ -190,12 +195,9 @@ def index_job_finish(*, job_id: int) -> IndexJob | None:
     return job
 
 
-
 def model_version_trained_index(*, model_version: ModelVersion) -> IndexJob | None:
     """After training succeeded: index the catalogue with a version that is to auto-activate
     (index_job_finish then activates it). Returns the job, or None when it was not asked for."""
     if not ServingState.objects.filter(model_version=model_version, auto_activate=True).exists():
         return None
     return index_job_start(model_version=model_version)
-
-

@@ -25,7 +25,6 @@ class IndexProgress:
         return int(100 * self.done / self.total) if self.total else 0
 
 
-
 def index_job_status(job: IndexJob) -> dict:
     """A reindex job's progress as JSON-ready data: what the admin's list, version page, dashboard and
     their live updates all show."""
@@ -47,7 +46,6 @@ def index_progress(*, model_version: ModelVersion) -> IndexProgress | None:
     """Progress of the version's running reindex job, if one runs."""
     job = IndexJob.objects.filter(model_version=model_version, status__in=IndexJob.UNFINISHED).order_by("-id").first()
     return IndexProgress(done=job.processed, total=job.total) if job else None
-
 
 
 @dataclass(frozen=True)
@@ -93,4 +91,3 @@ def index_coverage(*, model_version: ModelVersion) -> Coverage:
         embedded=ImageEmbedding.objects.filter(model_version=model_version).count(),
         failed=EmbeddingFailure.objects.filter(model_version=model_version).exclude(Exists(has_vector)).count(),
     )
-

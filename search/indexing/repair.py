@@ -142,9 +142,15 @@ def _training_repair(report: RepairReport, cutoff) -> None:
 
 
 def _missing_images_index(report: RepairReport, cutoff) -> None:
-    versions = ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED).filter(
-        Q(serving__is_active=True) | Q(serving__auto_activate=True, index_jobs__isnull=True, finished_at__lte=cutoff)
-    ).select_related("serving").distinct()
+    versions = (
+        ModelVersion.objects.filter(status=ModelVersion.Status.SUCCEEDED)
+        .filter(
+            Q(serving__is_active=True)
+            | Q(serving__auto_activate=True, index_jobs__isnull=True, finished_at__lte=cutoff)
+        )
+        .select_related("serving")
+        .distinct()
+    )
     for version in versions:
         if IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED).exists():
             continue  # a job runs: its own batches are repaired above

@@ -35,19 +35,24 @@ def copy_binary(image_ids: Sequence[int], vectors: np.ndarray) -> bytes:
     """
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or len(vectors) != len(image_ids):
-        raise ValueError(
-            f"Expected one vector per image ([{len(image_ids)}, dim]). Received: shape={vectors.shape}"
-        )
+        raise ValueError(f"Expected one vector per image ([{len(image_ids)}, dim]). Received: shape={vectors.shape}")
     vectors = vectors.astype(np.float32, copy=False)
     if not np.isfinite(vectors).all():
         raise ValueError("A vector must not contain NaN or infinity.")
     n, dim = vectors.shape
     if not 1 <= dim <= 16000:  # pgvector's limit for a vector
         raise ValueError(f"A vector must have 1 to 16,000 dimensions. Received: dim={dim}")
-    row = np.dtype([
-        ("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"),
-        ("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,)),
-    ])
+    row = np.dtype(
+        [
+            ("fields", ">i2"),
+            ("id_len", ">i4"),
+            ("id", ">i8"),
+            ("vec_len", ">i4"),
+            ("dim", ">i2"),
+            ("unused", ">i2"),
+            ("values", ">f4", (dim,)),
+        ]
+    )
     rows = np.empty(n, row)
     rows["fields"] = 2
     rows["id_len"] = 8
@@ -59,8 +64,9 @@ def copy_binary(image_ids: Sequence[int], vectors: np.ndarray) -> bytes:
     return b"".join((_SIGNATURE, rows.tobytes(), _TRAILER))
 
 
-def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int], vectors: np.ndarray,
-                      storage: VectorStorage = VECTOR) -> int:
+def embeddings_upsert(
+    *, cursor, model_version_id: int, image_ids: Sequence[int], vectors: np.ndarray, storage: VectorStorage = VECTOR
+) -> int:
     """Upsert (image, model_version) rows for `image_ids` (sorted, so concurrent writers lock embedding
     rows in one order) with product, category and price read from the catalogue in the same
     statement; returns the rows written. The temporary table always holds float32 `vector`s; the
@@ -85,8 +91,11 @@ def embeddings_upsert(*, cursor, model_version_id: int, image_ids: Sequence[int]
     # Django's cursor wrapper passes copy_expert through to psycopg2; its errors become Django's
     # (an OperationalError is retried by the task like any other).
     with cursor.db.wrap_database_errors:
-        cursor.copy_expert(f"COPY {LOAD_TABLE} (image_id, embedding) FROM STDIN WITH (FORMAT BINARY)",
-                           io.BytesIO(data), max(8192, len(data)))  # size: positional (CursorDebugWrapper)
+        cursor.copy_expert(
+            f"COPY {LOAD_TABLE} (image_id, embedding) FROM STDIN WITH (FORMAT BINARY)",
+            io.BytesIO(data),
+            max(8192, len(data)),
+        )  # size: positional (CursorDebugWrapper)
     # The rows are deleted as they are read, so a second write in this transaction starts empty (a
     # TRUNCATE would give the table a new file every batch); the commit empties the file itself.
     cursor.execute(

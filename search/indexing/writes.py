@@ -34,12 +34,20 @@ def embeddings_write(*, model_version: ModelVersion, vectors: dict[int, np.ndarr
         storage = version_storage_ensure(model_version=model_version)
         embedded = sorted(vectors)  # a fixed order: concurrent upserts lock rows in the same order
         with connection.cursor() as cursor:
-            embeddings_upsert(cursor=cursor, model_version_id=model_version.pk, image_ids=embedded,
-                              vectors=np.stack([vectors[i] for i in embedded]), storage=storage)
+            embeddings_upsert(
+                cursor=cursor,
+                model_version_id=model_version.pk,
+                image_ids=embedded,
+                vectors=np.stack([vectors[i] for i in embedded]),
+                storage=storage,
+            )
         EmbeddingFailure.objects.filter(model_version=model_version, image_id__in=embedded).delete()
     if failures:
         EmbeddingFailure.objects.bulk_create(
-            [EmbeddingFailure(image_id=i, model_version_id=model_version.pk, reason=failures[i][:2000]) for i in sorted(failures)],
+            [
+                EmbeddingFailure(image_id=i, model_version_id=model_version.pk, reason=failures[i][:2000])
+                for i in sorted(failures)
+            ],
             update_conflicts=True,
             unique_fields=["image", "model_version"],
             update_fields=["reason", "updated_at"],
@@ -102,4 +110,3 @@ def product_embeddings_sync(*, product: Product) -> int:
         .exclude(category_id=product.category_id, price__isnull=True)
         .update(category_id=product.category_id, price=None)
     )
-

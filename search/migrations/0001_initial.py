@@ -7,78 +7,161 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0001_initial'),
-        ('ml', '0001_initial'),
+        ("catalog", "0001_initial"),
+        ("ml", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='IndexJob',
+            name="IndexJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('building_index', 'Building index'), ('done', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='queued', max_length=16)),
-                ('total', models.PositiveIntegerField(default=0, help_text='Images to embed.')),
-                ('done', models.PositiveIntegerField(default=0, help_text='Images embedded.')),
-                ('failed', models.PositiveIntegerField(default=0, help_text='Images that could not be read.')),
-                ('batches_total', models.PositiveIntegerField(default=0)),
-                ('batches_done', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='index_jobs', to='ml.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("building_index", "Building index"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0, help_text="Images to embed.")),
+                ("done", models.PositiveIntegerField(default=0, help_text="Images embedded.")),
+                ("failed", models.PositiveIntegerField(default=0, help_text="Images that could not be read.")),
+                ("batches_total", models.PositiveIntegerField(default=0)),
+                ("batches_done", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="index_jobs", to="ml.modelversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='EmbeddingFailure',
+            name="EmbeddingFailure",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reason', models.TextField()),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('image', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='embedding_failures', to='catalog.productimage')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embedding_failures', to='ml.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("reason", models.TextField()),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "image",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embedding_failures",
+                        to="catalog.productimage",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embedding_failures",
+                        to="ml.modelversion",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('image', 'model_version'), name='one_failure_per_image_and_version')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("image", "model_version"), name="one_failure_per_image_and_version")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ImageEmbedding',
+            name="ImageEmbedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('price', models.DecimalField(blank=True, decimal_places=2, max_digits=10, null=True)),
-                ('embedding', pgvector.django.vector.VectorField()),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('category', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.category')),
-                ('image', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='catalog.productimage')),
-                ('model_version', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='ml.modelversion')),
-                ('product', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.product')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("price", models.DecimalField(blank=True, decimal_places=2, max_digits=10, null=True)),
+                ("embedding", pgvector.django.vector.VectorField()),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "category",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="catalog.category",
+                    ),
+                ),
+                (
+                    "image",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embeddings",
+                        to="catalog.productimage",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embeddings",
+                        to="ml.modelversion",
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="catalog.product",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['model_version', 'product'], name='search_emb_version_product'), models.Index(fields=['product'], name='search_emb_product')],
-                'constraints': [models.UniqueConstraint(fields=('image', 'model_version'), name='one_embedding_per_image_and_version')],
+                "indexes": [
+                    models.Index(fields=["model_version", "product"], name="search_emb_version_product"),
+                    models.Index(fields=["product"], name="search_emb_product"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("image", "model_version"), name="one_embedding_per_image_and_version"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='IndexBatch',
+            name="IndexBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('image_ids', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None)),
-                ('embedded', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='search.indexjob')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "image_ids",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), size=None),
+                ),
+                ("embedded", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="batches", to="search.indexjob"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job', 'number'],
-                'constraints': [models.UniqueConstraint(fields=('job', 'number'), name='one_batch_number_per_job')],
+                "ordering": ["job", "number"],
+                "constraints": [models.UniqueConstraint(fields=("job", "number"), name="one_batch_number_per_job")],
             },
         ),
     ]

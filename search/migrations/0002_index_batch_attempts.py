@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('search', '0001_initial'),
+        ("search", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='indexbatch',
-            name='attempts',
-            field=models.PositiveIntegerField(default=0, help_text='Times a worker started it (redeliveries count).'),
+            model_name="indexbatch",
+            name="attempts",
+            field=models.PositiveIntegerField(default=0, help_text="Times a worker started it (redeliveries count)."),
         ),
     ]

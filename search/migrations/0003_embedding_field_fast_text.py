@@ -6,15 +6,14 @@ import search.fields
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('search', '0002_index_batch_attempts'),
+        ("search", "0002_index_batch_attempts"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='imageembedding',
-            name='embedding',
+            model_name="imageembedding",
+            name="embedding",
             field=search.fields.VectorField(),
         ),
     ]

@@ -13,8 +13,9 @@ def serving_state_copy(apps, schema_editor):
     ServingState = apps.get_model("search", "ServingState")
     ServingState.objects.bulk_create(
         ServingState(model_version_id=pk, is_active=active, auto_activate=auto)
-        for pk, active, auto in ModelVersion.objects.filter(models.Q(is_active=True) | models.Q(auto_activate=True))
-        .values_list("pk", "is_active", "auto_activate")
+        for pk, active, auto in ModelVersion.objects.filter(
+            models.Q(is_active=True) | models.Q(auto_activate=True)
+        ).values_list("pk", "is_active", "auto_activate")
     )
     _permissions_move(apps, ("ml", "modelversion"), ("search", "servingstate"))
 
@@ -23,7 +24,9 @@ def serving_state_copy_back(apps, schema_editor):
     ModelVersion = apps.get_model("ml", "ModelVersion")
     ServingState = apps.get_model("search", "ServingState")
     for state in ServingState.objects.all():
-        ModelVersion.objects.filter(pk=state.model_version_id).update(is_active=state.is_active, auto_activate=state.auto_activate)
+        ModelVersion.objects.filter(pk=state.model_version_id).update(
+            is_active=state.is_active, auto_activate=state.auto_activate
+        )
     _permissions_move(apps, ("search", "servingstate"), ("ml", "modelversion"))
 
 
@@ -38,7 +41,6 @@ def _permissions_move(apps, source, target):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
@@ -53,8 +55,11 @@ class Migration(migrations.Migration):
                 (
                     "model_version",
                     models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name="serving",
-                        serialize=False, to="ml.modelversion",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="serving",
+                        serialize=False,
+                        to="ml.modelversion",
                     ),
                 ),
                 ("is_active", models.BooleanField(default=False)),

@@ -4,15 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('search', '0004_servingstate'),
+        ("search", "0004_servingstate"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='indexjob',
-            name='status',
-            field=models.CharField(choices=[('running', 'Running'), ('building_index', 'Building index'), ('done', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='running', max_length=16),
+            model_name="indexjob",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("running", "Running"),
+                    ("building_index", "Building index"),
+                    ("done", "Done"),
+                    ("failed", "Failed"),
+                    ("cancelled", "Cancelled"),
+                ],
+                db_index=True,
+                default="running",
+                max_length=16,
+            ),
         ),
     ]

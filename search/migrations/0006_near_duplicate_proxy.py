@@ -4,24 +4,22 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0002_product_search'),
-        ('search', '0005_index_job_status_never_queued'),
+        ("catalog", "0002_product_search"),
+        ("search", "0005_index_job_status_never_queued"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='NearDuplicate',
-            fields=[
-            ],
+            name="NearDuplicate",
+            fields=[],
             options={
-                'verbose_name': 'near-duplicate product',
-                'verbose_name_plural': 'near-duplicate products',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "near-duplicate product",
+                "verbose_name_plural": "near-duplicate products",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('catalog.product',),
+            bases=("catalog.product",),
         ),
     ]

@@ -9,7 +9,6 @@ import search.fields
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("search", "0006_near_duplicate_proxy"),
     ]

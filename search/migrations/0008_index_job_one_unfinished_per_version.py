@@ -13,7 +13,9 @@ UNFINISHED = ["running", "building_index"]
 def cancel_all_but_the_newest_unfinished(apps, schema_editor):
     IndexJob = apps.get_model("search", "IndexJob")
     newest: dict[int, int] = {}
-    for pk, version_id in IndexJob.objects.filter(status__in=UNFINISHED).order_by("-id").values_list("pk", "model_version_id"):
+    for pk, version_id in (
+        IndexJob.objects.filter(status__in=UNFINISHED).order_by("-id").values_list("pk", "model_version_id")
+    ):
         newest.setdefault(version_id, pk)
     IndexJob.objects.filter(status__in=UNFINISHED).exclude(pk__in=list(newest.values())).update(
         status="cancelled", finished_at=timezone.now()
@@ -21,7 +23,6 @@ def cancel_all_but_the_newest_unfinished(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("search", "0007_halfvec_storage"),
     ]

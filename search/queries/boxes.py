@@ -172,8 +172,14 @@ class BoxChoice:
 
 def box_choices(boxed: BoxedPhoto, *, width: int, height: int) -> list[BoxChoice]:
     return [
-        BoxChoice(number=i + 1, crop=f"{b.x},{b.y},{b.w},{b.h}", style=_percent_style(b.x, b.y, b.w, b.h, width, height),
-                  chosen=i == boxed.chosen, w=b.w, h=b.h)
+        BoxChoice(
+            number=i + 1,
+            crop=f"{b.x},{b.y},{b.w},{b.h}",
+            style=_percent_style(b.x, b.y, b.w, b.h, width, height),
+            chosen=i == boxed.chosen,
+            w=b.w,
+            h=b.h,
+        )
         for i, b in enumerate(boxed.boxes)
     ]
 
@@ -187,8 +193,10 @@ def drawn_style(boxed: BoxedPhoto, *, width: int, height: int) -> str | None:
 
 
 def _percent_style(x: int, y: int, w: int, h: int, width: int, height: int) -> str:
-    return (f"left: {100 * x / width:.3f}%; top: {100 * y / height:.3f}%; "
-            f"width: {100 * w / width:.3f}%; height: {100 * h / height:.3f}%")
+    return (
+        f"left: {100 * x / width:.3f}%; top: {100 * y / height:.3f}%; "
+        f"width: {100 * w / width:.3f}%; height: {100 * h / height:.3f}%"
+    )
 
 
 def _same_box(crop: Crop, boxes: list[Box]) -> int | None:

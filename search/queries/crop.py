@@ -34,7 +34,9 @@ def crop_parse(raw: str) -> Crop:
     match = _CROP.match(raw)
     if match is None:
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
-        raise BadCrop(f"Give the crop as four whole numbers x,y,w,h in pixels of the photo, like 10,20,200,150. Received: {shown!r}")
+        raise BadCrop(
+            f"Give the crop as four whole numbers x,y,w,h in pixels of the photo, like 10,20,200,150. Received: {shown!r}"
+        )
     crop = Crop(*(int(v) for v in match.groups()))
     if crop.w < 1 or crop.h < 1:
         raise BadCrop(f"The crop must be at least 1 pixel wide and high. Received: width {crop.w}, height {crop.h}.")

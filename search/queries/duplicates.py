@@ -103,7 +103,9 @@ def duplicate_pairs(
         return []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        for pa, ia, pb, ib, distance in _nearest_other(model_version=model_version, dim=dim, ids=chunk, limit=neighbours):
+        for pa, ia, pb, ib, distance in _nearest_other(
+            model_version=model_version, dim=dim, ids=chunk, limit=neighbours
+        ):
             if distance > threshold:
                 continue
             if pa > pb:

@@ -45,4 +45,3 @@ def keyword_neighbours(
     if len(found) >= k:
         return found
     return nearest_products(**query, exact=True)
-

@@ -91,7 +91,9 @@ def nearest_products(
         # version (at 60k, 6,000 matches: 16 ms against 35).
         rows = rows.filter(AnyOf("product_id", products.order_by().values("pk")))
     elif products is not None:
-        rows = rows.filter(product_id__in=products.order_by().values("pk") if isinstance(products, QuerySet) else list(products))
+        rows = rows.filter(
+            product_id__in=products.order_by().values("pk") if isinstance(products, QuerySet) else list(products)
+        )
     if storage is None:
         storage = version_storage(model_version=model_version_id)
     column = F(storage.column) if exact else storage.cast(dim)
@@ -99,13 +101,17 @@ def nearest_products(
         rows = rows.annotate(distance=L2Distance(column, vector)).order_by("distance")
         columns = ("product_id", "image_id", "distance", "distance")
     else:
-        rows = rows.annotate(rank=L2Distance(column, np.asarray(rank_vector, dtype=np.float32)),
-                             distance=L2Distance(F(storage.column), vector)).order_by("rank")
+        rows = rows.annotate(
+            rank=L2Distance(column, np.asarray(rank_vector, dtype=np.float32)),
+            distance=L2Distance(F(storage.column), vector),
+        ).order_by("rank")
         columns = ("product_id", "image_id", "rank", "distance")
     limit = k * 2  # most products have one image; a product's extra images may crowd others out
     alias = rows.db  # the primary, or the request's read replica (config/replicas.py): the settings go with it
     # The settings end with the block, also inside a caller's transaction (hnsw_scan).
-    with hnsw_scan(using=alias, ef_search=max(settings.HNSW_EF_SEARCH, min(limit, 1000)), max_scan_tuples=max_scan_tuples):
+    with hnsw_scan(
+        using=alias, ef_search=max(settings.HNSW_EF_SEARCH, min(limit, 1000)), max_scan_tuples=max_scan_tuples
+    ):
         while True:
             found = list(rows.values_list(*columns)[:limit])
             best: dict[int, tuple[float, Neighbour]] = {}
@@ -117,4 +123,3 @@ def nearest_products(
             limit *= 4
     # relaxed_order may return rows slightly out of order: sort here.
     return [n for _, n in sorted(best.values(), key=lambda r: (r[0], r[1].product_id))[:k]]
-

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
     from catalog.images import ImageInfo
 
 __all__ = [
-    "CategoryGuess", "ModelUnavailable", "NoActiveModel", "PhotoRefused", "PhotoSearch", "SearchUnavailable",
+    "CategoryGuess",
+    "ModelUnavailable",
+    "NoActiveModel",
+    "PhotoRefused",
+    "PhotoSearch",
+    "SearchUnavailable",
     "photo_search",
 ]
 
@@ -130,9 +135,10 @@ def photo_search(
     if query.strip():
         words = product_keyword_match(query=query, category=category, min_price=min_price, max_price=max_price)
         match = words.match
-        neighbours = keyword_neighbours(model_version_id=version.pk, vector=vector, k=k, products=words.products, **filters)
+        neighbours = keyword_neighbours(
+            model_version_id=version.pk, vector=vector, k=k, products=words.products, **filters
+        )
     else:
         wide = candidates(k, PHOTO, filters["rank_vector"])
         neighbours = nearest_products(model_version_id=version.pk, vector=vector, k=wide, **filters)[:k]
     return PhotoSearch(model_version=version, items=products_with_images(neighbours), guess=guess, match=match)
-

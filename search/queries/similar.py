@@ -57,9 +57,10 @@ def products_with_images(neighbours: list[Neighbour]) -> list[SimilarProduct]:
         if product is None:  # deleted between the two queries
             continue
         images = {image.pk: image for image in product.images.all()}
-        items.append(SimilarProduct(product=product, distance=n.distance, image=images.get(n.image_id) or product.primary_image))
+        items.append(
+            SimilarProduct(product=product, distance=n.distance, image=images.get(n.image_id) or product.primary_image)
+        )
     return items
-
 
 
 def product_similar(*, product: Product, k: int = 8, same_category: bool = False, exact: bool = False) -> SimilarItems:
@@ -77,7 +78,9 @@ def product_similar(*, product: Product, k: int = 8, same_category: bool = False
         return SimilarItems(state=SimilarItems.NO_MODEL)
     storage = version_storage(model_version=version)
     vectors = list(
-        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk).values_list(storage.column, flat=True)
+        ImageEmbedding.objects.filter(model_version=version, product_id=product.pk).values_list(
+            storage.column, flat=True
+        )
     )
     vector = product_vector(vectors) if vectors else None
     if vector is None:
@@ -108,4 +111,3 @@ def product_vector(vectors) -> np.ndarray:
     if np.allclose(norms, 1.0, atol=1e-3):
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
     return mean
-

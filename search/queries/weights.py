@@ -68,8 +68,9 @@ def query_vector(vector: Sequence[float] | np.ndarray, parts: Sequence[dict] | N
     if sum(sizes) != vector.shape[-1]:
         return None
     weights = QUERY_WEIGHTS[use]
-    scale = np.concatenate([np.full(size, weights.get(part["name"], 1.0), np.float32)
-                            for size, part in zip(sizes, parts, strict=True)])
+    scale = np.concatenate(
+        [np.full(size, weights.get(part["name"], 1.0), np.float32) for size, part in zip(sizes, parts, strict=True)]
+    )
     if np.all(scale == 1.0):
         return None
     return vector * scale

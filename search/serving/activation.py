@@ -34,7 +34,6 @@ class VectorsInUse(Exception):
     """The active version's vectors serve every query and cannot be deleted."""
 
 
-
 def model_version_train_start(
     *,
     architecture: str | None = None,
@@ -54,7 +53,6 @@ def model_version_train_start(
         version = model_version_create(architecture=architecture, variant=variant, overrides=overrides, enqueue=enqueue)
         ServingState.objects.create(model_version=version, auto_activate=auto_activate, storage=chosen.name)
     return version
-
 
 
 ACTIVATION_LOCK = 0x4C4B_0001  # pg_advisory_xact_lock key for model_version_activate
@@ -116,7 +114,6 @@ def model_version_vectors_delete(*, model_version: ModelVersion) -> int:
     return deleted
 
 
-
 def version_storage_ensure(*, model_version: ModelVersion) -> VectorStorage:
     """The version's vector storage, recorded on its serving state (created if missing) so it stays
     fixed once vectors are written. A version without a serving state gets settings.VECTOR_STORAGE,
@@ -147,7 +144,9 @@ def model_version_storage_set(*, model_version: ModelVersion, storage: str) -> V
                 f"before storing them as {chosen.name}."
             )
         if IndexJob.objects.filter(model_version=version, status__in=IndexJob.UNFINISHED).exists():
-            raise ValueError(f"Model version #{version.pk} is being indexed: cancel the job before changing its storage.")
+            raise ValueError(
+                f"Model version #{version.pk} is being indexed: cancel the job before changing its storage."
+            )
         state.storage = chosen.name
         state.save(update_fields=["storage"])
     return chosen

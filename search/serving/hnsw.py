@@ -39,8 +39,6 @@ def hnsw_index_name(model_version_id: int) -> str:
     return f"search_emb_hnsw_v{int(model_version_id)}"
 
 
-
-
 def hnsw_index_valid(*, model_version: ModelVersion) -> bool | None:
     """True: the version's HNSW index exists and queries can use it; False: a half-built (invalid) one
     is left from an interrupted CREATE INDEX CONCURRENTLY; None: there is none. Raw SQL: the ORM does
@@ -152,7 +150,9 @@ def _hnsw_memory_warn(*, name: str, notices: list[str]) -> None:
             logger.warning(
                 "HNSW index %s: %s Raise HNSW_BUILD_MEMORY (now %s) to at least the index size for the next build "
                 "(measured: 1.1 GB per million 128-d halfvec vectors, 1.3 GB as vector; docs/scaling.md).",
-                name, notice.strip().removeprefix("NOTICE:").strip(), settings.HNSW_BUILD_MEMORY,
+                name,
+                notice.strip().removeprefix("NOTICE:").strip(),
+                settings.HNSW_BUILD_MEMORY,
             )
 
 
@@ -172,4 +172,3 @@ def hnsw_index_drop(*, model_version: ModelVersion) -> None:
         transaction.on_commit(drop)
     else:
         drop()
-

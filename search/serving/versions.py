@@ -15,7 +15,9 @@ __all__ = ["active_model_version", "model_version_is_active", "model_versions_wr
 def active_model_version() -> ModelVersion | None:
     """The version every query uses right now (read it once per request and pass it on), with its
     vector storage read in the same query (version_storage)."""
-    return ModelVersion.objects.filter(serving__is_active=True).annotate(vector_storage_name=F("serving__storage")).first()
+    return (
+        ModelVersion.objects.filter(serving__is_active=True).annotate(vector_storage_name=F("serving__storage")).first()
+    )
 
 
 def version_storage(*, model_version: ModelVersion | int) -> VectorStorage:
@@ -42,4 +44,3 @@ def model_versions_written() -> QuerySet[ModelVersion]:
         .filter(Q(serving__is_active=True) | Q(index_jobs__status__in=IndexJob.UNFINISHED))
         .distinct()
     )
-

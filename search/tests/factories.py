@@ -54,7 +54,9 @@ def category_create(name: str | None = None) -> Category:
     return Category.objects.get_or_create(name=name, defaults={"slug": slug})[0]
 
 
-def product_create(*, category: Category | None = None, images: Sequence[bytes] | None = None, price=10, **fields) -> Product:
+def product_create(
+    *, category: Category | None = None, images: Sequence[bytes] | None = None, price=10, **fields
+) -> Product:
     n = next(_counter)
     product = Product.objects.create(
         sku=fields.pop("sku", f"S-{n:05d}"),
@@ -114,7 +116,9 @@ def product_with_vectors(*, model_version: ModelVersion, vectors: Sequence[Seque
     return product
 
 
-def products_bulk(*, model_version: ModelVersion, vectors: Sequence[Sequence[float]], categories: Sequence[Category], prices=None) -> list[Product]:
+def products_bulk(
+    *, model_version: ModelVersion, vectors: Sequence[Sequence[float]], categories: Sequence[Category], prices=None
+) -> list[Product]:
     """Many one-image products at once (image rows only, no files): for ranking tests."""
     start = next(_counter) * 10000
     products = Product.objects.bulk_create(
@@ -127,7 +131,8 @@ def products_bulk(*, model_version: ModelVersion, vectors: Sequence[Sequence[flo
         for i in range(len(vectors))
     )
     images = ProductImage.objects.bulk_create(
-        ProductImage(product=p, image=f"products/none/{p.sku}.png", width=16, height=16, sha256="0" * 64) for p in products
+        ProductImage(product=p, image=f"products/none/{p.sku}.png", width=16, height=16, sha256="0" * 64)
+        for p in products
     )
     column = version_storage(model_version=model_version).column
     ImageEmbedding.objects.bulk_create(

@@ -89,9 +89,25 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
         def up():
@@ -124,10 +140,29 @@ class Worker:
     def __init__(self, *, loglevel: str = "WARNING", **env: str):
         self.log = tempfile.NamedTemporaryFile(prefix="lookalike-worker-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "embeddings", "-P", "solo",
-             "--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"faults-{uuid.uuid4().hex[:8]}@%h",
-             f"--loglevel={loglevel}"],
-            cwd=ROOT, env=child_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "embeddings",
+                "-P",
+                "solo",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"faults-{uuid.uuid4().hex[:8]}@%h",
+                f"--loglevel={loglevel}",
+            ],
+            cwd=ROOT,
+            env=child_env(**env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def output(self) -> str:
@@ -189,7 +224,9 @@ class PrivateBrokerMixin:
         try:
             wait_for(finished, timeout=timeout, what=f"job {job.pk} to finish")
         except AssertionError:
-            raise AssertionError(f"{job.status} {job.processed}/{job.total}; worker log:\n{worker.output()[-3000:]}") from None
+            raise AssertionError(
+                f"{job.status} {job.processed}/{job.total}; worker log:\n{worker.output()[-3000:]}"
+            ) from None
         return job
 
     def assertEmbeddedOnce(self, job: IndexJob, version: ModelVersion, images: list[ProductImage]):

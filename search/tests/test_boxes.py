@@ -57,7 +57,9 @@ class CropChoiceParseTests(SimpleTestCase):
     def test_auto_or_none_with_coordinates_says_so(self):
         for raw in ("auto,1,2,3,4", "auto 1,2,3,4", "none,0,0,10,10", "AUTO:1,2,3,4"):
             mode = raw[:4].lower()
-            with self.assertRaisesMessage(BadCrop, f"crop={mode} cannot go with coordinates: give crop=auto, crop=none or crop=x,y,w,h alone."):
+            with self.assertRaisesMessage(
+                BadCrop, f"crop={mode} cannot go with coordinates: give crop=auto, crop=none or crop=x,y,w,h alone."
+            ):
                 crop_choice_parse(raw)
 
     def test_other_words_get_the_usual_message(self):
@@ -84,7 +86,9 @@ class PlainBackgroundTests(SimpleTestCase):
         self.assertEqual((boxed.chosen, boxed.notice), (0, None))
 
     def test_two_items_crop_to_the_best(self):
-        photo = two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64))
+        photo = two_up(
+            shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64)
+        )
         info = read_image(photo, max_bytes=10**6)
         boxed = photo_boxes(info, AUTO, version=None)
         self.assertEqual(len(boxed.boxes), 2)
@@ -103,7 +107,9 @@ class BoxesSearchTests(TestCase):
             for c, color in enumerate(COLORS):
                 product_create(category=categories[i], images=[shape_png(shape, color=color)], title=f"{shape} {c}")
         index_and_activate(cls.version)
-        cls.photo = two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64))
+        cls.photo = two_up(
+            shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64)
+        )
 
     def search(self, photo: bytes | None = None, status: int = 200, **data) -> dict:
         response = self.client.post(API, {"image": upload(photo or self.photo), "k": 4, **data})
@@ -175,12 +181,27 @@ class BoxesSearchTests(TestCase):
 
     def test_auto_beside_coordinates_and_boxes_outside_the_photo_are_400s_that_say_which(self):
         cases = {
-            ("auto,1,2,3,4", ()): "Crop: crop=auto cannot go with coordinates: give crop=auto, crop=none or crop=x,y,w,h alone. Received: 'auto,1,2,3,4'",
-            ("auto", ("x", "y")): "Crop: crop=auto finds the item itself, so it cannot go with coordinates (received x, y). Leave them out, or give the box as crop=x,y,w,h.",
-            ("", ("w",)): "Crop: crop=auto finds the item itself, so it cannot go with coordinates (received w). Leave them out, or give the box as crop=x,y,w,h.",
+            (
+                "auto,1,2,3,4",
+                (),
+            ): "Crop: crop=auto cannot go with coordinates: give crop=auto, crop=none or crop=x,y,w,h alone. Received: 'auto,1,2,3,4'",
+            (
+                "auto",
+                ("x", "y"),
+            ): "Crop: crop=auto finds the item itself, so it cannot go with coordinates (received x, y). Leave them out, or give the box as crop=x,y,w,h.",
+            (
+                "",
+                ("w",),
+            ): "Crop: crop=auto finds the item itself, so it cannot go with coordinates (received w). Leave them out, or give the box as crop=x,y,w,h.",
             ("1,2,3,4", ("x",)): "Crop: Give the box as crop=x,y,w,h; separate x fields are not read.",
-            ("100,0,64,64", ()): "Crop: The crop 100,0,64,64 (x,y,w,h) reaches outside the photo, which is 128×64 pixels: it ends at x=164, y=64.",
-            ("0,60,10,10", ()): "Crop: The crop 0,60,10,10 (x,y,w,h) reaches outside the photo, which is 128×64 pixels: it ends at x=10, y=70.",
+            (
+                "100,0,64,64",
+                (),
+            ): "Crop: The crop 100,0,64,64 (x,y,w,h) reaches outside the photo, which is 128×64 pixels: it ends at x=164, y=64.",
+            (
+                "0,60,10,10",
+                (),
+            ): "Crop: The crop 0,60,10,10 (x,y,w,h) reaches outside the photo, which is 128×64 pixels: it ends at x=10, y=70.",
         }
         for (crop, loose), message in cases.items():
             body = self.search(status=400, crop=crop, **{name: "1" for name in loose})
@@ -195,17 +216,25 @@ class BoxesSearchTests(TestCase):
         self.assertIn("no model is active", response.json()["error"])
 
     def test_a_failing_proposer_searches_the_whole_photo_with_a_notice(self):
-        with (mock.patch("search.queries.boxes.propose_boxes", side_effect=RuntimeError("broken localiser")),
-              self.assertLogs("search.queries.boxes", "ERROR")):
+        with (
+            mock.patch("search.queries.boxes.propose_boxes", side_effect=RuntimeError("broken localiser")),
+            self.assertLogs("search.queries.boxes", "ERROR"),
+        ):
             body = self.search()
         self.assertEqual((body["boxes"], body["box"], body["notice"]), ([], None, NO_PROPOSALS))
         self.assertEqual(self.titles(body), self.titles(self.search(crop="none")))
 
     def test_a_version_with_a_localiser_searches_its_box(self):
-        ModelVersion.objects.filter(pk=self.version.pk).update(metrics={**self.version.metrics, "localiser": {"iou": 0.9}})
+        ModelVersion.objects.filter(pk=self.version.pk).update(
+            metrics={**self.version.metrics, "localiser": {"iou": 0.9}}
+        )
         module = types.ModuleType("ml.localiser")
         # Boxes past the photo's edge are clipped to it, and one with nothing inside the photo dropped.
-        module.localiser_boxes = lambda version, image: [Box(64, 0, 90, 64, 0.9), Box(0, 0, 64, 64, 0.4), Box(200, 0, 10, 10, 0.3)]
+        module.localiser_boxes = lambda version, image: [
+            Box(64, 0, 90, 64, 0.9),
+            Box(0, 0, 64, 64, 0.4),
+            Box(200, 0, 10, 10, 0.3),
+        ]
         with _module("ml.localiser", module):
             body = self.search()
         self.assertEqual([b["score"] for b in body["boxes"]], [0.9, 0.4])

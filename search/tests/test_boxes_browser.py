@@ -20,7 +20,9 @@ class BoxChoiceBrowserTests(BrowserTestCase):
         _purge("embeddings")
         catalogue_with_index(self)
         photo = tempfile.NamedTemporaryFile(suffix=".png")  # noqa: SIM115 - closed by the cleanup
-        photo.write(two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64)))
+        photo.write(
+            two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64))
+        )
         photo.flush()
         self.addCleanup(photo.close)
         self.photo = photo.name
@@ -69,8 +71,10 @@ class BoxChoiceBrowserTests(BrowserTestCase):
         self.wait(lambda d: self.photo_carried())
         self.driver.find_element(By.CSS_SELECTOR, "[data-box-adjust]").click()
         self.find("[data-crop-box]")
-        self.wait(lambda d: d.find_element(By.NAME, "crop").get_attribute("value") == second,
-                  message="the crop box did not start from the chosen box")
+        self.wait(
+            lambda d: d.find_element(By.NAME, "crop").get_attribute("value") == second,
+            message="the crop box did not start from the chosen box",
+        )
         self.assertIn("Searching the boxed part", self.find("[data-crop-text]").text)
         self.click_and_wait(self.search_button())
         self.assertEqual(self.pressed(), ["false", "true"])
@@ -79,8 +83,10 @@ class BoxChoiceBrowserTests(BrowserTestCase):
         # Choosing another photo: the boxes drawn on this one go, and the next search finds its item.
         self.wait(lambda d: self.photo_carried())
         self.driver.find_element(By.ID, "id_image").send_keys(self.photo)
-        self.wait(lambda d: not d.find_element(By.CSS_SELECTOR, "[data-proposals]").is_displayed(),
-                  message="the previous photo's boxes stayed")
+        self.wait(
+            lambda d: not d.find_element(By.CSS_SELECTOR, "[data-proposals]").is_displayed(),
+            message="the previous photo's boxes stayed",
+        )
         self.assertEqual(self.driver.find_element(By.NAME, "crop").get_attribute("value"), "")
 
     def test_a_photo_of_nothing_says_the_whole_photo_was_used(self):
@@ -94,6 +100,9 @@ class BoxChoiceBrowserTests(BrowserTestCase):
         self.driver.find_element(By.ID, "id_image").send_keys(wall.name)
         self.find("[data-crop-box]")
         self.click_and_wait(self.search_button())
-        self.assertIn("No item was found in the photo; these results are for the whole photo.", self.find("[data-boxes-notice]").text)
+        self.assertIn(
+            "No item was found in the photo; these results are for the whole photo.",
+            self.find("[data-boxes-notice]").text,
+        )
         self.assertEqual(self.boxes(), [])
         self.assertEqual(len(self.titles()), 8)

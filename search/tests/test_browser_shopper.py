@@ -48,7 +48,9 @@ class HybridBrowserTests(BrowserTestCase):
         self.open("/?q=circle")
         self.assertEqual(len(self.all(".grid .card")), 4)
         old = self.driver.find_element(By.TAG_NAME, "html")
-        self.driver.find_element(By.ID, "photo-sort-image").send_keys(self.photo(shape_png("circle", color=COLORS[2], size=64)))
+        self.driver.find_element(By.ID, "photo-sort-image").send_keys(
+            self.photo(shape_png("circle", color=COLORS[2], size=64))
+        )
         self.wait(EC.staleness_of(old), message="choosing a photo did not sort the results")
         titles = self.result_titles()
         self.assertEqual(sorted(titles), ["Circle B", "Circle G", "Circle R", "Circle Y"])
@@ -65,19 +67,26 @@ class CropBrowserTests(BrowserTestCase):
         from .test_crop import two_up
 
         photo = tempfile.NamedTemporaryFile(suffix=".png")
-        photo.write(two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64)))
+        photo.write(
+            two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64))
+        )
         photo.flush()
         self.addCleanup(photo.close)
         self.photo = photo.name
         with open(photo.name, "rb") as f:
-            whole = self.client.post(reverse("search:api_search"), {"image": SimpleUploadedFile("p.png", f.read(), "image/png"), "crop": "none"})
+            whole = self.client.post(
+                reverse("search:api_search"),
+                {"image": SimpleUploadedFile("p.png", f.read(), "image/png"), "crop": "none"},
+            )
         self.whole = [r["title"] for r in whole.json()["results"]]
 
     def choose_photo(self):
         self.open("/search/")
         self.driver.find_element(By.ID, "id_image").send_keys(self.photo)
         self.find("[data-crop-box]")
-        self.wait(lambda d: "find the item in the photo (128×64)" in d.find_element(By.CSS_SELECTOR, "[data-crop-text]").text)
+        self.wait(
+            lambda d: "find the item in the photo (128×64)" in d.find_element(By.CSS_SELECTOR, "[data-crop-text]").text
+        )
 
     def crop_value(self) -> str:
         return self.driver.find_element(By.NAME, "crop").get_attribute("value")
@@ -90,7 +99,9 @@ class CropBrowserTests(BrowserTestCase):
         self.choose_photo()
         image = self.find("[data-crop-image]")
         handle = self.driver.find_element(By.CSS_SELECTOR, '[data-handle="se"]')
-        ActionChains(self.driver).move_to_element(handle).click_and_hold().move_by_offset(-image.size["width"] // 2, 0).release().perform()
+        ActionChains(self.driver).move_to_element(handle).click_and_hold().move_by_offset(
+            -image.size["width"] // 2, 0
+        ).release().perform()
         self.wait(lambda d: self.crop_value().startswith("0,0,"))
         x, y, w, h = map(int, self.crop_value().split(","))
         self.assertLessEqual(abs(w - 64), 2)

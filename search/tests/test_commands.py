@@ -128,7 +128,9 @@ class ModelVersionsTableTests(TestCase):
     def test_table_lists_versions_with_metrics_coverage_and_active(self):
         product = product_create(images=[shape_png(), shape_png("circle")])
         active = model_version_create(
-            active=True, hparams={"variant": "cnn"}, metrics={"holdout": {"model": {"precision_at_1": 0.9321, "precision_at_10": 0.9}}}
+            active=True,
+            hparams={"variant": "cnn"},
+            metrics={"holdout": {"model": {"precision_at_1": 0.9321, "precision_at_10": 0.9}}},
         )
         embedding_put(image=product.images.first(), model_version=active, vector=[1, 0, 0])
         failed = model_version_create(status=ModelVersion.Status.FAILED, architecture="autoencoder")
@@ -138,7 +140,15 @@ class ModelVersionsTableTests(TestCase):
         self.assertEqual(lines[1].split()[:3], [str(failed.pk), "autoencoder", "failed"])
         self.assertTrue(lines[1].rstrip().endswith("—"))  # no coverage, not active
         row = lines[2]
-        for text in (str(active.pk), "classifier (cnn)", "succeeded", "0.932", "0.900", "50% (1 + 0 unreadable of 2)", "yes"):
+        for text in (
+            str(active.pk),
+            "classifier (cnn)",
+            "succeeded",
+            "0.932",
+            "0.900",
+            "50% (1 + 0 unreadable of 2)",
+            "yes",
+        ):
             self.assertIn(text, row)
 
     def test_no_versions(self):
@@ -200,14 +210,22 @@ class ExitStatusTests(TransactionTestCase):
             test_url = f"postgresql://{auth}@{host}:{params.get('port', 5432)}/{params['dbname']}"
         env = {**os.environ, "DATABASE_URL": test_url, "TF_CPP_MIN_LOG_LEVEL": "3"}
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "manage.py", *args],
+            cwd=settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     def test_refusals_exit_non_zero_and_success_exits_zero(self):
         failed = model_version_create(status=ModelVersion.Status.FAILED)
         refused = self.manage("activate_model", str(failed.pk))
         self.assertEqual(refused.returncode, 1, refused.stderr)
-        self.assertIn(f"Model version #{failed.pk} has status “Failed”; only a succeeded version can be activated.", refused.stderr)
+        self.assertIn(
+            f"Model version #{failed.pk} has status “Failed”; only a succeeded version can be activated.",
+            refused.stderr,
+        )
         listed = self.manage("model_versions")
         self.assertEqual(listed.returncode, 0, listed.stderr)
         self.assertIn("failed", listed.stdout)

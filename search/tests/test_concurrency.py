@@ -35,9 +35,13 @@ class ConcurrencyTests(PrivateBrokerMixin, LiveServerTestCase):
         photo = image_bytes(shape_image("circle", size=20))
         boundary = "lookalike-boundary"
         body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode() + photo + f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n3\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + photo
+            + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n3\r\n--{boundary}--\r\n'.encode()
+        )
         results: list[tuple[int, int | None, str, bool]] = []
         lock = threading.Lock()
         barrier = threading.Barrier(17)
@@ -47,7 +51,9 @@ class ConcurrencyTests(PrivateBrokerMixin, LiveServerTestCase):
         def search(n: int) -> tuple[int, dict]:
             if n % 2 == 0:
                 request = urllib.request.Request(
-                    f"{self.live_server_url}/api/search", data=body, method="POST",
+                    f"{self.live_server_url}/api/search",
+                    data=body,
+                    method="POST",
                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
                 )
             else:
@@ -95,8 +101,14 @@ class ConcurrentActivationTests(TransactionTestCase):
             ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.SUCCEEDED)
         product = product_with_vectors(model_version=a, vectors=[[0, 0, 1]])
         image = product.images.get()
-        ImageEmbedding.objects.create(image=image, model_version=b, product=product, category_id=product.category_id,
-                                      price=product.price, embedding=[1, 0, 0])
+        ImageEmbedding.objects.create(
+            image=image,
+            model_version=b,
+            product=product,
+            category_id=product.category_id,
+            price=product.price,
+            embedding=[1, 0, 0],
+        )
         admins = []
         for name in ("alice", "bob"):
             user = User.objects.create_superuser(name, f"{name}@example.com", "pw")
@@ -110,7 +122,9 @@ class ConcurrentActivationTests(TransactionTestCase):
             def activate(client: Client, version: ModelVersion, barrier=barrier, statuses=statuses):
                 barrier.wait(timeout=10)
                 try:
-                    statuses.append(client.post(reverse("admin:ml_modelversion_activate", args=[version.pk])).status_code)
+                    statuses.append(
+                        client.post(reverse("admin:ml_modelversion_activate", args=[version.pk])).status_code
+                    )
                 finally:
                     connection.close()
 

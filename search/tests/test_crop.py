@@ -43,7 +43,16 @@ class CropParseTests(SimpleTestCase):
         self.assertEqual(Crop(1, 2, 30, 40).box, (1, 2, 31, 42))
 
     def test_malformed(self):
-        for raw in ("1,2,3", "1,2,3,4,5", "a,b,c,d", "-1,0,10,10", "1.5,0,10,10", "1;2;3;4", "9999999,0,1,1", "<script>"):
+        for raw in (
+            "1,2,3",
+            "1,2,3,4,5",
+            "a,b,c,d",
+            "-1,0,10,10",
+            "1.5,0,10,10",
+            "1;2;3;4",
+            "9999999,0,1,1",
+            "<script>",
+        ):
             with self.assertRaisesMessage(BadCrop, "four whole numbers x,y,w,h"):
                 crop_parse(raw)
 
@@ -53,7 +62,9 @@ class CropParseTests(SimpleTestCase):
 
     def test_outside(self):
         crop_check(Crop(0, 0, 40, 30), width=40, height=30)
-        with self.assertRaisesMessage(BadCrop, "reaches outside the photo, which is 40×30 pixels: it ends at x=41, y=30."):
+        with self.assertRaisesMessage(
+            BadCrop, "reaches outside the photo, which is 40×30 pixels: it ends at x=41, y=30."
+        ):
             crop_check(Crop(1, 0, 40, 30), width=40, height=30)
 
 
@@ -66,7 +77,9 @@ class CropSearchTests(TestCase):
             for c, color in enumerate(COLORS):
                 product_create(category=categories[i], images=[shape_png(shape, color=color)], title=f"{shape} {c}")
         index_and_activate(cls.version)
-        cls.photo = two_up(shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64))
+        cls.photo = two_up(
+            shape_image("square", color=COLORS[0], size=64), shape_image("triangle", color=COLORS[1], size=64)
+        )
 
     def titles(self, **data) -> list[str]:
         response = self.client.post(API, {"image": upload(self.photo), "k": 4, **data})

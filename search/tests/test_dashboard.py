@@ -37,7 +37,9 @@ class PcaTests(TestCase):
 class DashboardTests(TestCase):
     @classmethod
     def setUpTestData(cls):
-        cls.version = model_version_create(dim=3, active=True, loss_history=[{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}])
+        cls.version = model_version_create(
+            dim=3, active=True, loss_history=[{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}]
+        )
         cls.other = model_version_create(dim=3)
         shoes, bags = category_create("Shoes"), category_create("Bags")
         for i in range(6):
@@ -79,7 +81,9 @@ class DashboardTests(TestCase):
         running = model_version_create(status="running", epochs=4, epoch=1)
         self.client.force_login(self.staff)
         response = self.client.get(reverse("admin:ml_modelversion_dashboard"))
-        self.assertContains(response, f'data-lk-live data-status-url="{reverse("admin:ml_modelversion_status", args=[running.pk])}"')
+        self.assertContains(
+            response, f'data-lk-live data-status-url="{reverse("admin:ml_modelversion_status", args=[running.pk])}"'
+        )
         self.assertContains(response, "data-lk-live", count=1)
         self.assertContains(response, "admin_lookalike/live.js")
 

@@ -34,9 +34,14 @@ class DuplicatesTestCase(TestCase):
     @classmethod
     def setUpTestData(cls):
         cls.version = model_version_create(dim=2, active=True)
-        cls.line = [product_with_vectors(model_version=cls.version, vectors=[[float(i), 0.0]], title=f"Point {i}") for i in range(10)]
+        cls.line = [
+            product_with_vectors(model_version=cls.version, vectors=[[float(i), 0.0]], title=f"Point {i}")
+            for i in range(10)
+        ]
         cls.copy = product_with_vectors(model_version=cls.version, vectors=[[5.02, 0.0]], title="Point 5 again")
-        cls.two_views = product_with_vectors(model_version=cls.version, vectors=[[20.0, 0.0], [20.01, 0.0]], title="Two views")
+        cls.two_views = product_with_vectors(
+            model_version=cls.version, vectors=[[20.0, 0.0], [20.01, 0.0]], title="Two views"
+        )
         hnsw_index_build(model_version=cls.version)
 
     def setUp(self):
@@ -63,12 +68,16 @@ class DuplicatePairsTests(DuplicatesTestCase):
 
     def test_progress_is_reported(self):
         seen = []
-        duplicate_pairs(model_version=self.version, threshold=0.1, progress=lambda done, total: seen.append((done, total)))
+        duplicate_pairs(
+            model_version=self.version, threshold=0.1, progress=lambda done, total: seen.append((done, total))
+        )
         self.assertEqual(seen[-1], (13, 13))
 
     def test_each_probe_uses_the_hnsw_index(self):
         storage = version_storage(model_version=self.version)
-        sql = _NEAREST_OTHER_PRODUCTS.format(a=storage.sql(2, alias="a"), b=storage.sql(2, alias="b"), version=self.version.pk, limit=5)
+        sql = _NEAREST_OTHER_PRODUCTS.format(
+            a=storage.sql(2, alias="a"), b=storage.sql(2, alias="b"), version=self.version.pk, limit=5
+        )
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_seqscan = off")
             cursor.execute("EXPLAIN " + sql, [[1, 2, 3]])
@@ -129,7 +138,12 @@ class NearDuplicateAdminTests(DuplicatesTestCase):
 
     def test_bad_threshold_is_a_400_with_the_message(self):
         self.login()
-        for raw, message in (("abc", "must be a number"), ("-1", "0 or more"), ("nan", "0 or more"), ("inf", "0 or more")):
+        for raw, message in (
+            ("abc", "must be a number"),
+            ("-1", "0 or more"),
+            ("nan", "0 or more"),
+            ("inf", "0 or more"),
+        ):
             self.assertContains(self.client.get(PAGE, {"threshold": raw}), message, status_code=400)
 
     def test_no_active_model(self):

@@ -35,7 +35,8 @@ class WorkerCrashTests(PrivateBrokerMixin, TransactionTestCase):
         job = index_job_start(model_version=version)  # autocommit: published at once
         started = wait_for(
             lambda: IndexBatch.objects.filter(job=job, attempts__gte=1, finished_at__isnull=True).first(),
-            timeout=60, what="the first worker to start a batch",
+            timeout=60,
+            what="the first worker to start a batch",
         )
         first.kill()  # mid-batch: the worker is still loading the model or embedding
         started.refresh_from_db()
@@ -75,8 +76,11 @@ class BrokerAndDatabaseFaultTests(PrivateBrokerMixin, TransactionTestCase):
         worker = self.worker(CELERY_VISIBILITY_TIMEOUT="5")
         job = index_job_start(model_version=version)
         # While the worker holds the first batch (loading the model takes seconds), four wait in Redis.
-        wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
-                 what="the worker to start a batch")
+        wait_for(
+            lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(),
+            timeout=60,
+            what="the worker to start a batch",
+        )
         self.redis.stop()
         self.assertEqual(IndexBatch.objects.filter(job=job, attempts=0).count(), 4)
         time.sleep(1.5)
@@ -91,8 +95,11 @@ class BrokerAndDatabaseFaultTests(PrivateBrokerMixin, TransactionTestCase):
         job = index_job_start(model_version=version)
         # The first batch takes seconds (the worker imports TensorFlow and loads the model) between
         # reading its images and writing their vectors: terminate the worker's connection then.
-        wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
-                 what="the worker to start a batch")
+        wait_for(
+            lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(),
+            timeout=60,
+            what="the worker to start a batch",
+        )
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -135,7 +142,8 @@ model_version_train(model_version=ModelVersion.objects.get(pk=int(os.environ["VE
             for i in range(6):
                 product_create(category=category, images=[shape_png(shape, color=color, size=16 + i)])
         version = model_version_create(
-            architecture="classifier", variant="mlp",
+            architecture="classifier",
+            variant="mlp",
             overrides={"epochs": 4, "image_size": 16, "dim": 8, "batch_size": 4, "augment": False},
         )
         shutil.rmtree(version.workdir, ignore_errors=True)
@@ -143,8 +151,12 @@ model_version_train(model_version=ModelVersion.objects.get(pk=int(os.environ["VE
         progress = Path(tempfile.mkdtemp()) / "progress"
         self.addCleanup(shutil.rmtree, progress.parent)
         child = subprocess.Popen(
-            [sys.executable, "-c", self.CHILD], cwd=ROOT, env=child_env(VERSION=str(version.pk), PROGRESS=str(progress)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-c", self.CHILD],
+            cwd=ROOT,
+            env=child_env(VERSION=str(version.pk), PROGRESS=str(progress)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.addCleanup(lambda: child.poll() is None and os.killpg(child.pid, signal.SIGKILL))
 

@@ -21,10 +21,27 @@ from search.indexing.jobs import index_job_cancel, index_job_start
 from .factories import model_version_create, product_create, shape_png
 from .processes import ROOT, child_env
 
-GPU = ComputeDevice(kind="GPU", name="NVIDIA L4", compute_capability="8.9", gpus=1, precision="mixed_float16",
-                    embedding_batch_size=1024, tensorflow="2.21.0", built_with_cuda=True)
-CPU = ComputeDevice(kind="CPU", name="AMD EPYC x 2", compute_capability=None, gpus=0, precision="float32",
-                    embedding_batch_size=256, tensorflow="2.21.0", built_with_cuda=True, note="no NVIDIA device")
+GPU = ComputeDevice(
+    kind="GPU",
+    name="NVIDIA L4",
+    compute_capability="8.9",
+    gpus=1,
+    precision="mixed_float16",
+    embedding_batch_size=1024,
+    tensorflow="2.21.0",
+    built_with_cuda=True,
+)
+CPU = ComputeDevice(
+    kind="CPU",
+    name="AMD EPYC x 2",
+    compute_capability=None,
+    gpus=0,
+    precision="float32",
+    embedding_batch_size=256,
+    tensorflow="2.21.0",
+    built_with_cuda=True,
+    note="no NVIDIA device",
+)
 
 
 class RegistryTestCase(TestCase):
@@ -36,10 +53,29 @@ class RegistryTestCase(TestCase):
 class RefusalTests(TestCase):
     def test_a_worker_that_requires_a_gpu_exits_with_the_reason_on_a_machine_without_one(self):
         done = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "embeddings", "-P", "solo",
-             "--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"gpu-{uuid.uuid4().hex[:8]}@%h",
-             "--loglevel=INFO"],
-            cwd=ROOT, env=child_env(WORKER_REQUIRE_GPU="1", LOG_LEVEL="INFO"), capture_output=True, text=True, timeout=240,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "embeddings",
+                "-P",
+                "solo",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"gpu-{uuid.uuid4().hex[:8]}@%h",
+                "--loglevel=INFO",
+            ],
+            cwd=ROOT,
+            env=child_env(WORKER_REQUIRE_GPU="1", LOG_LEVEL="INFO"),
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         output = done.stdout + done.stderr
         self.assertEqual(done.returncode, workers.EXIT_NO_GPU, output)
@@ -50,8 +86,10 @@ class RefusalTests(TestCase):
 
 class RegistryTests(RegistryTestCase):
     def sender(self, hostname: str, queues=("embeddings",)):
-        return SimpleNamespace(hostname=hostname, app=SimpleNamespace(amqp=SimpleNamespace(
-            queues=SimpleNamespace(consume_from={q: None for q in queues}))))
+        return SimpleNamespace(
+            hostname=hostname,
+            app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from={q: None for q in queues}))),
+        )
 
     def test_a_started_worker_records_its_device_and_a_stopped_one_is_removed(self):
         sender = self.sender("embeddings@box-1")
@@ -59,7 +97,9 @@ class RegistryTests(RegistryTestCase):
         workers.on_worker_ready(sender=sender)
         self.addCleanup(workers.on_worker_shutdown)
         [row] = workers.worker_devices()
-        self.assertEqual((row.hostname, row.queues, row.device.kind, row.alive), ("embeddings@box-1", ["embeddings"], "CPU", True))
+        self.assertEqual(
+            (row.hostname, row.queues, row.device.kind, row.alive), ("embeddings@box-1", ["embeddings"], "CPU", True)
+        )
 
         staff = get_user_model().objects.create_superuser("boss", "", "a-long-test-password")
         self.client.force_login(staff)
@@ -69,7 +109,9 @@ class RegistryTests(RegistryTestCase):
 
         workers.on_worker_shutdown()
         self.assertEqual(workers.worker_devices(), [])
-        self.assertContains(self.client.get(reverse("admin:ml_modelversion_dashboard")), "No worker has reported its device")
+        self.assertContains(
+            self.client.get(reverse("admin:ml_modelversion_dashboard")), "No worker has reported its device"
+        )
 
     def test_a_worker_not_seen_for_three_heartbeats_is_shown_as_gone(self):
         workers.worker_device_record(hostname="training@box-2", queues=["training"], device=GPU)
@@ -85,7 +127,9 @@ class RegistryTests(RegistryTestCase):
         staff = get_user_model().objects.create_superuser("boss", "", "a-long-test-password")
         self.client.force_login(staff)
         page = self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk]))
-        self.assertContains(page, "Trained on <strong>GPU</strong> NVIDIA L4 (compute capability 8.9), precision mixed_float16")
+        self.assertContains(
+            page, "Trained on <strong>GPU</strong> NVIDIA L4 (compute capability 8.9), precision mixed_float16"
+        )
 
 
 @override_settings(EMBEDDING_BATCH_SIZE=2, EMBEDDING_BATCH_SIZE_GPU=3)

@@ -102,8 +102,10 @@ class HalfvecRowsTests(TestCase):
         rows = ImageEmbedding.objects.filter(model_version=self.version)
         self.assertEqual(rows.filter(embedding__isnull=True, embedding_half__isnull=False).count(), 3)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT DISTINCT pg_typeof(embedding_half)::text FROM search_imageembedding WHERE model_version_id = %s",
-                           [self.version.pk])
+            cursor.execute(
+                "SELECT DISTINCT pg_typeof(embedding_half)::text FROM search_imageembedding WHERE model_version_id = %s",
+                [self.version.pk],
+            )
             self.assertEqual(cursor.fetchall(), [("halfvec",)])
 
     def test_the_write_path_writes_halfvec_and_rounds_to_float16(self):
@@ -140,7 +142,10 @@ class HalfvecRowsTests(TestCase):
         from django.db import IntegrityError
 
         image = self.near.images.get()
-        for values in ({"embedding": [1, 0, 0], "embedding_half": [1, 0, 0]}, {"embedding": None, "embedding_half": None}):
+        for values in (
+            {"embedding": [1, 0, 0], "embedding_half": [1, 0, 0]},
+            {"embedding": None, "embedding_half": None},
+        ):
             with self.assertRaises(IntegrityError), transaction.atomic():
                 ImageEmbedding.objects.filter(image=image, model_version=self.version).update(**values)
 
@@ -159,8 +164,12 @@ class HalfvecIndexTests(TestCase):
         cls.version = halfvec_version(dim=8, active=True)
         cls.shoes, cls.bags = category_create("Shoes"), category_create("Bags")
         cats = [cls.bags if i % 12 == 0 else cls.shoes for i in range(len(cls.vectors))]
-        cls.products = products_bulk(model_version=cls.version, vectors=cls.vectors, categories=cats,
-                                     prices=[Decimal(5 + i % 50) for i in range(len(cls.vectors))])
+        cls.products = products_bulk(
+            model_version=cls.version,
+            vectors=cls.vectors,
+            categories=cats,
+            prices=[Decimal(5 + i % 50) for i in range(len(cls.vectors))],
+        )
         cls.float32 = model_version_create(dim=8)  # the same vectors as float32, beside it in the table
         products_bulk(model_version=cls.float32, vectors=cls.vectors, categories=[cls.shoes])
         hnsw_index_build(model_version=cls.version)
@@ -180,7 +189,9 @@ class HalfvecIndexTests(TestCase):
         self.assertIn("(embedding_half)::halfvec(8)) halfvec_l2_ops", definition)
         self.assertIn(f"WHERE (model_version_id = {self.version.pk})", definition)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [f"search_emb_hnsw_v{self.float32.pk}"])
+            cursor.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = %s", [f"search_emb_hnsw_v{self.float32.pk}"]
+            )
             self.assertIn("(embedding)::vector(8)) vector_l2_ops", cursor.fetchone()[0])
 
     def test_similar_items_use_the_index(self):
@@ -189,28 +200,45 @@ class HalfvecIndexTests(TestCase):
         self.assertIn(self.index(), plan_of(sql))
 
     def test_a_category_filtered_query_uses_the_index_and_returns_k(self):
-        sql = knn_sql(lambda: nearest_products(model_version_id=self.version.pk, vector=self.vectors[0], k=5, category_id=self.bags.pk))
+        sql = knn_sql(
+            lambda: nearest_products(
+                model_version_id=self.version.pk, vector=self.vectors[0], k=5, category_id=self.bags.pk
+            )
+        )
         self.assertIn(self.index(), plan_of(sql))
         with override_settings(HNSW_EF_SEARCH=10):
-            found = nearest_products(model_version_id=self.version.pk, vector=self.vectors[1], k=10, category_id=self.bags.pk)
+            found = nearest_products(
+                model_version_id=self.version.pk, vector=self.vectors[1], k=10, category_id=self.bags.pk
+            )
         self.assertEqual(len(found), 10)
 
     def test_photo_and_words_use_the_index(self):
         # More matches than exact_below: the HNSW query with the words as a subquery filter.
         words = Product.objects.filter(pk__in=[p.pk for p in self.products])
-        sql = knn_sql(lambda: keyword_neighbours(model_version_id=self.version.pk, vector=self.vectors[0], k=5, products=words,
-                                                 exact_below=10, storage=HALFVEC))
+        sql = knn_sql(
+            lambda: keyword_neighbours(
+                model_version_id=self.version.pk,
+                vector=self.vectors[0],
+                k=5,
+                products=words,
+                exact_below=10,
+                storage=HALFVEC,
+            )
+        )
         self.assertIn(self.index(), plan_of(sql))
 
     def test_near_duplicate_probes_use_the_index(self):
         storage = version_storage(model_version=self.version)
-        sql = _NEAREST_OTHER_PRODUCTS.format(a=storage.sql(8, alias="a"), b=storage.sql(8, alias="b"),
-                                             version=self.version.pk, limit=5)
+        sql = _NEAREST_OTHER_PRODUCTS.format(
+            a=storage.sql(8, alias="a"), b=storage.sql(8, alias="b"), version=self.version.pk, limit=5
+        )
         self.assertIn(self.index(), plan_of(sql, [[1, 2, 3]]))
         self.assertEqual(duplicate_pairs(model_version=self.version, threshold=0.0), [])
 
     def test_the_exact_scan_reads_the_halfvec_column_without_the_index(self):
-        sql = knn_sql(lambda: nearest_products(model_version_id=self.version.pk, vector=self.vectors[0], k=5, exact=True))
+        sql = knn_sql(
+            lambda: nearest_products(model_version_id=self.version.pk, vector=self.vectors[0], k=5, exact=True)
+        )
         self.assertIn('"embedding_half" <->', sql)
         self.assertNotIn("hnsw", plan_of(sql))
 
@@ -239,14 +267,19 @@ class HalfvecMigrationTests(TransactionTestCase):
     def test_float32_vectors_stay_where_they_are_and_read_as_vector(self):
         apps = self.migrate(self.before())
         ModelVersion = apps.get_model("ml", "ModelVersion")
-        Category, Product, ProductImage = (apps.get_model("catalog", m) for m in ("Category", "Product", "ProductImage"))
+        Category, Product, ProductImage = (
+            apps.get_model("catalog", m) for m in ("Category", "Product", "ProductImage")
+        )
         version = ModelVersion.objects.create(architecture="classifier", status="succeeded", dim=2)
         apps.get_model("search", "ServingState").objects.create(model_version=version, is_active=True)
         category = Category.objects.create(name="Old", slug="old")
         product = Product.objects.create(sku="OLD-1", title="Old", category=category)
-        image = ProductImage.objects.create(product=product, image="products/old.png", width=16, height=16, sha256="0" * 64)
+        image = ProductImage.objects.create(
+            product=product, image="products/old.png", width=16, height=16, sha256="0" * 64
+        )
         apps.get_model("search", "ImageEmbedding").objects.create(
-            image=image, model_version=version, product=product, category=category, embedding=[0.25, -1.5])
+            image=image, model_version=version, product=product, category=category, embedding=[0.25, -1.5]
+        )
 
         self.migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
         row = ImageEmbedding.objects.get(image_id=image.pk)
@@ -262,8 +295,11 @@ class HnswBuildMemoryTests(TestCase):
     def test_a_graph_that_outgrows_maintenance_work_mem_is_logged_with_what_to_set(self):
         version = halfvec_version(dim=2)
         rng = np.random.default_rng(1)
-        products_bulk(model_version=version, vectors=rng.normal(size=(4000, 2)).astype(np.float32),
-                      categories=[category_create("Many")])
+        products_bulk(
+            model_version=version,
+            vectors=rng.normal(size=(4000, 2)).astype(np.float32),
+            categories=[category_create("Many")],
+        )
         with override_settings(HNSW_BUILD_MEMORY="1MB"), self.assertLogs("search.serving.hnsw", "WARNING") as logs:
             hnsw_index_build(model_version=version)
         self.assertIn("Raise HNSW_BUILD_MEMORY (now 1MB)", logs.output[0])
@@ -281,4 +317,6 @@ class AdminStorageTests(TestCase):
         page = self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk]))
         self.assertContains(page, "halfvec (float16)")
         model_version_storage_set(model_version=version, storage="vector")
-        self.assertContains(self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk])), "vector (float32)")
+        self.assertContains(
+            self.client.get(reverse("admin:ml_modelversion_change", args=[version.pk])), "vector (float32)"
+        )

@@ -53,7 +53,9 @@ def png_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def noise_png(size: int) -> bytes:
@@ -105,7 +107,9 @@ class UploadTestCase(PrivateMediaRootMixin, TestCase):
 
 class HostileUploadTests(UploadTestCase):
     def test_text_named_jpg_is_refused(self):
-        self.assertRefused({"image": upload(b"just some text, honest\n" * 20, "photo.jpg", "image/jpeg")}, "not an image")
+        self.assertRefused(
+            {"image": upload(b"just some text, honest\n" * 20, "photo.jpg", "image/jpeg")}, "not an image"
+        )
 
     def test_png_header_followed_by_html_is_refused(self):
         data = b"\x89PNG\r\n\x1a\n<html><script>alert(document.cookie)</script></html>"
@@ -116,7 +120,9 @@ class HostileUploadTests(UploadTestCase):
 
     def test_truncated_jpeg_is_refused(self):
         jpeg = image_bytes(Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)), "JPEG", quality=90)
-        self.assertRefused({"image": upload(jpeg[: len(jpeg) // 2], "photo.jpg", "image/jpeg")}, "damaged or incomplete")
+        self.assertRefused(
+            {"image": upload(jpeg[: len(jpeg) // 2], "photo.jpg", "image/jpeg")}, "damaged or incomplete"
+        )
 
     def test_zero_width_gif_is_refused(self):
         gif = bytearray(image_bytes(Image.new("P", (4, 4)), "GIF"))
@@ -191,8 +197,12 @@ class LegitimateButOddUploadTests(UploadTestCase):
         upright.paste((255, 0, 0), (0, 0, 20, 10))
         # What each orientation's stored pixels are (the inverse of what a viewer applies).
         stored = {
-            2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+            2: Image.Transpose.FLIP_LEFT_RIGHT,
+            3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_90,
+            7: Image.Transpose.TRANSVERSE,
             8: Image.Transpose.ROTATE_270,
         }
         for orientation, method in stored.items():
@@ -209,7 +219,13 @@ class LegitimateButOddUploadTests(UploadTestCase):
                 self.assertLess(info.image.getpixel((35, 15))[0], 60)
         exif = Image.Exif()
         exif[0x0112] = 6
-        self.assertSearched({"image": upload(image_bytes(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes()), "p.jpg")})
+        self.assertSearched(
+            {
+                "image": upload(
+                    image_bytes(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes()), "p.jpg"
+                )
+            }
+        )
 
     def test_cmyk_jpeg(self):
         data = image_bytes(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG", quality=95)

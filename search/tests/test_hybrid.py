@@ -42,7 +42,12 @@ class KeywordNeighboursTests(TestCase):
         angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
         cls.vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
         prices = [Decimal(10 + i) for i in range(200)]
-        cls.products = products_bulk(model_version=cls.version, vectors=cls.vectors.tolist(), categories=[category_create("Things")], prices=prices)
+        cls.products = products_bulk(
+            model_version=cls.version,
+            vectors=cls.vectors.tolist(),
+            categories=[category_create("Things")],
+            prices=prices,
+        )
         cls.red = [p.pk for i, p in enumerate(cls.products) if i % 5 == 0]
         Product.objects.filter(pk__in=cls.red).update(title="Red thing")
         hnsw_index_build(model_version=cls.version)
@@ -53,9 +58,16 @@ class KeywordNeighboursTests(TestCase):
         return sorted(distances, key=lambda pk: (distances[pk], pk))[:k]
 
     def neighbours(self, *, exact_below: int, k: int = 10, **filters) -> list[int]:
-        words = product_keyword_match(query="red", **{k_: v for k_, v in filters.items() if k_ in ("min_price", "max_price")})
+        words = product_keyword_match(
+            query="red", **{k_: v for k_, v in filters.items() if k_ in ("min_price", "max_price")}
+        )
         found = keyword_neighbours(
-            model_version_id=self.version.pk, vector=self.vectors[3], k=k, products=words.products, exact_below=exact_below, **filters
+            model_version_id=self.version.pk,
+            vector=self.vectors[3],
+            k=k,
+            products=words.products,
+            exact_below=exact_below,
+            **filters,
         )
         return [n.product_id for n in found]
 
@@ -72,7 +84,9 @@ class KeywordNeighboursTests(TestCase):
         version = model_version_create(dim=2)
         angles = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
         vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
-        products = products_bulk(model_version=version, vectors=vectors.tolist(), categories=[category_create("Circle")])
+        products = products_bulk(
+            model_version=version, vectors=vectors.tolist(), categories=[category_create("Circle")]
+        )
         far = [p.pk for i, p in enumerate(products) if 800 <= i < 1200 and i % 10 == 0]
         Product.objects.filter(pk__in=far).update(title="Far thing")
         hnsw_index_build(model_version=version)
@@ -80,15 +94,22 @@ class KeywordNeighboursTests(TestCase):
             cursor.execute("ANALYZE search_imageembedding")
             cursor.execute("ANALYZE catalog_product")
         words = product_keyword_match(query="far")
-        found = keyword_neighbours(model_version_id=version.pk, vector=vectors[0], k=10, products=words.products, exact_below=5, scan_tuples=3)
-        distances = {pk: float(np.linalg.norm(vectors[i] - vectors[0])) for i, pk in enumerate(p.pk for p in products) if pk in far}
+        found = keyword_neighbours(
+            model_version_id=version.pk, vector=vectors[0], k=10, products=words.products, exact_below=5, scan_tuples=3
+        )
+        distances = {
+            pk: float(np.linalg.norm(vectors[i] - vectors[0]))
+            for i, pk in enumerate(p.pk for p in products)
+            if pk in far
+        }
         self.assertEqual([n.product_id for n in found], sorted(distances, key=lambda pk: (distances[pk], pk))[:10])
 
     def test_price_range_applies_on_both_paths(self):
         allowed = [pk for i, pk in enumerate(p.pk for p in self.products) if i % 5 == 0 and 10 + i <= 100]
         for exact_below in (2000, 5):
             self.assertEqual(
-                self.neighbours(exact_below=exact_below, max_price=Decimal(100)), self.expected(self.vectors[3], 10, allowed)
+                self.neighbours(exact_below=exact_below, max_price=Decimal(100)),
+                self.expected(self.vectors[3], 10, allowed),
             )
 
     def test_the_many_matches_query_uses_the_hnsw_index(self):
@@ -101,7 +122,9 @@ class KeywordNeighboursTests(TestCase):
         )
 
         rows = (
-            ImageEmbedding.objects.filter(model_version_id=self.version.pk, product_id__in=words.products.order_by().values("pk"))
+            ImageEmbedding.objects.filter(
+                model_version_id=self.version.pk, product_id__in=words.products.order_by().values("pk")
+            )
             .annotate(distance=L2Distance(Cast("embedding", VectorField(dimensions=2)), self.vectors[3]))
             .order_by("distance")[:20]
         )
@@ -117,7 +140,10 @@ class KeywordNeighboursTests(TestCase):
 
     def test_words_matching_nothing_give_nothing(self):
         words = product_keyword_match(query="zzzqqq")
-        self.assertEqual(keyword_neighbours(model_version_id=self.version.pk, vector=self.vectors[0], k=5, products=words.products), [])
+        self.assertEqual(
+            keyword_neighbours(model_version_id=self.version.pk, vector=self.vectors[0], k=5, products=words.products),
+            [],
+        )
 
     def test_nearest_products_takes_ids(self):
         ids = self.red[:3]
@@ -131,14 +157,21 @@ class HybridPhotoSearchTests(TestCase):
         cls.version = tiny_model_version()
         cls.category = category_create("Shapes")
         cls.products = [
-            product_create(images=[shape_png(s, color=c)], category=cls.category, title=f"{s.title()} {n}", price=Decimal(10 * (n + 1)))
+            product_create(
+                images=[shape_png(s, color=c)],
+                category=cls.category,
+                title=f"{s.title()} {n}",
+                price=Decimal(10 * (n + 1)),
+            )
             for s in SHAPES
             for n, c in enumerate(COLORS)
         ]
         index_and_activate(cls.version)
 
     def test_page_with_words_keeps_only_matching_products(self):
-        response = self.client.post(reverse("search:photo_search"), {"image": upload(shape_png("square")), "q": "circle", "k": 8})
+        response = self.client.post(
+            reverse("search:photo_search"), {"image": upload(shape_png("square")), "q": "circle", "k": 8}
+        )
         self.assertEqual(response.status_code, 200)
         titles = [item.product.title for item in response.context["result"].items]
         self.assertEqual(sorted(titles), ["Circle 0", "Circle 1", "Circle 2", "Circle 3"])
@@ -147,17 +180,28 @@ class HybridPhotoSearchTests(TestCase):
 
     def test_api_with_words_and_prices(self):
         response = self.client.post(
-            reverse("search:api_search"), {"image": upload(shape_png("bar")), "q": "square triangle", "min_price": "20", "max_price": "30"}
+            reverse("search:api_search"),
+            {"image": upload(shape_png("bar")), "q": "square triangle", "min_price": "20", "max_price": "30"},
         )
         self.assertEqual(response.status_code, 200)
-        self.assertEqual((response.json()["query"], response.json()["match"], response.json()["results"]), ("square triangle", "similar", []))  # all words must match; no title is like both
-        response = self.client.post(reverse("search:api_search"), {"image": upload(shape_png("bar")), "q": "triangle OR square", "min_price": "20", "max_price": "30"})
+        self.assertEqual(
+            (response.json()["query"], response.json()["match"], response.json()["results"]),
+            ("square triangle", "similar", []),
+        )  # all words must match; no title is like both
+        response = self.client.post(
+            reverse("search:api_search"),
+            {"image": upload(shape_png("bar")), "q": "triangle OR square", "min_price": "20", "max_price": "30"},
+        )
         titles = sorted(r["title"] for r in response.json()["results"])
         self.assertEqual(titles, ["Square 1", "Square 2", "Triangle 1", "Triangle 2"])
 
     def test_price_range_alone(self):
-        response = self.client.post(reverse("search:api_search"), {"image": upload(shape_png()), "max_price": "10", "k": 20})
-        self.assertEqual(sorted(r["title"] for r in response.json()["results"]), ["Bar 0", "Circle 0", "Square 0", "Triangle 0"])
+        response = self.client.post(
+            reverse("search:api_search"), {"image": upload(shape_png()), "max_price": "10", "k": 20}
+        )
+        self.assertEqual(
+            sorted(r["title"] for r in response.json()["results"]), ["Bar 0", "Circle 0", "Square 0", "Triangle 0"]
+        )
 
     def test_a_typo_in_the_words_is_corrected_to_the_catalogues_word(self):
         body = self.client.post(reverse("search:api_search"), {"image": upload(shape_png()), "q": "triangel"}).json()
@@ -181,7 +225,9 @@ class HybridPhotoSearchTests(TestCase):
             self.assertContains(page, message, status_code=400)
 
     def test_sql_and_html_in_the_words(self):
-        response = self.client.post(reverse("search:photo_search"), {"image": upload(shape_png()), "q": "<b>x</b>' OR 1=1; --"})
+        response = self.client.post(
+            reverse("search:photo_search"), {"image": upload(shape_png()), "q": "<b>x</b>' OR 1=1; --"}
+        )
         self.assertEqual(response.status_code, 200)
         self.assertNotContains(response, "<b>x</b>")
         self.assertEqual(Product.objects.count(), 16)

@@ -135,8 +135,10 @@ class ConcurrentIndexJobStartTests(TransactionTestCase):
             finally:
                 connection.close()
 
-        with mock.patch.object(jobs, "version_storage_ensure", side_by_side), \
-                mock.patch("search.indexing.enqueue.batches") as enqueued:
+        with (
+            mock.patch.object(jobs, "version_storage_ensure", side_by_side),
+            mock.patch("search.indexing.enqueue.batches") as enqueued,
+        ):
             threads = [threading.Thread(target=start, args=(kwargs,)) for kwargs in kwargs_pair]
             for thread in threads:
                 thread.start()

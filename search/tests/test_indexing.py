@@ -148,7 +148,9 @@ class IndexJobTests(IndexingTestCase):
         self.assertTrue(failure.reason)
         self.assertFalse(ImageEmbedding.objects.filter(image=bad).exists())
         coverage = index_coverage(model_version=self.version)
-        self.assertEqual((coverage.total_images, coverage.embedded, coverage.failed, coverage.complete), (7, 6, 1, True))
+        self.assertEqual(
+            (coverage.total_images, coverage.embedded, coverage.failed, coverage.complete), (7, 6, 1, True)
+        )
 
     def test_model_that_fails_to_load_fails_the_job(self):
         broken = model_version_create(dim=8)

@@ -38,8 +38,10 @@ def _top_level_imports(path: Path) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             submodules = {f"{base}.{alias.name}" for alias in node.names}
             found |= submodules
-            if not any((ROOT / Path(*m.split("."))).with_suffix(".py").exists() or (ROOT / Path(*m.split("."))).is_dir()
-                       for m in submodules):
+            if not any(
+                (ROOT / Path(*m.split("."))).with_suffix(".py").exists() or (ROOT / Path(*m.split("."))).is_dir()
+                for m in submodules
+            ):
                 found.add(base)  # names defined in the module `base` itself
     # A package being imported is always there when its own submodules run: not an edge.
     ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
@@ -47,7 +49,12 @@ def _top_level_imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    paths = [p for layer in LAYERS for p in (ROOT / layer).rglob("*.py") if "tests" not in p.parts and "migrations" not in p.parts]
+    paths = [
+        p
+        for layer in LAYERS
+        for p in (ROOT / layer).rglob("*.py")
+        if "tests" not in p.parts and "migrations" not in p.parts
+    ]
     modules = {_module_name(p): p for p in paths}
     return {name: {m for m in _top_level_imports(path) if m in modules and m != name} for name, path in modules.items()}
 
@@ -60,7 +67,7 @@ def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (circle := visit(nxt, [*path, nxt])):
                 return circle
         state[node] = 2
@@ -91,7 +98,9 @@ class LayoutTests(SimpleTestCase):
         import ml.tasks  # noqa: F401  (registers the tasks, as a worker's autodiscovery does)
         import search.tasks  # noqa: F401
 
-        queues = {name: "embeddings" for name in search_enqueue.TASK_NAMES} | {name: "training" for name in ml_enqueue.TASK_NAMES}
+        queues = {name: "embeddings" for name in search_enqueue.TASK_NAMES} | {
+            name: "training" for name in ml_enqueue.TASK_NAMES
+        }
         for name, queue in queues.items():
             with self.subTest(task=name):
                 self.assertIn(name, app.tasks)

@@ -65,8 +65,10 @@ class EmptyActivationTests(TestCase):
         version = tiny_model_version(auto_activate=True)
         with self.captureOnCommitCallbacks(execute=False):
             job = index_job_start(model_version=version)
-        storages = {"default": {"BACKEND": "search.tests.test_lifecycle.RemoteStorage"},
-                    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+        storages = {
+            "default": {"BACKEND": "search.tests.test_lifecycle.RemoteStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        }
         with override_settings(STORAGES=storages):
             for batch in job.batches.all():
                 tasks.index_batch_task.apply(args=[batch.pk])  # retried, then failed for good
@@ -176,9 +178,14 @@ class OneRecordPerImageTests(TransactionTestCase):
                 embed_done.set()
                 connection.close()
 
-        with mock.patch("search.indexing.writes.embeddings_write", side_effect=write_then_wait), \
-                mock.patch("search.indexing.batches.embeddings_write", side_effect=write_then_wait):
-            threads = [threading.Thread(target=run_batch, name="batch"), threading.Thread(target=run_image_embed, name="embed")]
+        with (
+            mock.patch("search.indexing.writes.embeddings_write", side_effect=write_then_wait),
+            mock.patch("search.indexing.batches.embeddings_write", side_effect=write_then_wait),
+        ):
+            threads = [
+                threading.Thread(target=run_batch, name="batch"),
+                threading.Thread(target=run_image_embed, name="embed"),
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -40,9 +40,13 @@ class LivePanelTests(TestCase):
         data, sql = self.poll()
         self.assertEqual([q for q in sql if "COUNT(" in q.upper()], [])
         self.assertLessEqual(len(sql), 5, sql)  # session, user, version, its serving state, its latest job
-        self.assertEqual((data["index_job"]["done"], data["index_job"]["failed"], data["index_job"]["total"]), (2, 1, 3))
+        self.assertEqual(
+            (data["index_job"]["done"], data["index_job"]["failed"], data["index_job"]["total"]), (2, 1, 3)
+        )
         self.assertEqual(data["index_job"]["fraction"], 1.0)
 
     def test_with_no_job_running_the_coverage_is_there(self):
         data, _ = self.poll()
-        self.assertEqual((data["coverage"]["total"], data["coverage"]["embedded"], data["coverage"]["complete"]), (3, 3, True))
+        self.assertEqual(
+            (data["coverage"]["total"], data["coverage"]["embedded"], data["coverage"]["complete"]), (3, 3, True)
+        )

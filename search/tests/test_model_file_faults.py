@@ -72,7 +72,9 @@ class ModelFileFaultTests(TestCase):
         self.assertEqual(response.status_code, 503)
         self.assertIn("could not be loaded", response.json()["error"])
         self.assertEqual(product_similar(product=self.products[0], k=3).state, SimilarItems.READY)
-        self.assertEqual(self.client.get(reverse("search:api_product_similar", args=[self.products[0].pk])).status_code, 200)
+        self.assertEqual(
+            self.client.get(reverse("search:api_product_similar", args=[self.products[0].pk])).status_code, 200
+        )
         self.assertTrue(model_version_is_active(model_version=self.active))
 
 

@@ -30,8 +30,21 @@ class CommandTests(TestCase):
     def test_train_model_prints_a_final_line_of_metrics_and_evaluate_model_a_table(self):
         out = io.StringIO()
         call_command(
-            "train_model", "--architecture", "classifier", "--variant", "mlp", "--epochs", "1", "--image-size", "16",
-            "--dim", "8", "--batch-size", "8", stdout=out, stderr=io.StringIO(),
+            "train_model",
+            "--architecture",
+            "classifier",
+            "--variant",
+            "mlp",
+            "--epochs",
+            "1",
+            "--image-size",
+            "16",
+            "--dim",
+            "8",
+            "--batch-size",
+            "8",
+            stdout=out,
+            stderr=io.StringIO(),
         )
         self.assertRegex(out.getvalue(), r"Model version \d+ trained: dim \d+; holdout P@1 \d\.\d{3}")
         version = ModelVersion.objects.get()
@@ -46,10 +59,21 @@ class CommandTests(TestCase):
         with self.assertRaisesMessage(CommandError, "dim"):
             call_command("train_model", "--dim", "5000")
         with self.assertRaisesMessage(CommandError, "needs ImageNet weights, and nothing is downloaded"):
-            call_command("train_model", "--architecture", "deep_ranking", "--backbone", "mobilenet_v2", "--image-size", "32")
+            call_command(
+                "train_model", "--architecture", "deep_ranking", "--backbone", "mobilenet_v2", "--image-size", "32"
+            )
         with self.assertRaisesMessage(CommandError, "backbone_weights is not a file"):
-            call_command("train_model", "--architecture", "deep_ranking", "--backbone", "vgg16", "--image-size", "32",
-                         "--backbone-weights", "/nonexistent/vgg16.h5")
+            call_command(
+                "train_model",
+                "--architecture",
+                "deep_ranking",
+                "--backbone",
+                "vgg16",
+                "--image-size",
+                "32",
+                "--backbone-weights",
+                "/nonexistent/vgg16.h5",
+            )
         with self.assertRaisesMessage(CommandError, "No model version is active"):
             call_command("evaluate_model")
         self.assertFalse(ModelVersion.objects.exists())
@@ -86,7 +110,9 @@ class CommandTests(TestCase):
         from ml.forms import TrainForm
 
         with self.captureOnCommitCallbacks(execute=False):
-            call_command("train_model", "--background", "--architecture", "classifier", "--framing", "on", stdout=io.StringIO())
+            call_command(
+                "train_model", "--background", "--architecture", "classifier", "--framing", "on", stdout=io.StringIO()
+            )
         self.assertIs(ModelVersion.objects.get().hparams["framing"], True)  # the classifier's default is off
         form = TrainForm({"architecture": "deep_ranking", "framing": "off"})
         self.assertTrue(form.is_valid(), form.errors)
@@ -107,8 +133,22 @@ class ForegroundTrainingTests(TestCase):
 
     def test_train_model_in_the_foreground_queues_no_training_task(self):
         with self.captureOnCommitCallbacks(execute=True):
-            call_command("train_model", "--architecture", "classifier", "--variant", "softmax", "--epochs", "1",
-                         "--image-size", "16", "--dim", "8", "--batch-size", "8", stdout=io.StringIO())
+            call_command(
+                "train_model",
+                "--architecture",
+                "classifier",
+                "--variant",
+                "softmax",
+                "--epochs",
+                "1",
+                "--image-size",
+                "16",
+                "--dim",
+                "8",
+                "--batch-size",
+                "8",
+                stdout=io.StringIO(),
+            )
         version = ModelVersion.objects.get()
         self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED, version.error)
         self.assertEqual(queue_length("training"), 0)  # no worker gets a copy to train beside it
@@ -128,8 +168,15 @@ class AdminPermissionTests(TestCase):
         cls.staff.user_permissions.add(Permission.objects.get(codename="view_modelversion"))
         cls.manager = User.objects.create_user("manager", password="pw", is_staff=True)
         cls.manager.user_permissions.add(
-            *Permission.objects.filter(codename__in=["view_modelversion", "train_modelversion", "cancel_modelversion",
-                                                      "reindex_modelversion", "activate_modelversion"])
+            *Permission.objects.filter(
+                codename__in=[
+                    "view_modelversion",
+                    "train_modelversion",
+                    "cancel_modelversion",
+                    "reindex_modelversion",
+                    "activate_modelversion",
+                ]
+            )
         )
 
     def post(self, user, name, data=None):
@@ -148,8 +195,11 @@ class AdminPermissionTests(TestCase):
     def test_a_manager_can_start_training_and_cancel(self):
         # Training is queued for a worker after commit, never run in the web process.
         with mock.patch.object(app, "send_task") as sent, self.captureOnCommitCallbacks(execute=True):
-            response = self.post(self.manager, "train", {"architecture": "classifier", "variant": "mlp", "epochs": 1,
-                                                         "precision": "float32"})
+            response = self.post(
+                self.manager,
+                "train",
+                {"architecture": "classifier", "variant": "mlp", "epochs": 1, "precision": "float32"},
+            )
         self.assertEqual(response.status_code, 302)
         new = ModelVersion.objects.exclude(pk=self.version.pk).get()
         sent.assert_called_once_with(MODEL_VERSION_TRAIN, args=[new.pk])
@@ -168,10 +218,14 @@ class AdminPermissionTests(TestCase):
 
     def test_bad_training_form_input_is_a_400_that_creates_nothing(self):
         self.client.force_login(self.manager)
-        response = self.client.post(reverse("admin:ml_modelversion_train"), {"architecture": "autoencoder", "variant": "mlp", "dim": 99999})
+        response = self.client.post(
+            reverse("admin:ml_modelversion_train"), {"architecture": "autoencoder", "variant": "mlp", "dim": 99999}
+        )
         self.assertEqual(response.status_code, 400)
         self.assertContains(response, "classifier only", status_code=400)
-        response = self.client.post(reverse("admin:ml_modelversion_train"), {"architecture": "classifier", "precision": "float16"})
+        response = self.client.post(
+            reverse("admin:ml_modelversion_train"), {"architecture": "classifier", "precision": "float16"}
+        )
         self.assertContains(response, "float16 is not one of the available choices", status_code=400)
         self.assertEqual(ModelVersion.objects.count(), 1)
 
@@ -184,7 +238,9 @@ class AdminPermissionTests(TestCase):
         old = ModelVersion.objects.create(architecture="classifier", status=ModelVersion.Status.SUCCEEDED)
         product = product_create(images=[shape_png()])
         image = product.images.get()
-        ImageEmbedding.objects.create(image=image, model_version=old, product=product, category=product.category, embedding=[0.0, 1.0])
+        ImageEmbedding.objects.create(
+            image=image, model_version=old, product=product, category=product.category, embedding=[0.0, 1.0]
+        )
         delete = lambda v: self.client.post(reverse("admin:ml_modelversion_delete", args=[v.pk]), {"post": "yes"})  # noqa: E731
         self.assertEqual(delete(active).status_code, 403)
         self.assertEqual(delete(self.version).status_code, 403, "a queued version still has a worker on its way")

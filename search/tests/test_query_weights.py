@@ -14,13 +14,23 @@ from search.queries.photo import photo_search
 from search.queries.similar import product_similar
 from search.queries.weights import CANDIDATES, PHOTO, SIMILAR, query_vector
 
-from .factories import COLORS, category_create, index_and_activate, model_version_create, product_create, \
-    product_with_vectors, shape_png
+from .factories import (
+    COLORS,
+    category_create,
+    index_and_activate,
+    model_version_create,
+    product_create,
+    product_with_vectors,
+    shape_png,
+)
 from .tiny_model import tiny_model_version
 
 # A 4-d vector in three parts: instance (2), category (1), colour group (1).
-PARTS = [{"name": "instance_embedding", "size": 2, "share": 0.4}, {"name": "probabilities", "size": 1, "share": 0.3},
-         {"name": "colours", "size": 1, "share": 0.3}]
+PARTS = [
+    {"name": "instance_embedding", "size": 2, "share": 0.4},
+    {"name": "probabilities", "size": 1, "share": 0.3},
+    {"name": "colours", "size": 1, "share": 0.3},
+]
 
 
 def unit(*values: float) -> list[float]:
@@ -65,7 +75,9 @@ class WeightedRankingTests(TestCase):
 
     def test_plain_order_and_distances_without_weights(self):
         q = np.asarray(unit(1, 0, 1, 0), np.float32)
-        found = nearest_products(model_version_id=self.version.pk, vector=q, k=2, exclude_product_id=self.query.pk, exact=True)
+        found = nearest_products(
+            model_version_id=self.version.pk, vector=q, k=2, exclude_product_id=self.query.pk, exact=True
+        )
         self.assertEqual([n.product_id for n in found], [self.twin.pk, self.kin.pk])
 
     def test_similar_items_put_the_same_category_first_and_report_plain_distances(self):
@@ -78,8 +90,14 @@ class WeightedRankingTests(TestCase):
     def test_photo_ranking_weighs_the_instance_part(self):
         q = np.asarray(unit(1, 0, 1, 0), np.float32)
         weighted = query_vector(q, PARTS, PHOTO)
-        found = nearest_products(model_version_id=self.version.pk, vector=q, k=2, exclude_product_id=self.query.pk,
-                                 exact=True, rank_vector=weighted)
+        found = nearest_products(
+            model_version_id=self.version.pk,
+            vector=q,
+            k=2,
+            exclude_product_id=self.query.pk,
+            exact=True,
+            rank_vector=weighted,
+        )
         self.assertEqual([n.product_id for n in found], [self.twin.pk, self.kin.pk])
         self.assertAlmostEqual(found[0].distance, 1.0, places=5)  # |q - twin| for unit vectors with q . twin = 0.5
 
@@ -91,8 +109,10 @@ class WeightedPhotoSearchTests(TestCase):
     @classmethod
     def setUpTestData(cls):
         # The tiny model's 8-d vector read as two parts, so photo search weighs it.
-        parts = [{"name": "instance_embedding", "size": 6, "share": 0.7},
-                 {"name": "probabilities", "size": 2, "share": 0.3}]
+        parts = [
+            {"name": "instance_embedding", "size": 6, "share": 0.7},
+            {"name": "probabilities", "size": 2, "share": 0.3},
+        ]
         cls.version = tiny_model_version(metrics={"vector_parts": parts})
         category = category_create("Square")
         for c, color in enumerate(COLORS):
@@ -119,5 +139,7 @@ class AdminLayoutTests(TestCase):
         self.assertContains(page, "category: 1 dims, share 0.30 · photo search ×1.0 · similar items ×2.0")
         self.assertContains(page, "colour group: 1 dims, share 0.30 · photo search ×0.0 · similar items ×0.0")
         plain = model_version_create(dim=4)
-        self.assertContains(self.client.get(reverse("admin:ml_modelversion_change", args=[plain.pk])),
-                            "One part: every dimension counts the same")
+        self.assertContains(
+            self.client.get(reverse("admin:ml_modelversion_change", args=[plain.pk])),
+            "One part: every dimension counts the same",
+        )

@@ -60,8 +60,18 @@ class NoWorkerTests(TestCase):
     def test_the_warning_comes_as_the_wait_starts(self):
         err = io.StringIO()
         with self.assertRaises(CommandError):
-            call_command("reindex", "--model-version", str(self.version.pk), "--wait", "--timeout", "0.5", "--poll", "0.1",
-                         stdout=io.StringIO(), stderr=err)
+            call_command(
+                "reindex",
+                "--model-version",
+                str(self.version.pk),
+                "--wait",
+                "--timeout",
+                "0.5",
+                "--poll",
+                "0.1",
+                stdout=io.StringIO(),
+                stderr=err,
+            )
         err = err.getvalue()
         self.assertIn("No embeddings worker has been seen", err)
         self.assertLess(err.index("No embeddings worker"), err.index("job #"), err)  # before the progress bar

@@ -36,11 +36,17 @@ class RepairTests(PrivateBrokerMixin, TransactionTestCase):
         worker = self.worker(CELERY_VISIBILITY_TIMEOUT="5")
         job = index_job_start(model_version=version)
         # While the worker holds the first batch (loading the model takes seconds), four wait in Redis.
-        wait_for(lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(), timeout=60,
-                 what="the worker to start a batch")
+        wait_for(
+            lambda: IndexBatch.objects.filter(job=job, attempts__gte=1).exists(),
+            timeout=60,
+            what="the worker to start a batch",
+        )
         self.flush_broker()
-        wait_for(lambda: not IndexBatch.objects.filter(job=job, attempts__gte=1, finished_at__isnull=True).exists(),
-                 timeout=60, what="the worker to finish the batch it held")
+        wait_for(
+            lambda: not IndexBatch.objects.filter(job=job, attempts__gte=1, finished_at__isnull=True).exists(),
+            timeout=60,
+            what="the worker to finish the batch it held",
+        )
         time.sleep(2)
         job.refresh_from_db()
         self.assertEqual(job.status, IndexJob.Status.RUNNING)
@@ -73,8 +79,18 @@ class RepairTests(PrivateBrokerMixin, TransactionTestCase):
         self.catalogue(2)
         index_and_activate(version)
         self.flush_broker()
-        ProductImage.objects.bulk_create([ProductImage(product=Product.objects.first(), image=ProductImage.objects.first().image.name,
-                                                       width=16, height=16, sha256="0" * 64, position=5)])
+        ProductImage.objects.bulk_create(
+            [
+                ProductImage(
+                    product=Product.objects.first(),
+                    image=ProductImage.objects.first().image.name,
+                    width=16,
+                    height=16,
+                    sha256="0" * 64,
+                    position=5,
+                )
+            ]
+        )
         report = lifecycle_repair(stale_after=0)
         self.assertEqual(len(report.jobs_started), 1)
         self.assertEqual(IndexJob.objects.get(pk=report.jobs_started[0]).total, 1)

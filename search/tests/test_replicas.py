@@ -95,8 +95,11 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
         self.assertFalse(touches_catalogue(seen[other]), f"{other} ran catalogue queries: {seen[other]}")
 
     def test_catalogue_product_page_and_similar_items_read_from_the_replica(self):
-        for path in (reverse("catalog:product_list") + "?q=shape", reverse("catalog:product_detail", args=[self.products[0].pk]),
-                     reverse("catalog:api_product_list")):
+        for path in (
+            reverse("catalog:product_list") + "?q=shape",
+            reverse("catalog:product_detail", args=[self.products[0].pk]),
+            reverse("catalog:api_product_list"),
+        ):
             response, seen = self.get(path)
             self.assertEqual(response.status_code, 200, path)
             self.assertServedBy(seen, REPLICA)
@@ -142,7 +145,9 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
         v2 = model_version_create(dim=3)
         for product, vector in zip(self.products, reversed(VECTORS), strict=True):
             image = product.images.get()
-            image.embeddings.create(model_version=v2, product=product, category=self.category, price=product.price, embedding=vector)
+            image.embeddings.create(
+                model_version=v2, product=product, category=self.category, price=product.price, embedding=vector
+            )
         hnsw_index_build(model_version=v2)
         self.replica.wait_caught_up()
         self.replica.pause()
@@ -166,7 +171,9 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
     def test_an_hnsw_index_the_replica_has_not_replayed_keeps_search_on_the_primary(self):
         v2 = model_version_create(dim=3)
         for product, vector in zip(self.products, VECTORS, strict=True):
-            product.images.get().embeddings.create(model_version=v2, product=product, category=self.category, price=product.price, embedding=vector)
+            product.images.get().embeddings.create(
+                model_version=v2, product=product, category=self.category, price=product.price, embedding=vector
+            )
         model_version_activate(model_version=v2)  # serving before its index is built (allowed)
         self.replica.wait_caught_up()
         replica_health(refresh=True)
@@ -218,7 +225,11 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
             self.assertFalse(replica_health()[REPLICA].usable)
             with self.assertLogs("config.replicas", "WARNING"):
                 replica_health(refresh=True)  # still down: reported, and the pages still work
-            for page in (path, reverse("catalog:product_detail", args=[self.products[0].pk]), reverse("catalog:product_list")):
+            for page in (
+                path,
+                reverse("catalog:product_detail", args=[self.products[0].pk]),
+                reverse("catalog:product_list"),
+            ):
                 response, seen = self.get(page)
                 self.assertEqual(response.status_code, 200, page)
                 self.assertServedBy(seen, "default")
@@ -237,7 +248,9 @@ class ReplicaRoutingTests(StreamingReplicaMixin, TransactionTestCase):
         self.replica.wait_caught_up()
         photo = image_bytes(shape_image("circle", size=32))
         with queries_by_alias() as seen:
-            response = self.client.post(reverse("search:api_search"), {"image": SimpleUploadedFile("q.png", photo, "image/png"), "k": 2})
+            response = self.client.post(
+                reverse("search:api_search"), {"image": SimpleUploadedFile("q.png", photo, "image/png"), "k": 2}
+            )
         self.assertEqual(response.status_code, 200, response.content)
         self.assertEqual(response.json()["model_version"], version.pk)
         self.assertEqual(len(response.json()["results"]), 2)

@@ -61,17 +61,28 @@ class UploadFuzzTests(TestCase):
                         self.assertFalse(model_active)
                         self.assertIn(b"no model is active", response.content)
                     else:
-                        self.assertTrue(response.status_code == 200 or 400 <= response.status_code < 500, response.status_code)
+                        self.assertTrue(
+                            response.status_code == 200 or 400 <= response.status_code < 500, response.status_code
+                        )
             with self.subTest(input=name, url="admin product image"):
                 self.client.force_login(self.user)
                 image = data.get("image")
                 response = self.client.post(
                     reverse("admin:catalog_product_change", args=[self.product.pk]),
-                    {"sku": self.product.sku, "title": data.get("category", "T") or "T", "category": self.product.category_id,
-                     "price": data.get("k", "1"), "description": "",
-                     "images-TOTAL_FORMS": "1", "images-INITIAL_FORMS": "0", "images-MIN_NUM_FORMS": "0",
-                     "images-MAX_NUM_FORMS": "1000", "images-0-image": image if image is not None else "",
-                     "images-0-position": data.get("k", "0"), "images-0-product": self.product.pk},
+                    {
+                        "sku": self.product.sku,
+                        "title": data.get("category", "T") or "T",
+                        "category": self.product.category_id,
+                        "price": data.get("k", "1"),
+                        "description": "",
+                        "images-TOTAL_FORMS": "1",
+                        "images-INITIAL_FORMS": "0",
+                        "images-MIN_NUM_FORMS": "0",
+                        "images-MAX_NUM_FORMS": "1000",
+                        "images-0-image": image if image is not None else "",
+                        "images-0-position": data.get("k", "0"),
+                        "images-0-product": self.product.pk,
+                    },
                 )
                 self.assertLess(response.status_code, 500)
                 self.client.logout()

@@ -47,8 +47,9 @@ class CopyWriteTests(TestCase):
     def test_vectors_are_stored_exactly_with_the_products_copies(self):
         rng = np.random.default_rng(0)
         tricky = np.array([1e-38, -np.finfo(np.float32).max, 0.1, -0.0], np.float32)
-        vectors = {im.pk: (tricky if n == 0 else rng.standard_normal(4).astype(np.float32))
-                   for n, im in enumerate(self.images)}
+        vectors = {
+            im.pk: (tricky if n == 0 else rng.standard_normal(4).astype(np.float32)) for n, im in enumerate(self.images)
+        }
         self.write(vectors)
         rows = {r.image_id: r for r in ImageEmbedding.objects.filter(model_version=self.version)}
         self.assertEqual(set(rows), set(vectors))
@@ -56,7 +57,9 @@ class CopyWriteTests(TestCase):
             row = rows[image.pk]
             np.testing.assert_array_equal(np.asarray(row.embedding, np.float32), vectors[image.pk])
             product = Product.objects.get(pk=image.product_id)
-            self.assertEqual((row.product_id, row.category_id, row.price), (product.pk, product.category_id, product.price))
+            self.assertEqual(
+                (row.product_id, row.category_id, row.price), (product.pk, product.category_id, product.price)
+            )
         self.assertIsNone(rows[self.images[2].pk].price)
         self.assertEqual(rows[self.images[0].pk].price, Decimal("10.00"))
 
@@ -72,12 +75,18 @@ class CopyWriteTests(TestCase):
         other = model_version_create(dim=2)
         with transaction.atomic():
             images_lock(image_ids=[im.pk for im in self.images])
-            embeddings_write(model_version=self.version, vectors={self.images[0].pk: np.ones(4, np.float32)}, failures={})
+            embeddings_write(
+                model_version=self.version, vectors={self.images[0].pk: np.ones(4, np.float32)}, failures={}
+            )
             embeddings_write(model_version=other, vectors={self.images[1].pk: np.ones(2, np.float32)}, failures={})
-        self.assertEqual(list(ImageEmbedding.objects.filter(model_version=self.version).values_list("image_id", flat=True)),
-                         [self.images[0].pk])
-        self.assertEqual(list(ImageEmbedding.objects.filter(model_version=other).values_list("image_id", flat=True)),
-                         [self.images[1].pk])
+        self.assertEqual(
+            list(ImageEmbedding.objects.filter(model_version=self.version).values_list("image_id", flat=True)),
+            [self.images[0].pk],
+        )
+        self.assertEqual(
+            list(ImageEmbedding.objects.filter(model_version=other).values_list("image_id", flat=True)),
+            [self.images[1].pk],
+        )
 
     def test_a_vector_with_nan_or_infinity_is_refused_before_the_database(self):
         for bad in (np.nan, np.inf, -np.inf):
@@ -169,13 +178,23 @@ class HalfvecCopyTests(TestCase):
         images = [product_create().images.get() for _ in range(2)]
         value = np.array([0.1, 1 / 3, 2.0], np.float32)
         with transaction.atomic(), connection.cursor() as cursor:
-            written = embeddings_upsert(cursor=cursor, model_version_id=version.pk, image_ids=[images[0].pk],
-                                        vectors=value[None], storage=HALFVEC)
+            written = embeddings_upsert(
+                cursor=cursor,
+                model_version_id=version.pk,
+                image_ids=[images[0].pk],
+                vectors=value[None],
+                storage=HALFVEC,
+            )
         self.assertEqual(written, 1)
         row = ImageEmbedding.objects.get(image=images[0], model_version=version)
         self.assertIsNone(row.embedding)
         np.testing.assert_array_equal(row.vector, value.astype(np.float16).astype(np.float32))
         with self.assertRaisesMessage(ValueError, "within ±65504"), transaction.atomic(), connection.cursor() as cursor:
-            embeddings_upsert(cursor=cursor, model_version_id=version.pk, image_ids=[images[1].pk],
-                              vectors=np.array([[0.0, 1e6, 0.0]], np.float32), storage=HALFVEC)
+            embeddings_upsert(
+                cursor=cursor,
+                model_version_id=version.pk,
+                image_ids=[images[1].pk],
+                vectors=np.array([[0.0, 1e6, 0.0]], np.float32),
+                storage=HALFVEC,
+            )
         self.assertFalse(ImageEmbedding.objects.filter(image=images[1]).exists())

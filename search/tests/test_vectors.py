@@ -184,7 +184,9 @@ class HnswTests(TestCase):
         for q in self.vectors[:5]:
             found = nearest_products(model_version_id=self.version.pk, vector=q, k=10, category_id=self.bags.pk)
             self.assertEqual(len(found), 10)
-            exact = nearest_products(model_version_id=self.version.pk, vector=q, k=10, category_id=self.bags.pk, exact=True)
+            exact = nearest_products(
+                model_version_id=self.version.pk, vector=q, k=10, category_id=self.bags.pk, exact=True
+            )
             self.assertEqual({n.product_id for n in found}, {n.product_id for n in exact})
 
     @override_settings(HNSW_EF_SEARCH=10)
@@ -193,7 +195,9 @@ class HnswTests(TestCase):
             model_version_id=self.version.pk, vector=self.vectors[3], k=12, min_price=Decimal(10), max_price=Decimal(12)
         )
         self.assertEqual(len(found), 12)
-        prices = dict(type(self.products[0]).objects.filter(pk__in=[n.product_id for n in found]).values_list("pk", "price"))
+        prices = dict(
+            type(self.products[0]).objects.filter(pk__in=[n.product_id for n in found]).values_list("pk", "price")
+        )
         self.assertTrue(all(Decimal(10) <= p <= Decimal(12) for p in prices.values()))
 
     def test_versions_of_different_dimensions_do_not_mix(self):

@@ -46,7 +46,13 @@ class SearchTestCase(TestCase):
         index_and_activate(cls.version)  # setUpTestData: on_commit never fires, so index here
 
     def counts(self):
-        return (Product.objects.count(), ProductImage.objects.count(), ImageEmbedding.objects.count(), EmbeddingFailure.objects.count(), IndexJob.objects.count())
+        return (
+            Product.objects.count(),
+            ProductImage.objects.count(),
+            ImageEmbedding.objects.count(),
+            EmbeddingFailure.objects.count(),
+            IndexJob.objects.count(),
+        )
 
 
 class PhotoSearchPageTests(SearchTestCase):
@@ -111,7 +117,9 @@ class PhotoSearchPageTests(SearchTestCase):
         self.assertBadRequest({"k": 3}, "Choose a photo to search with.")
 
     def test_bmp_is_refused(self):
-        self.assertBadRequest({"image": upload(image_bytes(shape_image(), "BMP"), "x.bmp", "image/bmp")}, "not accepted")
+        self.assertBadRequest(
+            {"image": upload(image_bytes(shape_image(), "BMP"), "x.bmp", "image/bmp")}, "not accepted"
+        )
 
     def test_csrf_is_required(self):
         client = Client(enforce_csrf_checks=True)
@@ -162,7 +170,8 @@ class ApiTests(SearchTestCase):
 
     def test_search(self):
         response = Client(enforce_csrf_checks=True).post(
-            reverse("search:api_search"), {"image": upload(shape_png("triangle")), "k": "2", "category": self.shapes.slug}
+            reverse("search:api_search"),
+            {"image": upload(shape_png("triangle")), "k": "2", "category": self.shapes.slug},
         )
         self.assertEqual(response.status_code, 200)
         body = response.json()

@@ -66,7 +66,8 @@ class WorkerReindexTests(TransactionTestCase):
         self.assertEqual(ImageEmbedding.objects.filter(model_version=version).count(), 8)
         self.assertTrue(index_coverage(model_version=version).complete)
         self.assertTrue(hnsw_index_exists(model_version=version))
-        self.assertTrue(model_version_is_active(model_version=version))  # auto_activate: the finished job switched queries to it
+        self.assertTrue(
+            model_version_is_active(model_version=version)
+        )  # auto_activate: the finished job switched queries to it
         similar = product_similar(product=products[0], k=3)
         self.assertEqual((similar.state, len(similar.items)), (SimilarItems.READY, 3))
-

@@ -39,9 +39,28 @@ class NamedWorker:
         self.node = node
         self.log = tempfile.NamedTemporaryFile(prefix="lookalike-scale-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "embeddings", "-P", "solo", "-n", node,
-             "--without-gossip", "--without-mingle", "--loglevel=INFO"],
-            cwd=ROOT, env=child_env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "embeddings",
+                "-P",
+                "solo",
+                "-n",
+                node,
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+            ],
+            cwd=ROOT,
+            env=child_env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def output(self) -> str:

@@ -23,9 +23,17 @@ def tiny_model_train(workdir: Path) -> int:
 
     images = np.stack([np.asarray(shape_image(s, color=c, size=IMAGE_SIZE)) for s in SHAPES for c in COLORS])
     labels = [i for i in range(len(SHAPES)) for _ in COLORS]
-    hparams = defaults("classifier", image_size=IMAGE_SIZE, dim=8, batch_size=8, epochs=1, augment=False,
-                       eval_fraction=0.0)
-    result = train(architecture="classifier", hparams=hparams, labels=labels, label_names=LABEL_NAMES, workdir=workdir, images=images)
+    hparams = defaults(
+        "classifier", image_size=IMAGE_SIZE, dim=8, batch_size=8, epochs=1, augment=False, eval_fraction=0.0
+    )
+    result = train(
+        architecture="classifier",
+        hparams=hparams,
+        labels=labels,
+        label_names=LABEL_NAMES,
+        workdir=workdir,
+        images=images,
+    )
     return result.dim
 
 
@@ -55,4 +63,3 @@ def tiny_model_version(*, auto_activate: bool = False, **fields) -> ModelVersion
     if auto_activate:
         serving_set(version, auto_activate=True)
     return version
-

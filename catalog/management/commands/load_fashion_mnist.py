@@ -13,7 +13,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--split", choices=sorted(fashion_mnist.SPLIT_PREFIX), default="train")
         parser.add_argument("--limit", type=int, help="import only the first N images")
-        parser.add_argument("--dir", help=f"folder with the IDX files (default: {fashion_mnist.DEFAULT_DIR} or $FASHION_MNIST_DIR)")
+        parser.add_argument(
+            "--dir", help=f"folder with the IDX files (default: {fashion_mnist.DEFAULT_DIR} or $FASHION_MNIST_DIR)"
+        )
 
     def handle(self, *args, split, limit, dir, **options):
         if limit is not None and limit < 1:

@@ -39,7 +39,13 @@ class Command(BaseCommand):
         self.stdout.write(ROW.format("", "P@1", "P@10", f"P@{k}", "mAP@100"))
         for name, row in ((str(model_version), figures["model"]), ("raw pixels (L2)", figures["pixels"])):
             self.stdout.write(
-                ROW.format(name, *(f"{row[key]:.3f}" for key in ("precision_at_1", "precision_at_10", "precision_at_k", "map_at_100")))
+                ROW.format(
+                    name,
+                    *(
+                        f"{row[key]:.3f}"
+                        for key in ("precision_at_1", "precision_at_10", "precision_at_k", "map_at_100")
+                    ),
+                )
             )
         if "accuracy" in figures:
             self.stdout.write(f"Category guess accuracy on the test images: {figures['accuracy']:.3f}")

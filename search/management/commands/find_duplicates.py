@@ -28,7 +28,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--threshold", type=float, default=None, metavar="D")
         parser.add_argument("--model-version", type=int, default=None, metavar="N")
-        parser.add_argument("--limit", type=int, default=100, help="Print the closest N pairs (default 100; 0 for all).")
+        parser.add_argument(
+            "--limit", type=int, default=100, help="Print the closest N pairs (default 100; 0 for all)."
+        )
 
     def handle(self, *args, threshold: float | None, model_version: int | None, limit: int, **options):
         if model_version is not None:
@@ -43,11 +45,16 @@ class Command(BaseCommand):
         if threshold is None:
             threshold = duplicate_threshold_default(model_version=version)
             if threshold is None:
-                raise CommandError(f"Model version #{version.pk} has vectors for fewer than two products: nothing to compare.")
-            self.stderr.write(f"Threshold {threshold:.4f} ({THRESHOLD_FRACTION} × the median nearest-other-product distance).")
+                raise CommandError(
+                    f"Model version #{version.pk} has vectors for fewer than two products: nothing to compare."
+                )
+            self.stderr.write(
+                f"Threshold {threshold:.4f} ({THRESHOLD_FRACTION} × the median nearest-other-product distance)."
+            )
         from tqdm import tqdm
 
         with tqdm(unit="image", desc="images", file=self.stderr._out, dynamic_ncols=True) as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.n = done
@@ -62,4 +69,6 @@ class Command(BaseCommand):
             if a is None or b is None:
                 continue
             self.stdout.write(f"{pair.distance:.4f}  #{a.pk} {a.sku} “{a.title}”  ~  #{b.pk} {b.sku} “{b.title}”")
-        self.stderr.write(f"{len(pairs):,} pairs within {threshold:.4f} under model version #{version.pk} ({elapsed:.1f} s).")
+        self.stderr.write(
+            f"{len(pairs):,} pairs within {threshold:.4f} under model version #{version.pk} ({elapsed:.1f} s)."
+        )

@@ -35,8 +35,15 @@ class Command(BaseCommand):
                 coverage = "—"
             architecture = version.architecture + (f" ({version.variant})" if version.variant else "")
             rows.append(
-                (str(version.pk), architecture, version.status, _figure(version, "precision_at_1"),
-                 _figure(version, "precision_at_10"), coverage, "yes" if _is_active(version) else "")
+                (
+                    str(version.pk),
+                    architecture,
+                    version.status,
+                    _figure(version, "precision_at_1"),
+                    _figure(version, "precision_at_10"),
+                    coverage,
+                    "yes" if _is_active(version) else "",
+                )
             )
         if not rows:
             self.stdout.write("No model versions yet: train one with `manage.py train_model`.")

@@ -21,13 +21,30 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--model-version", type=int, metavar="N", help="Model version id (default: the active one).")
-        parser.add_argument("--only-missing", action="store_true", help="Only images without a vector or failure record.")
-        parser.add_argument("--wait", action="store_true", help="Wait for the job with a progress bar; exit 1 unless it is done.")
-        parser.add_argument("--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds.")
+        parser.add_argument(
+            "--model-version", type=int, metavar="N", help="Model version id (default: the active one)."
+        )
+        parser.add_argument(
+            "--only-missing", action="store_true", help="Only images without a vector or failure record."
+        )
+        parser.add_argument(
+            "--wait", action="store_true", help="Wait for the job with a progress bar; exit 1 unless it is done."
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds."
+        )
         parser.add_argument("--poll", type=float, default=0.5, help="With --wait: seconds between progress checks.")
 
-    def handle(self, *args, model_version: int | None, only_missing: bool, wait: bool, timeout: float | None, poll: float, **options):
+    def handle(
+        self,
+        *args,
+        model_version: int | None,
+        only_missing: bool,
+        wait: bool,
+        timeout: float | None,
+        poll: float,
+        **options,
+    ):
         if model_version is None:
             version = active_model_version()
             if version is None:
@@ -39,8 +56,9 @@ class Command(BaseCommand):
         except ValueError as exc:  # the admin shows the same message
             raise CommandError(str(exc)) from exc
         if job.joined:
-            self.stdout.write(f"Reindex job #{job.pk} was already running: {job.images_queued:,} images added, "
-                              f"{job.total:,} in all.")
+            self.stdout.write(
+                f"Reindex job #{job.pk} was already running: {job.images_queued:,} images added, {job.total:,} in all."
+            )
         else:
             self.stdout.write(f"Reindex job #{job.pk} started: {job.total:,} images in {job.batches_total} batches.")
         # Said before any progress bar: without a worker the bar would sit at 0% with no reason given.
@@ -54,7 +72,9 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        with tqdm(total=job.total, unit="image", desc=f"job #{job.pk}", file=self.stderr._out, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=job.total, unit="image", desc=f"job #{job.pk}", file=self.stderr._out, dynamic_ncols=True
+        ) as bar:
             while True:
                 job.refresh_from_db()
                 bar.total = job.total

@@ -45,36 +45,60 @@ class Command(BaseCommand):
     help = "Train an embedding model on the catalogue's images (in this process, or on a Celery worker)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--architecture", choices=ARCHITECTURES,
-                            help="default: the one that measures best on a catalogue like this (ml.architectures.recommend)")
+        parser.add_argument(
+            "--architecture",
+            choices=ARCHITECTURES,
+            help="default: the one that measures best on a catalogue like this (ml.architectures.recommend)",
+        )
         parser.add_argument("--variant", choices=CLASSIFIER_VARIANTS, help="classifier only (default: cnn)")
         parser.add_argument("--epochs", type=int)
-        parser.add_argument("--budget",
-                            help="train for a budget instead of epochs: steps (20000steps), wall time (30m, 2h) or "
-                                 "auto (grows with the square root of the products); each step samples products, "
-                                 "their photos and augmented views")
+        parser.add_argument(
+            "--budget",
+            help="train for a budget instead of epochs: steps (20000steps), wall time (30m, 2h) or "
+            "auto (grows with the square root of the products); each step samples products, "
+            "their photos and augmented views",
+        )
         parser.add_argument("--image-size", type=int, dest="image_size")
         parser.add_argument("--dim", type=int, help="embedding dimension (at most 2000)")
         parser.add_argument("--batch-size", type=int, dest="batch_size")
         parser.add_argument("--lr", type=float, help="learning rate")
         parser.add_argument("--seed", type=int)
         parser.add_argument("--backbone", choices=hp.BACKBONES, help="deep_ranking only: a Keras Applications backbone")
-        parser.add_argument("--backbone-weights", dest="backbone_weights",
-                            help="local ImageNet weights file for --backbone (nothing is downloaded)")
-        parser.add_argument("--precision", choices=hp.PRECISIONS,
-                            help="arithmetic while training (default auto: bfloat16 where the CPU/GPU has it)")
-        parser.add_argument("--framing", choices=("on", "off"),
-                            help="crop each image to its item before the model sees it (default: on, except "
-                                 "the Fashion-MNIST-sized classifier)")
-        parser.add_argument("--localiser", choices=("on", "off"),
-                            help="also learn where items are in busy photos (ml.localiser; default: hparams)")
-        parser.add_argument("--scene-views", type=float, dest="scene_views",
-                            help="deep_ranking: share of training views on procedural surfaces (0-1)")
+        parser.add_argument(
+            "--backbone-weights",
+            dest="backbone_weights",
+            help="local ImageNet weights file for --backbone (nothing is downloaded)",
+        )
+        parser.add_argument(
+            "--precision",
+            choices=hp.PRECISIONS,
+            help="arithmetic while training (default auto: bfloat16 where the CPU/GPU has it)",
+        )
+        parser.add_argument(
+            "--framing",
+            choices=("on", "off"),
+            help="crop each image to its item before the model sees it (default: on, except "
+            "the Fashion-MNIST-sized classifier)",
+        )
+        parser.add_argument(
+            "--localiser",
+            choices=("on", "off"),
+            help="also learn where items are in busy photos (ml.localiser; default: hparams)",
+        )
+        parser.add_argument(
+            "--scene-views",
+            type=float,
+            dest="scene_views",
+            help="deep_ranking: share of training views on procedural surfaces (0-1)",
+        )
         parser.add_argument("--activate", action="store_true", help="index the catalogue afterwards and activate")
         parser.add_argument("--background", action="store_true", help="queue it for a Celery worker and return")
         parser.add_argument("--demo", action="store_true", help="make run: queue the default model if none exists")
-        parser.add_argument("--storage", choices=sorted(STORAGES),
-                            help="how its vectors are stored: halfvec (float16) or vector (float32); default VECTOR_STORAGE")
+        parser.add_argument(
+            "--storage",
+            choices=sorted(STORAGES),
+            help="how its vectors are stored: halfvec (float16) or vector (float32); default VECTOR_STORAGE",
+        )
 
     def _demo_resume(self) -> bool:
         """make run starts fresh workers, so nothing of an interrupted demo is still running: the
@@ -88,7 +112,9 @@ class Command(BaseCommand):
             return True
         return (
             ModelVersion.objects.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.RUNNING]).exists()
-            or IndexJob.objects.filter(status__in=IndexJob.UNFINISHED, model_version__serving__auto_activate=True).exists()
+            or IndexJob.objects.filter(
+                status__in=IndexJob.UNFINISHED, model_version__serving__auto_activate=True
+            ).exists()
         )
 
     def handle(self, *args, architecture, variant, activate, background, demo, storage=None, **options):
@@ -99,8 +125,19 @@ class Command(BaseCommand):
             activate = background = True
         if variant and architecture != "classifier":
             raise CommandError(f"--variant applies to the classifier only. Received: --architecture {architecture}")
-        keys = ("epochs", "budget", "image_size", "dim", "batch_size", "lr", "seed", "backbone", "backbone_weights",
-                "precision", "scene_views")
+        keys = (
+            "epochs",
+            "budget",
+            "image_size",
+            "dim",
+            "batch_size",
+            "lr",
+            "seed",
+            "backbone",
+            "backbone_weights",
+            "precision",
+            "scene_views",
+        )
         overrides = {key: options[key] for key in keys if options.get(key) is not None}
         if options.get("framing"):
             overrides["framing"] = options["framing"] == "on"
@@ -109,13 +146,19 @@ class Command(BaseCommand):
         try:
             # In the foreground this process trains it: a queued task too would train it twice.
             version = model_version_train_start(
-                architecture=architecture, variant=variant, overrides=overrides, auto_activate=activate, enqueue=background,
+                architecture=architecture,
+                variant=variant,
+                overrides=overrides,
+                auto_activate=activate,
+                enqueue=background,
                 storage=storage,
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         if background:
-            self.stdout.write(self.style.SUCCESS(f"Queued model version {version.pk} ({version}) for a training worker."))
+            self.stdout.write(
+                self.style.SUCCESS(f"Queued model version {version.pk} ({version}) for a training worker.")
+            )
             return
         ModelVersion.objects.filter(pk=version.pk).update(task_id="foreground")
         version = model_version_train(model_version=version, extra_callbacks=(_tqdm_callback(),))
@@ -123,8 +166,10 @@ class Command(BaseCommand):
             raise CommandError(f"Model version {version.pk} {version.status}: {version.error}")
         spent = version.metrics.get("budget")
         if spent:
-            self.stdout.write(f"Budget {spent['text']}: {spent['steps']} steps in {spent['seconds']:.0f} s "
-                              f"({spent['used']:.0%} used); peak memory {version.metrics.get('peak_rss_mib')} MiB.")
+            self.stdout.write(
+                f"Budget {spent['text']}: {spent['steps']} steps in {spent['seconds']:.0f} s "
+                f"({spent['used']:.0%} used); peak memory {version.metrics.get('peak_rss_mib')} MiB."
+            )
         figures = version.metrics.get("holdout", {})
         model, pixels = figures.get("model", {}), figures.get("pixels", {})
         self.stdout.write(
