@@ -40,14 +40,14 @@ def model_version_claim(*, model_version_id: int) -> Iterator[bool]:
     finally:
         try:
             if claimed:
-                # Released here, not only by closing: the server ends a closed session (and frees its
+                # Released here, not only by closing: the server ends a closed connection (and frees its
                 # locks) a moment after the client hangs up, so a check right after could still see it.
                 with raw.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [TRAINING_LOCK, int(model_version_id)])
-        except Exception:  # noqa: BLE001 - a connection that died released the lock with its session
+        except Exception:  # noqa: BLE001 - a connection that died released the lock with it
             logger.debug("Unlocking the claim of model version %s failed", model_version_id, exc_info=True)
         try:
-            raw.close()  # ending the session releases the lock too
+            raw.close()  # closing the connection releases the lock too
         except Exception:  # noqa: BLE001 - a connection that already died released it too
             logger.debug("Closing the claim connection of model version %s failed", model_version_id, exc_info=True)
 

@@ -136,7 +136,7 @@ model_version_train(model_version=ModelVersion.objects.get(pk=int(os.environ["VE
         self.assertEqual(second.status, ModelVersion.Status.RUNNING)
         self.assertIsNone(child.poll())  # the first run goes on
 
-        os.killpg(child.pid, signal.SIGKILL)  # the claimant dies: its session, and so its claim, ends
+        os.killpg(child.pid, signal.SIGKILL)  # the claimant dies: its connection, and so its claim, ends
         child.wait(timeout=10)
         wait_for(lambda: not model_version_claimed(model_version_id=version.pk), timeout=10, what="the claim to end")
         version = model_version_train(model_version=version)

@@ -82,8 +82,8 @@ def embeddings_upsert(
     order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")
     ids = [int(image_ids[i]) for i in order]
     data = copy_binary(ids, np.asarray(vectors)[order])
-    # ON COMMIT DELETE ROWS: created once per session, emptied by every commit (and by a rollback's
-    # undo of the COPY); IF NOT EXISTS also covers a pooler handing out a fresh session.
+    # ON COMMIT DELETE ROWS: created once per database connection, emptied by every commit (and by a rollback's
+    # undo of the COPY); IF NOT EXISTS also covers a pooler handing out a fresh server connection.
     cursor.execute(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {LOAD_TABLE} (image_id bigint NOT NULL, embedding vector NOT NULL) "
         "ON COMMIT DELETE ROWS"

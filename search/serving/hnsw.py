@@ -125,7 +125,7 @@ def hnsw_index_build(*, model_version: ModelVersion) -> str | None:
         if hnsw_index_valid(model_version=model_version) is False:
             cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
         # HNSW builds fast only while the graph fits in maintenance_work_mem (Postgres' default, 64 MB,
-        # holds about 75k 128-d vectors): raise it for this session's build, then put it back.
+        # holds about 75k 128-d vectors): raise it on this connection for the build, then put it back.
         cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)", [settings.HNSW_BUILD_MEMORY])
         notices = getattr(connection.connection, "notices", None)  # psycopg2 keeps the last 50
         if notices is not None:
