@@ -208,6 +208,21 @@ def _square(img: Image.Image, box: tuple[int, int, int, int], colour, margin_px:
     return canvas
 
 
+def item_box(rgb: np.ndarray, image_size: int) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) in pixels of uint8 RGB `rgb` of the item framing crops to at this model size, or
+    None where framing uses the whole photo (no plain background, or no item on it)."""
+    img = _work_image(np.ascontiguousarray(rgb, dtype=np.uint8), image_size)
+    a = np.asarray(img, np.float32)
+    bg = estimate_background(a)
+    box = _item_box(np.abs(a - bg.plane).max(axis=-1), bg.threshold) if bg.plain else None
+    if box is None:
+        return None
+    top, left, bottom, right = box
+    sx, sy = rgb.shape[1] / img.width, rgb.shape[0] / img.height
+    x0, y0 = int(np.floor(left * sx)), int(np.floor(top * sy))
+    return x0, y0, int(np.ceil(right * sx)) - x0, int(np.ceil(bottom * sy)) - y0
+
+
 def frame(rgb: np.ndarray, image_size: int, framing: Framing = Framing()) -> np.ndarray:
     """uint8 RGB [h, w, 3] -> uint8 RGB [image_size, image_size, 3], framed as described above."""
     rgb, _ = frame_with_mask(rgb, image_size, framing)

@@ -51,8 +51,8 @@ class HParams:
     framing: bool = True  # crop to the item and normalise its background (ml.framing)
     # Learn where items are in busy photos (ml.localiser) from composites of the catalogue's cut-outs
     # (ml.scenes), trained after the embedder in the same run and saved with the version.
-    localiser: bool = False
-    localiser_steps: int = 600  # batches of 32 composites
+    localiser: bool = False  # on in the recommendation for photo catalogues (ml.architectures.recommend)
+    localiser_steps: int = 3000  # batches of 32 composites
     # deep_ranking views: the share whose background becomes a procedural scene (wood, fabric, tiles,
     # noise) instead of a plain colour, so an item on a surface embeds near its packshot.
     scene_views: float = 0.0

@@ -96,8 +96,9 @@ def recommend(*, images: int, products: int, median_side: float, grey_share: flo
     return Recommendation(
         PHOTO_ARCHITECTURE,
         None,
-        {"image_size": size},
+        # The localiser finds the item in a shopper's busy photo (ml.localiser, ml.isolate).
+        {"image_size": size, "localiser": True},
         reason=f"photos ({median_side:.0f} px, {100 * (1 - grey_share):.0f}% in colour, "
         f"{per_product:.1f} per product): deep ranking on product identity finds the "
-        "same product and its look-alikes best (bench/photos.py)",
+        "same product and its look-alikes best, with a localiser for busy photos (bench/photos.py)",
     )

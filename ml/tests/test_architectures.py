@@ -199,6 +199,8 @@ class HParamsTests(unittest.TestCase):
         self.assertEqual((small_grey.architecture, small_grey.overrides["image_size"]), ("classifier", 28))
         photos = recommend(images=3000, products=1000, median_side=480, grey_share=0.05)
         self.assertEqual((photos.architecture, photos.overrides["image_size"]), ("deep_ranking", 64))
+        self.assertTrue(photos.overrides["localiser"])
+        self.assertNotIn("localiser", small_grey.overrides)
         self.assertIn("photos", photos.reason)
 
 

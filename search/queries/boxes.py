@@ -7,9 +7,10 @@ whatever was searched. Each box is the region that is searched when it is chosen
 frames its images (ml.framing crops to the item itself) the item's box, for one that does not, the box
 grown until the item sits in it as in a catalogue packshot, with a margin. With `auto` the best box
 becomes the crop, exactly as if it had been sent as x,y,w,h, except for one item on a plain background
-with a model that frames: framing crops to that item itself, so the photo goes in whole and the model
-sees what it saw of the catalogue's own photos. When no item is found the whole photo is searched and a
-notice says so.
+that framing itself crops to, as in a packshot: the photo then goes in whole and the model sees what it
+saw of the catalogue's own photos. A version with a localiser searches a box with the item alone
+(ml.isolate: the surface and props around it become the catalogue's background). When no item is
+found the whole photo is searched and a notice says so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from ml.models import ModelVersion
-from ml.proposals import Box, plain_background, propose_boxes
+from ml.framing import item_box
+from ml.proposals import MARGIN, Box, propose_boxes
 from ml.runtime import embedder_for
 
 from .crop import BadCrop, Crop, crop_parse
@@ -37,7 +39,9 @@ AUTO, NONE = "auto", "none"
 # proposal's own margin the item then spans about 0.7 of it, as packshots show items (Fashion-MNIST: 0.6-0.9).
 PACKSHOT_FILL = 0.8
 SAME_BOX_IOU = 0.85  # a crop overlapping a proposed box this much is that box, chosen
+FRAMING_SIZE = 64  # the model size framing is read at when there is no version to say
 PROPOSAL_SIDE = 1024  # boxes are found on a copy at most this large: as good, and a 40 MP photo stays cheap
+ISOLATED_BACKGROUND = (255, 255, 255)  # where the catalogue keeps each photo's own background
 NO_ITEM = "No item was found in the photo; these results are for the whole photo."
 NO_PROPOSALS = "Lookalike could not look for items in this photo; these results are for the whole photo."
 
@@ -72,13 +76,31 @@ def crop_choice_parse(raw: str | None) -> CropChoice:
     return crop_parse(text)
 
 
-def crop_apply(info: ImageInfo, crop: Crop) -> ImageInfo:
+def crop_apply(info: ImageInfo, crop: Crop, version: ModelVersion | None = None) -> ImageInfo:
     """The boxed part of the photo as an ImageInfo of its own. The model reads the file
-    (ml.preprocess), so the crop becomes the file: a lossless PNG (fast compression, same pixels)."""
-    cropped = info.image.crop(crop.box)
+    (ml.preprocess), so the crop becomes the file: a lossless PNG (fast compression, same pixels).
+    With a version that has a localiser and frames its images, the item alone (its surface replaced
+    by the catalogue's background, ml.isolate) when the localiser finds it in the box."""
+    cropped = _isolated(info, crop, version) or info.image.crop(crop.box)
     buffer = io.BytesIO()
     cropped.save(buffer, format="PNG", compress_level=1)
     return dataclasses.replace(info, format="PNG", image=cropped, width=crop.w, height=crop.h, data=buffer.getvalue())
+
+
+def _isolated(info: ImageInfo, crop: Crop, version: ModelVersion | None) -> Image.Image | None:
+    """The box with its item alone (ml.isolate), or None: no localiser, no framing, or no item found."""
+    if version is None or not version.metrics.get("localiser") or not _frames(version):
+        return None
+    from ml.localiser import localiser_isolate
+
+    background = embedder_for(version).framing.background or ISOLATED_BACKGROUND
+    try:
+        rgb = np.asarray(info.image.convert("RGB"))
+        found = localiser_isolate(version, rgb, (crop.x, crop.y, crop.w, crop.h), background)
+    except Exception:  # a localiser that fails must not fail the search: search the box as it is
+        logger.exception("Isolating the item failed (model version %s)", version.pk)
+        return None
+    return None if found is None else Image.fromarray(found)
 
 
 def boxes_propose(info: ImageInfo, version: ModelVersion | None) -> list[Box]:
@@ -113,6 +135,26 @@ def _frames(version: ModelVersion | None) -> bool:
         return True
 
 
+def _framed_alike(info: ImageInfo, box: Box, version: ModelVersion | None) -> bool:
+    """Whether framing, given the whole photo, crops to this box itself: a plain background with one
+    item on it, as in a packshot (a textured surface's grain reaches past the item, so framing's box
+    is larger than the item's there, or framing uses the whole photo)."""
+    if not _frames(version):
+        return False
+    img = _proposal_copy(info)
+    found = item_box(np.asarray(img.convert("RGB")), version.image_size if version is not None else FRAMING_SIZE)
+    if found is None:
+        return False
+    # With the proposals' margin, in the photo's pixels.
+    x, y, w, h = found
+    mx, my = MARGIN * w, MARGIN * h
+    sx, sy = info.width / img.width, info.height / img.height
+    framed = Box(
+        x=round((x - mx) * sx), y=round((y - my) * sy), w=round((w + 2 * mx) * sx), h=round((h + 2 * my) * sy), score=0
+    )
+    return _iou(framed, box) >= SAME_BOX_IOU
+
+
 def _with_context(box: Box, width: int, height: int) -> Box:
     """The box grown on every side by the same amount, until it spans PACKSHOT_FILL of its longest side."""
     grow = (1 / PACKSHOT_FILL - 1) * max(box.w, box.h) / 2
@@ -133,19 +175,19 @@ def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | No
         failed = False
     if isinstance(crop, Crop):
         chosen = _same_box(crop, boxes)
-        return BoxedPhoto(crop_apply(info, crop), boxes, crop, chosen, None, crop)
+        return BoxedPhoto(crop_apply(info, crop, version), boxes, crop, chosen, None, crop)
     if crop == NONE:
         return BoxedPhoto(info, boxes, None, None, None, crop)
     if not boxes:
         return BoxedPhoto(info, [], None, None, NO_PROPOSALS if failed else NO_ITEM, crop)
     best = boxes[0]
     box = Crop(best.x, best.y, best.w, best.h)
-    if len(boxes) == 1 and _frames(version) and plain_background(np.asarray(_proposal_copy(info).convert("RGB"))):
+    if len(boxes) == 1 and _framed_alike(info, best, version):
         # One item on a plain background: framing crops the photo to that item itself, exactly as it
         # did the catalogue's own photos, so the whole photo is searched and a second crop cannot shift
         # what the model sees. The results are for the item's box all the same.
         return BoxedPhoto(info, boxes, box, 0, None, crop)
-    return BoxedPhoto(crop_apply(info, box), boxes, box, 0, None, crop)
+    return BoxedPhoto(crop_apply(info, box, version), boxes, box, 0, None, crop)
 
 
 def boxes_json(boxed: BoxedPhoto) -> dict:
@@ -199,15 +241,19 @@ def _percent_style(x: int, y: int, w: int, h: int, width: int, height: int) -> s
     )
 
 
+def _iou(a: Crop | Box, b: Crop | Box) -> float:
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / max(1, a.w * a.h + b.w * b.h - inter)
+
+
 def _same_box(crop: Crop, boxes: list[Box]) -> int | None:
     """Which proposed box the crop is (SAME_BOX_IOU or more overlap), if any: the page sends a box back
     in the pixels of the copy it carries, which for a large photo is smaller."""
     best, best_iou = None, SAME_BOX_IOU
     for i, b in enumerate(boxes):
-        ix = max(0, min(crop.x + crop.w, b.x + b.w) - max(crop.x, b.x))
-        iy = max(0, min(crop.y + crop.h, b.y + b.h) - max(crop.y, b.y))
-        inter = ix * iy
-        iou = inter / (crop.w * crop.h + b.w * b.h - inter)
+        iou = _iou(crop, b)
         if iou >= best_iou:
             best, best_iou = i, iou
     return best

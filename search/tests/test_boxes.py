@@ -8,6 +8,7 @@ import io
 import types
 from unittest import mock
 
+import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import SimpleTestCase, TestCase, override_settings
 from django.urls import reverse
@@ -94,6 +95,17 @@ class PlainBackgroundTests(SimpleTestCase):
         self.assertEqual(len(boxed.boxes), 2)
         self.assertEqual((boxed.image.width, boxed.image.height), (boxed.box.w, boxed.box.h))
         self.assertLess(boxed.image.width, info.width)
+
+    def test_one_item_on_a_textured_surface_is_cropped_not_searched_whole(self):
+        # Wood-like stripes: framing's box on the whole photo would reach past the item (or be the photo).
+        stripes = (120 + 60 * np.sin(np.arange(160) / 2.0))[None, :, None] * np.array([1.0, 0.8, 0.6])
+        photo = np.repeat(stripes, 120, axis=0).astype(np.uint8)
+        photo[40:80, 60:100] = (200, 30, 30)
+        info = read_image(image_bytes(Image.fromarray(photo)), max_bytes=10**6)
+        with mock.patch("search.queries.boxes.propose_boxes", return_value=[Box(56, 36, 48, 48, 0.9)]):
+            boxed = photo_boxes(info, AUTO, version=None)
+        self.assertEqual(boxed.box, Crop(56, 36, 48, 48))
+        self.assertEqual((boxed.image.width, boxed.image.height), (48, 48))
 
 
 class BoxesSearchTests(TestCase):
@@ -242,6 +254,35 @@ class BoxesSearchTests(TestCase):
         # The tiny model does not frame its images: the box grows around the item, as packshots show it.
         self.assertEqual(body["box"], {"x": 56, "y": 0, "w": 72, "h": 64})
         self.assertTrue(self.titles(body)[0].startswith("triangle"), self.titles(body))
+
+    def test_a_version_with_a_localiser_searches_its_box_with_the_item_alone(self):
+        ModelVersion.objects.filter(pk=self.version.pk).update(
+            metrics={**self.version.metrics, "localiser": {"iou": 0.9}}
+        )
+        self.version.refresh_from_db()
+        module = types.ModuleType("ml.localiser")
+        module.localiser_boxes = lambda version, image: [Box(0, 0, 64, 64, 0.9)]
+        calls = []
+
+        def isolate(version, image, box, background):
+            calls.append((image.shape, box, tuple(background)))
+            return np.full((box[3], box[2], 3), (10, 200, 10), np.uint8)
+
+        module.localiser_isolate = isolate
+        info = read_image(self.photo, max_bytes=10**6)
+        with (
+            _module("ml.localiser", module),
+            mock.patch("search.queries.boxes._frames", return_value=True),
+            mock.patch("search.queries.boxes.embedder_for") as embedder_for,
+        ):
+            embedder_for.return_value.framing.background = (0, 0, 0)
+            boxed = photo_boxes(info, AUTO, version=self.version)
+            self.assertEqual(calls, [((64, 128, 3), (0, 0, 64, 64), (0, 0, 0))])
+            self.assertEqual(boxed.image.image.getpixel((5, 5)), (10, 200, 10))  # what the localiser left
+            # No item found in the box: the box is searched as it is.
+            module.localiser_isolate = lambda *args: None
+            plain = photo_boxes(info, AUTO, version=self.version)
+        self.assertEqual(plain.image.image.getpixel((32, 32)), info.image.getpixel((32, 32)))
 
 
 @NO_RATE_LIMIT
