@@ -73,6 +73,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "auto_activate",
         "vector_storage",
         "vector_layout",
+        "item_localiser",
         "task_id",
         "created_at",
         "started_at",
@@ -146,6 +147,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 )
                 for p in parts
             ),
+        )
+
+    @admin.display(description="Item localiser (busy photos)")
+    def item_localiser(self, obj):
+        """The localiser's figures on held-out composites (ml.localiser), or why the version has none."""
+        metrics = obj.metrics or {}
+        figures = metrics.get("localiser")
+        if not figures:
+            reason = metrics.get("localiser_skipped") or "not trained with this version"
+            return f"None ({reason}): photo search finds items against the photo's own background."
+        seconds = (figures.get("seconds") or {}).get("total")
+        return (
+            f"Box IoU ≥ 0.7 on {100 * figures.get('share_iou_0_7', 0):.0f}% of "
+            f"{figures.get('eval_composites', '?')} held-out composites (mean IoU {figures.get('box_iou_mean', 0):.2f}); "
+            f"learned from {figures.get('train_cutouts', '?')} cut-outs in {figures.get('steps', '?')} steps"
+            + (f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else "")
+            + "."
         )
 
     @admin.display(description="Training")

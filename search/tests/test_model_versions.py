@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.test import TestCase
 from django.urls import reverse
 
+from catalog.models import Product, ProductImage
 from catalog.tests.factories import product_create, shape_png
 from config.celery import app
 from ml.enqueue import MODEL_VERSION_TRAIN
@@ -52,6 +53,24 @@ class CommandTests(TestCase):
         call_command("evaluate_model", "--version", str(version.pk), "--k", "3", stdout=out)
         self.assertIn("P@3", out.getvalue())
         self.assertIn("raw pixels (L2)", out.getvalue())
+
+    def test_a_catalogue_too_small_for_a_localiser_trains_without_one_and_says_so(self):
+        kept = [p.pk for i, p in enumerate(Product.objects.order_by("pk")) if i % 6 < 3]  # 3 of each shape
+        ProductImage.objects.exclude(product__in=kept).delete()  # 9 photos: too few cut-outs
+        out = io.StringIO()
+        call_command(
+            "train_model",
+            *("--architecture", "deep_ranking", "--localiser", "on", "--epochs", "1", "--image-size", "16"),
+            *("--dim", "8", "--batch-size", "8"),
+            stdout=out,
+            stderr=io.StringIO(),
+        )
+        self.assertIn("No item localiser: only", out.getvalue())
+        self.assertIn("Photo search finds items against the photo's own background", out.getvalue())
+        version = ModelVersion.objects.get()
+        self.assertEqual(version.status, ModelVersion.Status.SUCCEEDED)
+        self.assertIsNone(version.metrics["localiser"])
+        self.assertIn("at least 12 are needed", version.metrics["localiser_skipped"])
 
     def test_bad_arguments_get_clear_errors(self):
         with self.assertRaisesMessage(CommandError, "--variant applies to the classifier only"):

@@ -143,3 +143,24 @@ class AdminLayoutTests(TestCase):
             self.client.get(reverse("admin:ml_modelversion_change", args=[plain.pk])),
             "One part: every dimension counts the same",
         )
+
+    def test_the_version_page_shows_the_localisers_figures_or_why_there_is_none(self):
+        from django.contrib.auth import get_user_model
+        from django.urls import reverse
+
+        self.client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+        figures = {"share_iou_0_7": 0.685, "box_iou_mean": 0.7251, "eval_composites": 200, "train_cutouts": 493}
+        trained = model_version_create(
+            dim=4, metrics={"localiser": {**figures, "steps": 3000, "seconds": {"total": 95.4}}}
+        )
+        self.assertContains(
+            self.client.get(reverse("admin:ml_modelversion_change", args=[trained.pk])),
+            "Box IoU ≥ 0.7 on 68% of 200 held-out composites (mean IoU 0.73); learned from 493 cut-outs in 3000 steps, 95 s.",
+        )
+        skipped = model_version_create(
+            dim=4, metrics={"localiser": None, "localiser_skipped": "only 3 of 3 catalogue photos show an item"}
+        )
+        self.assertContains(
+            self.client.get(reverse("admin:ml_modelversion_change", args=[skipped.pk])),
+            "None (only 3 of 3 catalogue photos show an item): photo search finds items against",
+        )

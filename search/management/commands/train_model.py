@@ -170,6 +170,19 @@ class Command(BaseCommand):
                 f"Budget {spent['text']}: {spent['steps']} steps in {spent['seconds']:.0f} s "
                 f"({spent['used']:.0%} used); peak memory {version.metrics.get('peak_rss_mib')} MiB."
             )
+        located = version.metrics.get("localiser")
+        if located:
+            self.stdout.write(
+                f"Item localiser: box IoU >= 0.7 on {located['share_iou_0_7']:.0%} of held-out composites "
+                f"(mean {located['box_iou_mean']:.2f})."
+            )
+        elif version.metrics.get("localiser_skipped") and version.hparams.get("localiser"):
+            self.stdout.write(
+                self.style.WARNING(
+                    f"No item localiser: {version.metrics['localiser_skipped']}. Photo search finds items "
+                    "against the photo's own background."
+                )
+            )
         figures = version.metrics.get("holdout", {})
         model, pixels = figures.get("model", {}), figures.get("pixels", {})
         self.stdout.write(
