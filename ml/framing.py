@@ -92,6 +92,7 @@ class Background:
     plane: np.ndarray  # float32 [h, w, 3]
     threshold: float
     plain: bool
+    noise: float = 0.0  # what 90% of the border's background-like pixels stay within (8-bit levels)
 
 
 def work_size(image_size: int) -> int:
@@ -130,7 +131,11 @@ def estimate_background(a: np.ndarray) -> Background:
     threshold = max(MIN_THRESHOLD, noise + NOISE_MARGIN)
     plain = float(np.mean(residual <= threshold)) >= PLAIN_SHARE
     return Background(
-        colour=coef[0].astype(np.float32), plane=plane.astype(np.float32), threshold=threshold, plain=plain
+        colour=coef[0].astype(np.float32),
+        plane=plane.astype(np.float32),
+        threshold=threshold,
+        plain=plain,
+        noise=noise,
     )
 
 
@@ -206,21 +211,6 @@ def _square(img: Image.Image, box: tuple[int, int, int, int], colour, margin_px:
     src = (max(0, x0), max(0, y0), min(img.width, x0 + side), min(img.height, y0 + side))
     canvas.paste(img.crop(src), (src[0] - x0, src[1] - y0))
     return canvas
-
-
-def item_box(rgb: np.ndarray, image_size: int) -> tuple[int, int, int, int] | None:
-    """(x, y, w, h) in pixels of uint8 RGB `rgb` of the item framing crops to at this model size, or
-    None where framing uses the whole photo (no plain background, or no item on it)."""
-    img = _work_image(np.ascontiguousarray(rgb, dtype=np.uint8), image_size)
-    a = np.asarray(img, np.float32)
-    bg = estimate_background(a)
-    box = _item_box(np.abs(a - bg.plane).max(axis=-1), bg.threshold) if bg.plain else None
-    if box is None:
-        return None
-    top, left, bottom, right = box
-    sx, sy = rgb.shape[1] / img.width, rgb.shape[0] / img.height
-    x0, y0 = int(np.floor(left * sx)), int(np.floor(top * sy))
-    return x0, y0, int(np.ceil(right * sx)) - x0, int(np.ceil(bottom * sy)) - y0
 
 
 def frame(rgb: np.ndarray, image_size: int, framing: Framing = Framing()) -> np.ndarray:

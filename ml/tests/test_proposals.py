@@ -10,7 +10,7 @@ import numpy as np
 from django.test import SimpleTestCase
 from PIL import Image, ImageDraw
 
-from ml.proposals import Box, propose_boxes
+from ml.proposals import Box, packshot_like, plain_background, propose_boxes
 
 
 def photo(*items, size=(480, 360), background=(232, 228, 220), noise: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -127,6 +127,23 @@ class ProposalTests(SimpleTestCase):
         version = SimpleNamespace(pk=1, metrics={"localiser": {"files": "localiser.keras"}})
         with _module("ml.localiser", None):  # None in sys.modules: the import raises ImportError
             self.assertEqual(propose_boxes(image, version=version), propose_boxes(image))
+
+
+class PackshotLikeTests(SimpleTestCase):
+    """One item on a clean backdrop is a packshot (searched whole, framing crops it); a loud surface or a
+    second thing beside the item is a shopper's photo (searched by its box)."""
+
+    def test_one_item_on_a_clean_backdrop_is_a_packshot(self):
+        self.assertTrue(packshot_like(photo(("rect", (150, 100, 330, 260), (200, 30, 30)), noise=2.0)))
+
+    def test_an_item_on_a_loud_surface_is_not_though_framing_calls_the_surface_plain(self):
+        carpet = photo(("rect", (150, 100, 330, 260), (200, 30, 30)), background=(120, 60, 50), noise=30.0)
+        self.assertTrue(plain_background(carpet))  # framing's threshold follows the surface's noise
+        self.assertFalse(packshot_like(carpet))
+
+    def test_an_item_with_something_beside_it_is_not(self):
+        mug = photo(("rect", (150, 100, 330, 260), (200, 30, 30)), ("ellipse", (380, 40, 450, 110), (30, 60, 120)))
+        self.assertFalse(packshot_like(mug))
 
 
 class _module:

@@ -26,8 +26,7 @@ from PIL import Image
 
 from catalog.images import ImageInfo
 from ml.models import ModelVersion
-from ml.framing import item_box
-from ml.proposals import MARGIN, Box, propose_boxes
+from ml.proposals import Box, packshot_like, propose_boxes
 from ml.runtime import embedder_for
 
 from .crop import BadCrop, Crop, crop_parse
@@ -39,7 +38,6 @@ AUTO, NONE = "auto", "none"
 # proposal's own margin the item then spans about 0.7 of it, as packshots show items (Fashion-MNIST: 0.6-0.9).
 PACKSHOT_FILL = 0.8
 SAME_BOX_IOU = 0.85  # a crop overlapping a proposed box this much is that box, chosen
-FRAMING_SIZE = 64  # the model size framing is read at when there is no version to say
 PROPOSAL_SIDE = 1024  # boxes are found on a copy at most this large: as good, and a 40 MP photo stays cheap
 ISOLATED_BACKGROUND = (255, 255, 255)  # where the catalogue keeps each photo's own background
 NO_ITEM = "No item was found in the photo; these results are for the whole photo."
@@ -135,26 +133,6 @@ def _frames(version: ModelVersion | None) -> bool:
         return True
 
 
-def _framed_alike(info: ImageInfo, box: Box, version: ModelVersion | None) -> bool:
-    """Whether framing, given the whole photo, crops to this box itself: a plain background with one
-    item on it, as in a packshot (a textured surface's grain reaches past the item, so framing's box
-    is larger than the item's there, or framing uses the whole photo)."""
-    if not _frames(version):
-        return False
-    img = _proposal_copy(info)
-    found = item_box(np.asarray(img.convert("RGB")), version.image_size if version is not None else FRAMING_SIZE)
-    if found is None:
-        return False
-    # With the proposals' margin, in the photo's pixels.
-    x, y, w, h = found
-    mx, my = MARGIN * w, MARGIN * h
-    sx, sy = info.width / img.width, info.height / img.height
-    framed = Box(
-        x=round((x - mx) * sx), y=round((y - my) * sy), w=round((w + 2 * mx) * sx), h=round((h + 2 * my) * sy), score=0
-    )
-    return _iou(framed, box) >= SAME_BOX_IOU
-
-
 def _with_context(box: Box, width: int, height: int) -> Box:
     """The box grown on every side by the same amount, until it spans PACKSHOT_FILL of its longest side."""
     grow = (1 / PACKSHOT_FILL - 1) * max(box.w, box.h) / 2
@@ -182,7 +160,7 @@ def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | No
         return BoxedPhoto(info, [], None, None, NO_PROPOSALS if failed else NO_ITEM, crop)
     best = boxes[0]
     box = Crop(best.x, best.y, best.w, best.h)
-    if len(boxes) == 1 and _framed_alike(info, best, version):
+    if _frames(version) and packshot_like(np.asarray(_proposal_copy(info).convert("RGB"))):
         # One item on a plain background: framing crops the photo to that item itself, exactly as it
         # did the catalogue's own photos, so the whole photo is searched and a second crop cannot shift
         # what the model sees. The results are for the item's box all the same.
