@@ -34,7 +34,7 @@ class Isolated:
     item_share: float  # the share of the box kept as item
 
 
-def _window(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+def context_window(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1): a square around the box's centre CONTEXT times its longer side, in the photo."""
     x, y, w, h = box
     half = CONTEXT * max(w, h) / 2
@@ -74,7 +74,7 @@ def isolate(
     x, y, w, h = box
     if w < 1 or h < 1 or x < 0 or y < 0 or x + w > width or y + h > height:
         raise ValueError(f"box must lie inside the {width}x{height} photo. Received: box={box}")
-    wx0, wy0, wx1, wy1 = _window(box, width, height)
+    wx0, wy0, wx1, wy1 = context_window(box, width, height)
     prob = np.asarray(probability(image[wy0:wy1, wx0:wx1]), np.float32)
     full = np.asarray(Image.fromarray(prob, "F").resize((wx1 - wx0, wy1 - wy0), Image.Resampling.BILINEAR))
     p = full[y - wy0 : y - wy0 + h, x - wx0 : x - wx0 + w]

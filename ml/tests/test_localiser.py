@@ -125,3 +125,35 @@ class ModelTests(unittest.TestCase):
         self.assertEqual(tuple(model.output.shape), (None, 16, 16, 1))
         with self.assertRaises(ValueError):
             build_localiser(input_size=30)
+
+
+class RefineTests(unittest.TestCase):
+    """refine_box: a second look at a window around a coarse box redraws it around the item."""
+
+    @staticmethod
+    def _red_marker():
+        """A stand-in network: logits high where the pixel is red, at half the input's resolution."""
+        import tensorflow as tf
+
+        def model(x, training=False):
+            red = tf.cast((x[..., 0] > 150) & (x[..., 1] < 80), tf.float32)[..., None]
+            return tf.nn.avg_pool2d(red, 2, 2, "VALID") * 20.0 - 10.0
+
+        return model
+
+    def test_a_coarse_box_is_redrawn_around_the_item(self):
+        from ml.localiser import refine_box
+
+        photo = np.full((240, 320, 3), (120, 100, 80), np.uint8)
+        photo[60:180, 100:200] = (210, 30, 30)  # the item: x 100-200, y 60-180
+        photo[10:30, 280:300] = (210, 30, 30)  # a small red thing far away, outside the window
+        info = {"input_size": 64, "threshold": 0.5}
+        fine = refine_box(self._red_marker(), info, photo, (90, 40, 130, 150))
+        self.assertGreater(iou(fine, (100, 60, 100, 120)), 0.9, fine)
+
+    def test_a_window_with_nothing_in_it_keeps_the_box(self):
+        from ml.localiser import refine_box
+
+        photo = np.full((240, 320, 3), (120, 100, 80), np.uint8)
+        info = {"input_size": 64, "threshold": 0.5}
+        self.assertEqual(refine_box(self._red_marker(), info, photo, (90, 40, 130, 150)), (90, 40, 130, 150))
