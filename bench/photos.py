@@ -520,9 +520,10 @@ def score_shopper(folder: Path, manifest: dict, version_id: int, limit: int | No
         "no_box_share": round(float(np.mean(np.array(n_boxes) == 0)), 4),
         "boxes_per_photo": round(float(np.mean(n_boxes)), 2),
         "search_with_localisation_p50_ms": round(float(np.median(api_ms)), 1),
+        "ious": [round(float(v), 3) for v in ious_a],
         "proposer": "ml.localiser" if version.metrics.get("localiser") else "ml.proposals (classical)",
     }
-    log(f"shopper photos, proposed box: {box}")
+    log(f"shopper photos, proposed box: { {k: v for k, v in box.items() if k != 'ious'} }")
     by_surface = {}
     for kind in sorted({shop["photos"][s]["surface"] for s in skus}):
         sel = [i for i, s in enumerate(skus) if shop["photos"][s]["surface"] == kind]
@@ -739,6 +740,37 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_shopper(shopper: dict, path: Path) -> None:
+    """Shopper photos: hit@1, hit@10 and category P@10 per way of searching, and the box IoU histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    modes = [("whole", "whole photo"), ("proposed_box", "crop=auto"), ("true_box", "true box + 5%")]
+    metrics = [("hit_at_1", "hit@1"), ("hit_at_10", "hit@10"), ("category_p_at_10", "category P@10")]
+    xs = np.arange(len(metrics))
+    for i, (key, name) in enumerate(modes):
+        bars = ax1.bar(xs + (i - 1) * 0.27, [shopper[key][m] for m, _ in metrics], 0.27, label=name)
+        ax1.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax1.axhline(SHOPPER_TARGETS["proposed_hit_at_1"], color="#c92a2a", linestyle="--", linewidth=1)
+    ax1.set_xticks(xs, [label for _, label in metrics])
+    ax1.set_ylim(0, 1.05)
+    ax1.set_title(f"Shopper photos ({shopper['n']}), searched through the API", fontsize=10)
+    ax1.legend(fontsize=7, loc="upper left")
+    ious = np.array(shopper["box"]["ious"])
+    ax2.hist(ious, bins=np.linspace(0, 1, 21), color="#3b5bdb")
+    ax2.axvline(0.7, color="#c92a2a", linestyle="--", linewidth=1)
+    ax2.set_xlabel("IoU of the searched box with the true item box")
+    ax2.set_title(f"crop=auto boxes: {100 * shopper['box']['share_iou_0_7']:.0f}% at IoU >= 0.7", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 SHOPPER_TARGETS = {
     "proposed_hit_at_1": 0.80,
     "proposed_hit_at_10": 0.95,
@@ -901,6 +933,8 @@ def main(argv=None) -> int:
     )
     if not args.only_shopper:
         plot(result, path.with_suffix(".png"))
+    if shopper_scores:
+        plot_shopper(shopper_scores, path.with_name(path.stem + "_shopper.png"))
     rows = [{"name": "Lookalike", **scores["held_out"], **scores["similar"]}] + [
         {"name": n, **b["held_out"], **b["similar"]} for n, b in base.items()
     ]
@@ -943,7 +977,7 @@ def main(argv=None) -> int:
                 ],
             )
         )
-        print(f"proposed box: {shopper_scores['box']}")
+        print(f"proposed box: { {k: v for k, v in shopper_scores['box'].items() if k != 'ious'} }")
     print()
     print(
         table(
