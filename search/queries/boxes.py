@@ -8,9 +8,9 @@ frames its images (ml.framing crops to the item itself) the item's box, for one 
 grown until the item sits in it as in a catalogue packshot, with a margin. With `auto` the best box
 becomes the crop, exactly as if it had been sent as x,y,w,h, except for one item on a plain background
 that framing itself crops to, as in a packshot: the photo then goes in whole and the model sees what it
-saw of the catalogue's own photos. A version with a localiser searches a box with the item alone
-(ml.isolate: the surface and props around it become the catalogue's background). When no item is
-found the whole photo is searched and a notice says so.
+saw of the catalogue's own photos. A version with a localiser searches a proposed box with the item
+alone (ml.isolate: the surface and props around it become the catalogue's background); a box the
+shopper drew is searched as drawn. When no item is found the whole photo is searched and a notice says so.
 """
 
 from __future__ import annotations
@@ -153,7 +153,12 @@ def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | No
         failed = False
     if isinstance(crop, Crop):
         chosen = _same_box(crop, boxes)
-        return BoxedPhoto(crop_apply(info, crop, version), boxes, crop, chosen, None, crop)
+        # Only a box Lookalike proposed has its item cut out: a box the shopper drew is searched as drawn
+        # (on shopper photos of two 1,000-product catalogues, cutting out lowered a drawn box's hit@1 by
+        # 0.01-0.03 and raised a proposed box's by 0.02-0.03: a drawn box is tight and holds no props).
+        return BoxedPhoto(
+            crop_apply(info, crop, version if chosen is not None else None), boxes, crop, chosen, None, crop
+        )
     if crop == NONE:
         return BoxedPhoto(info, boxes, None, None, None, crop)
     if not boxes:

@@ -279,6 +279,12 @@ class BoxesSearchTests(TestCase):
             boxed = photo_boxes(info, AUTO, version=self.version)
             self.assertEqual(calls, [((64, 128, 3), (0, 0, 64, 64), (0, 0, 0))])
             self.assertEqual(boxed.image.image.getpixel((5, 5)), (10, 200, 10))  # what the localiser left
+            # The proposal chosen again by its coordinates is cut out too; a box the shopper drew is not.
+            self.assertEqual(photo_boxes(info, Crop(0, 0, 64, 64), version=self.version).chosen, 0)
+            self.assertEqual(len(calls), 2)
+            drawn = photo_boxes(info, Crop(70, 4, 50, 50), version=self.version)
+            self.assertEqual(len(calls), 2)
+            self.assertEqual(drawn.image.image.getpixel((5, 5)), info.image.getpixel((75, 9)))
             # No item found in the box: the box is searched as it is.
             module.localiser_isolate = lambda *args: None
             plain = photo_boxes(info, AUTO, version=self.version)
