@@ -19,12 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
+
+from ml.proposals import _components
 
 CONTEXT = 1.5  # the localiser's window spans this many times the box's longer side (items at ~0.65 of it)
 KEEP_PART = 0.25  # a part of the mask with at least this share of the largest part's pixels is the item's too
 MIN_ITEM_SHARE = 0.08  # less of the box than this marked as item: nothing found, search the box as it is
 MAX_ITEM_SHARE = 0.97  # more than this: the localiser sees no surface to remove
+ITEM_LEVEL = 0.5  # a pixel is the item's where the localiser's probability is above this
 EDGE = (0.3, 0.7)  # probabilities from EDGE[0] (surface) to EDGE[1] (item) blend the two: soft edges
 
 
@@ -49,8 +52,6 @@ def context_window(box: tuple[int, int, int, int], width: int, height: int) -> t
 
 def _item_parts(solid: np.ndarray) -> np.ndarray:
     """The mask's largest connected part and the parts at least KEEP_PART of its size."""
-    from ml.proposals import _components
-
     labels, count = _components(solid)
     if count <= 1:
         return solid
@@ -78,7 +79,7 @@ def isolate(
     prob = np.asarray(probability(image[wy0:wy1, wx0:wx1]), np.float32)
     full = np.asarray(Image.fromarray(prob, "F").resize((wx1 - wx0, wy1 - wy0), Image.Resampling.BILINEAR))
     p = full[y - wy0 : y - wy0 + h, x - wx0 : x - wx0 + w]
-    solid = _item_parts(p > 0.5)
+    solid = _item_parts(p > ITEM_LEVEL)
     share = float(solid.mean())
     if share < MIN_ITEM_SHARE or share > MAX_ITEM_SHARE:
         return None
@@ -93,7 +94,5 @@ def isolate(
 
 def _grow(w: int, h: int):
     """A max filter about 2% of the box's side (odd, at least 3 px): how far soft edges may reach."""
-    from PIL import ImageFilter
-
     size = max(3, int(round(0.02 * max(w, h))) | 1)
     return ImageFilter.MaxFilter(size)
