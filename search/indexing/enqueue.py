@@ -15,15 +15,25 @@ IMAGE_EMBED = "search.tasks.image_embed_task"
 TASK_NAMES = (INDEX_BATCH, INDEX_JOB_FINISH, IMAGE_EMBED)
 
 
+def _send(name: str, args: list) -> None:
+    """Queue the task by name; in eager mode (task_always_eager: bench/setup_data.py indexes in its own
+    process) run it here, which send_task alone would not do."""
+    if app.conf.task_always_eager:
+        app.loader.import_default_modules()  # the apps' tasks modules, as a worker imports them
+        app.tasks[name].apply(args=args)
+    else:
+        app.send_task(name, args=args)
+
+
 def batches(batch_ids: Iterable[int]) -> None:
     """One message per batch (settings.CELERY_TASK_ROUTES sends them to the `embeddings` queue)."""
     for batch_id in batch_ids:
-        app.send_task(INDEX_BATCH, args=[batch_id])
+        _send(INDEX_BATCH, [batch_id])
 
 
 def job_finish(job_id: int) -> None:
-    app.send_task(INDEX_JOB_FINISH, args=[job_id])
+    _send(INDEX_JOB_FINISH, [job_id])
 
 
 def image_embed(image_id: int) -> None:
-    app.send_task(IMAGE_EMBED, args=[image_id])
+    _send(IMAGE_EMBED, [image_id])
