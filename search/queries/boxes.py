@@ -101,25 +101,26 @@ def _isolated(info: ImageInfo, crop: Crop, version: ModelVersion | None) -> Imag
     return None if found is None else Image.fromarray(found)
 
 
-def boxes_propose(info: ImageInfo, version: ModelVersion | None) -> list[Box]:
-    """The item boxes in the photo as shown, best first, in its pixels. Raises what the proposer raises."""
-    img = _proposal_copy(info)
-    boxes = list(propose_boxes(np.asarray(img.convert("RGB")), version=version))
+def boxes_propose(info: ImageInfo, version: ModelVersion | None, shown: np.ndarray | None = None) -> list[Box]:
+    """The item boxes in the photo as shown, best first, in its pixels. shown: _proposal_rgb(info) when
+    the caller has it already. Raises what the proposer raises."""
+    shown = _proposal_rgb(info) if shown is None else shown
+    boxes = list(propose_boxes(shown, version=version))
     # In the photo's pixels and inside it (a learned localiser may reach past an edge); empty boxes go.
-    sx, sy = info.width / img.width, info.height / img.height
+    sx, sy = info.width / shown.shape[1], info.height / shown.shape[0]
     boxes = [b for b in (_box_scaled(b, sx, sy, info.width, info.height) for b in boxes) if b is not None]
     if not _frames(version):
         boxes = [_with_context(b, info.width, info.height) for b in boxes]
     return boxes
 
 
-def _proposal_copy(info: ImageInfo) -> Image.Image:
-    """The photo as shown, at most PROPOSAL_SIDE on its longer side."""
+def _proposal_rgb(info: ImageInfo) -> np.ndarray:
+    """The photo as shown, at most PROPOSAL_SIDE on its longer side: uint8 RGB [h, w, 3]."""
     img = info.image
     if max(img.size) > PROPOSAL_SIDE:
         img = img.copy()
         img.thumbnail((PROPOSAL_SIDE, PROPOSAL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return img
+    return np.asarray(img.convert("RGB"))
 
 
 def _frames(version: ModelVersion | None) -> bool:
@@ -144,8 +145,9 @@ def _with_context(box: Box, width: int, height: int) -> Box:
 def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | None) -> BoxedPhoto:
     """The photo to search with, the proposed boxes and which one was used (see the module's docstring).
     An explicit crop must already be checked against the photo (crop_check)."""
+    shown = _proposal_rgb(info)  # read once: the proposer and the packshot test both look at it
     try:
-        boxes = boxes_propose(info, version)
+        boxes = boxes_propose(info, version, shown)
     except Exception:  # a localiser that fails must not fail the search: search without boxes
         logger.exception("Proposing item boxes failed (model version %s)", getattr(version, "pk", None))
         boxes, failed = [], True
@@ -165,8 +167,8 @@ def photo_boxes(info: ImageInfo, crop: CropChoice, *, version: ModelVersion | No
         return BoxedPhoto(info, [], None, None, NO_PROPOSALS if failed else NO_ITEM, crop)
     best = boxes[0]
     box = Crop(best.x, best.y, best.w, best.h)
-    if _frames(version) and packshot_like(np.asarray(_proposal_copy(info).convert("RGB"))):
-        # One item on a plain background: framing crops the photo to that item itself, exactly as it
+    if _frames(version) and packshot_like(shown):
+        # One item on a clean backdrop: framing crops the photo to that item itself, exactly as it
         # did the catalogue's own photos, so the whole photo is searched and a second crop cannot shift
         # what the model sees. The results are for the item's box all the same.
         return BoxedPhoto(info, boxes, box, 0, None, crop)
